@@ -1,0 +1,107 @@
+import { z } from "zod";
+
+/** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
+export const DISK_FORMATS = ["raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "ami", "ari", "aki"] as const;
+export const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "ari", "aki", "docker", "compressed"] as const;
+export const HASH_ALGOS = ["sha512", "sha384", "sha256"] as const;
+
+const list = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    );
+
+const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+/**
+ * Environment variables Hangar reads. Names are the contract with serverless.yml and the local stack.
+ * Optional endpoints are only set locally (MinIO, DynamoDB Local).
+ */
+const EnvSchema = z.object({
+  HANGAR_TABLE: z.string().min(1),
+  HANGAR_BUCKET: z.string().min(1),
+  AWS_REGION: z.string().min(1).default("us-east-1"),
+  HANGAR_S3_ENDPOINT: z.url().optional(),
+  /** Endpoint written into presigned links when clients reach storage by another address than the functions. */
+  HANGAR_S3_PUBLIC_ENDPOINT: z.url().optional(),
+  HANGAR_DYNAMODB_ENDPOINT: z.url().optional(),
+  /** Seconds a presigned upload or download link stays valid. */
+  HANGAR_UPLOAD_URL_TTL: int(3600),
+  HANGAR_DOWNLOAD_URL_TTL: int(300),
+  HANGAR_OS_HASH_ALGO: z.enum(HASH_ALGOS).default("sha512"),
+  HANGAR_PREFERRED_FORMAT: z.enum(DISK_FORMATS).default("raw"),
+  HANGAR_ACCEPTED_FORMATS: list("raw,iso").pipe(z.array(z.enum(DISK_FORMATS)).min(1)),
+  /** Largest virtual size accepted (bytes); default 1 TiB. */
+  HANGAR_MAX_VIRTUAL_SIZE: int(2 ** 40),
+  /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
+  HANGAR_MAX_GZIP_RATIO: int(64),
+  /** Part size of the multipart write of stored images. */
+  HANGAR_PART_SIZE: int(16 * 1024 * 1024),
+  /** JWT verification: a JWKS URL (AWS) or a public JWK as JSON (local stack). */
+  HANGAR_JWT_ISSUER: z.string().min(1),
+  HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
+  HANGAR_JWT_JWKS_URL: z.url().optional(),
+  HANGAR_JWT_PUBLIC_JWK: z.string().optional(),
+});
+
+export type Config = Readonly<{
+  table: string;
+  bucket: string;
+  region: string;
+  s3Endpoint: string | undefined;
+  s3PublicEndpoint: string | undefined;
+  dynamodbEndpoint: string | undefined;
+  uploadUrlTtlSeconds: number;
+  downloadUrlTtlSeconds: number;
+  osHashAlgo: (typeof HASH_ALGOS)[number];
+  preferredFormat: (typeof DISK_FORMATS)[number];
+  acceptedFormats: readonly (typeof DISK_FORMATS)[number][];
+  maxVirtualSize: number;
+  maxGzipRatio: number;
+  partSize: number;
+  jwt: Readonly<{ issuer: string; audience: string; jwksUrl: string | undefined; publicJwk: string | undefined }>;
+}>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Reads the configuration once from an environment map; the error names every bad or missing variable. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new ConfigError(`invalid Hangar configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  if (!e.HANGAR_JWT_JWKS_URL && !e.HANGAR_JWT_PUBLIC_JWK) {
+    throw new ConfigError("invalid Hangar configuration: set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK");
+  }
+  return Object.freeze({
+    table: e.HANGAR_TABLE,
+    bucket: e.HANGAR_BUCKET,
+    region: e.AWS_REGION,
+    s3Endpoint: e.HANGAR_S3_ENDPOINT,
+    s3PublicEndpoint: e.HANGAR_S3_PUBLIC_ENDPOINT,
+    dynamodbEndpoint: e.HANGAR_DYNAMODB_ENDPOINT,
+    uploadUrlTtlSeconds: e.HANGAR_UPLOAD_URL_TTL,
+    downloadUrlTtlSeconds: e.HANGAR_DOWNLOAD_URL_TTL,
+    osHashAlgo: e.HANGAR_OS_HASH_ALGO,
+    preferredFormat: e.HANGAR_PREFERRED_FORMAT,
+    acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]),
+    maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
+    maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
+    partSize: e.HANGAR_PART_SIZE,
+    jwt: Object.freeze({
+      issuer: e.HANGAR_JWT_ISSUER,
+      audience: e.HANGAR_JWT_AUDIENCE,
+      jwksUrl: e.HANGAR_JWT_JWKS_URL,
+      publicJwk: e.HANGAR_JWT_PUBLIC_JWK,
+    }),
+  });
+}
