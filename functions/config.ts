@@ -1,7 +1,18 @@
 import { z } from "zod";
 
 /** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
-export const DISK_FORMATS = ["raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "ami", "ari", "aki"] as const;
+export const DISK_FORMATS = [
+  "raw",
+  "qcow2",
+  "vmdk",
+  "vhd",
+  "vhdx",
+  "vdi",
+  "iso",
+  "ami",
+  "ari",
+  "aki",
+] as const;
 export const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "ari", "aki", "docker", "compressed"] as const;
 export const HASH_ALGOS = ["sha512", "sha384", "sha256"] as const;
 
@@ -64,7 +75,12 @@ export type Config = Readonly<{
   maxVirtualSize: number;
   maxGzipRatio: number;
   partSize: number;
-  jwt: Readonly<{ issuer: string; audience: string; jwksUrl: string | undefined; publicJwk: string | undefined }>;
+  jwt: Readonly<{
+    issuer: string;
+    audience: string;
+    jwksUrl: string | undefined;
+    publicJwk: string | undefined;
+  }>;
 }>;
 
 export class ConfigError extends Error {

@@ -1,0 +1,39 @@
+import { z } from "zod";
+
+/** One record of an S3 (or MinIO) bucket notification; only the fields Hangar reads. */
+const RecordSchema = z.object({
+  eventName: z.string(),
+  s3: z.object({
+    bucket: z.object({ name: z.string() }),
+    object: z.object({ key: z.string(), size: z.number().optional() }),
+  }),
+});
+
+/** Both envelopes: S3's `{Records}` and MinIO's webhook `{EventName, Key, Records}`. */
+const EnvelopeSchema = z.object({ Records: z.array(RecordSchema) }).loose();
+
+export interface StorageObjectEvent {
+  bucket: string;
+  key: string;
+}
+
+export class InvalidStorageEventError extends Error {
+  override name = "InvalidStorageEventError";
+}
+
+/** S3 and MinIO encode keys as in a URL query (`+` for space, `%2F` for `/`). */
+export const decodeEventKey = (key: string): string => decodeURIComponent(key.replace(/\+/g, " "));
+
+/** Validates a notification envelope and returns its object-created events, keys decoded. */
+export function parseStorageEvent(body: unknown): StorageObjectEvent[] {
+  const parsed = EnvelopeSchema.safeParse(body);
+  if (!parsed.success) {
+    throw new InvalidStorageEventError(
+      `not an S3 event notification: ${parsed.error.issues[0]?.message ?? ""}`,
+    );
+  }
+  return parsed.data.Records.filter((r) => /^(s3:)?ObjectCreated:/.test(r.eventName)).map((r) => ({
+    bucket: r.s3.bucket.name,
+    key: decodeEventKey(r.s3.object.key),
+  }));
+}

@@ -1,0 +1,197 @@
+import { Readable } from "node:stream";
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  NotFound,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+import type { ObjectInfo, ObjectStore, PresignedRequest } from "../../core/ports.ts";
+
+export interface S3StoreOptions {
+  bucket: string;
+  region: string;
+  /** Set for MinIO; path-style addressing follows. */
+  endpoint?: string | undefined;
+  /** Endpoint written into presigned links, when clients reach storage by another address. */
+  publicEndpoint?: string | undefined;
+  partSize: number;
+  /** Parts uploaded in parallel; memory held is about (queueSize + 1) × partSize. */
+  queueSize?: number;
+}
+
+/** S3 clients configured the way Hangar's links need: no flexible-checksum query parameters in URLs. */
+export function createS3Client(region: string, endpoint?: string): S3Client {
+  return new S3Client({
+    region,
+    ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+    // The SDK otherwise adds x-amz-checksum-* parameters to presigned PUTs, which clients cannot satisfy.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+}
+
+const isNotFound = (err: unknown) =>
+  err instanceof NotFound ||
+  (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === "NoSuchKey"));
+
+export class S3ObjectStore implements ObjectStore {
+  private readonly client: S3Client;
+  private readonly presigner: S3Client;
+  private readonly bucket: string;
+
+  constructor(
+    private readonly options: S3StoreOptions,
+    client?: S3Client,
+  ) {
+    this.bucket = options.bucket;
+    this.client = client ?? createS3Client(options.region, options.endpoint);
+    this.presigner = options.publicEndpoint
+      ? createS3Client(options.region, options.publicEndpoint)
+      : this.client;
+  }
+
+  async presignPut(
+    key: string,
+    options: { expiresInSeconds: number; contentLength?: number },
+  ): Promise<PresignedRequest> {
+    const command = new PutObjectCommand({
+      Bucket: this.bucket,
+      Key: key,
+      ...(options.contentLength !== undefined ? { ContentLength: options.contentLength } : {}),
+    });
+    const url = await getSignedUrl(this.presigner, command, {
+      expiresIn: options.expiresInSeconds,
+      // Signing the length makes storage refuse a body of any other size.
+      ...(options.contentLength !== undefined ? { signableHeaders: new Set(["content-length"]) } : {}),
+    });
+    const headers: Record<string, string> = {};
+    if (options.contentLength !== undefined) headers["Content-Length"] = String(options.contentLength);
+    return { method: "PUT", url, headers, expiresAt: expiry(options.expiresInSeconds) };
+  }
+
+  async presignGet(
+    key: string,
+    options: { expiresInSeconds: number; filename?: string },
+  ): Promise<PresignedRequest> {
+    const url = await getSignedUrl(
+      this.presigner,
+      new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        // glanceclient reads the body only when the type is exactly this.
+        ResponseContentType: "application/octet-stream",
+        ...(options.filename
+          ? { ResponseContentDisposition: `attachment; filename="${options.filename}"` }
+          : {}),
+      }),
+      { expiresIn: options.expiresInSeconds },
+    );
+    return { method: "GET", url, headers: {}, expiresAt: expiry(options.expiresInSeconds) };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { size: out.ContentLength ?? 0, etag: out.ETag };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async *read(key: string, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+    const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), {
+      abortSignal: signal,
+    });
+    if (!out.Body) return;
+    yield* out.Body as Readable;
+  }
+
+  async readRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    const out = await this.client.send(
+      new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Range: `bytes=${offset}-${offset + length - 1}`,
+      }),
+      { abortSignal: signal },
+    );
+    if (!out.Body) return new Uint8Array(0);
+    return out.Body.transformToByteArray();
+  }
+
+  async write(key: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<{ size: number }> {
+    let size = 0;
+    const counted = Readable.from(
+      (async function* () {
+        for await (const chunk of body) {
+          size += chunk.byteLength;
+          yield chunk;
+        }
+      })(),
+      { objectMode: false },
+    );
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: key, Body: counted, ContentType: "application/octet-stream" },
+      partSize: this.options.partSize,
+      queueSize: this.options.queueSize ?? 4,
+      // On failure lib-storage aborts the multipart upload so no parts are left behind.
+      leavePartsOnError: false,
+      ...(signal ? { abortController: abortControllerFor(signal) } : {}),
+    });
+    await upload.done();
+    return { size };
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    let token: string | undefined;
+    do {
+      const out = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      const keys = (out.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+      if (keys.length) {
+        await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }),
+        );
+      }
+      token = out.NextContinuationToken;
+    } while (token);
+    const uploads = await this.client.send(
+      new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix }),
+    );
+    for (const u of uploads.Uploads ?? []) {
+      if (u.Key && u.UploadId) {
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
+        );
+      }
+    }
+  }
+}
+
+function expiry(seconds: number): string {
+  return new Date(Date.now() + seconds * 1000).toISOString();
+}
+
+function abortControllerFor(signal: AbortSignal): AbortController {
+  const c = new AbortController();
+  if (signal.aborted) c.abort(signal.reason);
+  else signal.addEventListener("abort", () => c.abort(signal.reason), { once: true });
+  return c;
+}

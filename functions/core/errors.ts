@@ -1,0 +1,86 @@
+/**
+ * Domain errors. They carry no HTTP status: `functions/http/errors.ts` maps them at the edge.
+ * `reason` is a stable machine-readable code that also appears in the Glance-style error body.
+ */
+export abstract class HangarError extends Error {
+  abstract readonly reason: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The caller sent something malformed or contradictory. */
+export class InvalidRequestError extends HangarError {
+  readonly reason: string;
+  constructor(message: string, reason = "INVALID_REQUEST", options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** No such image, or the caller may not know it exists (Glance answers 404 for both). */
+export class ImageNotFoundError extends HangarError {
+  readonly reason = "NOT_FOUND";
+  constructor(readonly imageId: string) {
+    super(`No image found with ID ${imageId}`);
+  }
+}
+
+/** The caller is authenticated but may not do this. */
+export class ForbiddenError extends HangarError {
+  readonly reason: string;
+  constructor(message: string, reason = "FORBIDDEN") {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+/** No or invalid credentials. */
+export class UnauthenticatedError extends HangarError {
+  readonly reason = "UNAUTHENTICATED";
+}
+
+/** The image is not in a state that allows the operation, or a concurrent change won. */
+export class ConflictError extends HangarError {
+  readonly reason: string;
+  constructor(message: string, reason = "CONFLICT", options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** A conditional write lost: the record's status was not the one expected. */
+export class StaleStatusError extends ConflictError {
+  constructor(
+    readonly imageId: string,
+    readonly expected: readonly string[],
+    options?: { cause?: unknown },
+  ) {
+    super(`image ${imageId} is no longer in status ${expected.join(" or ")}`, "STALE_STATUS", options);
+  }
+}
+
+/** Reasons an import ends with the image `killed`. Permanent: retrying would give the same answer. */
+export const IMPORT_FAILURE_REASONS = [
+  "SIZE_MISMATCH",
+  "DIGEST_MISMATCH",
+  "FORMAT_MISMATCH",
+  "UNSAFE_IMAGE",
+  "UNSUPPORTED_FORMAT",
+  "QUOTA_EXCEEDED",
+  "EMPTY_UPLOAD",
+  "FETCH_FAILED",
+] as const;
+export type ImportFailureReason = (typeof IMPORT_FAILURE_REASONS)[number];
+
+/** A permanent import failure: the image goes `killed` with this reason and message. */
+export class ImportRejectedError extends HangarError {
+  constructor(
+    readonly reason: ImportFailureReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

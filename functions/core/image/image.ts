@@ -1,0 +1,67 @@
+/** Glance v2 image statuses Hangar uses; no `uploading`/`saving` (design principle 4). */
+export const IMAGE_STATUSES = ["queued", "importing", "active", "killed", "deactivated", "deleted"] as const;
+export type ImageStatus = (typeof IMAGE_STATUSES)[number];
+
+export const VISIBILITIES = ["public", "community", "shared", "private"] as const;
+export type Visibility = (typeof VISIBILITIES)[number];
+
+export interface ImageFailure {
+  reason: string;
+  message: string;
+}
+
+export interface ImportProgress {
+  /** Bytes of the staged upload read so far, of `total`. */
+  bytes_read: number;
+  total: number;
+  updated_at: string;
+}
+
+/** The stored image record: Glance's fields plus Hangar's. Extra user properties are strings. */
+export interface ImageRecord {
+  id: string;
+  name: string | null;
+  status: ImageStatus;
+  visibility: Visibility;
+  protected: boolean;
+  os_hidden: boolean;
+  owner: string;
+  disk_format: string | null;
+  container_format: string | null;
+  size: number | null;
+  virtual_size: number | null;
+  checksum: string | null;
+  os_hash_algo: string | null;
+  os_hash_value: string | null;
+  min_disk: number;
+  min_ram: number;
+  tags: string[];
+  created_at: string;
+  updated_at: string;
+  properties: Record<string, string>;
+  /** Bytes the client said it will upload; signed into the presigned PUT. */
+  upload_size: number | null;
+  /** Hex sha256 the client said the upload has; verified on import. */
+  upload_sha256: string | null;
+  /** Format detected in the upload, before any conversion. */
+  source_format: string | null;
+  converted: boolean | null;
+  failure: ImageFailure | null;
+  import_progress: ImportProgress | null;
+  /** ISO time until which an importer holds the image; a later event may take it over after. */
+  import_lease_until: string | null;
+}
+
+/** Where the client uploads an image's bytes, and where the stored image lives. */
+export const stagingKey = (id: string): string => `staging/${id}/upload`;
+export const imageKey = (id: string): string => `images/${id}`;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+export const isImageId = (s: string): boolean => UUID.test(s);
+
+/** Parses the image id out of a staging key; undefined for any key Hangar did not generate. */
+export function imageIdFromStagingKey(key: string): string | undefined {
+  const m = /^staging\/([0-9a-f-]{36})\/[a-z0-9/-]+$/.exec(key);
+  const id = m?.[1];
+  return id !== undefined && isImageId(id) ? id : undefined;
+}

@@ -1,0 +1,178 @@
+import { HangarError, ImportRejectedError, StaleStatusError } from "../errors.ts";
+import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/image.ts";
+import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
+import { type DigestName, Digests } from "./digests.ts";
+
+export interface ImporterDeps {
+  images: ImageRepository;
+  objects: ObjectStore;
+  clock: Clock;
+  log: Logger;
+  osHashAlgo: "sha256" | "sha384" | "sha512";
+  /** How long one importer holds an image before a redelivered event may take it over. */
+  leaseSeconds: number;
+  /** Least interval between two writes of import progress to the record. */
+  progressIntervalMs: number;
+}
+
+export type ImportOutcome =
+  | { outcome: "active"; image: ImageRecord }
+  | { outcome: "killed"; image: ImageRecord }
+  | { outcome: "ignored"; why: string };
+
+/**
+ * Imports the object that arrived at a staging key: takes the image `queued → importing`, reads the upload
+ * once as a stream (size, md5, `os_hash_algo`, declared sha256), stores it under `images/<id>`, and ends
+ * `active`, or `killed` with a reason for a permanent failure. Transient failures give the image back to
+ * `queued` and rethrow so the event is retried. Events for unknown, deleted or already imported images,
+ * and duplicates, change nothing.
+ */
+export function createImporter(deps: ImporterDeps) {
+  const { images, objects, clock, log } = deps;
+
+  async function begin(id: string, size: number): Promise<ImageRecord | undefined> {
+    const now = clock.now();
+    const leaseUntil = new Date(now.getTime() + deps.leaseSeconds * 1000).toISOString();
+    try {
+      return await images.transition(
+        id,
+        "startImport",
+        {
+          updated_at: now.toISOString(),
+          import_lease_until: leaseUntil,
+          import_progress: { bytes_read: 0, total: size, updated_at: now.toISOString() },
+        },
+        { allowExpiredLeaseFrom: "importing", now: now.toISOString() },
+      );
+    } catch (err) {
+      if (err instanceof StaleStatusError) return undefined;
+      throw err;
+    }
+  }
+
+  async function kill(image: ImageRecord, stagedKey: string, err: ImportRejectedError): Promise<ImageRecord> {
+    await objects.delete(imageKey(image.id));
+    await objects.delete(stagedKey);
+    log.warn("import rejected", { imageId: image.id, reason: err.reason, message: err.message });
+    return images.transition(image.id, "failImport", {
+      updated_at: clock.now().toISOString(),
+      failure: { reason: err.reason, message: err.message },
+      import_lease_until: null,
+    });
+  }
+
+  /** Passes the staged bytes through the digests and progress reporting on their way to storage. */
+  async function* tap(
+    source: AsyncIterable<Uint8Array>,
+    image: ImageRecord,
+    digests: Digests,
+    total: number,
+  ): AsyncGenerator<Uint8Array> {
+    let lastReport = Date.now();
+    for await (const chunk of source) {
+      digests.update(chunk);
+      if (digests.bytes > total) {
+        throw new ImportRejectedError("SIZE_MISMATCH", "The upload grew while it was being imported.");
+      }
+      if (Date.now() - lastReport >= deps.progressIntervalMs) {
+        lastReport = Date.now();
+        const progress = { bytes_read: digests.bytes, total, updated_at: clock.now().toISOString() };
+        // Progress is advisory: a failed write must not fail the import.
+        images.update(image.id, { import_progress: progress }, ["importing"]).catch((e: unknown) => {
+          log.warn("progress update failed", { imageId: image.id, error: String(e) });
+        });
+      }
+      yield chunk;
+    }
+  }
+
+  async function run(image: ImageRecord, stagedKey: string, size: number): Promise<ImageRecord> {
+    if (size === 0) {
+      throw new ImportRejectedError("EMPTY_UPLOAD", "The uploaded object is empty.");
+    }
+    if (image.upload_size !== null && size !== image.upload_size) {
+      throw new ImportRejectedError(
+        "SIZE_MISMATCH",
+        `The upload has ${size} bytes but the image declared upload_size ${image.upload_size}.`,
+      );
+    }
+    const names: DigestName[] = ["md5", deps.osHashAlgo];
+    if (image.upload_sha256 !== null) names.push("sha256");
+    const digests = new Digests(names);
+    const controller = new AbortController();
+    const stored = await objects.write(
+      imageKey(image.id),
+      tap(objects.read(stagedKey, controller.signal), image, digests, size),
+      controller.signal,
+    );
+    if (digests.bytes !== size) {
+      throw new ImportRejectedError(
+        "SIZE_MISMATCH",
+        `Read ${digests.bytes} bytes of an upload announced as ${size} bytes.`,
+      );
+    }
+    const d = digests.digest();
+    if (image.upload_sha256 !== null && d.sha256 !== image.upload_sha256) {
+      throw new ImportRejectedError(
+        "DIGEST_MISMATCH",
+        `The upload's sha256 is ${d.sha256} but the image declared upload_sha256 ${image.upload_sha256}.`,
+      );
+    }
+    const now = clock.now().toISOString();
+    return images.transition(image.id, "finishImport", {
+      updated_at: now,
+      size: stored.size,
+      checksum: d.md5 ?? null,
+      os_hash_algo: deps.osHashAlgo,
+      os_hash_value: d[deps.osHashAlgo] ?? null,
+      source_format: image.disk_format,
+      converted: false,
+      import_progress: { bytes_read: digests.bytes, total: size, updated_at: now },
+      import_lease_until: null,
+    });
+  }
+
+  return {
+    async importStagedObject(key: string): Promise<ImportOutcome> {
+      const id = imageIdFromStagingKey(key);
+      if (!id) return { outcome: "ignored", why: `not a staging key Hangar generated: ${key}` };
+      const info = await objects.head(key);
+      if (!info) return { outcome: "ignored", why: `staged object ${key} is gone` };
+      const image = await begin(id, info.size);
+      if (!image) return { outcome: "ignored", why: `image ${id} is not waiting for an upload` };
+      log.info("import started", { imageId: id, size: info.size });
+      try {
+        const done = await run(image, key, info.size);
+        await objects.delete(key);
+        log.info("import finished", { imageId: id, size: done.size });
+        return { outcome: "active", image: done };
+      } catch (err) {
+        if (err instanceof ImportRejectedError) {
+          try {
+            return { outcome: "killed", image: await kill(image, key, err) };
+          } catch (e) {
+            if (e instanceof StaleStatusError)
+              return { outcome: "ignored", why: "image changed while importing" };
+            throw e;
+          }
+        }
+        await objects.delete(imageKey(id)).catch(() => undefined);
+        if (err instanceof StaleStatusError) {
+          // Deleted (or taken over) while importing: whatever was written is not ours to keep.
+          return { outcome: "ignored", why: `image ${id} changed while importing` };
+        }
+        await images
+          .transition(id, "releaseImport", {
+            updated_at: clock.now().toISOString(),
+            import_lease_until: null,
+          })
+          .catch((e: unknown) => log.warn("could not release image", { imageId: id, error: String(e) }));
+        if (!(err instanceof HangarError))
+          log.error("import failed, will be retried", { imageId: id, error: String(err) });
+        throw err;
+      }
+    },
+  };
+}
+
+export type Importer = ReturnType<typeof createImporter>;

@@ -1,0 +1,242 @@
+import { randomUUID } from "node:crypto";
+import { Hono } from "hono";
+import { z } from "zod";
+import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
+import { ForbiddenError, InvalidRequestError } from "../core/errors.ts";
+import { type Caller, isAdmin } from "../core/image/access.ts";
+import { type ImageRecord, isImageId, VISIBILITIES } from "../core/image/image.ts";
+import type { ImageService, NewImage } from "../core/images.ts";
+import type { Logger } from "../core/ports.ts";
+import { type TokenVerifier, tokenFrom } from "./auth.ts";
+import { errorResponse, toErrorResponse } from "./errors.ts";
+import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
+
+export interface AppDeps {
+  images: ImageService;
+  verifyToken: TokenVerifier;
+  log: Logger;
+  /** Largest `upload_size` a client may declare, in bytes. */
+  maxUploadSize: number;
+}
+
+type Env = { Variables: { caller: Caller } };
+
+const MAX_PROPERTY_VALUE = 65535;
+
+function createBodySchema(maxUploadSize: number) {
+  return z
+    .object({
+      id: z.string().refine(isImageId, "must be a lowercase UUID").optional(),
+      name: z.string().max(255).nullable().optional(),
+      owner: z.string().max(255).nullable().optional(),
+      visibility: z.enum(VISIBILITIES).optional(),
+      protected: z.boolean().optional(),
+      os_hidden: z.boolean().optional(),
+      disk_format: z.enum(DISK_FORMATS).nullable().optional(),
+      container_format: z.enum(CONTAINER_FORMATS).nullable().optional(),
+      min_disk: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .optional(),
+      min_ram: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 31 - 1)
+        .optional(),
+      tags: z.array(z.string().min(1).max(255)).max(128).optional(),
+      upload_size: z.number().int().positive().max(maxUploadSize).optional(),
+      upload_sha256: z
+        .string()
+        .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
+        .optional(),
+    })
+    .catchall(z.string().max(MAX_PROPERTY_VALUE, "extra properties are strings of at most 65535 characters"));
+}
+
+const describeZod = (err: z.ZodError) =>
+  err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
+
+/** Versions document; glanceclient needs `{versions: [{id: "v2.x"}]}`. */
+function versions(base: string) {
+  const link = [{ rel: "self", href: `${base}/v2/` }];
+  return {
+    versions: ["v2.16", "v2.15", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0"].map(
+      (id, i) => ({ id, status: i === 0 ? "CURRENT" : "SUPPORTED", links: link }),
+    ),
+  };
+}
+
+const SORT_KEYS = new Set([
+  "name",
+  "status",
+  "created_at",
+  "updated_at",
+  "size",
+  "id",
+  "disk_format",
+  "owner",
+]);
+
+function compareBy(key: string, dir: "asc" | "desc") {
+  return (a: ImageRecord, b: ImageRecord) => {
+    const av = (a as unknown as Record<string, unknown>)[key];
+    const bv = (b as unknown as Record<string, unknown>)[key];
+    let c: number;
+    if (av === bv) c = 0;
+    else if (av === null || av === undefined) c = -1;
+    else if (bv === null || bv === undefined) c = 1;
+    else c = av < bv ? -1 : 1;
+    if (c === 0) c = a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    return dir === "asc" ? c : -c;
+  };
+}
+
+/** The Glance v2 HTTP API as one Hono app; the same app runs in Lambda and on the local stack. */
+export function createApp(deps: AppDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  const createBody = createBodySchema(deps.maxUploadSize);
+
+  app.use(async (c, next) => {
+    await next();
+    c.header("x-openstack-request-id", `req-${randomUUID()}`);
+  });
+
+  app.onError((err, c) => toErrorResponse(c, err, (m, f) => deps.log.error(m, f)));
+  app.notFound((c) => errorResponse(c, 404, `The resource could not be found: ${c.req.path}`, "NOT_FOUND"));
+
+  const base = (url: string) => new URL(url).origin;
+  app.get("/", (c) => c.json(versions(base(c.req.url)), 300));
+  app.get("/versions", (c) => c.json(versions(base(c.req.url))));
+
+  app.use("/v2/*", async (c, next) => {
+    const token = tokenFrom(c.req.raw.headers);
+    if (!token) {
+      return errorResponse(c, 401, "The request you have made requires authentication.", "UNAUTHENTICATED");
+    }
+    c.set("caller", await deps.verifyToken(token));
+    await next();
+  });
+
+  app.get("/v2/schemas/image", (c) => c.json(IMAGE_SCHEMA));
+  app.get("/v2/schemas/images", (c) => c.json(IMAGES_SCHEMA));
+
+  app.post("/v2/images", async (c) => {
+    const caller = c.get("caller");
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      throw new InvalidRequestError("The request body is not valid JSON.");
+    }
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new InvalidRequestError("The request body must be a JSON object.");
+    }
+    for (const key of Object.keys(raw)) {
+      if (READ_ONLY_FIELDS.has(key))
+        throw new ForbiddenError(`Attribute '${key}' is read-only.`, "READ_ONLY");
+    }
+    const parsed = createBody.safeParse(raw);
+    if (!parsed.success) throw new InvalidRequestError(`Invalid image: ${describeZod(parsed.error)}`);
+    const body = parsed.data;
+    if (body.owner != null && body.owner !== caller.projectId && !isAdmin(caller)) {
+      throw new ForbiddenError("You are not permitted to create images owned by another project.");
+    }
+    const properties: Record<string, string> = {};
+    for (const [k, v] of Object.entries(body)) {
+      if (!CORE_FIELDS.has(k) && typeof v === "string") {
+        if (k.length > 255) throw new InvalidRequestError(`Property name '${k.slice(0, 40)}…' is too long.`);
+        properties[k] = v;
+      }
+    }
+    const input: NewImage = {
+      id: body.id,
+      name: body.name,
+      visibility: body.visibility,
+      protected: body.protected,
+      os_hidden: body.os_hidden,
+      disk_format: body.disk_format,
+      container_format: body.container_format,
+      min_disk: body.min_disk,
+      min_ram: body.min_ram,
+      tags: body.tags,
+      properties,
+      upload_size: body.upload_size,
+      upload_sha256: body.upload_sha256,
+    };
+    const owner = body.owner != null && isAdmin(caller) ? { ...caller, projectId: body.owner } : caller;
+    const view = await deps.images.create(input, owner);
+    c.header("Location", `/v2/images/${view.image.id}`);
+    return c.json(imageJson(view.image, view.upload), 201);
+  });
+
+  app.get("/v2/images", async (c) => {
+    const caller = c.get("caller");
+    const q = c.req.query();
+    const limit = q.limit === undefined ? 25 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 0)
+      throw new InvalidRequestError("limit must be a non-negative integer.");
+    const sortKey = q.sort_key ?? "created_at";
+    const sortDir = q.sort_dir ?? "desc";
+    if (!SORT_KEYS.has(sortKey)) throw new InvalidRequestError(`Invalid sort key: ${sortKey}.`);
+    if (sortDir !== "asc" && sortDir !== "desc")
+      throw new InvalidRequestError(`Invalid sort direction: ${sortDir}.`);
+    const all = (await deps.images.list(caller)).sort(compareBy(sortKey, sortDir));
+    let start = 0;
+    if (q.marker !== undefined) {
+      start = all.findIndex((i) => i.id === q.marker) + 1;
+      if (start === 0) throw new InvalidRequestError(`The marker ${q.marker} could not be found.`);
+    }
+    const page = all.slice(start, start + Math.min(limit, 1000));
+    const params = new URLSearchParams({ ...q });
+    params.delete("marker");
+    const first = `/v2/images${params.size ? `?${params}` : ""}`;
+    const last = page.at(-1);
+    let next: string | undefined;
+    if (last && start + page.length < all.length) {
+      params.set("marker", last.id);
+      next = `/v2/images?${params}`;
+    }
+    return c.json({
+      images: page.map((i) => imageJson(i)),
+      schema: "/v2/schemas/images",
+      first,
+      ...(next ? { next } : {}),
+    });
+  });
+
+  app.get("/v2/images/:id", async (c) => {
+    const view = await deps.images.show(c.req.param("id"), c.get("caller"));
+    return c.json(imageJson(view.image, view.upload));
+  });
+
+  app.delete("/v2/images/:id", async (c) => {
+    await deps.images.delete(c.req.param("id"), c.get("caller"));
+    return c.body(null, 204);
+  });
+
+  app.get("/v2/images/:id/file", async (c) => {
+    const link = await deps.images.downloadLink(c.req.param("id"), c.get("caller"));
+    return c.redirect(link.url, 302);
+  });
+
+  const useTheLink = async (c: import("hono").Context<Env>) => {
+    const view = await deps.images.show(c.req.param("id") ?? "", c.get("caller"));
+    const where = view.upload
+      ? `PUT them to the image's upload link: ${view.upload.url}`
+      : `this image is ${view.image.status} and takes no upload`;
+    c.header("Allow", "GET");
+    return errorResponse(
+      c,
+      405,
+      `Hangar does not accept image data through the API; ${where}`,
+      "USE_UPLOAD_LINK",
+    );
+  };
+  app.put("/v2/images/:id/file", useTheLink);
+  app.put("/v2/images/:id/stage", useTheLink);
+
+  return app;
+}

@@ -1,0 +1,47 @@
+import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from "jose";
+import { z } from "zod";
+import { UnauthenticatedError } from "../core/errors.ts";
+import type { Caller } from "../core/image/access.ts";
+
+const Claims = z.object({
+  sub: z.string().min(1),
+  project_id: z.string().min(1),
+  roles: z.array(z.string()).default([]),
+});
+
+export interface TokenVerifierOptions {
+  issuer: string;
+  audience: string;
+  jwksUrl?: string | undefined;
+  publicJwk?: string | undefined;
+}
+
+/** Verifies Hangar JWTs (signature, issuer, audience, expiry) and returns the caller they name. */
+export type TokenVerifier = (token: string) => Promise<Caller>;
+
+export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+  let keys: JWTVerifyGetKey;
+  if (options.jwksUrl) keys = createRemoteJWKSet(new URL(options.jwksUrl));
+  else if (options.publicJwk) keys = createLocalJWKSet({ keys: [JSON.parse(options.publicJwk)] });
+  else throw new Error("a JWKS URL or a public JWK is required");
+  return async (token) => {
+    try {
+      const { payload } = await jwtVerify(token, keys, {
+        issuer: options.issuer,
+        audience: options.audience,
+      });
+      const claims = Claims.parse(payload);
+      return { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };
+    } catch (err) {
+      throw new UnauthenticatedError("The request you have made requires authentication.", { cause: err });
+    }
+  };
+}
+
+/** The token from `X-Auth-Token` (what OpenStack clients send) or `Authorization: Bearer`. */
+export function tokenFrom(headers: { get(name: string): string | null | undefined }): string | undefined {
+  const x = headers.get("x-auth-token")?.trim();
+  if (x) return x;
+  const m = /^Bearer\s+(.+)$/i.exec(headers.get("authorization")?.trim() ?? "");
+  return m?.[1];
+}

@@ -1,0 +1,83 @@
+import { randomUUID } from "node:crypto";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import type { Hono } from "hono";
+import { DynamoImageRepository } from "./adapters/dynamodb/image-repository.ts";
+import { createLogger } from "./adapters/log.ts";
+import { parseStorageEvent } from "./adapters/s3/events.ts";
+import { S3ObjectStore } from "./adapters/s3/object-store.ts";
+import type { Config } from "./config.ts";
+import { createImageService } from "./core/images.ts";
+import { createImporter, type ImportOutcome } from "./core/import/import-uploaded-image.ts";
+import type { Clock, Logger } from "./core/ports.ts";
+import { createApp } from "./http/app.ts";
+import { createTokenVerifier } from "./http/auth.ts";
+
+/** S3 refuses single PUTs above 5 GiB; larger uploads need a multipart plan. */
+const MAX_SINGLE_PUT = 5 * 1024 ** 3;
+
+export interface Hangar {
+  // biome-ignore lint/suspicious/noExplicitAny: the app's variable types are internal to the HTTP layer
+  app: Hono<any>;
+  /** Imports every object named by an S3 or MinIO notification envelope. */
+  handleStorageEvent(body: unknown): Promise<ImportOutcome[]>;
+  log: Logger;
+}
+
+/** Composes the adapters into Hangar's use cases; one instance per Lambda container or local stack. */
+export function createHangar(config: Config, options: { log?: Logger } = {}): Hangar {
+  const log = options.log ?? createLogger();
+  const clock: Clock = { now: () => new Date() };
+  const dynamo = new DynamoDBClient({
+    region: config.region,
+    ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}),
+  });
+  const images = new DynamoImageRepository(dynamo, config.table);
+  const objects = new S3ObjectStore({
+    bucket: config.bucket,
+    region: config.region,
+    endpoint: config.s3Endpoint,
+    publicEndpoint: config.s3PublicEndpoint,
+    partSize: config.partSize,
+  });
+  const imageService = createImageService({
+    images,
+    objects,
+    clock,
+    log,
+    newId: randomUUID,
+    uploadUrlTtlSeconds: config.uploadUrlTtlSeconds,
+    downloadUrlTtlSeconds: config.downloadUrlTtlSeconds,
+  });
+  const importer = createImporter({
+    images,
+    objects,
+    clock,
+    log,
+    osHashAlgo: config.osHashAlgo,
+    leaseSeconds: 16 * 60,
+    progressIntervalMs: 3000,
+  });
+  const app = createApp({
+    images: imageService,
+    verifyToken: createTokenVerifier(config.jwt),
+    log,
+    maxUploadSize: MAX_SINGLE_PUT,
+  });
+  return {
+    app,
+    log,
+    async handleStorageEvent(body) {
+      const outcomes: ImportOutcome[] = [];
+      for (const event of parseStorageEvent(body)) {
+        if (event.bucket !== config.bucket) {
+          outcomes.push({ outcome: "ignored", why: `event for another bucket: ${event.bucket}` });
+          continue;
+        }
+        const outcome = await importer.importStagedObject(event.key);
+        if (outcome.outcome === "ignored") log.info("event ignored", { key: event.key, why: outcome.why });
+        outcomes.push(outcome);
+      }
+      return outcomes;
+    },
+  };
+}
