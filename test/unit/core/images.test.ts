@@ -1,0 +1,88 @@
+import { randomUUID } from "node:crypto";
+import { beforeEach, describe, expect, it } from "vitest";
+import { ForbiddenError, ImageNotFoundError } from "../../../functions/core/errors.ts";
+import { stagingKey } from "../../../functions/core/image/image.ts";
+import { createImageService } from "../../../functions/core/images.ts";
+import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
+
+const alice = { userId: "alice", projectId: "p-alice", roles: ["member"] };
+const aliceReader = { userId: "ann", projectId: "p-alice", roles: ["reader"] };
+const bob = { userId: "bob", projectId: "p-bob", roles: ["member"] };
+const admin = { userId: "admin", projectId: "p-admin", roles: ["admin", "member"] };
+
+describe("image service", () => {
+  let images: MemoryImages;
+  let objects: MemoryObjects;
+  let service: ReturnType<typeof createImageService>;
+  beforeEach(() => {
+    images = new MemoryImages();
+    objects = new MemoryObjects();
+    service = createImageService({
+      images,
+      objects,
+      clock: fixedClock(),
+      log: silentLog,
+      newId: randomUUID,
+      uploadUrlTtlSeconds: 600,
+      downloadUrlTtlSeconds: 60,
+    });
+  });
+
+  it("creates a queued image owned by the caller's project, with an upload link for the staging key", async () => {
+    const view = await service.create({ name: "n", upload_size: 42 }, alice);
+    expect(view.image).toMatchObject({
+      status: "queued",
+      owner: "p-alice",
+      visibility: "shared",
+      upload_size: 42,
+    });
+    expect(view.upload?.url).toContain(stagingKey(view.image.id));
+    expect(view.upload?.headers["Content-Length"]).toBe("42");
+  });
+
+  it("shows the upload link only to those who may upload, and only while queued", async () => {
+    const { image } = await service.create({ name: "n", visibility: "community" }, alice);
+    expect((await service.show(image.id, alice)).upload).toBeDefined();
+    expect((await service.show(image.id, admin)).upload).toBeDefined();
+    expect((await service.show(image.id, bob)).upload).toBeUndefined();
+    expect((await service.show(image.id, aliceReader)).upload).toBeUndefined();
+    await images.transition(image.id, "startImport", {});
+    expect((await service.show(image.id, alice)).upload).toBeUndefined();
+  });
+
+  it("hides private and shared images from other projects with a not-found", async () => {
+    const { image } = await service.create({ name: "n", visibility: "private" }, alice);
+    await expect(service.show(image.id, bob)).rejects.toBeInstanceOf(ImageNotFoundError);
+    await expect(service.delete(image.id, bob)).rejects.toBeInstanceOf(ImageNotFoundError);
+    expect((await service.list(bob)).map((i) => i.id)).not.toContain(image.id);
+    expect((await service.list(alice)).map((i) => i.id)).toContain(image.id);
+  });
+
+  it("refuses public visibility to non-admins", async () => {
+    await expect(service.create({ visibility: "public" }, alice)).rejects.toBeInstanceOf(ForbiddenError);
+    const { image } = await service.create({ visibility: "public" }, admin);
+    expect((await service.list(bob)).map((i) => i.id)).toContain(image.id);
+  });
+
+  it("delete removes the record and every object; protected images and readers are refused", async () => {
+    const { image } = await service.create({ name: "n" }, alice);
+    objects.objects.set(stagingKey(image.id), new Uint8Array(3));
+    await expect(service.delete(image.id, aliceReader)).rejects.toBeInstanceOf(ForbiddenError);
+    await service.delete(image.id, alice);
+    expect(await images.get(image.id)).toBeUndefined();
+    expect(objects.objects.size).toBe(0);
+    const p = await service.create({ name: "p", protected: true }, alice);
+    await expect(service.delete(p.image.id, alice)).rejects.toThrow(/protected/);
+  });
+
+  it("download needs data, and is refused for deactivated images except to admins", async () => {
+    const { image } = await service.create({ name: "n" }, alice);
+    await expect(service.downloadLink(image.id, alice)).rejects.toThrow(/no data/);
+    await images.transition(image.id, "startImport", {});
+    await images.transition(image.id, "finishImport", {});
+    expect((await service.downloadLink(image.id, alice)).method).toBe("GET");
+    await images.transition(image.id, "deactivate", {});
+    await expect(service.downloadLink(image.id, alice)).rejects.toThrow(/deactivated/);
+    expect((await service.downloadLink(image.id, admin)).url).toContain(image.id);
+  });
+});
