@@ -1,0 +1,175 @@
+import { HangarError } from "../errors.ts";
+import type { DiskMap, Extent } from "./disk-map.ts";
+import { CorruptImageError } from "./errors.ts";
+import type { RangeReader } from "./ports.ts";
+
+/** Tuning of the read planner. */
+export interface PlanOptions {
+  /** Largest host range fetched at once. 8 MiB: each ranged GET costs a round trip, so make them big. */
+  windowSize?: number;
+  /** Host bytes between two needed ranges that are read and dropped rather than split into two reads. */
+  maxGap?: number;
+  /** Windows fetched ahead of the one being decoded. */
+  readAhead?: number;
+  /** Keep every read in increasing host order (forward-only sources). */
+  forwardOnly?: boolean;
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_WINDOW = 8 << 20;
+export const DEFAULT_GAP = 256 << 10;
+export const DEFAULT_READ_AHEAD = 3;
+
+/** Guest bytes: `bytes` is absent for zeros. */
+export interface Piece {
+  readonly length: number;
+  readonly bytes?: Uint8Array;
+}
+
+interface Group {
+  hostStart: number;
+  hostEnd: number;
+  items: Extent[];
+}
+
+function hostSpan(e: Extent): number {
+  return e.kind === "data" ? e.length : e.kind === "encoded" ? e.hostLength : 0;
+}
+
+/** Groups consecutive extents whose host ranges fit one window, merging runs of zeros and of adjacent data. */
+async function* planGroups(map: DiskMap, o: Required<Omit<PlanOptions, "signal">>, signal?: AbortSignal) {
+  let g: Group = { hostStart: -1, hostEnd: -1, items: [] };
+  let covered = 0;
+  for await (const batch of map.batches(signal)) {
+    for (const e of batch) {
+      if (e.length <= 0) continue;
+      covered += e.length;
+      const last = g.items[g.items.length - 1];
+      if (e.kind === "zero") {
+        if (last?.kind === "zero")
+          g.items[g.items.length - 1] = { kind: "zero", length: last.length + e.length };
+        else g.items.push(e);
+        continue;
+      }
+      const hs = e.host;
+      const he = e.host + hostSpan(e);
+      if (g.hostStart < 0) {
+        g.hostStart = hs;
+        g.hostEnd = he;
+      } else if (
+        hs >= g.hostStart &&
+        hs <= g.hostEnd + o.maxGap &&
+        Math.max(he, g.hostEnd) - g.hostStart <= o.windowSize
+      ) {
+        g.hostEnd = Math.max(g.hostEnd, he);
+      } else {
+        yield g;
+        g = { hostStart: hs, hostEnd: he, items: [] };
+      }
+      const prev = g.items[g.items.length - 1];
+      if (e.kind === "data" && prev?.kind === "data" && prev.host + prev.length === e.host) {
+        g.items[g.items.length - 1] = { kind: "data", host: prev.host, length: prev.length + e.length };
+      } else {
+        g.items.push(e);
+      }
+    }
+    if (o.forwardOnly && g.hostStart >= 0) {
+      yield g;
+      g = { hostStart: -1, hostEnd: -1, items: [] };
+    }
+  }
+  if (g.items.length > 0) yield g;
+  if (covered !== map.virtualSize) {
+    throw new CorruptImageError(`the ${map.format} map covers ${covered} bytes, expected ${map.virtualSize}`);
+  }
+}
+
+function decodeItem(e: Extent & { kind: "encoded" }, stored: Uint8Array): Uint8Array {
+  let out: Uint8Array;
+  try {
+    out = e.decode(stored);
+  } catch (err) {
+    if (err instanceof HangarError) throw err;
+    throw new CorruptImageError(`a compressed block at offset ${e.host} cannot be decoded`, { cause: err });
+  }
+  if (out.length !== e.length) {
+    throw new CorruptImageError(
+      `a compressed block at offset ${e.host} decodes to ${out.length} bytes, expected ${e.length}`,
+    );
+  }
+  return out;
+}
+
+/**
+ * Guest bytes of `map` in order, as pieces (zeros are lengths only). Host reads are coalesced into
+ * windows of up to `windowSize` bytes with `readAhead` windows in flight, so memory stays within
+ * about (readAhead + 1) × windowSize plus one metadata table, whatever the image size.
+ * On failure or early return the in-flight reads are aborted and awaited before this returns.
+ */
+export async function* pieces(
+  map: DiskMap,
+  data: RangeReader,
+  options: PlanOptions = {},
+): AsyncGenerator<Piece> {
+  const o = {
+    windowSize: options.windowSize ?? DEFAULT_WINDOW,
+    maxGap: options.maxGap ?? DEFAULT_GAP,
+    readAhead: Math.max(1, options.readAhead ?? DEFAULT_READ_AHEAD),
+    forwardOnly: options.forwardOnly ?? false,
+  };
+  const controller = new AbortController();
+  const outer = options.signal;
+  const onAbort = () => controller.abort(outer?.reason);
+  outer?.addEventListener("abort", onAbort, { once: true });
+  if (outer?.aborted) onAbort();
+  const signal = controller.signal;
+  const queue: { group: Group; bytes: Promise<Uint8Array | undefined> }[] = [];
+  const groups = planGroups(map, o, signal)[Symbol.asyncIterator]();
+  let done = false;
+  const fill = async () => {
+    while (!done && queue.length < o.readAhead) {
+      const next = await groups.next();
+      if (next.done) {
+        done = true;
+        break;
+      }
+      const group = next.value;
+      const bytes =
+        group.hostStart < 0
+          ? Promise.resolve(undefined)
+          : data.read(group.hostStart, group.hostEnd - group.hostStart, signal);
+      // Observed later; this keeps an early failure from being reported as unhandled.
+      bytes.catch(() => undefined);
+      queue.push({ group, bytes });
+    }
+  };
+  try {
+    await fill();
+    while (queue.length > 0) {
+      signal.throwIfAborted();
+      const head = queue.shift();
+      if (!head) break;
+      const window = await head.bytes;
+      const { group } = head;
+      for (const e of group.items) {
+        if (e.kind === "zero") {
+          yield { length: e.length };
+          continue;
+        }
+        if (!window) throw new Error("unreachable: a group with host data has no window");
+        const from = e.host - group.hostStart;
+        if (e.kind === "data") {
+          yield { length: e.length, bytes: window.subarray(from, from + e.length) };
+        } else {
+          yield { length: e.length, bytes: decodeItem(e, window.subarray(from, from + e.hostLength)) };
+        }
+      }
+      await fill();
+    }
+  } finally {
+    outer?.removeEventListener("abort", onAbort);
+    controller.abort();
+    await Promise.allSettled(queue.map((q) => q.bytes));
+    await groups.return?.(undefined).catch(() => undefined);
+  }
+}

@@ -1,0 +1,209 @@
+import { constants, inflateRawSync } from "node:zlib";
+import { checkRange, safeNumber, view } from "./binary.ts";
+import type { DiskMap, Extent } from "./disk-map.ts";
+import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
+import type { RangeReader } from "./ports.ts";
+
+// Offsets from QEMU's docs/interop/qcow2.txt (big-endian).
+export const QCOW2_MAGIC = 0x514649fb;
+const OFF_VERSION = 4;
+const OFF_BACKING_FILE_OFFSET = 8;
+const OFF_CLUSTER_BITS = 20;
+const OFF_SIZE = 24;
+const OFF_CRYPT_METHOD = 32;
+const OFF_L1_SIZE = 36;
+const OFF_L1_TABLE_OFFSET = 40;
+const OFF_INCOMPATIBLE_FEATURES = 72;
+const OFF_HEADER_LENGTH = 100;
+const OFF_COMPRESSION_TYPE = 104;
+const V2_HEADER_LENGTH = 72;
+const V3_MIN_HEADER_LENGTH = 104;
+const HEADER_READ = 112;
+
+const INCOMPAT_DIRTY = 1n << 0n;
+const INCOMPAT_CORRUPT = 1n << 1n;
+const INCOMPAT_EXTERNAL_DATA = 1n << 2n;
+const INCOMPAT_COMPRESSION_TYPE = 1n << 3n;
+const INCOMPAT_EXTENDED_L2 = 1n << 4n;
+const INCOMPAT_KNOWN =
+  INCOMPAT_DIRTY |
+  INCOMPAT_CORRUPT |
+  INCOMPAT_EXTERNAL_DATA |
+  INCOMPAT_COMPRESSION_TYPE |
+  INCOMPAT_EXTENDED_L2;
+
+const COMPRESSION_ZLIB = 0;
+const COMPRESSION_ZSTD = 1;
+
+// Cluster sizes QEMU accepts: 512 B to 2 MiB.
+const MIN_CLUSTER_BITS = 9;
+const MAX_CLUSTER_BITS = 21;
+/** Guest sizes beyond this are refused; QEMU's own limit is 2^61 but ours is what a Lambda can write. */
+export const MAX_VIRTUAL_SIZE = 2 ** 50;
+
+// Table entries: bits 9–55 carry the host offset; bit 62 marks a compressed cluster, bit 0 a zero one.
+// Entries are read as two 32-bit halves because the high half of a valid offset fits 24 bits, so the
+// result is an exact number and the hot loop avoids BigInt.
+const HI_OFFSET_MASK = 0x00ffffff;
+const LO_OFFSET_MASK = 0xfffffe00;
+const HI_COMPRESSED = 0x40000000;
+const LO_ZERO = 0x1;
+const SECTOR = 512;
+
+export interface Qcow2Header {
+  version: 2 | 3;
+  clusterBits: number;
+  virtualSize: number;
+  l1Size: number;
+  l1Offset: number;
+  compressionType: number;
+}
+
+/** Parses and checks the qcow2 header; refuses features the converter does not implement. */
+export function parseQcow2Header(bytes: Uint8Array, fileSize: number): Qcow2Header {
+  if (bytes.length < V2_HEADER_LENGTH) throw new CorruptImageError("qcow2 header is truncated");
+  const dv = view(bytes);
+  if (dv.getUint32(0) !== QCOW2_MAGIC) throw new CorruptImageError("not a qcow2 image (bad magic)");
+  const version = dv.getUint32(OFF_VERSION);
+  if (version !== 2 && version !== 3)
+    throw new UnsupportedImageError(`qcow2 version ${version} is not supported`);
+  if (dv.getBigUint64(OFF_BACKING_FILE_OFFSET) !== 0n) {
+    throw new UnsupportedImageError("qcow2 images with a backing file are not accepted");
+  }
+  const clusterBits = dv.getUint32(OFF_CLUSTER_BITS);
+  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
+    throw new CorruptImageError(`qcow2 cluster_bits ${clusterBits} is out of range`);
+  }
+  const virtualSize = safeNumber(dv.getBigUint64(OFF_SIZE), "qcow2 size");
+  if (virtualSize > MAX_VIRTUAL_SIZE)
+    throw new UnsupportedImageError(`qcow2 virtual size ${virtualSize} is too large`);
+  if (dv.getUint32(OFF_CRYPT_METHOD) !== 0)
+    throw new UnsupportedImageError("encrypted qcow2 images are not supported");
+  const l1Size = dv.getUint32(OFF_L1_SIZE);
+  const l1Offset = safeNumber(dv.getBigUint64(OFF_L1_TABLE_OFFSET), "qcow2 l1_table_offset");
+  let compressionType = COMPRESSION_ZLIB;
+  if (version === 3) {
+    if (bytes.length < V3_MIN_HEADER_LENGTH) throw new CorruptImageError("qcow2 v3 header is truncated");
+    const incompatible = dv.getBigUint64(OFF_INCOMPATIBLE_FEATURES);
+    if (incompatible & ~INCOMPAT_KNOWN) {
+      throw new UnsupportedImageError(
+        `qcow2 has unknown incompatible features (0x${incompatible.toString(16)})`,
+      );
+    }
+    if (incompatible & INCOMPAT_CORRUPT) throw new CorruptImageError("qcow2 image is marked corrupt");
+    if (incompatible & INCOMPAT_DIRTY) {
+      throw new UnsupportedImageError(
+        "qcow2 image was not closed cleanly (dirty refcounts); repair it with qemu-img check -r all",
+      );
+    }
+    if (incompatible & INCOMPAT_EXTERNAL_DATA) {
+      throw new UnsupportedImageError("qcow2 images with an external data file are not accepted");
+    }
+    if (incompatible & INCOMPAT_EXTENDED_L2) {
+      throw new UnsupportedImageError("qcow2 extended L2 entries (subclusters) are not supported");
+    }
+    const headerLength = dv.getUint32(OFF_HEADER_LENGTH);
+    if (incompatible & INCOMPAT_COMPRESSION_TYPE) {
+      if (headerLength <= OFF_COMPRESSION_TYPE || bytes.length <= OFF_COMPRESSION_TYPE) {
+        throw new CorruptImageError("qcow2 declares a compression type but its header has no such field");
+      }
+      compressionType = dv.getUint8(OFF_COMPRESSION_TYPE);
+    }
+  }
+  if (compressionType === COMPRESSION_ZSTD) {
+    throw new UnsupportedImageError(
+      "qcow2 images with zstd-compressed clusters are not supported; convert with -o compression_type=zlib or without -c",
+    );
+  }
+  if (compressionType !== COMPRESSION_ZLIB) {
+    throw new UnsupportedImageError(`qcow2 compression type ${compressionType} is not supported`);
+  }
+  const clusterSize = 2 ** clusterBits;
+  const l2Entries = clusterSize / 8;
+  const needL1 = Math.ceil(virtualSize / (clusterSize * l2Entries));
+  if (l1Size < needL1) throw new CorruptImageError(`qcow2 L1 table has ${l1Size} entries, needs ${needL1}`);
+  checkRange(l1Offset, needL1 * 8, fileSize, "qcow2 L1 table");
+  if (l1Offset % clusterSize !== 0) throw new CorruptImageError("qcow2 L1 table is not cluster-aligned");
+  return { version, clusterBits, virtualSize, l1Size, l1Offset, compressionType };
+}
+
+/** Opens a qcow2 image as a guest → host map. Metadata held: the L1 table and one L2 table at a time. */
+export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
+  const head = await range.read(0, Math.min(HEADER_READ, range.size), signal);
+  const h = parseQcow2Header(head, range.size);
+  const clusterSize = 2 ** h.clusterBits;
+  const l2Entries = clusterSize / 8;
+  const l2Coverage = clusterSize * l2Entries;
+  const l1Used = Math.ceil(h.virtualSize / l2Coverage);
+  const fileSize = range.size;
+  // Compressed cluster descriptor: offset in bits 0..x-1, extra sector count in bits x..61.
+  const csizeShift = 62 - (h.clusterBits - 8);
+  const csizeMask = 2 ** (h.clusterBits - 8) - 1;
+
+  const decode = (stored: Uint8Array): Uint8Array => {
+    // Like QEMU, accept a stream that fills the cluster without a final block (Z_SYNC_FLUSH), and cap
+    // the output so a hostile cluster cannot inflate beyond one cluster.
+    return inflateRawSync(stored, { finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
+  };
+
+  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
+    const l1 = view(await range.read(h.l1Offset, l1Used * 8, sig));
+    for (let i = 0; i < l1Used; i++) {
+      const guestBase = i * l2Coverage;
+      const tableGuest = Math.min(l2Coverage, h.virtualSize - guestBase);
+      const hi = l1.getUint32(i * 8);
+      const lo = l1.getUint32(i * 8 + 4);
+      if ((hi & HI_OFFSET_MASK) === 0 && (lo & LO_OFFSET_MASK) === 0) {
+        yield [{ kind: "zero", length: tableGuest }];
+        continue;
+      }
+      if ((hi & ~(HI_OFFSET_MASK | 0x80000000)) !== 0 || (lo & ~LO_OFFSET_MASK) !== 0) {
+        throw new CorruptImageError(`qcow2 L1 entry ${i} has reserved bits set`);
+      }
+      const l2Host = (hi & HI_OFFSET_MASK) * 2 ** 32 + ((lo & LO_OFFSET_MASK) >>> 0);
+      if (l2Host % clusterSize !== 0)
+        throw new CorruptImageError(`qcow2 L2 table ${i} is not cluster-aligned`);
+      checkRange(l2Host, clusterSize, fileSize, `qcow2 L2 table ${i}`);
+      const l2 = view(await range.read(l2Host, clusterSize, sig));
+      const count = Math.ceil(tableGuest / clusterSize);
+      const out: Extent[] = [];
+      for (let j = 0; j < count; j++) {
+        const length = Math.min(clusterSize, tableGuest - j * clusterSize);
+        const ehi = l2.getUint32(j * 8);
+        const elo = l2.getUint32(j * 8 + 4);
+        if (ehi & HI_COMPRESSED) {
+          const hostOffset = (ehi & (2 ** (csizeShift - 32) - 1)) * 2 ** 32 + (elo >>> 0);
+          const sectors = ((ehi & 0x3fffffff) >>> (csizeShift - 32)) & csizeMask;
+          const hostLength = Math.min((sectors + 1) * SECTOR - (hostOffset % SECTOR), fileSize - hostOffset);
+          if (hostOffset >= fileSize || hostLength <= 0) {
+            throw new CorruptImageError(
+              `qcow2 compressed cluster at guest ${guestBase + j * clusterSize} lies outside the file`,
+            );
+          }
+          out.push({
+            kind: "encoded",
+            length,
+            host: hostOffset,
+            hostLength,
+            decode: length === clusterSize ? decode : (s) => decode(s).subarray(0, length),
+          });
+          continue;
+        }
+        const host = (ehi & HI_OFFSET_MASK) * 2 ** 32 + ((elo & LO_OFFSET_MASK) >>> 0);
+        if (elo & LO_ZERO || host === 0) {
+          out.push({ kind: "zero", length });
+          continue;
+        }
+        if (host % clusterSize !== 0 || host >= fileSize) {
+          throw new CorruptImageError(
+            `qcow2 data cluster at guest ${guestBase + j * clusterSize} has an invalid host offset`,
+          );
+        }
+        out.push({ kind: "data", length, host });
+      }
+      yield out;
+    }
+  }
+
+  return { format: "qcow2", virtualSize: h.virtualSize, batches };
+}

@@ -1,0 +1,161 @@
+import { CorruptImageError, NonMonotonicSourceError } from "./errors.ts";
+import type { ConvertSource, RangeReader, SequentialSource } from "./ports.ts";
+
+/** Bytes of already-passed stream kept for reads that step back a little (overlapping compressed clusters). */
+export const DEFAULT_RETAIN = 1 << 20;
+
+/** Reads `length` bytes at `offset`, zero-filling what lies past the end of the object (as qemu does). */
+export async function readPadded(
+  range: RangeReader,
+  offset: number,
+  length: number,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const available = Math.max(0, Math.min(length, range.size - offset));
+  if (available === length) return range.read(offset, length, signal);
+  const out = new Uint8Array(length);
+  if (available > 0) out.set(await range.read(offset, available, signal));
+  return out;
+}
+
+/**
+ * A RangeReader over one sequential stream. Reads must come in (roughly) increasing offset order:
+ * a read behind the retained tail goes to `fallback` (a ranged GET) or fails with
+ * NonMonotonicSourceError. Reads are served in call order, so callers may issue several at once.
+ * Memory: `retain` bytes plus the bytes of the read being served plus one stream chunk.
+ */
+export class ForwardReader implements RangeReader {
+  readonly size: number;
+  private readonly chunks: Uint8Array[] = [];
+  private bufStart = 0;
+  private bufEnd = 0;
+  private iterator: AsyncIterator<Uint8Array> | undefined;
+  private ended = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly controller = new AbortController();
+
+  constructor(
+    private readonly source: SequentialSource,
+    private readonly fallback: RangeReader | undefined,
+    size: number | undefined,
+    private readonly retain = DEFAULT_RETAIN,
+  ) {
+    this.size = fallback?.size ?? size ?? Number.POSITIVE_INFINITY;
+  }
+
+  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const result = this.queue.then(() => this.serve(offset, length, signal));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Stops the underlying stream (its `return()` closes the connection or file). */
+  async close(): Promise<void> {
+    this.controller.abort();
+    const it = this.iterator;
+    this.iterator = undefined;
+    this.chunks.length = 0;
+    if (it?.return) await it.return().catch(() => undefined);
+  }
+
+  private async serve(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    signal?.throwIfAborted();
+    if (offset < this.bufStart) {
+      if (this.fallback) return readPadded(this.fallback, offset, length, signal);
+      throw new NonMonotonicSourceError(offset, this.bufStart);
+    }
+    const end = offset + length;
+    if (offset >= this.bufEnd) {
+      // Nothing buffered is needed: drop it and skip the gap without keeping it.
+      this.chunks.length = 0;
+      this.bufStart = this.bufEnd;
+      while (!this.ended && this.bufEnd <= offset) {
+        const chunk = await this.pull();
+        if (chunk && this.bufEnd > offset) {
+          this.chunks.push(chunk.subarray(chunk.length - (this.bufEnd - offset)));
+          this.bufStart = offset;
+        } else {
+          this.bufStart = this.bufEnd;
+        }
+      }
+    }
+    while (!this.ended && this.bufEnd < end) {
+      const chunk = await this.pull();
+      if (chunk) this.chunks.push(chunk);
+    }
+    if (this.bufEnd < end && this.size === Number.POSITIVE_INFINITY) {
+      throw new CorruptImageError(
+        `the image ends at ${this.bufEnd} but its metadata refers to offset ${end}`,
+      );
+    }
+    const out = this.copyOut(offset, length);
+    this.trim(end - this.retain);
+    return out;
+  }
+
+  private async pull(): Promise<Uint8Array | undefined> {
+    this.iterator ??= this.source.stream(this.controller.signal)[Symbol.asyncIterator]();
+    const next = await this.iterator.next();
+    if (next.done) {
+      this.ended = true;
+      return undefined;
+    }
+    this.bufEnd += next.value.length;
+    return next.value;
+  }
+
+  private copyOut(offset: number, length: number): Uint8Array {
+    let pos = this.bufStart;
+    let out: Uint8Array | undefined;
+    let written = 0;
+    for (const chunk of this.chunks) {
+      const chunkEnd = pos + chunk.length;
+      if (chunkEnd > offset && pos < offset + length) {
+        const from = Math.max(0, offset - pos);
+        const to = Math.min(chunk.length, offset + length - pos);
+        if (!out && to - from === length) return chunk.subarray(from, to);
+        out ??= new Uint8Array(length);
+        out.set(chunk.subarray(from, to), written);
+        written += to - from;
+      }
+      pos = chunkEnd;
+    }
+    // Past the end of the object: zeros, like readPadded.
+    return out ?? new Uint8Array(length);
+  }
+
+  private trim(keepFrom: number): void {
+    while (this.chunks.length > 1) {
+      const first = this.chunks[0];
+      if (!first || this.bufStart + first.length > keepFrom) break;
+      this.chunks.shift();
+      this.bufStart += first.length;
+    }
+  }
+}
+
+/** The two readers a conversion uses: one for metadata, one for data windows. */
+export interface OpenedSource {
+  meta: RangeReader;
+  data: RangeReader;
+  /** True when nothing can seek: the planner then keeps every read in increasing order. */
+  forwardOnly: boolean;
+  close(): Promise<void>;
+}
+
+/** Chooses how to read: ranged reads, or one sequential stream with ranged reads as fallback. */
+export function openSource(source: ConvertSource): OpenedSource {
+  const { range, sequential } = source;
+  if (sequential) {
+    const forward = new ForwardReader(sequential, range, source.size);
+    return {
+      meta: range ?? forward,
+      data: forward,
+      forwardOnly: !range,
+      close: () => forward.close(),
+    };
+  }
+  if (!range) throw new TypeError("a conversion source needs a range reader or a sequential stream");
+  const padded: RangeReader = { size: range.size, read: (o, l, s) => readPadded(range, o, l, s) };
+  return { meta: range, data: padded, forwardOnly: false, close: async () => undefined };
+}
