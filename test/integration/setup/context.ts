@@ -1,0 +1,19 @@
+import type { JWK } from "jose";
+import type { LocalInfo } from "../../../infra/local/stack.ts";
+
+/** What the integration global setup hands to every test file through vitest's provide/inject. */
+export interface ProvidedStack {
+  info: LocalInfo;
+  /** The local ES256 private key, so tests can mint tokens for any identity. */
+  signingKey: JWK;
+  /** The stack's temporary HANGAR_HOME. */
+  home: string;
+  /** Every line the stack logs (storage events received, handled, failed) is appended here. */
+  logFile: string;
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    hangarStack: ProvidedStack;
+  }
+}

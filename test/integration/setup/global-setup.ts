@@ -1,0 +1,54 @@
+import { appendFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { TestProject } from "vitest/node";
+import { freePort } from "../../../infra/local/services.ts";
+import { startStack } from "../../../infra/local/stack.ts";
+import "./context.ts";
+import { assertLoopback } from "./loopback.ts";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+/**
+ * Starts one local stack for the whole integration run, in a temporary HANGAR_HOME on free ports.
+ * Binaries come from the repository's cache (`.hangar/cache`, or HANGAR_CACHE) so they are fetched once
+ * per machine, not once per run. HANGAR_TEST_VERBOSE=1 echoes the stack's log; HANGAR_TEST_KEEP=1 keeps
+ * the temporary home for inspection.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const cacheDir = process.env.HANGAR_CACHE
+    ? resolve(process.env.HANGAR_CACHE)
+    : join(repoRoot, ".hangar", "cache");
+  const home = await mkdtemp(join(tmpdir(), "hangar-it-"));
+  const logFile = join(home, "stack.log");
+  const verbose = process.env.HANGAR_TEST_VERBOSE === "1";
+  const log = (line: string) => {
+    appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
+    if (verbose) console.log(`[stack] ${line}`);
+  };
+
+  const ports = new Set<number>();
+  while (ports.size < 3) ports.add(await freePort());
+  const [apiPort = 0, s3Port = 0, dynamodbPort = 0] = [...ports];
+
+  const started = Date.now();
+  const stack = await startStack({ home, cacheDir, apiPort, s3Port, dynamodbPort, reset: true, log });
+  log(`stack ready in ${Date.now() - started} ms`);
+  for (const url of [stack.info.apiUrl, stack.info.s3Endpoint, stack.info.dynamodbEndpoint])
+    assertLoopback(url);
+
+  stack.done.catch((err: unknown) => {
+    // Tests that still run will fail on refused connections; this says why.
+    console.error(`integration stack went down: ${err instanceof Error ? err.message : String(err)}`);
+  });
+
+  project.provide("hangarStack", { info: stack.info, signingKey: stack.signingKey, home, logFile });
+
+  return async () => {
+    await stack.stop();
+    if (process.env.HANGAR_TEST_KEEP === "1") console.log(`integration stack home kept at ${home}`);
+    else await rm(home, { recursive: true, force: true });
+  };
+}

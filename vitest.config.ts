@@ -1,0 +1,31 @@
+import { defineConfig } from "vitest/config";
+
+// Two tiers (STYLE.md): `unit` is pure and fast; `integration` shares one local stack (MinIO, DynamoDB
+// Local, Hangar's API and event receiver) started by its global setup. The machines have 2 cores, and
+// the stack's own processes need one of them, so integration files run one at a time, after the unit tier.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/integration/setup/global-setup.ts"],
+          fileParallelism: false,
+          maxWorkers: 1,
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
+  },
+});
