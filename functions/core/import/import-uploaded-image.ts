@@ -1,7 +1,10 @@
 import { HangarError, ImportRejectedError, StaleStatusError } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
-import { type DigestName, Digests } from "./digests.ts";
+import { createDigester, type Digester, type DigestName } from "./digests.ts";
+
+/** Below this size a hashing worker costs more to start than it saves. */
+const INLINE_HASH_BELOW = 8 * 1024 * 1024;
 
 export interface ImporterDeps {
   images: ImageRepository;
@@ -65,12 +68,13 @@ export function createImporter(deps: ImporterDeps) {
   async function* tap(
     source: AsyncIterable<Uint8Array>,
     image: ImageRecord,
-    digests: Digests,
+    digests: Digester,
     total: number,
   ): AsyncGenerator<Uint8Array> {
     let lastReport = Date.now();
     for await (const chunk of source) {
-      digests.update(chunk);
+      const wait = digests.update(chunk);
+      if (wait) await wait;
       if (digests.bytes > total) {
         throw new ImportRejectedError("SIZE_MISMATCH", "The upload grew while it was being imported.");
       }
@@ -98,20 +102,27 @@ export function createImporter(deps: ImporterDeps) {
     }
     const names: DigestName[] = ["md5", deps.osHashAlgo];
     if (image.upload_sha256 !== null) names.push("sha256");
-    const digests = new Digests(names);
+    const digests = createDigester(names, { inline: size < INLINE_HASH_BELOW });
     const controller = new AbortController();
-    const stored = await objects.write(
-      imageKey(image.id),
-      tap(objects.read(stagedKey, controller.signal), image, digests, size),
-      controller.signal,
-    );
+    let stored: { size: number };
+    try {
+      stored = await objects.write(
+        imageKey(image.id),
+        tap(objects.read(stagedKey, controller.signal), image, digests, size),
+        controller.signal,
+      );
+    } catch (err) {
+      controller.abort();
+      digests.close();
+      throw err;
+    }
     if (digests.bytes !== size) {
       throw new ImportRejectedError(
         "SIZE_MISMATCH",
         `Read ${digests.bytes} bytes of an upload announced as ${size} bytes.`,
       );
     }
-    const d = digests.digest();
+    const d = await digests.digest();
     if (image.upload_sha256 !== null && d.sha256 !== image.upload_sha256) {
       throw new ImportRejectedError(
         "DIGEST_MISMATCH",

@@ -1,0 +1,47 @@
+import { createHash, randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { createDigester, InlineDigests, WorkerDigests } from "../../../functions/core/import/digests.ts";
+
+const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
+
+describe("digesters", () => {
+  it("the worker-backed digester gives the same digests as hashing in one thread", async () => {
+    const data = randomBytes(48 * 1024 * 1024 + 12345);
+    const d = createDigester(["md5", "sha512", "sha256"]);
+    // Views into one large buffer, of uneven sizes, as a converter would hand them over.
+    for (let off = 0; off < data.length; ) {
+      const n = Math.min(data.length - off, 100_000 + (off % 7_777));
+      const wait = d.update(data.subarray(off, off + n));
+      if (wait) await wait;
+      off += n;
+    }
+    expect(d.bytes).toBe(data.length);
+    expect(await d.digest()).toEqual({
+      md5: hex("md5", data),
+      sha512: hex("sha512", data),
+      sha256: hex("sha256", data),
+    });
+  });
+
+  it("makes the producer wait when the worker falls behind, and still finishes", async () => {
+    const d = new WorkerDigests(["sha512"]);
+    const chunk = randomBytes(4 * 1024 * 1024);
+    let waited = 0;
+    for (let i = 0; i < 20; i++) {
+      const w = d.update(chunk);
+      if (w) {
+        waited++;
+        await w;
+      }
+    }
+    expect(waited).toBeGreaterThan(0);
+    const expected = createHash("sha512");
+    for (let i = 0; i < 20; i++) expected.update(chunk);
+    expect((await d.digest()).sha512).toBe(expected.digest("hex"));
+  });
+
+  it("inline digests cover an empty stream", async () => {
+    const d = new InlineDigests(["md5"]);
+    expect(await d.digest()).toEqual({ md5: hex("md5", new Uint8Array(0)) });
+  });
+});
