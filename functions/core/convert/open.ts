@@ -3,6 +3,10 @@ import { UnsupportedImageError } from "./errors.ts";
 import type { RangeReader, SourceFormat } from "./ports.ts";
 import { openQcow2 } from "./qcow2.ts";
 import { openRaw } from "./raw.ts";
+import { openVdi } from "./vdi.ts";
+import { openVhd } from "./vhd.ts";
+import { openVhdx } from "./vhdx.ts";
+import { openVmdk } from "./vmdk.ts";
 
 /** Opens `format` as a guest → host map, reading only its header and top-level tables. */
 export async function openDiskMap(
@@ -13,6 +17,14 @@ export async function openDiskMap(
   switch (format) {
     case "qcow2":
       return openQcow2(range, signal);
+    case "vmdk":
+      return openVmdk(range, signal);
+    case "vhd":
+      return openVhd(range, signal);
+    case "vhdx":
+      return openVhdx(range, signal);
+    case "vdi":
+      return openVdi(range, signal);
     case "raw":
       if (!Number.isFinite(range.size)) throw new UnsupportedImageError("a raw image needs a known size");
       return openRaw(range);

@@ -1,15 +1,7 @@
-/**
- * Ports the converters read through. `RangeReader` has the same shape as the inspector's port in
- * `functions/core/formats/types.ts`; once that module exists this file re-exports it instead.
- */
+/** Ports the converters read through. `RangeReader` is the inspector's port, shared. */
+import type { RangeReader } from "../formats/types.ts";
 
-/** Random access to the staged object (a ranged GET in S3, `pread` on a file). */
-export interface RangeReader {
-  /** Object size in bytes. */
-  readonly size: number;
-  /** Reads exactly `length` bytes at `offset` (callers never ask past `size`). */
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
-}
+export type { RangeReader };
 
 /** One sequential read of the whole object, from its first byte (a plain GET). */
 export interface SequentialSource {

@@ -1,0 +1,150 @@
+import { inflateSync } from "node:zlib";
+import { ascii, checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
+import type { DiskMap, Extent } from "./disk-map.ts";
+import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
+import type { RangeReader } from "./ports.ts";
+import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
+
+// Offsets from VMware's "Virtual Disk Format 1.1" SparseExtentHeader (little-endian).
+export const VMDK_MAGIC = 0x564d444b; // "KDMV"
+const OFF_VERSION = 4;
+const OFF_FLAGS = 8;
+const OFF_CAPACITY = 12;
+const OFF_GRAIN_SIZE = 20;
+const OFF_NUM_GTES_PER_GT = 44;
+const OFF_GD_OFFSET = 56;
+const OFF_COMPRESS_ALGORITHM = 77;
+const HEADER_SIZE = 512;
+const FOOTER_FROM_END = 1024; // footer marker, footer, end-of-stream marker: the footer is 2 sectors from the end
+const GD_AT_END = 0xffffffffffffffffn;
+const FLAG_ZERO_GRAIN_GTE = 1 << 2;
+const FLAG_COMPRESSED = 1 << 16;
+const FLAG_MARKERS = 1 << 17;
+const COMPRESSION_DEFLATE = 1;
+const GTE_ZEROED = 1;
+const MARKER_HEADER = 12; // u64 lba + u32 size
+const SECTOR = 512;
+// Grain sizes: a power of two from 1 sector to 1 MiB; QEMU accepts no more.
+const MAX_GRAIN_SECTORS = 2048;
+const MAX_GTES_PER_GT = 4096;
+/** Largest grain directory read at once; bounds metadata memory. */
+const MAX_GD_BYTES = 32 << 20;
+
+interface VmdkHeader {
+  flags: number;
+  capacity: number;
+  grainSectors: number;
+  gtesPerGt: number;
+  gdSector: bigint;
+}
+
+function parseHeader(bytes: Uint8Array): VmdkHeader {
+  if (bytes.length < HEADER_SIZE) throw new CorruptImageError("vmdk header is truncated");
+  const dv = view(bytes);
+  if (dv.getUint32(0, true) !== VMDK_MAGIC) {
+    if (ascii(bytes, 0, 20).includes("# Disk Descriptor")) {
+      throw new UnsupportedImageError(
+        "vmdk descriptor files with separate extents are not supported; upload a monolithicSparse or streamOptimized vmdk",
+      );
+    }
+    throw new CorruptImageError("not a sparse vmdk (bad magic)");
+  }
+  const version = dv.getUint32(OFF_VERSION, true);
+  if (version < 1 || version > 3) throw new UnsupportedImageError(`vmdk version ${version} is not supported`);
+  const flags = dv.getUint32(OFF_FLAGS, true);
+  const capacity = safeNumber(dv.getBigUint64(OFF_CAPACITY, true), "vmdk capacity") * SECTOR;
+  if (capacity > MAX_VIRTUAL_SIZE)
+    throw new UnsupportedImageError(`vmdk virtual size ${capacity} is too large`);
+  const grainSectors = safeNumber(dv.getBigUint64(OFF_GRAIN_SIZE, true), "vmdk grainSize");
+  if (!isPowerOfTwo(grainSectors) || grainSectors > MAX_GRAIN_SECTORS) {
+    throw new CorruptImageError(`vmdk grain size ${grainSectors} sectors is invalid`);
+  }
+  const gtesPerGt = dv.getUint32(OFF_NUM_GTES_PER_GT, true);
+  if (gtesPerGt < 1 || gtesPerGt > MAX_GTES_PER_GT)
+    throw new CorruptImageError(`vmdk numGTEsPerGT ${gtesPerGt} is invalid`);
+  if (flags & FLAG_COMPRESSED && dv.getUint16(OFF_COMPRESS_ALGORITHM, true) !== COMPRESSION_DEFLATE) {
+    throw new UnsupportedImageError("vmdk compression algorithm is not deflate");
+  }
+  return { flags, capacity, grainSectors, gtesPerGt, gdSector: dv.getBigUint64(OFF_GD_OFFSET, true) };
+}
+
+/**
+ * Opens a monolithicSparse or streamOptimized vmdk. Grains are located through the grain directory
+ * (from the footer for streamOptimized), so out-of-order grains work with ranged reads.
+ */
+export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
+  let h = parseHeader(await range.read(0, Math.min(HEADER_SIZE, range.size), signal));
+  if (h.gdSector === GD_AT_END) {
+    if (!Number.isFinite(range.size) || range.size < HEADER_SIZE + FOOTER_FROM_END) {
+      throw new UnsupportedImageError(
+        "this streamOptimized vmdk keeps its grain directory in a footer that cannot be reached",
+      );
+    }
+    h = parseHeader(await range.read(range.size - FOOTER_FROM_END, HEADER_SIZE, signal));
+    if (h.gdSector === GD_AT_END) throw new CorruptImageError("vmdk footer has no grain directory offset");
+  }
+  const fileSize = range.size;
+  const grainBytes = h.grainSectors * SECTOR;
+  const gtCoverage = grainBytes * h.gtesPerGt;
+  const gdEntries = Math.ceil(h.capacity / gtCoverage);
+  const gdOffset = safeNumber(h.gdSector, "vmdk gdOffset") * SECTOR;
+  if (gdEntries * 4 > MAX_GD_BYTES) throw new UnsupportedImageError("vmdk grain directory is too large");
+  checkRange(gdOffset, gdEntries * 4, fileSize, "vmdk grain directory");
+  const compressed = (h.flags & FLAG_COMPRESSED) !== 0;
+  const markers = (h.flags & FLAG_MARKERS) !== 0;
+  const zeroGte = (h.flags & FLAG_ZERO_GRAIN_GTE) !== 0;
+  const capacity = h.capacity;
+
+  const decodeGrain = (length: number) => (stored: Uint8Array) => {
+    let data = stored;
+    if (markers) {
+      if (stored.length < MARKER_HEADER) throw new CorruptImageError("vmdk grain marker is truncated");
+      const size = view(stored).getUint32(8, true);
+      if (size === 0 || size > stored.length - MARKER_HEADER)
+        throw new CorruptImageError("vmdk grain marker size is invalid");
+      data = stored.subarray(MARKER_HEADER, MARKER_HEADER + size);
+    }
+    const out = inflateSync(data, { maxOutputLength: grainBytes });
+    if (out.length < length) throw new CorruptImageError("vmdk compressed grain is short");
+    return out.length === length ? out : out.subarray(0, length);
+  };
+
+  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
+    const gd = view(await range.read(gdOffset, gdEntries * 4, sig));
+    for (let i = 0; i < gdEntries; i++) {
+      const guestBase = i * gtCoverage;
+      const tableGuest = Math.min(gtCoverage, capacity - guestBase);
+      const gtSector = gd.getUint32(i * 4, true);
+      if (gtSector === 0) {
+        yield [{ kind: "zero", length: tableGuest }];
+        continue;
+      }
+      const count = Math.ceil(tableGuest / grainBytes);
+      checkRange(gtSector * SECTOR, count * 4, fileSize, `vmdk grain table ${i}`);
+      const gt = view(await range.read(gtSector * SECTOR, count * 4, sig));
+      const out: Extent[] = [];
+      for (let j = 0; j < count; j++) {
+        const length = Math.min(grainBytes, tableGuest - j * grainBytes);
+        const sector = gt.getUint32(j * 4, true);
+        if (sector === 0 || (zeroGte && sector === GTE_ZEROED)) {
+          out.push({ kind: "zero", length });
+          continue;
+        }
+        const host = sector * SECTOR;
+        if (compressed) {
+          // The compressed size is only known from the marker; read up to two grains, as QEMU does.
+          const hostLength = Math.min(2 * grainBytes, fileSize - host);
+          if (hostLength <= 0)
+            throw new CorruptImageError(`vmdk grain ${guestBase / grainBytes + j} lies outside the file`);
+          out.push({ kind: "encoded", length, host, hostLength, decode: decodeGrain(length) });
+        } else {
+          checkRange(host, length, fileSize, `vmdk grain ${guestBase / grainBytes + j}`);
+          out.push({ kind: "data", length, host });
+        }
+      }
+      yield out;
+    }
+  }
+
+  return { format: "vmdk", virtualSize: capacity, batches };
+}
