@@ -3,6 +3,8 @@ import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/imag
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
 import { createDigester, type Digester, type DigestName } from "./digests.ts";
 
+const TAKES_UPLOADS = new Set(["queued", "importing"]);
+
 /** Below this size a hashing worker costs more to start than it saves. */
 const INLINE_HASH_BELOW = 8 * 1024 * 1024;
 
@@ -56,7 +58,7 @@ export function createImporter(deps: ImporterDeps) {
   async function kill(image: ImageRecord, stagedKey: string, err: ImportRejectedError): Promise<ImageRecord> {
     await objects.delete(imageKey(image.id));
     await objects.delete(stagedKey);
-    log.warn("import rejected", { imageId: image.id, reason: err.reason, message: err.message });
+    log.warn("import rejected", { imageId: image.id, reason: err.reason, detail: err.message });
     return images.transition(image.id, "failImport", {
       updated_at: clock.now().toISOString(),
       failure: { reason: err.reason, message: err.message },
@@ -150,7 +152,16 @@ export function createImporter(deps: ImporterDeps) {
       const info = await objects.head(key);
       if (!info) return { outcome: "ignored", why: `staged object ${key} is gone` };
       const image = await begin(id, info.size);
-      if (!image) return { outcome: "ignored", why: `image ${id} is not waiting for an upload` };
+      if (!image) {
+        const current = await images.get(id);
+        // A late or repeated upload for an image that is done (or gone) is garbage: free the storage.
+        // One still `queued` or `importing` belongs to the importer holding it.
+        if (!current || !TAKES_UPLOADS.has(current.status)) await objects.delete(key);
+        return {
+          outcome: "ignored",
+          why: `image ${id} is ${current?.status ?? "gone"}, not waiting for an upload`,
+        };
+      }
       log.info("import started", { imageId: id, size: info.size });
       try {
         const done = await run(image, key, info.size);

@@ -61,6 +61,7 @@ describe("importStagedObject", () => {
     const again = await importer.importStagedObject(stagingKey(id));
     expect(again.outcome).toBe("ignored");
     expect(await images.get(id)).toEqual(before);
+    expect(objects.objects.has(stagingKey(id))).toBe(false);
   });
 
   it("kills the image with DIGEST_MISMATCH and keeps nothing", async () => {
