@@ -1,0 +1,16 @@
+/** Public surface of the disk-format inspector (see docs/safety.md for the checks). */
+export { HEAD_BYTES, MAX_CAPTURE_BYTES, TAIL_BYTES } from "./capture.ts";
+export { CHECK, type CheckName } from "./checks.ts";
+export { detectFormat } from "./detect.ts";
+export { MalformedImageError, UnsafeImageError, UnsupportedFormatError } from "./errors.ts";
+export { createInspector, type Inspector } from "./inspector.ts";
+export type {
+  CheckResult,
+  Compression,
+  DetectionResult,
+  FormatName,
+  InspectionResult,
+  InspectOptions,
+  PartitionTable,
+  RangeReader,
+} from "./types.ts";
