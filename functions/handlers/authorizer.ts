@@ -40,6 +40,11 @@ function isKeySourceFault(cause: unknown): boolean {
   return !(cause instanceof errors.JOSEError || (cause instanceof Error && cause.name === "ZodError"));
 }
 
+/** The signing keys could not be fetched: an outage on our side, not a bad token. */
+export class TokenKeysUnavailableError extends Error {
+  override name = "TokenKeysUnavailableError";
+}
+
 const DENY: APIGatewaySimpleAuthorizerResult = { isAuthorized: false };
 
 export async function handler(
@@ -65,7 +70,7 @@ export async function handler(
     if (isKeySourceFault(cause)) {
       // Denying here would blame the client for our outage; a 500 says what happened.
       logger.error("cannot verify tokens", { routeKey: event.routeKey, error: cause as Error });
-      throw error;
+      throw new TokenKeysUnavailableError("cannot fetch the token signing keys", { cause });
     }
     // The reason names the failed check (expired, issuer, audience, signature), never the token.
     const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(error);

@@ -1,0 +1,514 @@
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
+import { loadConfig } from "../../functions/config.ts";
+
+// Builds the bundles (scripts/build.mjs) and packages serverless.yml with osls, offline, then checks the
+// CloudFormation that `osls deploy` would submit: what triggers the importer, what each role may touch,
+// and how the bucket and table are set up. It also runs the built authorizer bundle under plain Node.
+
+const run = promisify(execFile);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const FUNCTIONS = ["api", "importer", "authorizer"] as const;
+
+// Stand-ins for CloudFormation pseudo parameters when resolving Fn::Sub in assertions.
+const ACCOUNT = "123456789012";
+const REGION = "us-east-1";
+const STAGE = "test";
+const BUCKET = `hangar-${STAGE}-${ACCOUNT}-${REGION}`;
+const BUCKET_ARN = `arn:aws:s3:::${BUCKET}`;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type Resource = { Type: string; Properties?: Record<string, Json>; DependsOn?: string | string[] };
+type Template = { Resources: Record<string, Resource>; Outputs?: Record<string, Json> };
+type Statement = { Effect: string; Action: string | string[]; Resource: Json; Condition?: Json };
+
+/**
+ * Environment for osls: no AWS account to reach and no way out. Dummy static credentials keep the SDK
+ * from probing instance metadata; a dead loopback proxy makes any outbound call fail instead of leaving.
+ */
+function offlineEnv(home: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const key of Object.keys(env)) {
+    if (/^(AWS_|HANGAR_|SLS_|SERVERLESS_)/.test(key) || /^(https?|no|all)_proxy$/i.test(key)) delete env[key];
+  }
+  const deadProxy = "http://127.0.0.1:9";
+  return {
+    ...env,
+    AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
+    AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
+    AWS_SHARED_CREDENTIALS_FILE: path.join(home, "aws-credentials"),
+    AWS_CONFIG_FILE: path.join(home, "aws-config"),
+    AWS_EC2_METADATA_DISABLED: "true",
+    HTTP_PROXY: deadProxy,
+    HTTPS_PROXY: deadProxy,
+    http_proxy: deadProxy,
+    https_proxy: deadProxy,
+    npm_config_update_notifier: "false",
+  };
+}
+
+/** Resolves the intrinsics this template uses into comparable strings (`arn-of:<LogicalId>` for Arn). */
+function resolve(value: Json | undefined): string {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const sub = value["Fn::Sub"];
+    if (typeof sub === "string") {
+      return sub.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
+        if (name === "AWS::Partition") return "aws";
+        if (name === "AWS::AccountId") return ACCOUNT;
+        if (name === "AWS::Region") return REGION;
+        if (name.endsWith(".Arn")) return `arn-of:${name.slice(0, -".Arn".length)}`;
+        throw new Error(`unexpected substitution \${${name}}`);
+      });
+    }
+    const getAtt = value["Fn::GetAtt"];
+    if (Array.isArray(getAtt) && getAtt[1] === "Arn") return `arn-of:${getAtt[0]}`;
+    const ref = value.Ref;
+    if (typeof ref === "string") return `ref:${ref}`;
+  }
+  throw new Error(`cannot resolve ${JSON.stringify(value)}`);
+}
+
+const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+/** Central-directory names of a zip file (enough to see what a Lambda artifact holds). */
+function zipEntries(zip: Buffer): string[] {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  if (eocd < 0) throw new Error("not a zip file");
+  const count = zip.readUInt16LE(eocd + 10);
+  let at = zip.readUInt32LE(eocd + 16);
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error("corrupt central directory");
+    const nameLength = zip.readUInt16LE(at + 28);
+    names.push(zip.toString("utf8", at + 46, at + 46 + nameLength));
+    at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
+  }
+  return names;
+}
+
+let workDir: string;
+let template: Template;
+let resources: Record<string, Resource>;
+
+const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
+const props = (id: string): Record<string, Json> => {
+  const r = resources[id];
+  if (!r?.Properties) throw new Error(`no resource ${id} with properties`);
+  return r.Properties;
+};
+const functionId = (name: string) => `${name[0]?.toUpperCase()}${name.slice(1)}LambdaFunction`;
+
+beforeAll(async () => {
+  workDir = await mkdtemp(path.join(tmpdir(), "hangar-package-"));
+  await run(process.execPath, ["scripts/build.mjs"], { cwd: root, timeout: 60_000 });
+  const out = path.join(workDir, "package");
+  await run(
+    "npx",
+    ["--no", "--", "osls", "package", "--stage", STAGE, "--region", REGION, "--package", out],
+    { cwd: root, env: offlineEnv(workDir), timeout: 90_000 },
+  );
+  template = JSON.parse(await readFile(path.join(out, "cloudformation-template-update-stack.json"), "utf8"));
+  resources = template.Resources;
+}, 150_000);
+
+afterAll(async () => {
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+});
+
+describe("built artifacts", () => {
+  it.each(FUNCTIONS)("dist/%s.zip holds the bundle and its source map at the root", async (name) => {
+    const entries = zipEntries(await readFile(path.join(root, "dist", `${name}.zip`)));
+    expect(entries.sort()).toEqual(["index.mjs", "index.mjs.map"]);
+  });
+});
+
+describe("functions", () => {
+  it("are exactly api, importer and authorizer, each deploying its own artifact", () => {
+    const fns = ofType("AWS::Lambda::Function");
+    expect(fns.map(([id]) => id).sort()).toEqual(FUNCTIONS.map(functionId).sort());
+    for (const name of FUNCTIONS) {
+      const p = props(functionId(name));
+      expect(resolve((p.Code as Record<string, Json>).S3Key)).toMatch(new RegExp(`/${name}\\.zip$`));
+      expect(p.Handler).toBe("index.handler");
+    }
+  });
+
+  it.each(FUNCTIONS)("%s runs on nodejs22.x, arm64, with its own role", (name) => {
+    const p = props(functionId(name));
+    expect(p.Runtime).toBe("nodejs22.x");
+    expect(p.Architectures).toEqual(["arm64"]);
+    expect(resolve(p.Role)).toBe(`arn-of:${name[0]?.toUpperCase()}${name.slice(1)}Role`);
+  });
+
+  it("no shared execution role is generated", () => {
+    expect(resources.IamRoleLambdaExecution).toBeUndefined();
+    const roles = FUNCTIONS.map((n) => resolve(props(functionId(n)).Role));
+    expect(new Set(roles).size).toBe(FUNCTIONS.length);
+  });
+
+  it.each(FUNCTIONS)("%s gets an environment that functions/config.ts accepts", (name) => {
+    const vars = (props(functionId(name)).Environment as { Variables: Record<string, Json> }).Variables;
+    const env = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, resolve(v)]));
+    const config = loadConfig(env);
+    expect(config.bucket).toBe(BUCKET);
+    expect(config.table).toBe(resolve(props("ImagesTable").TableName));
+    expect(config.jwt.jwksUrl).toBeDefined();
+  });
+
+  it("the importer has room to convert and a failure destination", () => {
+    const p = props("ImporterLambdaFunction");
+    expect(p.MemorySize).toBeGreaterThanOrEqual(3008);
+    expect(p.Timeout).toBe(900);
+    const invokeConfigs = ofType("AWS::Lambda::EventInvokeConfig").filter(
+      ([, r]) => resolve(r.Properties?.FunctionName) === "ref:ImporterLambdaFunction",
+    );
+    expect(invokeConfigs).toHaveLength(1);
+    const [configId = ""] = invokeConfigs[0] ?? [];
+    const destination = (props(configId).DestinationConfig as Record<string, Record<string, Json>>).OnFailure;
+    expect(resolve(destination?.Destination)).toBe("arn-of:ImporterFailureQueue");
+    expect(resources.ImporterFailureQueue?.Type).toBe("AWS::SQS::Queue");
+  });
+});
+
+describe("what triggers the importer", () => {
+  const referencesImporter = (v: Json | undefined) =>
+    JSON.stringify(v ?? null).includes("ImporterLambdaFunction");
+
+  it("is s3:ObjectCreated:* under staging/ on the image bucket, and nothing else", () => {
+    const buckets = ofType("AWS::S3::Bucket").filter(([, r]) => r.Properties?.NotificationConfiguration);
+    expect(buckets.map(([id]) => id)).toEqual(["ImagesBucket"]);
+    const notification = props("ImagesBucket").NotificationConfiguration as Record<string, Json>;
+    expect(Object.keys(notification)).toEqual(["LambdaConfigurations"]);
+    expect(notification.LambdaConfigurations).toEqual([
+      {
+        Event: "s3:ObjectCreated:*",
+        Filter: { S3Key: { Rules: [{ Name: "prefix", Value: "staging/" }] } },
+        Function: { "Fn::GetAtt": ["ImporterLambdaFunction", "Arn"] },
+      },
+    ]);
+  });
+
+  it("only S3, from the image bucket of this account, may invoke it", () => {
+    const permissions = ofType("AWS::Lambda::Permission").filter(([, r]) =>
+      referencesImporter(r.Properties?.FunctionName),
+    );
+    expect(permissions).toHaveLength(1);
+    const [id, permission] = permissions[0] ?? [];
+    expect(permission?.Properties?.Principal).toBe("s3.amazonaws.com");
+    expect(resolve(permission?.Properties?.SourceArn)).toBe(BUCKET_ARN);
+    expect(resolve(permission?.Properties?.SourceAccount)).toBe("ref:AWS::AccountId");
+    // S3 validates the destination when the notification is written.
+    expect(asList(resources.ImagesBucket?.DependsOn)).toContain(id);
+  });
+
+  it("has no event source mapping, rule or API integration", () => {
+    for (const type of [
+      "AWS::Lambda::EventSourceMapping",
+      "AWS::Events::Rule",
+      "AWS::ApiGatewayV2::Integration",
+      "AWS::SNS::Subscription",
+    ]) {
+      for (const [id, r] of ofType(type)) {
+        expect(referencesImporter(r.Properties), `${id} targets the importer`).toBe(false);
+      }
+    }
+  });
+});
+
+describe("IAM", () => {
+  const statementsOf = (roleId: string): Statement[] =>
+    (props(roleId).Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+      (p) => p.PolicyDocument.Statement,
+    );
+  const logGroups = () => new Set(ofType("AWS::Logs::LogGroup").map(([id]) => `arn-of:${id}`));
+  const allowed = (roleId: string, action: string, resource: string) =>
+    statementsOf(roleId).some(
+      (s) =>
+        s.Effect === "Allow" &&
+        asList(s.Action).includes(action) &&
+        asList(s.Resource).some((r) => resolve(r) === resource),
+    );
+
+  it("defines roles and policies only inline in the three function roles", () => {
+    expect(ofType("AWS::IAM::Policy")).toEqual([]);
+    expect(ofType("AWS::IAM::ManagedPolicy")).toEqual([]);
+    expect(
+      ofType("AWS::IAM::Role")
+        .map(([id]) => id)
+        .sort(),
+    ).toEqual(["ApiRole", "AuthorizerRole", "ImporterRole"]);
+    for (const [id] of ofType("AWS::IAM::Role")) {
+      expect(props(id).ManagedPolicyArns, id).toBeUndefined();
+    }
+  });
+
+  it("scopes every statement to the table and its indexes, the bucket's prefixes, the queue or a log group", () => {
+    const scoped = new Set([
+      "arn-of:ImagesTable",
+      "arn-of:ImagesTable/index/*",
+      BUCKET_ARN,
+      `${BUCKET_ARN}/staging/*`,
+      `${BUCKET_ARN}/images/*`,
+      "arn-of:ImporterFailureQueue",
+      ...logGroups(),
+    ]);
+    for (const [roleId] of ofType("AWS::IAM::Role")) {
+      for (const statement of statementsOf(roleId)) {
+        expect(statement.Effect).toBe("Allow");
+        for (const action of asList(statement.Action)) {
+          expect(action, `${roleId} grants a wildcard action`).toMatch(/^[a-z0-9]+:[A-Za-z]+$/);
+        }
+        for (const resource of asList(statement.Resource)) {
+          expect(scoped, `${roleId}: ${JSON.stringify(resource)}`).toContain(resolve(resource));
+        }
+      }
+    }
+  });
+
+  it("lets each function write only its own log group", () => {
+    for (const name of FUNCTIONS) {
+      const role = `${name[0]?.toUpperCase()}${name.slice(1)}Role`;
+      const logResources = statementsOf(role)
+        .filter((s) => asList(s.Action).some((a) => a.startsWith("logs:")))
+        .flatMap((s) => asList(s.Resource).map(resolve));
+      expect(logResources).toEqual([`arn-of:${name[0]?.toUpperCase()}${name.slice(1)}LogGroup`]);
+    }
+  });
+
+  it("gives the authorizer nothing but its logs", () => {
+    const actions = statementsOf("AuthorizerRole").flatMap((s) => asList(s.Action));
+    expect(actions.every((a) => a.startsWith("logs:"))).toBe(true);
+  });
+
+  it("lets the API sign uploads to staging/ but never write images/", () => {
+    expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
+    expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
+    expect(allowed("ApiRole", "s3:GetObject", `${BUCKET_ARN}/images/*`)).toBe(true);
+    expect(allowed("ApiRole", "dynamodb:Query", "arn-of:ImagesTable/index/*")).toBe(true);
+  });
+
+  it("never lets the importer write under staging/ (its writes would trigger it again)", () => {
+    for (const action of ["s3:PutObject", "s3:AbortMultipartUpload"]) {
+      expect(allowed("ImporterRole", action, `${BUCKET_ARN}/staging/*`)).toBe(false);
+      expect(allowed("ImporterRole", action, `${BUCKET_ARN}/images/*`)).toBe(true);
+    }
+    expect(allowed("ImporterRole", "s3:GetObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
+    expect(allowed("ImporterRole", "sqs:SendMessage", "arn-of:ImporterFailureQueue")).toBe(true);
+    expect(allowed("ImporterRole", "dynamodb:ConditionCheckItem", "arn-of:ImagesTable")).toBe(true);
+  });
+});
+
+describe("image bucket", () => {
+  it("has the deterministic name the roles refer to", () => {
+    expect(resolve(props("ImagesBucket").BucketName)).toBe(BUCKET);
+  });
+
+  it("blocks public access, enforces TLS and encrypts at rest", () => {
+    const p = props("ImagesBucket");
+    expect(p.PublicAccessBlockConfiguration).toEqual({
+      BlockPublicAcls: true,
+      BlockPublicPolicy: true,
+      IgnorePublicAcls: true,
+      RestrictPublicBuckets: true,
+    });
+    expect(p.BucketEncryption).toEqual({
+      ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" } }],
+    });
+    const policy = props("ImagesBucketPolicy");
+    expect(resolve(policy.Bucket)).toBe("ref:ImagesBucket");
+    expect(JSON.stringify(policy.PolicyDocument)).toContain('"aws:SecureTransport":"false"');
+  });
+
+  it("allows browser uploads and downloads and exposes ETag", () => {
+    const rules = (props("ImagesBucket").CorsConfiguration as { CorsRules: Record<string, Json>[] })
+      .CorsRules;
+    expect(rules).toHaveLength(1);
+    const rule = rules[0] ?? {};
+    expect(rule.AllowedMethods).toEqual(expect.arrayContaining(["PUT", "GET", "HEAD"]));
+    expect(rule.ExposedHeaders).toContain("ETag");
+    expect(rule.AllowedOrigins).toBeDefined();
+  });
+
+  it("aborts incomplete multipart uploads after 2 days and expires staging/ after 7", () => {
+    const rules = (props("ImagesBucket").LifecycleConfiguration as { Rules: Record<string, Json>[] }).Rules;
+    expect(rules.every((r) => r.Status === "Enabled")).toBe(true);
+    expect(rules).toContainEqual(
+      expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 2 } }),
+    );
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: "staging/", ExpirationInDays: 7 }));
+  });
+});
+
+describe("image table", () => {
+  it("is on-demand with point-in-time recovery", () => {
+    const p = props("ImagesTable");
+    expect(p.BillingMode).toBe("PAY_PER_REQUEST");
+    expect(p.PointInTimeRecoverySpecification).toEqual({ PointInTimeRecoveryEnabled: true });
+  });
+
+  it("has the key schema and indexes of tableDefinition()", () => {
+    const p = props("ImagesTable");
+    const expected = tableDefinition("ignored");
+    const byName = (a: { AttributeName?: string }, b: { AttributeName?: string }) =>
+      String(a.AttributeName).localeCompare(String(b.AttributeName));
+    expect([...(p.AttributeDefinitions as { AttributeName: string }[])].sort(byName)).toEqual(
+      [...(expected.AttributeDefinitions ?? [])].sort(byName),
+    );
+    expect(p.KeySchema).toEqual(expected.KeySchema);
+    expect(p.GlobalSecondaryIndexes).toEqual(expected.GlobalSecondaryIndexes);
+    expect(p.LocalSecondaryIndexes).toEqual(expected.LocalSecondaryIndexes);
+  });
+});
+
+describe("HTTP API", () => {
+  const UNAUTHENTICATED = ["GET /", "GET /versions", "OPTIONS /v2/{proxy+}"];
+
+  it("authorizes with the authorizer function, uncached, reading either token header", () => {
+    const authorizers = ofType("AWS::ApiGatewayV2::Authorizer");
+    expect(authorizers).toHaveLength(1);
+    const [, authorizer] = authorizers[0] ?? [];
+    const p = authorizer?.Properties ?? {};
+    expect(p.AuthorizerType).toBe("REQUEST");
+    expect(p.AuthorizerPayloadFormatVersion).toBe("2.0");
+    expect(p.EnableSimpleResponses).toBe(true);
+    expect(p.AuthorizerResultTtlInSeconds).toBe(0);
+    // An identity source would make API Gateway answer 401 itself when that one header is absent.
+    expect(p.IdentitySource).toEqual([]);
+    expect(JSON.stringify(p.AuthorizerUri)).toContain("AuthorizerLambdaFunction");
+  });
+
+  it("leaves only the version document and browser preflights unauthenticated", () => {
+    const [authorizerId] = ofType("AWS::ApiGatewayV2::Authorizer")[0] ?? [];
+    const routes = ofType("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties ?? {});
+    expect(routes.map((r) => r.RouteKey).sort()).toEqual([...UNAUTHENTICATED, "ANY /v2/{proxy+}"].sort());
+    for (const route of routes) {
+      if (UNAUTHENTICATED.includes(String(route.RouteKey))) {
+        expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
+      } else {
+        expect(route.AuthorizationType, String(route.RouteKey)).toBe("CUSTOM");
+        expect(route.AuthorizerId).toEqual({ Ref: authorizerId });
+      }
+    }
+  });
+});
+
+describe("authorizer bundle under Node", () => {
+  const ISSUER = "https://issuer.test/";
+  const AUDIENCE = "hangar";
+
+  // Runs dist/authorizer/index.mjs as Lambda would (plain ESM, no test runner in between).
+  async function invoke(env: Record<string, string>, events: unknown[]): Promise<unknown[]> {
+    const script = `
+      const { handler } = await import(${JSON.stringify(pathToFileURL(path.join(root, "dist/authorizer/index.mjs")).href)});
+      const results = [];
+      for (const event of JSON.parse(process.env.EVENTS)) {
+        try { results.push(await handler(event)); } catch (e) { results.push({ threw: e.name }); }
+      }
+      process.stdout.write(JSON.stringify(results));`;
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        POWERTOOLS_LOG_LEVEL: "SILENT",
+        HANGAR_TABLE: "t",
+        HANGAR_BUCKET: "b",
+        HANGAR_JWT_ISSUER: ISSUER,
+        HANGAR_JWT_AUDIENCE: AUDIENCE,
+        EVENTS: JSON.stringify(events),
+        ...env,
+      },
+      timeout: 20_000,
+    });
+    return JSON.parse(stdout);
+  }
+
+  const event = (headers: Record<string, string>) => ({
+    version: "2.0",
+    routeKey: "ANY /v2/{proxy+}",
+    headers,
+  });
+
+  it("accepts X-Auth-Token or Authorization: Bearer and passes the claims on; denies anything else", async () => {
+    const { privateKey, publicKey } = await generateKeyPair("ES256");
+    const sign = (claims: Record<string, unknown>, audience = AUDIENCE) =>
+      new SignJWT(claims)
+        .setProtectedHeader({ alg: "ES256" })
+        .setSubject("alice")
+        .setIssuer(ISSUER)
+        .setAudience(audience)
+        .setExpirationTime("5m")
+        .sign(privateKey);
+    const good = await sign({ project_id: "p1", roles: ["member", "reader"] });
+    const results = await invoke({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) }, [
+      event({ "x-auth-token": good }),
+      event({ authorization: `Bearer ${good}` }),
+      event({ authorization: `bearer ${good}` }),
+      event({}),
+      event({ authorization: `Basic ${good}` }),
+      event({ "x-auth-token": await sign({ project_id: "p1", roles: [] }, "someone-else") }),
+      event({ "x-auth-token": await sign({ roles: ["admin"] }) }),
+      event({ "x-auth-token": `${good.slice(0, -4)}AAAA` }),
+    ]);
+    const granted = {
+      isAuthorized: true,
+      context: { sub: "alice", project_id: "p1", roles: "member,reader" },
+    };
+    expect(results).toEqual([
+      granted,
+      granted,
+      granted,
+      ...Array.from({ length: 5 }, () => ({ isAuthorized: false })),
+    ]);
+  });
+
+  it("fails (500) rather than denying when the key set cannot be fetched", async () => {
+    const { privateKey } = await generateKeyPair("ES256");
+    const token = await new SignJWT({ project_id: "p1" })
+      .setProtectedHeader({ alg: "ES256", kid: "k1" })
+      .setSubject("alice")
+      .setIssuer(ISSUER)
+      .setAudience(AUDIENCE)
+      .setExpirationTime("5m")
+      .sign(privateKey);
+    // Nothing listens on the discard port: the fetch is refused at once, on loopback.
+    const results = await invoke({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }, [
+      event({ "x-auth-token": token }),
+    ]);
+    expect(results).toEqual([{ threw: "TokenKeysUnavailableError" }]);
+  });
+});
+
+describe("CloudFormation lint", () => {
+  const cfnLint = (() => {
+    try {
+      execFileSync("cfn-lint", ["--version"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  // cfn-lint is optional (a Python tool); where it is installed it checks resource properties and IAM
+  // action names against AWS's specifications. W3005 flags redundant DependsOn that osls generates.
+  it.runIf(cfnLint)(
+    "finds no errors or warnings in the packaged template",
+    async () => {
+      const file = path.join(workDir, "package", "cloudformation-template-update-stack.json");
+      const result = await run("cfn-lint", ["--ignore-checks", "W3005", "--", file], {
+        timeout: 60_000,
+      }).then(
+        () => "",
+        (e: { stdout?: string }) => e.stdout ?? String(e),
+      );
+      expect(result).toBe("");
+    },
+    90_000,
+  );
+});
