@@ -194,7 +194,12 @@ export interface MinioOptions {
   consolePort: number;
   rootUser: string;
   rootPassword: string;
-  webhook: { endpoint: string; authToken: string; queueDir: string };
+  /**
+   * With `queueDir`, MinIO writes each event to disk first and delivers it even if the receiver was down,
+   * but its store is polled every 3 s (hard-coded in MinIO), which adds 0-3 s to every delivery.
+   * Without it, delivery is immediate and an event is dropped if the receiver does not answer.
+   */
+  webhook: { endpoint: string; authToken: string; queueDir?: string };
   onOutput?: (line: string) => void;
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -227,7 +232,7 @@ export async function startMinio(opts: MinioOptions): Promise<ServiceHandle> {
       MINIO_NOTIFY_WEBHOOK_ENDPOINT_HANGAR: opts.webhook.endpoint,
       MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_HANGAR: opts.webhook.authToken,
       // Events wait on disk while the receiver is down and are delivered when it is back.
-      MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HANGAR: opts.webhook.queueDir,
+      ...(opts.webhook.queueDir ? { MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HANGAR: opts.webhook.queueDir } : {}),
     },
     ...(opts.onOutput ? { onOutput: opts.onOutput } : {}),
   });

@@ -71,6 +71,11 @@ export interface StackOptions {
   log?: (line: string) => void;
   /** Overrides for Hangar's configuration (HANGAR_* variables), applied last. */
   env?: Record<string, string>;
+  /**
+   * Queue bucket events on disk (`<home>/minio-events`) so none is lost while the receiver is down
+   * (default). MinIO polls that queue every 3 s, so `false` trades durability for immediate delivery.
+   */
+  durableEvents?: boolean;
   /** Forward every line MinIO and DynamoDB Local print to `log`. */
   verboseChildren?: boolean;
   /** Builds the application; defaults to `createHangar` from functions/wiring.ts. */
@@ -190,7 +195,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
         webhook: {
           endpoint: `http://127.0.0.1:${webhookPort}/minio-events`,
           authToken: receiver.token,
-          queueDir: dirs.minioEvents,
+          ...(opts.durableEvents === false ? {} : { queueDir: dirs.minioEvents }),
         },
         ...(minioOutput ? { onOutput: minioOutput } : {}),
       }),

@@ -1,0 +1,160 @@
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { DescribeTableCommand } from "@aws-sdk/client-dynamodb";
+import {
+  GetBucketNotificationConfigurationCommand,
+  HeadBucketCommand,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
+import { createLocalJWKSet, jwtVerify } from "jose";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
+import { publicJwk } from "../../infra/local/tokens.ts";
+import {
+  api,
+  assertLoopback,
+  dynamoDbClient,
+  getStack,
+  mintToken,
+  s3Client,
+  stackLog,
+  waitForLog,
+  waitForStatus,
+} from "./setup/stack.ts";
+
+const s3 = s3Client();
+const ddb = dynamoDbClient();
+afterAll(() => {
+  s3.destroy();
+  ddb.destroy();
+});
+
+describe("local stack", () => {
+  it("serves the API: GET /versions answers 200 with the v2 versions document", async () => {
+    const res = await api("/versions");
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { versions: { id: string }[] };
+    expect(body.versions.some((v) => v.id.startsWith("v2"))).toBe(true);
+  });
+
+  it("has created the table with Hangar's key schema", async () => {
+    const { Table } = await ddb.send(new DescribeTableCommand({ TableName: getStack().table }));
+    expect(Table?.TableStatus).toBe("ACTIVE");
+    expect(Table?.KeySchema).toEqual([
+      { AttributeName: "pk", KeyType: "HASH" },
+      { AttributeName: "sk", KeyType: "RANGE" },
+    ]);
+    const wanted = tableDefinition(getStack().table).GlobalSecondaryIndexes?.map((i) => i.IndexName);
+    expect(Table?.GlobalSecondaryIndexes?.map((i) => i.IndexName).sort()).toEqual(wanted?.sort());
+  });
+
+  it("has created the bucket and routes staging/ creations to the webhook target", async () => {
+    const bucket = getStack().bucket;
+    await s3.send(new HeadBucketCommand({ Bucket: bucket }));
+    const config = await s3.send(new GetBucketNotificationConfigurationCommand({ Bucket: bucket }));
+    expect(config.QueueConfigurations).toHaveLength(1);
+    const [queue] = config.QueueConfigurations ?? [];
+    expect(queue?.QueueArn).toBe("arn:minio:sqs::HANGAR:webhook");
+    expect(queue?.Events).toEqual(["s3:ObjectCreated:*"]);
+    expect(queue?.Filter?.Key?.FilterRules).toEqual([{ Name: "prefix", Value: "staging/" }]);
+  });
+
+  it("writes local.json with every key, loopback endpoints and demo tokens the API accepts", async () => {
+    const home = inject("hangarStack").home;
+    const written = JSON.parse(await readFile(join(home, "local.json"), "utf8")) as Record<string, unknown>;
+    expect(written).toEqual(getStack());
+    for (const key of [
+      "apiUrl",
+      "s3Endpoint",
+      "dynamodbEndpoint",
+      "region",
+      "bucket",
+      "table",
+      "accessKeyId",
+      "secretAccessKey",
+      "jwtIssuer",
+    ]) {
+      expect(typeof written[key], key).toBe("string");
+    }
+    const info = getStack();
+    expect(info).toMatchObject({ region: "us-east-1", bucket: "hangar-local", table: "hangar-local" });
+    expect(info.jwtIssuer).toBe("hangar-local");
+    for (const url of [info.apiUrl, info.s3Endpoint, info.dynamodbEndpoint]) assertLoopback(url);
+
+    const keys = createLocalJWKSet({ keys: [publicJwk(inject("hangarStack").signingKey)] });
+    const expected = {
+      admin: { project_id: "project-admin", roles: ["admin", "member"] },
+      alice: { project_id: "project-alice", roles: ["member"] },
+      bob: { project_id: "project-bob", roles: ["member"] },
+    };
+    for (const [name, claims] of Object.entries(expected)) {
+      const token = info.tokens[name as keyof typeof expected];
+      const { payload } = await jwtVerify(token, keys, { issuer: "hangar-local", audience: "hangar" });
+      expect(payload).toMatchObject({ sub: name, ...claims });
+      // 30 days, give or take the time the run has taken so far.
+      expect((payload.exp ?? 0) - (payload.iat ?? 0)).toBe(30 * 24 * 3600);
+      const res = await api("/v2/images", {}, token);
+      expect(res.status, `${name}'s token`).toBe(200);
+    }
+  });
+
+  it("refuses requests without a valid token, so the demo tokens are what grants access", async () => {
+    expect((await api("/v2/images")).status).toBe(401);
+    const forged = await mintToken(
+      { sub: "mallory", project_id: "p", roles: ["admin"] },
+      { issuer: "elsewhere" },
+    );
+    expect((await api("/v2/images", {}, forged)).status).toBe(401);
+  });
+
+  it("delivers an object created under staging/ to the importer through MinIO's webhook, and nothing else", async () => {
+    const bucket = getStack().bucket;
+    const outside = `images/${randomUUID()}`;
+    const staged = `staging/${randomUUID()}`;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: outside, Body: "not an event" }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: staged, Body: "no image record for this" }));
+    await waitForLog(`storage event received: s3:ObjectCreated:Put ${bucket}/${staged}`);
+    // handleStorageEvent ran to an outcome: a staged object without an image record is not imported.
+    const handled = await waitForLog(`${bucket}/${staged}: `);
+    expect(handled).toMatch(/storage event (handled|failed)/);
+    expect((await stackLog()).some((l) => l.includes(outside))).toBe(false);
+  });
+
+  it("imports an upload end to end: create, PUT to the presigned link, active with checksums", async () => {
+    const token = getStack().tokens.alice;
+    const data = randomBytes(1024 * 1024);
+    const created = await api(
+      "/v2/images",
+      {
+        method: "POST",
+        body: JSON.stringify({
+          name: `local-stack-${randomUUID()}`,
+          disk_format: "raw",
+          container_format: "bare",
+        }),
+      },
+      token,
+    );
+    expect(created.status).toBe(201);
+    const image = (await created.json()) as {
+      id: string;
+      status: string;
+      upload: { method: string; url: string; headers: Record<string, string> };
+    };
+    expect(image.status).toBe("queued");
+    assertLoopback(image.upload.url);
+    const put = await fetch(image.upload.url, {
+      method: image.upload.method,
+      headers: image.upload.headers,
+      body: data,
+    });
+    expect(put.status).toBe(200);
+    await put.arrayBuffer();
+
+    const active = await waitForStatus(image.id, "active", token, 30_000);
+    expect(active.size).toBe(data.length);
+    expect(active.checksum).toBe(createHash("md5").update(data).digest("hex"));
+    expect(active.os_hash_value).toBe(createHash("sha512").update(data).digest("hex"));
+  });
+});
