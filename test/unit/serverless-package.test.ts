@@ -130,6 +130,29 @@ describe("built artifacts", () => {
   });
 });
 
+describe("bundles under Node", () => {
+  // Lambda imports index.mjs as plain ESM: CommonJS dependencies must find `require` (the build's
+  // banner) and module initialisation must not need the network.
+  it.each(FUNCTIONS)("dist/%s/index.mjs loads and exports a handler", async (name) => {
+    const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
+    const script = `const m = await import(${JSON.stringify(url)}); process.stdout.write(typeof m.handler);`;
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        AWS_REGION: REGION,
+        AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
+        AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
+        HANGAR_TABLE: "hangar-test",
+        HANGAR_BUCKET: BUCKET,
+        HANGAR_JWT_ISSUER: "https://issuer.test/",
+        HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json",
+      },
+      timeout: 20_000,
+    });
+    expect(stdout).toBe("function");
+  });
+});
+
 describe("functions", () => {
   it("are exactly api, importer and authorizer, each deploying its own artifact", () => {
     const fns = ofType("AWS::Lambda::Function");
