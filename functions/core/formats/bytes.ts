@@ -112,3 +112,4 @@ export function quoteForMessage(text: string, max = 120): string {
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
 export const SECTOR = 512;
+export const TiB = 1024 * 1024 * 1024 * 1024;

@@ -99,6 +99,9 @@ export class StreamLayer {
   private readonly ring = new Uint8Array(TAIL_BYTES);
   private ringWrite = 0;
   private pending: Region[] = [];
+  /** The chunk just pushed, held only until `releaseChunk()` so regions asked for in response to it can still be filled. */
+  private lastChunk: Uint8Array | undefined;
+  private lastChunkStart = 0;
 
   /** `sizeHint` (when the length is known upfront) only shrinks the head buffer for small objects. */
   constructor(
@@ -117,6 +120,8 @@ export class StreamLayer {
       this.headBuffer.set(chunk.subarray(0, take), start);
     }
     this.pushTail(chunk);
+    this.lastChunk = chunk;
+    this.lastChunkStart = start;
     this.position += chunk.length;
     if (this.pending.length > 0) {
       for (const region of this.pending) region.fill(chunk, start);
@@ -134,6 +139,11 @@ export class StreamLayer {
     this.ring.set(chunk.subarray(0, first), this.ringWrite);
     this.ring.set(chunk.subarray(first), 0);
     this.ringWrite = (this.ringWrite + chunk.length) % TAIL_BYTES;
+  }
+
+  /** Drops the reference to the caller's last chunk (the caller may reuse its buffer). */
+  releaseChunk(): void {
+    this.lastChunk = undefined;
   }
 
   end(): void {
@@ -171,13 +181,16 @@ export class StreamLayer {
     this.budget.reserve(length, format, what);
     const region = new Region(this, offset, length, false);
     if (offset < this.position) {
-      // Bytes already streamed past are only still here if they lie in the head.
+      // Bytes already streamed past are still here only in the head or in the chunk just pushed.
       const passedEnd = Math.min(offset + length, this.position);
-      if (passedEnd > this.headLimit) {
+      const fromChunk = this.lastChunk === undefined ? this.position : this.lastChunkStart;
+      if (Math.min(passedEnd, fromChunk) > this.headLimit && offset < fromChunk) {
         region.missed = true;
         return region;
       }
-      region.fill(this.head().subarray(offset, passedEnd), offset);
+      if (offset < fromChunk)
+        region.fill(this.head().subarray(offset, Math.min(passedEnd, fromChunk)), offset);
+      if (this.lastChunk !== undefined) region.fill(this.lastChunk, this.lastChunkStart);
     }
     if (!this.ended && offset + length > this.position) this.pending.push(region);
     return region;

@@ -81,6 +81,7 @@ export class LayerInspection {
         s.error = error;
       }
     }
+    this.layer.releaseChunk();
   }
 
   /** Ends the stream and runs the checks; throws the first failure. */

@@ -21,7 +21,7 @@ describe("differential against qemu-img info", () => {
 
   it("reports the format, subformat and virtual size qemu-img reports, for every image", async () => {
     expect(corpus.length).toBeGreaterThan(30);
-    for (const image of corpus.filter((i) => ["raw", "qcow2", "vhd", "iso"].includes(i.format))) {
+    for (const image of corpus) {
       const result = await inspectOrThrow(readBytes(image.path));
       const info = qemuInfo(image.qemu.path, image.qemu.forceFormat);
       const label = image.name;
@@ -50,7 +50,7 @@ describe("differential against qemu-img info", () => {
   });
 
   it("detectFormat agrees with the full inspector from the first 64 KiB and last 512 bytes", async () => {
-    for (const image of corpus.filter((i) => ["raw", "qcow2", "vhd", "iso"].includes(i.format))) {
+    for (const image of corpus) {
       const bytes = readBytes(image.path);
       const early = detectFormat(
         bytes.subarray(0, 64 * 1024),
