@@ -20,11 +20,13 @@ export const DEFAULT_CHUNK = 4 << 20;
 
 /**
  * Re-chunks pieces into chunks of `[chunkSize / 2, chunkSize]` bytes (the last may be shorter).
- * Large pieces are passed on as views without copying; zeros are fresh zero-filled buffers.
- * Chunks may be views into a larger buffer: copy one before transferring its ArrayBuffer.
+ * Large pieces are passed on as views without copying, and runs of zeros as views of one shared zero
+ * buffer: chunks are read-only and may be views into a larger buffer (copy one before writing to it
+ * or transferring its ArrayBuffer).
  */
 export async function* rechunk(source: AsyncIterable<Piece>, chunkSize: number): AsyncGenerator<Uint8Array> {
   const half = Math.max(1, chunkSize >> 1);
+  let zeros: Uint8Array | undefined;
   let acc: Uint8Array | undefined;
   let fill = 0;
   for await (const piece of source) {
@@ -33,7 +35,12 @@ export async function* rechunk(source: AsyncIterable<Piece>, chunkSize: number):
       const left = piece.length - done;
       if (fill === 0 && left >= half) {
         const n = Math.min(left, chunkSize);
-        yield piece.bytes ? piece.bytes.subarray(done, done + n) : new Uint8Array(n);
+        if (piece.bytes) {
+          yield piece.bytes.subarray(done, done + n);
+        } else {
+          zeros ??= new Uint8Array(chunkSize);
+          yield zeros.subarray(0, n);
+        }
         done += n;
         continue;
       }
