@@ -392,7 +392,7 @@ describe("image table", () => {
 });
 
 describe("HTTP API", () => {
-  const UNAUTHENTICATED = ["GET /", "GET /versions", "OPTIONS /v2/{proxy+}"];
+  const UNAUTHENTICATED = ["GET /", "GET /versions", "GET /openapi.json", "OPTIONS /v2/{proxy+}"];
 
   it("authorizes with the authorizer function, uncached, reading either token header", () => {
     const authorizers = ofType("AWS::ApiGatewayV2::Authorizer");
@@ -408,7 +408,7 @@ describe("HTTP API", () => {
     expect(JSON.stringify(p.AuthorizerUri)).toContain("AuthorizerLambdaFunction");
   });
 
-  it("leaves only the version document and browser preflights unauthenticated", () => {
+  it("leaves only the version and API documents and browser preflights unauthenticated", () => {
     const [authorizerId] = ofType("AWS::ApiGatewayV2::Authorizer")[0] ?? [];
     const routes = ofType("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties ?? {});
     expect(routes.map((r) => r.RouteKey).sort()).toEqual([...UNAUTHENTICATED, "ANY /v2/{proxy+}"].sort());
