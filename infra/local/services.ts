@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { LocalStackError, PortInUseError, ServiceExitedError } from "./errors.ts";
@@ -394,5 +395,19 @@ export async function killStaleChildren(pids: readonly number[], marker: string)
       // Already gone.
     }
   }
+  // SIGKILL is asynchronous: their ports are only free once the processes are really gone.
+  const deadline = Date.now() + 5000;
+  while (killed.some(isRunning) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   return killed;
+}
+
+/** True while `pid` exists and is not a zombie (a zombie holds no sockets). */
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The state letter follows the parenthesised command name, which may itself contain spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }

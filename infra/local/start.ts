@@ -37,14 +37,17 @@ async function main(): Promise<void> {
   // Imported here so that a module that fails to load is reported as one line like any other error.
   const { startStack } = await import("./stack.ts");
   let stack: LocalStack | undefined;
-  let stopping = false;
+  let stoppingSince: number | undefined;
   // A signal during start-up exits at once: the children are killed by the exit hook in services.ts.
   const shutdown = (signal: NodeJS.Signals) => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      // A terminal's Ctrl-C reaches us twice (directly, and relayed by tsx's parent process); only a
+      // deliberate second Ctrl-C, later on, skips the orderly stop.
+      if (Date.now() - stoppingSince < 1500) return;
       line(`${signal} again: exiting without waiting`);
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     line("stopping Hangar's local stack...");
     void (stack?.stop() ?? Promise.resolve()).then(
       () => process.exit(0),
