@@ -53,6 +53,21 @@ const EnvSchema = z.object({
   HANGAR_MAX_GZIP_RATIO: int(64),
   /** Part size of the multipart write of stored images. */
   HANGAR_PART_SIZE: int(16 * 1024 * 1024),
+  /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
+  HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
+  /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */
+  HANGAR_MULTIPART_PART_SIZE: int(16 * 1024 * 1024).pipe(
+    z
+      .number()
+      .min(5 * 1024 * 1024)
+      .max(5 * 1024 ** 3),
+  ),
+  /** Seconds a presigned part link stays valid; clients ask again for parts they have not sent yet. */
+  HANGAR_PART_URL_TTL: int(900),
+  /** Seconds without a new part (or since a staged object arrived) after which the sweeper removes an upload. */
+  HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
+  /** Seconds after an import lease expired before the sweeper kills the stalled import. */
+  HANGAR_STALLED_IMPORT_GRACE: int(3600),
   /** JWT verification: a JWKS URL (AWS) or a public JWK as JSON (local stack). */
   HANGAR_JWT_ISSUER: z.string().min(1),
   HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
@@ -75,6 +90,11 @@ export type Config = Readonly<{
   maxVirtualSize: number;
   maxGzipRatio: number;
   partSize: number;
+  multipartThreshold: number;
+  multipartPartSize: number;
+  partUrlTtlSeconds: number;
+  abandonUploadsAfterSeconds: number;
+  stalledImportGraceSeconds: number;
   jwt: Readonly<{
     issuer: string;
     audience: string;
@@ -113,6 +133,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
     maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
     partSize: e.HANGAR_PART_SIZE,
+    multipartThreshold: e.HANGAR_MULTIPART_THRESHOLD,
+    multipartPartSize: e.HANGAR_MULTIPART_PART_SIZE,
+    partUrlTtlSeconds: e.HANGAR_PART_URL_TTL,
+    abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
+    stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
     jwt: Object.freeze({
       issuer: e.HANGAR_JWT_ISSUER,
       audience: e.HANGAR_JWT_AUDIENCE,

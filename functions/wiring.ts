@@ -4,22 +4,25 @@ import type { Hono } from "hono";
 import { DynamoImageRepository } from "./adapters/dynamodb/image-repository.ts";
 import { createLogger } from "./adapters/log.ts";
 import { parseStorageEvent } from "./adapters/s3/events.ts";
+import { S3MultipartUploads } from "./adapters/s3/multipart.ts";
 import { S3ObjectStore } from "./adapters/s3/object-store.ts";
 import type { Config } from "./config.ts";
 import { createImageService } from "./core/images.ts";
 import { createImporter, type ImportOutcome } from "./core/import/import-uploaded-image.ts";
 import type { Clock, Logger } from "./core/ports.ts";
+import { createSweeper, type SweepReport } from "./core/sweep.ts";
+import { createMultipartUploads } from "./core/uploads/multipart.ts";
+import { MAX_OBJECT_SIZE } from "./core/uploads/plan.ts";
 import { createApp } from "./http/app.ts";
 import { createTokenVerifier } from "./http/auth.ts";
-
-/** S3 refuses single PUTs above 5 GiB; larger uploads need a multipart plan. */
-const MAX_SINGLE_PUT = 5 * 1024 ** 3;
 
 export interface Hangar {
   // biome-ignore lint/suspicious/noExplicitAny: the app's variable types are internal to the HTTP layer
   app: Hono<any>;
   /** Imports every object named by an S3 or MinIO notification envelope. */
   handleStorageEvent(body: unknown): Promise<ImportOutcome[]>;
+  /** Housekeeping: abandoned uploads, stale staged objects, stalled imports (scheduled; `npm run sweep`). */
+  sweep(): Promise<SweepReport>;
   log: Logger;
 }
 
@@ -39,6 +42,32 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     publicEndpoint: config.s3PublicEndpoint,
     partSize: config.partSize,
   });
+  const multipartStore = new S3MultipartUploads({
+    bucket: config.bucket,
+    region: config.region,
+    endpoint: config.s3Endpoint,
+    publicEndpoint: config.s3PublicEndpoint,
+  });
+  const multipart = createMultipartUploads({
+    images,
+    objects,
+    uploads: multipartStore,
+    clock,
+    log,
+    threshold: config.multipartThreshold,
+    minPartSize: config.multipartPartSize,
+    partUrlTtlSeconds: config.partUrlTtlSeconds,
+    abandonAfterSeconds: config.abandonUploadsAfterSeconds,
+  });
+  const sweeper = createSweeper({
+    images,
+    objects,
+    uploads: multipartStore,
+    clock,
+    log,
+    abandonAfterSeconds: config.abandonUploadsAfterSeconds,
+    stalledImportGraceSeconds: config.stalledImportGraceSeconds,
+  });
   const imageService = createImageService({
     images,
     objects,
@@ -47,6 +76,7 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     newId: randomUUID,
     uploadUrlTtlSeconds: config.uploadUrlTtlSeconds,
     downloadUrlTtlSeconds: config.downloadUrlTtlSeconds,
+    multipart,
   });
   const importer = createImporter({
     images,
@@ -61,11 +91,14 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     images: imageService,
     verifyToken: createTokenVerifier(config.jwt),
     log,
-    maxUploadSize: MAX_SINGLE_PUT,
+    // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
+    maxUploadSize: MAX_OBJECT_SIZE,
+    uploads: multipart,
   });
   return {
     app,
     log,
+    sweep: () => sweeper.sweep(),
     async handleStorageEvent(body) {
       const outcomes: ImportOutcome[] = [];
       for (const event of parseStorageEvent(body)) {

@@ -2,6 +2,7 @@ import { ConflictError, ForbiddenError, ImageNotFoundError } from "./errors.ts";
 import { type Caller, canModify, canSee, isAdmin } from "./image/access.ts";
 import { type ImageRecord, imageKey, stagingKey, type Visibility } from "./image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore, PresignedRequest } from "./ports.ts";
+import type { MultipartUploadService, UploadLink } from "./uploads/multipart.ts";
 
 export interface ImageServiceDeps {
   images: ImageRepository;
@@ -11,6 +12,8 @@ export interface ImageServiceDeps {
   newId: () => string;
   uploadUrlTtlSeconds: number;
   downloadUrlTtlSeconds: number;
+  /** Large declared uploads get a multipart plan instead of a single PUT; without it, always a single PUT. */
+  multipart?: MultipartUploadService;
 }
 
 /** What a client may set when creating an image (already validated at the HTTP edge). */
@@ -33,7 +36,7 @@ export interface NewImage {
 /** An image as a caller sees it, with the link to upload to when the caller may use one. */
 export interface ImageView {
   image: ImageRecord;
-  upload: PresignedRequest | undefined;
+  upload: UploadLink | undefined;
 }
 
 /** Glance refuses `public` to non-admins (policy `publicize_image`). */
@@ -46,8 +49,10 @@ function checkVisibilityAllowed(visibility: Visibility | undefined, caller: Call
 export function createImageService(deps: ImageServiceDeps) {
   const { images, objects, clock } = deps;
 
-  async function uploadLink(image: ImageRecord, caller: Caller): Promise<PresignedRequest | undefined> {
+  async function uploadLink(image: ImageRecord, caller: Caller): Promise<UploadLink | undefined> {
     if (image.status !== "queued" || !canModify(image, caller)) return undefined;
+    const plan = deps.multipart?.plan(image);
+    if (plan) return plan;
     return objects.presignPut(stagingKey(image.id), {
       expiresInSeconds: deps.uploadUrlTtlSeconds,
       ...(image.upload_size !== null ? { contentLength: image.upload_size } : {}),
@@ -95,6 +100,8 @@ export function createImageService(deps: ImageServiceDeps) {
         import_progress: null,
         import_lease_until: null,
       };
+      // A large upload's storage multipart upload starts with the image; its id stays on the record.
+      if (deps.multipart) Object.assign(image, await deps.multipart.prepare(image));
       await images.create(image);
       deps.log.info("image created", { imageId: image.id, owner: image.owner });
       return { image, upload: await uploadLink(image, caller) };

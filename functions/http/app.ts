@@ -7,9 +7,11 @@ import { type Caller, isAdmin } from "../core/image/access.ts";
 import { type ImageRecord, isImageId, VISIBILITIES } from "../core/image/image.ts";
 import type { ImageService, NewImage } from "../core/images.ts";
 import type { Logger } from "../core/ports.ts";
+import type { MultipartUploadService } from "../core/uploads/multipart.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
+import { registerUploadRoutes } from "./routes/uploads.ts";
 
 export interface AppDeps {
   images: ImageService;
@@ -17,6 +19,8 @@ export interface AppDeps {
   log: Logger;
   /** Largest `upload_size` a client may declare, in bytes. */
   maxUploadSize: number;
+  /** Multipart upload routes (parts, complete, cancel); absent, large uploads have no plan to follow. */
+  uploads?: MultipartUploadService;
 }
 
 type Env = { Variables: { caller: Caller } };
@@ -224,9 +228,11 @@ export function createApp(deps: AppDeps): Hono<Env> {
 
   const useTheLink = async (c: import("hono").Context<Env>) => {
     const view = await deps.images.show(c.req.param("id") ?? "", c.get("caller"));
-    const where = view.upload
-      ? `PUT them to the image's upload link: ${view.upload.url}`
-      : `this image is ${view.image.status} and takes no upload`;
+    const where = !view.upload
+      ? `this image is ${view.image.status} and takes no upload`
+      : view.upload.method === "multipart"
+        ? `upload them in parts following the image's multipart plan: ${view.upload.partsUrl}`
+        : `PUT them to the image's upload link: ${view.upload.url}`;
     c.header("Allow", "GET");
     return errorResponse(
       c,
@@ -237,6 +243,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   };
   app.put("/v2/images/:id/file", useTheLink);
   app.put("/v2/images/:id/stage", useTheLink);
+  if (deps.uploads) registerUploadRoutes(app, { uploads: deps.uploads });
 
   return app;
 }

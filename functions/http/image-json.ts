@@ -1,16 +1,27 @@
 import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
 import type { ImageRecord } from "../core/image/image.ts";
-import type { PresignedRequest } from "../core/ports.ts";
+import type { UploadLink } from "../core/uploads/multipart.ts";
 
-/** The `upload` object in image responses: the link to follow, fully formed. */
-export function uploadJson(upload: PresignedRequest) {
+/** The `upload` object in image responses: the link to follow, or the multipart plan, fully formed. */
+export function uploadJson(upload: UploadLink) {
+  if (upload.method === "multipart") {
+    return {
+      method: upload.method,
+      part_size: upload.partSize,
+      part_count: upload.partCount,
+      expires_at: upload.expiresAt,
+      parts_url: upload.partsUrl,
+      complete_url: upload.completeUrl,
+      cancel_url: upload.cancelUrl,
+    };
+  }
   return { method: upload.method, url: upload.url, headers: upload.headers, expires_at: upload.expiresAt };
 }
 
 const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
 
 /** An image as Glance v2 shows it, plus Hangar's fields (declared in the image schema). */
-export function imageJson(image: ImageRecord, upload?: PresignedRequest) {
+export function imageJson(image: ImageRecord, upload?: UploadLink) {
   return {
     ...image.properties,
     id: image.id,
@@ -119,7 +130,7 @@ export const IMAGE_SCHEMA = {
     upload: nullable("object", {
       readOnly: true,
       description:
-        "Hangar: where to upload the image's bytes (method, url, headers, expires_at), while queued",
+        "Hangar: where to upload the image's bytes while queued: a presigned PUT (method, url, headers, expires_at) or, for large uploads, a multipart plan (method 'multipart', part_size, part_count, expires_at, parts_url, complete_url, cancel_url)",
     }),
     upload_size: nullable("integer", { description: "Hangar: the number of bytes the upload will have" }),
     upload_sha256: nullable("string", {
@@ -170,7 +181,7 @@ export const READ_ONLY_FIELDS = new Set(
   Object.entries(IMAGE_SCHEMA.properties)
     .filter(([, p]) => "readOnly" in p && p.readOnly)
     .map(([k]) => k)
-    .concat(["locations", "direct_url", "import_lease_until"]),
+    .concat(["locations", "direct_url", "import_lease_until", "multipart_upload_id", "multipart_started_at"]),
 );
 
 /** Core fields with a type of their own; every other key in a body is an extra string property. */

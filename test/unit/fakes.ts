@@ -8,6 +8,12 @@ import type {
   ObjectStore,
   PresignedRequest,
 } from "../../functions/core/ports.ts";
+import type {
+  ListedObject,
+  MultipartUploads,
+  PendingUpload,
+  StoredPart,
+} from "../../functions/core/uploads/ports.ts";
 
 /** In-memory repository with the same conditional semantics as the DynamoDB adapter (pure logic tests only). */
 export class MemoryImages implements ImageRepository {
@@ -63,6 +69,8 @@ export class MemoryImages implements ImageRepository {
 /** In-memory object store; `chunkSize` splits reads like a network stream would. */
 export class MemoryObjects implements ObjectStore {
   readonly objects = new Map<string, Uint8Array>();
+  /** Last-modified times a test sets for listings (multipart fakes); absent keys list without one. */
+  readonly modified = new Map<string, string>();
   failReadAfter: number | undefined;
   constructor(private readonly chunkSize = 1000) {}
 
@@ -114,6 +122,73 @@ export class MemoryObjects implements ObjectStore {
   }
   async deletePrefix(prefix: string) {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);
+  }
+}
+
+/** In-memory multipart uploads over a `MemoryObjects`; `put` plays a client following a part link. */
+export class MemoryMultipartUploads implements MultipartUploads {
+  readonly pending = new Map<string, { key: string; initiated: string; parts: Map<number, StoredPart> }>();
+  private next = 1;
+  constructor(
+    private readonly objects: MemoryObjects,
+    private readonly clock: { now(): Date } = { now: () => new Date() },
+  ) {}
+
+  async create(key: string) {
+    const id = `upload-${this.next++}`;
+    this.pending.set(id, { key, initiated: this.clock.now().toISOString(), parts: new Map() });
+    return id;
+  }
+  async presignPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    o: { expiresInSeconds: number; contentLength: number },
+  ): Promise<PresignedRequest> {
+    return {
+      method: "PUT",
+      url: `http://storage.invalid/${key}?uploadId=${uploadId}&partNumber=${partNumber}`,
+      headers: { "Content-Length": String(o.contentLength) },
+      expiresAt: new Date(Date.now() + o.expiresInSeconds * 1000).toISOString(),
+    };
+  }
+  /** Stores a part as storage would on a PUT to its link. */
+  put(uploadId: string, partNumber: number, bytes: Uint8Array) {
+    const u = this.pending.get(uploadId);
+    if (!u) throw new Error(`NoSuchUpload ${uploadId}`);
+    const etag = `"${partNumber}-${bytes.byteLength}"`;
+    u.parts.set(partNumber, {
+      partNumber,
+      size: bytes.byteLength,
+      etag,
+      lastModified: this.clock.now().toISOString(),
+    });
+    this.bytes.set(`${uploadId}/${partNumber}`, bytes);
+  }
+  private readonly bytes = new Map<string, Uint8Array>();
+  async listParts(_key: string, uploadId: string) {
+    const u = this.pending.get(uploadId);
+    return u ? [...u.parts.values()].sort((a, b) => a.partNumber - b.partNumber) : undefined;
+  }
+  async complete(key: string, uploadId: string, parts: readonly { partNumber: number; etag: string }[]) {
+    const u = this.pending.get(uploadId);
+    if (!u || u.key !== key) throw new Error(`NoSuchUpload ${uploadId}`);
+    const chunks = parts.map((p) => this.bytes.get(`${uploadId}/${p.partNumber}`) ?? new Uint8Array());
+    this.objects.objects.set(key, Buffer.concat(chunks));
+    this.pending.delete(uploadId);
+  }
+  async abort(_key: string, uploadId: string) {
+    this.pending.delete(uploadId);
+  }
+  async listPending(prefix: string): Promise<PendingUpload[]> {
+    return [...this.pending.entries()]
+      .filter(([, u]) => u.key.startsWith(prefix))
+      .map(([uploadId, u]) => ({ key: u.key, uploadId, initiated: u.initiated }));
+  }
+  async listObjects(prefix: string): Promise<ListedObject[]> {
+    return [...this.objects.objects.entries()]
+      .filter(([k]) => k.startsWith(prefix))
+      .map(([key, o]) => ({ key, size: o.byteLength, lastModified: this.objects.modified.get(key) }));
   }
 }
 

@@ -301,6 +301,9 @@ export const qcow2Format: FormatModule = {
     const r = new FieldReader(head, F);
     if (head.length < 8) return undefined;
     const version = r.u32be(QCOW2_OFFSET.version, "version");
+    if (version === 1) {
+      throw new UnsupportedFormatError("qcow", "qcow (version 1) images are not supported; convert to qcow2");
+    }
     return version === 2 ? "v2" : version === 3 ? "v3" : undefined;
   },
   open: (layer) => new Qcow2Session(layer),

@@ -50,6 +50,10 @@ export interface ImageRecord {
   import_progress: ImportProgress | null;
   /** ISO time until which an importer holds the image; a later event may take it over after. */
   import_lease_until: string | null;
+  /** Storage multipart upload filling the staging key (large uploads); internal, never shown to clients. */
+  multipart_upload_id?: string | null;
+  /** When that multipart upload was started; its plan's `expires_at` counts from here. */
+  multipart_started_at?: string | null;
 }
 
 /** Where the client uploads an image's bytes, and where the stored image lives. */

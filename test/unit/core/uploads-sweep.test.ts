@@ -1,0 +1,106 @@
+import { describe, expect, it } from "vitest";
+import type { Caller } from "../../../functions/core/image/access.ts";
+import { imageKey, stagingKey } from "../../../functions/core/image/image.ts";
+import { createImageService } from "../../../functions/core/images.ts";
+import { createSweeper } from "../../../functions/core/sweep.ts";
+import { createMultipartUploads } from "../../../functions/core/uploads/multipart.ts";
+import { MIB } from "../../../functions/core/uploads/plan.ts";
+import { fixedClock, MemoryImages, MemoryMultipartUploads, MemoryObjects, silentLog } from "../fakes.ts";
+
+const alice: Caller = { userId: "alice", projectId: "p-alice", roles: ["member"] };
+const HOUR = 3600_000;
+
+function setup() {
+  const images = new MemoryImages();
+  const objects = new MemoryObjects();
+  const clock = fixedClock();
+  const storage = new MemoryMultipartUploads(objects, clock);
+  const common = { images, objects, uploads: storage, clock, log: silentLog };
+  const multipart = createMultipartUploads({
+    ...common,
+    threshold: 8 * MIB,
+    minPartSize: 5 * MIB,
+    partUrlTtlSeconds: 600,
+    abandonAfterSeconds: 24 * 3600,
+  });
+  let n = 0;
+  const service = createImageService({
+    images,
+    objects,
+    clock,
+    log: silentLog,
+    newId: () => `00000000-0000-4000-8000-${String(++n).padStart(12, "0")}`,
+    uploadUrlTtlSeconds: 3600,
+    downloadUrlTtlSeconds: 300,
+    multipart,
+  });
+  const sweeper = createSweeper({
+    ...common,
+    abandonAfterSeconds: 24 * 3600,
+    stalledImportGraceSeconds: 3600,
+  });
+  return { images, objects, storage, service, sweeper, clock };
+}
+
+describe("sweeper", () => {
+  it("aborts an upload with no part for a day and resets its queued image's plan; keeps active ones", async () => {
+    const s = setup();
+    const idle = (await s.service.create({ name: "idle", upload_size: 12 * MIB }, alice)).image.id;
+    const busy = (await s.service.create({ name: "busy", upload_size: 12 * MIB }, alice)).image.id;
+    const idleUpload = (await s.images.get(idle))?.multipart_upload_id as string;
+    const busyUpload = (await s.images.get(busy))?.multipart_upload_id as string;
+    s.clock.advance(23 * HOUR);
+    s.storage.put(busyUpload, 1, new Uint8Array(5 * MIB));
+    s.clock.advance(2 * HOUR);
+
+    const report = await s.sweeper.sweep();
+
+    expect(report).toMatchObject({ abortedUploads: 1, resetImages: 1 });
+    expect(s.storage.pending.has(idleUpload)).toBe(false);
+    expect(s.storage.pending.has(busyUpload)).toBe(true);
+    const image = await s.images.get(idle);
+    expect(image).toMatchObject({ status: "queued", multipart_upload_id: null });
+    // The plan is still offered; asking for parts starts a fresh storage upload.
+    expect((await s.service.show(idle, alice)).upload?.method).toBe("multipart");
+  });
+
+  it("deletes staged objects left for a day by gone or queued images, not fresh ones", async () => {
+    const s = setup();
+    const gone = "00000000-0000-4000-8000-00000000aaaa";
+    const queued = (await s.service.create({ name: "q" }, alice)).image.id;
+    const fresh = (await s.service.create({ name: "f" }, alice)).image.id;
+    const old = new Date(s.clock.now().getTime() - 25 * HOUR).toISOString();
+    for (const id of [gone, queued]) {
+      s.objects.objects.set(stagingKey(id), new Uint8Array(3));
+      s.objects.modified.set(stagingKey(id), old);
+    }
+    s.objects.objects.set(stagingKey(fresh), new Uint8Array(3));
+    s.objects.modified.set(stagingKey(fresh), s.clock.now().toISOString());
+
+    expect(await s.sweeper.sweep()).toMatchObject({ deletedObjects: 2 });
+    expect([...s.objects.objects.keys()]).toEqual([stagingKey(fresh)]);
+  });
+
+  it("kills an import whose lease expired beyond the grace, and cleans what it left", async () => {
+    const s = setup();
+    const id = (await s.service.create({ name: "stuck" }, alice)).image.id;
+    const lease = new Date(s.clock.now().getTime() + 16 * 60_000).toISOString();
+    await s.images.transition(id, "startImport", { import_lease_until: lease });
+    s.objects.objects.set(stagingKey(id), new Uint8Array(3));
+    s.objects.modified.set(stagingKey(id), s.clock.now().toISOString());
+    s.objects.objects.set(imageKey(id), new Uint8Array(1));
+
+    s.clock.advance(60 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 0 });
+    expect((await s.images.get(id))?.status).toBe("importing");
+
+    s.clock.advance(20 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 1 });
+    expect(await s.images.get(id)).toMatchObject({
+      status: "killed",
+      failure: { reason: "IMPORT_STALLED" },
+      import_lease_until: null,
+    });
+    expect(s.objects.objects.size).toBe(0);
+  });
+});
