@@ -16,6 +16,8 @@ import { loadConfig } from "../../functions/config.ts";
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const FUNCTIONS = ["api", "importer", "authorizer"] as const;
+// Tests that start Node on a bundle; generous because the unit tier shares two cores.
+const SPAWN_TIMEOUT = 30_000;
 
 // Stand-ins for CloudFormation pseudo parameters when resolving Fn::Sub in assertions.
 const ACCOUNT = "123456789012";
@@ -133,24 +135,28 @@ describe("built artifacts", () => {
 describe("bundles under Node", () => {
   // Lambda imports index.mjs as plain ESM: CommonJS dependencies must find `require` (the build's
   // banner) and module initialisation must not need the network.
-  it.each(FUNCTIONS)("dist/%s/index.mjs loads and exports a handler", async (name) => {
-    const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
-    const script = `const m = await import(${JSON.stringify(url)}); process.stdout.write(typeof m.handler);`;
-    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        AWS_REGION: REGION,
-        AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
-        AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
-        HANGAR_TABLE: "hangar-test",
-        HANGAR_BUCKET: BUCKET,
-        HANGAR_JWT_ISSUER: "https://issuer.test/",
-        HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json",
-      },
-      timeout: 20_000,
-    });
-    expect(stdout).toBe("function");
-  });
+  it.each(FUNCTIONS)(
+    "dist/%s/index.mjs loads and exports a handler",
+    async (name) => {
+      const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
+      const script = `const m = await import(${JSON.stringify(url)}); process.stdout.write(typeof m.handler);`;
+      const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
+        env: {
+          PATH: process.env.PATH ?? "",
+          AWS_REGION: REGION,
+          AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
+          AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
+          HANGAR_TABLE: "hangar-test",
+          HANGAR_BUCKET: BUCKET,
+          HANGAR_JWT_ISSUER: "https://issuer.test/",
+          HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json",
+        },
+        timeout: SPAWN_TIMEOUT,
+      });
+      expect(stdout).toBe("function");
+    },
+    SPAWN_TIMEOUT,
+  );
 });
 
 describe("functions", () => {
@@ -447,7 +453,7 @@ describe("authorizer bundle under Node", () => {
         EVENTS: JSON.stringify(events),
         ...env,
       },
-      timeout: 20_000,
+      timeout: SPAWN_TIMEOUT,
     });
     return JSON.parse(stdout);
   }
@@ -458,54 +464,62 @@ describe("authorizer bundle under Node", () => {
     headers,
   });
 
-  it("accepts X-Auth-Token or Authorization: Bearer and passes the claims on; denies anything else", async () => {
-    const { privateKey, publicKey } = await generateKeyPair("ES256");
-    const sign = (claims: Record<string, unknown>, audience = AUDIENCE) =>
-      new SignJWT(claims)
-        .setProtectedHeader({ alg: "ES256" })
+  it(
+    "accepts X-Auth-Token or Authorization: Bearer and passes the claims on; denies anything else",
+    async () => {
+      const { privateKey, publicKey } = await generateKeyPair("ES256");
+      const sign = (claims: Record<string, unknown>, audience = AUDIENCE) =>
+        new SignJWT(claims)
+          .setProtectedHeader({ alg: "ES256" })
+          .setSubject("alice")
+          .setIssuer(ISSUER)
+          .setAudience(audience)
+          .setExpirationTime("5m")
+          .sign(privateKey);
+      const good = await sign({ project_id: "p1", roles: ["member", "reader"] });
+      const results = await invoke({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) }, [
+        event({ "x-auth-token": good }),
+        event({ authorization: `Bearer ${good}` }),
+        event({ authorization: `bearer ${good}` }),
+        event({}),
+        event({ authorization: `Basic ${good}` }),
+        event({ "x-auth-token": await sign({ project_id: "p1", roles: [] }, "someone-else") }),
+        event({ "x-auth-token": await sign({ roles: ["admin"] }) }),
+        event({ "x-auth-token": `${good.slice(0, -4)}AAAA` }),
+      ]);
+      const granted = {
+        isAuthorized: true,
+        context: { sub: "alice", project_id: "p1", roles: "member,reader" },
+      };
+      expect(results).toEqual([
+        granted,
+        granted,
+        granted,
+        ...Array.from({ length: 5 }, () => ({ isAuthorized: false })),
+      ]);
+    },
+    SPAWN_TIMEOUT,
+  );
+
+  it(
+    "fails (500) rather than denying when the key set cannot be fetched",
+    async () => {
+      const { privateKey } = await generateKeyPair("ES256");
+      const token = await new SignJWT({ project_id: "p1" })
+        .setProtectedHeader({ alg: "ES256", kid: "k1" })
         .setSubject("alice")
         .setIssuer(ISSUER)
-        .setAudience(audience)
+        .setAudience(AUDIENCE)
         .setExpirationTime("5m")
         .sign(privateKey);
-    const good = await sign({ project_id: "p1", roles: ["member", "reader"] });
-    const results = await invoke({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) }, [
-      event({ "x-auth-token": good }),
-      event({ authorization: `Bearer ${good}` }),
-      event({ authorization: `bearer ${good}` }),
-      event({}),
-      event({ authorization: `Basic ${good}` }),
-      event({ "x-auth-token": await sign({ project_id: "p1", roles: [] }, "someone-else") }),
-      event({ "x-auth-token": await sign({ roles: ["admin"] }) }),
-      event({ "x-auth-token": `${good.slice(0, -4)}AAAA` }),
-    ]);
-    const granted = {
-      isAuthorized: true,
-      context: { sub: "alice", project_id: "p1", roles: "member,reader" },
-    };
-    expect(results).toEqual([
-      granted,
-      granted,
-      granted,
-      ...Array.from({ length: 5 }, () => ({ isAuthorized: false })),
-    ]);
-  });
-
-  it("fails (500) rather than denying when the key set cannot be fetched", async () => {
-    const { privateKey } = await generateKeyPair("ES256");
-    const token = await new SignJWT({ project_id: "p1" })
-      .setProtectedHeader({ alg: "ES256", kid: "k1" })
-      .setSubject("alice")
-      .setIssuer(ISSUER)
-      .setAudience(AUDIENCE)
-      .setExpirationTime("5m")
-      .sign(privateKey);
-    // Nothing listens on the discard port: the fetch is refused at once, on loopback.
-    const results = await invoke({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }, [
-      event({ "x-auth-token": token }),
-    ]);
-    expect(results).toEqual([{ threw: "TokenKeysUnavailableError" }]);
-  });
+      // Nothing listens on the discard port: the fetch is refused at once, on loopback.
+      const results = await invoke({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }, [
+        event({ "x-auth-token": token }),
+      ]);
+      expect(results).toEqual([{ threw: "TokenKeysUnavailableError" }]);
+    },
+    SPAWN_TIMEOUT,
+  );
 });
 
 describe("CloudFormation lint", () => {
