@@ -22,7 +22,7 @@ const CASES: { name: string; format: SourceFormat; qemu: string; options?: strin
   { name: "static.vdi", format: "vdi", qemu: "vdi", options: ["static=on"] },
 ];
 
-describe("→ raw matches qemu-img", () => {
+describe("→ raw matches qemu-img", { timeout: 60_000 }, () => {
   for (const c of CASES) {
     it(c.name, async () => {
       const path = makeImage(c.name, c.qemu, c.options);

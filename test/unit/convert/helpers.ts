@@ -31,7 +31,7 @@ export function baseRaw(): string {
   const path = join(FIXTURES, "base.raw");
   if (existsSync(path)) return path;
   const size = 6 * MiB + 3 * 512;
-  const tmp = `${path}.tmp`;
+  const tmp = `${path}.${process.pid}.tmp`;
   const fd = openSync(tmp, "w");
   try {
     const urandom = openSync("/dev/urandom", "r");
@@ -69,15 +69,19 @@ export function makeImage(
   if (existsSync(path)) return path;
   const base = baseRaw();
   const opt = options.length > 0 ? ["-o", options.join(",")] : [];
-  qemuImg("convert", "-f", "raw", "-O", format, ...opt, ...extra, base, `${path}.tmp`);
-  renameSync(`${path}.tmp`, path);
+  const tmp = `${path}.${process.pid}.tmp`;
+  qemuImg("convert", "-f", "raw", "-O", format, ...opt, ...extra, base, tmp);
+  renameSync(tmp, path);
   return path;
 }
 
 /** sha256 of qemu-img's raw conversion of `path`: the expected output of every differential test. */
 export function qemuRawSha256(path: string, format: string): { sha256: string; size: number } {
   const out = `${path}.qemu.raw`;
-  if (!existsSync(out)) qemuImg("convert", "-f", format, "-O", "raw", path, out);
+  if (!existsSync(out)) {
+    qemuImg("convert", "-f", format, "-O", "raw", path, `${out}.${process.pid}.tmp`);
+    renameSync(`${out}.${process.pid}.tmp`, out);
+  }
   return { sha256: sha256File(out), size: statSync(out).size };
 }
 

@@ -13,7 +13,7 @@ const CASES: { name: string; options: string[]; extra?: string[] }[] = [
   { name: "v3-1m-c.qcow2", options: ["compat=1.1", "cluster_size=1M"], extra: ["-c"] },
 ];
 
-describe("qcow2 → raw matches qemu-img", () => {
+describe("qcow2 → raw matches qemu-img", { timeout: 60_000 }, () => {
   for (const c of CASES) {
     it(c.name, async () => {
       const path = makeImage(c.name, "qcow2", c.options, c.extra);

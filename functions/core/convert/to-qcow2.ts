@@ -1,0 +1,232 @@
+import { ceilDiv } from "./binary.ts";
+import type { DiskMap } from "./disk-map.ts";
+import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
+import { UnsupportedImageError } from "./errors.ts";
+import { openDiskMap } from "./open.ts";
+import type { ConvertSource, SourceFormat } from "./ports.ts";
+import { QCOW2_MAGIC } from "./qcow2.ts";
+import { openSource } from "./source.ts";
+import { type ConvertOptions, DEFAULT_CHUNK, rechunk } from "./to-raw.ts";
+
+// Output: qcow2 v3 (compat 1.1), 64 KiB clusters, 16-bit refcounts, no extensions, no snapshots.
+const CLUSTER_BITS = 16;
+const CLUSTER = 1 << CLUSTER_BITS;
+const L2_ENTRIES = CLUSTER / 8;
+const REFCOUNT_ORDER = 4;
+const REFCOUNTS_PER_BLOCK = (CLUSTER * 8) / 2 ** REFCOUNT_ORDER;
+const HEADER_LENGTH = 104;
+const COPIED = 0x80000000; // bit 63 of an L1/L2 entry (high word): refcount is exactly 1
+/** Largest output the layout code handles: offsets stay below 2^48 so entries fit two 32-bit halves. */
+const MAX_OUTPUT = 2 ** 47;
+
+/** Where everything goes in the output file, in cluster indices. */
+export interface Qcow2Layout {
+  virtualSize: number;
+  l1Entries: number;
+  l1Cluster: number;
+  refcountTableCluster: number;
+  refcountTableClusters: number;
+  refcountBlockCluster: number;
+  refcountBlocks: number;
+  l2Cluster: number;
+  /** For each L1 entry, the index of its L2 table among the written ones, or -1. */
+  l2Index: Int32Array;
+  dataCluster: number;
+  dataClusters: number;
+  totalClusters: number;
+  /** Bit per guest cluster: set when the cluster holds data and is written. */
+  allocated: Uint8Array;
+}
+
+function isSet(bits: Uint8Array, i: number): boolean {
+  return (((bits[i >> 3] ?? 0) >> (i & 7)) & 1) === 1;
+}
+
+/** Computes the output layout from the source's allocation map (reads metadata only, no data). */
+export async function planQcow2Layout(map: DiskMap, signal?: AbortSignal): Promise<Qcow2Layout> {
+  const { virtualSize } = map;
+  const guestClusters = ceilDiv(virtualSize, CLUSTER);
+  const allocated = new Uint8Array(ceilDiv(guestClusters, 8));
+  let guest = 0;
+  let dataClusters = 0;
+  for await (const batch of map.batches(signal)) {
+    for (const e of batch) {
+      if (e.kind !== "zero" && e.length > 0) {
+        const last = Math.floor((guest + e.length - 1) / CLUSTER);
+        for (let c = Math.floor(guest / CLUSTER); c <= last; c++) {
+          if (!isSet(allocated, c)) {
+            allocated[c >> 3] = (allocated[c >> 3] ?? 0) | (1 << (c & 7));
+            dataClusters++;
+          }
+        }
+      }
+      guest += e.length;
+    }
+  }
+  const l1Entries = ceilDiv(guestClusters, L2_ENTRIES);
+  const l2Index = new Int32Array(l1Entries).fill(-1);
+  let l2Tables = 0;
+  for (let i = 0; i < l1Entries; i++) {
+    for (let c = i * L2_ENTRIES; c < Math.min(guestClusters, (i + 1) * L2_ENTRIES); c++) {
+      if (isSet(allocated, c)) {
+        l2Index[i] = l2Tables++;
+        break;
+      }
+    }
+  }
+  const l1Clusters = Math.max(1, ceilDiv(l1Entries * 8, CLUSTER));
+  // The refcount structures count themselves: grow them until they cover every cluster.
+  let refcountBlocks = 1;
+  let refcountTableClusters = 1;
+  let total = 0;
+  for (;;) {
+    total = 1 + l1Clusters + refcountTableClusters + refcountBlocks + l2Tables + dataClusters;
+    const needBlocks = ceilDiv(total, REFCOUNTS_PER_BLOCK);
+    const needTable = ceilDiv(needBlocks * 8, CLUSTER);
+    if (needBlocks <= refcountBlocks && needTable <= refcountTableClusters) break;
+    refcountBlocks = Math.max(refcountBlocks, needBlocks);
+    refcountTableClusters = Math.max(refcountTableClusters, needTable);
+  }
+  if (total * CLUSTER > MAX_OUTPUT) throw new UnsupportedImageError("the qcow2 output would be too large");
+  const l1Cluster = 1;
+  const refcountTableCluster = l1Cluster + l1Clusters;
+  const refcountBlockCluster = refcountTableCluster + refcountTableClusters;
+  const l2Cluster = refcountBlockCluster + refcountBlocks;
+  const dataCluster = l2Cluster + l2Tables;
+  return {
+    virtualSize,
+    l1Entries,
+    l1Cluster,
+    refcountTableCluster,
+    refcountTableClusters,
+    refcountBlockCluster,
+    refcountBlocks,
+    l2Cluster,
+    l2Index,
+    dataCluster,
+    dataClusters,
+    totalClusters: total,
+    allocated,
+  };
+}
+
+function setOffset(dv: DataView, at: number, offset: number, flags = 0): void {
+  dv.setUint32(at, (Math.floor(offset / 2 ** 32) | flags) >>> 0);
+  dv.setUint32(at + 4, offset >>> 0);
+}
+
+function header(l: Qcow2Layout): Uint8Array {
+  const out = new Uint8Array(CLUSTER);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, QCOW2_MAGIC);
+  dv.setUint32(4, 3);
+  dv.setUint32(20, CLUSTER_BITS);
+  dv.setBigUint64(24, BigInt(l.virtualSize));
+  dv.setUint32(36, l.l1Entries);
+  dv.setBigUint64(40, BigInt(l.l1Cluster * CLUSTER));
+  dv.setBigUint64(48, BigInt(l.refcountTableCluster * CLUSTER));
+  dv.setUint32(56, l.refcountTableClusters);
+  dv.setUint32(96, REFCOUNT_ORDER);
+  dv.setUint32(100, HEADER_LENGTH);
+  // The header extension area that follows is all zeros: an end-of-extensions marker.
+  return out;
+}
+
+/** Metadata clusters in file order, generated one table at a time (at most one cluster-sized L2 table live). */
+function* metadata(l: Qcow2Layout): Generator<Piece> {
+  yield { length: CLUSTER, bytes: header(l) };
+  const l1 = new Uint8Array(ceilDiv(l.l1Entries * 8, CLUSTER) * CLUSTER || CLUSTER);
+  const l1v = new DataView(l1.buffer);
+  for (let i = 0; i < l.l1Entries; i++) {
+    const idx = l.l2Index[i] ?? -1;
+    if (idx >= 0) setOffset(l1v, i * 8, (l.l2Cluster + idx) * CLUSTER, COPIED);
+  }
+  yield { length: l1.length, bytes: l1 };
+  const table = new Uint8Array(l.refcountTableClusters * CLUSTER);
+  const tv = new DataView(table.buffer);
+  for (let b = 0; b < l.refcountBlocks; b++) setOffset(tv, b * 8, (l.refcountBlockCluster + b) * CLUSTER);
+  yield { length: table.length, bytes: table };
+  for (let b = 0; b < l.refcountBlocks; b++) {
+    const block = new Uint8Array(CLUSTER);
+    const bv = new DataView(block.buffer);
+    const first = b * REFCOUNTS_PER_BLOCK;
+    for (let c = first; c < Math.min(l.totalClusters, first + REFCOUNTS_PER_BLOCK); c++) {
+      bv.setUint16((c - first) * 2, 1);
+    }
+    yield { length: CLUSTER, bytes: block };
+  }
+  const guestClusters = ceilDiv(l.virtualSize, CLUSTER);
+  let rank = 0;
+  for (let i = 0; i < l.l1Entries; i++) {
+    if ((l.l2Index[i] ?? -1) < 0) continue;
+    const l2 = new Uint8Array(CLUSTER);
+    const lv = new DataView(l2.buffer);
+    for (let c = i * L2_ENTRIES; c < Math.min(guestClusters, (i + 1) * L2_ENTRIES); c++) {
+      if (isSet(l.allocated, c))
+        setOffset(lv, (c - i * L2_ENTRIES) * 8, (l.dataCluster + rank++) * CLUSTER, COPIED);
+    }
+    yield { length: CLUSTER, bytes: l2 };
+  }
+}
+
+/** Keeps the guest bytes of allocated clusters only, padding the last one to a whole cluster. */
+async function* allocatedData(source: AsyncIterable<Piece>, l: Qcow2Layout): AsyncGenerator<Piece> {
+  let guest = 0;
+  for await (const piece of source) {
+    let done = 0;
+    while (done < piece.length) {
+      const at = guest + done;
+      const cluster = Math.floor(at / CLUSTER);
+      // Extend the run while clusters keep the same allocation state.
+      const want = isSet(l.allocated, cluster);
+      let end = Math.min(guest + piece.length, (cluster + 1) * CLUSTER);
+      while (end < guest + piece.length && isSet(l.allocated, Math.floor(end / CLUSTER)) === want) {
+        end = Math.min(guest + piece.length, end + CLUSTER);
+      }
+      const n = end - at;
+      if (want)
+        yield piece.bytes ? { length: n, bytes: piece.bytes.subarray(done, done + n) } : { length: n };
+      done += n;
+    }
+    guest += piece.length;
+  }
+  const tail = guest % CLUSTER;
+  if (tail !== 0 && isSet(l.allocated, Math.floor(guest / CLUSTER))) yield { length: CLUSTER - tail };
+}
+
+async function* concat(first: Iterable<Piece>, rest: AsyncIterable<Piece>): AsyncGenerator<Piece> {
+  yield* first;
+  yield* rest;
+}
+
+/**
+ * Converts a disk image (any supported format, raw included) to a qcow2 v3 file written strictly
+ * sequentially. A first pass over the source's metadata finds the allocated 64 KiB clusters; the
+ * layout is then fixed: header, L1, refcount table, refcount blocks, L2 tables, data clusters in guest
+ * order. Unallocated and zero extents are omitted; a raw source counts as fully allocated.
+ * Memory: that of `convertToRaw` plus one bit per guest cluster (2 KiB per GiB of virtual size).
+ */
+export async function* convertToQcow2(
+  format: SourceFormat,
+  source: ConvertSource,
+  opts: ConvertOptions = {},
+): AsyncGenerator<Uint8Array> {
+  if (source.sequential && !source.range) {
+    throw new UnsupportedImageError("conversion to qcow2 reads the source twice and needs a range reader");
+  }
+  const opened = openSource(source);
+  try {
+    const layout = await planQcow2Layout(await openDiskMap(format, opened.meta, opts.signal), opts.signal);
+    const map = await openDiskMap(format, opened.meta, opts.signal);
+    const data = pieces(map, opened.data, {
+      windowSize: opts.windowSize ?? DEFAULT_WINDOW,
+      maxGap: opts.maxGap ?? DEFAULT_GAP,
+      readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
+      forwardOnly: opened.forwardOnly,
+      signal: opts.signal,
+    });
+    yield* rechunk(concat(metadata(layout), allocatedData(data, layout)), opts.chunkSize ?? DEFAULT_CHUNK);
+  } finally {
+    await opened.close();
+  }
+}
