@@ -54,8 +54,8 @@ export function createInspector(opts: InspectOptions): Inspector {
     },
 
     update(chunk: Uint8Array): Promise<void> {
-      signal?.throwIfAborted();
-      if (finished) throw new Error("inspector: update() after finish()");
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      if (finished) return Promise.reject(new Error("inspector: update() after finish()"));
       if (chunk.length === 0) return RESOLVED;
       if (mode === "gzip") {
         outer.layer.push(chunk);

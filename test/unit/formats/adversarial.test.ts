@@ -115,7 +115,7 @@ describe("hostile images", () => {
     });
     await inspector.update(new Uint8Array(5));
     controller.abort(new Error("client went away"));
-    expect(() => inspector.update(new Uint8Array(5))).toThrow("client went away");
+    await expect(inspector.update(new Uint8Array(5))).rejects.toThrow("client went away");
     await expect(inspector.finish()).rejects.toThrow("client went away");
   });
 });
