@@ -49,7 +49,22 @@ const lock = mtime(join(root, "package-lock.json"));
 const installed = mtime(join(root, "node_modules", ".package-lock.json"));
 if (installed === undefined || (lock !== undefined && installed < lock)) {
   console.log("ensure-deps: installing npm dependencies (npm ci)");
-  run("npm", ["ci", "--no-audit", "--no-fund"]);
+  const ci = spawnSync("npm", ["ci", "--no-audit", "--no-fund"], {
+    cwd: root,
+    stdio: ["ignore", "inherit", "pipe"],
+    encoding: "utf8",
+  });
+  if (ci.error) throw ci.error;
+  if (ci.status !== 0) {
+    // npm ci refuses a lock file that lacks an entry for an optional dependency the registry does not
+    // have (vite 8 names one); npm install tolerates it and installs the locked versions of the rest.
+    const reason = (ci.stderr ?? "")
+      .split("\n")
+      .filter((l) => /npm error (code|Missing|`npm ci`|\d{3})/.test(l))
+      .join("\n");
+    console.error(`${reason}\nensure-deps: npm ci failed; falling back to npm install --no-save`);
+    run("npm", ["install", "--no-save", "--no-audit", "--no-fund"]);
+  }
 }
 
 // command → Debian package that provides it
