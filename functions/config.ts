@@ -73,6 +73,13 @@ const EnvSchema = z.object({
   HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
   HANGAR_JWT_JWKS_URL: z.url().optional(),
   HANGAR_JWT_PUBLIC_JWK: z.string().optional(),
+  /** web-download: largest body fetched (bytes, default 64 GiB) and the whole fetch's time limit (seconds). */
+  HANGAR_WEB_DOWNLOAD_MAX_BYTES: int(64 * 1024 ** 3),
+  HANGAR_WEB_DOWNLOAD_TIMEOUT: int(840),
+  /** Test-only: "1" lets web-download fetch from loopback (the integration harness's source server). */
+  HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z.enum(["0", "1"]).default("0"),
+  /** AWS: the function that runs web-download jobs (invoked asynchronously); unset, jobs run in-process. */
+  HANGAR_WEB_DOWNLOAD_FUNCTION: z.string().min(1).optional(),
 });
 
 export type Config = Readonly<{
@@ -95,6 +102,12 @@ export type Config = Readonly<{
   partUrlTtlSeconds: number;
   abandonUploadsAfterSeconds: number;
   stalledImportGraceSeconds: number;
+  webDownload: Readonly<{
+    maxBytes: number;
+    timeoutSeconds: number;
+    allowLoopback: boolean;
+    functionName: string | undefined;
+  }>;
   jwt: Readonly<{
     issuer: string;
     audience: string;
@@ -138,6 +151,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     partUrlTtlSeconds: e.HANGAR_PART_URL_TTL,
     abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
     stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
+    webDownload: Object.freeze({
+      maxBytes: e.HANGAR_WEB_DOWNLOAD_MAX_BYTES,
+      timeoutSeconds: e.HANGAR_WEB_DOWNLOAD_TIMEOUT,
+      allowLoopback: e.HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK === "1",
+      functionName: e.HANGAR_WEB_DOWNLOAD_FUNCTION,
+    }),
     jwt: Object.freeze({
       issuer: e.HANGAR_JWT_ISSUER,
       audience: e.HANGAR_JWT_AUDIENCE,

@@ -2,6 +2,13 @@ import { randomUUID } from "node:crypto";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { Hono } from "hono";
 import { DynamoImageRepository } from "./adapters/dynamodb/image-repository.ts";
+import { DynamoMemberRepository } from "./adapters/dynamodb/member-repository.ts";
+import {
+  InProcessWebDownloads,
+  LambdaWebDownloads,
+  pinnedFetch,
+  systemResolver,
+} from "./adapters/http/web-download.ts";
 import { createLogger } from "./adapters/log.ts";
 import { parseStorageEvent } from "./adapters/s3/events.ts";
 import { S3MultipartUploads } from "./adapters/s3/multipart.ts";
@@ -9,10 +16,11 @@ import { S3ObjectStore } from "./adapters/s3/object-store.ts";
 import type { Config } from "./config.ts";
 import { createImageService } from "./core/images.ts";
 import { createImporter, type ImportOutcome } from "./core/import/import-uploaded-image.ts";
-import type { Clock, Logger } from "./core/ports.ts";
+import type { Clock, Logger, WebDownloadJob } from "./core/ports.ts";
 import { createSweeper, type SweepReport } from "./core/sweep.ts";
 import { createMultipartUploads } from "./core/uploads/multipart.ts";
 import { MAX_OBJECT_SIZE } from "./core/uploads/plan.ts";
+import { runWebDownload } from "./core/web-download.ts";
 import { createApp } from "./http/app.ts";
 import { createTokenVerifier } from "./http/auth.ts";
 
@@ -23,6 +31,8 @@ export interface Hangar {
   handleStorageEvent(body: unknown): Promise<ImportOutcome[]>;
   /** Housekeeping: abandoned uploads, stale staged objects, stalled imports (scheduled; `npm run sweep`). */
   sweep(): Promise<SweepReport>;
+  /** Runs one web-download job to its end (the web-download Lambda's work; in-process locally). */
+  runWebDownload(job: WebDownloadJob): Promise<"stored" | "failed">;
   log: Logger;
 }
 
@@ -68,6 +78,24 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     abandonAfterSeconds: config.abandonUploadsAfterSeconds,
     stalledImportGraceSeconds: config.stalledImportGraceSeconds,
   });
+  const members = new DynamoMemberRepository(dynamo, config.table);
+  const webDownloadDeps = {
+    images,
+    objects,
+    clock,
+    log,
+    resolve: systemResolver,
+    fetch: pinnedFetch,
+    policy: {
+      maxBytes: config.webDownload.maxBytes,
+      timeoutMs: config.webDownload.timeoutSeconds * 1000,
+      allowLoopback: config.webDownload.allowLoopback,
+    },
+  };
+  const fetchJob = (job: WebDownloadJob) => runWebDownload(webDownloadDeps, job);
+  const dispatcher = config.webDownload.functionName
+    ? new LambdaWebDownloads(config.webDownload.functionName, config.region)
+    : new InProcessWebDownloads(fetchJob, log);
   const imageService = createImageService({
     images,
     objects,
@@ -77,6 +105,9 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     uploadUrlTtlSeconds: config.uploadUrlTtlSeconds,
     downloadUrlTtlSeconds: config.downloadUrlTtlSeconds,
     multipart,
+    members,
+    maxUploadSize: MAX_OBJECT_SIZE,
+    webDownload: { dispatcher, resolve: systemResolver, allowLoopback: config.webDownload.allowLoopback },
   });
   const importer = createImporter({
     images,
@@ -94,11 +125,24 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
     maxUploadSize: MAX_OBJECT_SIZE,
     uploads: multipart,
+    policy: {
+      preferredFormat: config.preferredFormat,
+      acceptedFormats: config.acceptedFormats,
+      maxVirtualSize: config.maxVirtualSize,
+      maxGzipRatio: config.maxGzipRatio,
+      maxUploadSize: MAX_OBJECT_SIZE,
+      webDownload: {
+        enabled: true,
+        maxBytes: config.webDownload.maxBytes,
+        timeoutSeconds: config.webDownload.timeoutSeconds,
+      },
+    },
   });
   return {
     app,
     log,
     sweep: () => sweeper.sweep(),
+    runWebDownload: fetchJob,
     async handleStorageEvent(body) {
       const outcomes: ImportOutcome[] = [];
       for (const event of parseStorageEvent(body)) {

@@ -84,3 +84,27 @@ export class ImportRejectedError extends HangarError {
     super(message, options);
   }
 }
+
+/** Something other than an image (a membership, a tag) does not exist, or the caller may not know it does. */
+export class NotFoundError extends HangarError {
+  readonly reason: string;
+  constructor(message: string, reason = "NOT_FOUND", options?: { cause?: unknown }) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** A per-image limit (members, tags, properties) would be exceeded; Glance answers 413. */
+export class LimitExceededError extends HangarError {
+  readonly reason = "LIMIT_EXCEEDED";
+}
+
+/** The request body is in a media type the operation does not take (e.g. PATCH without the JSON-patch type). */
+export class UnsupportedMediaTypeError extends HangarError {
+  readonly reason = "UNSUPPORTED_MEDIA_TYPE";
+}
+
+/** A web-download URL Hangar refuses to fetch (scheme, or an address that is not public). */
+export class UriNotAllowedError extends HangarError {
+  readonly reason = "URI_NOT_ALLOWED";
+}

@@ -1,8 +1,47 @@
-import { ConflictError, ForbiddenError, ImageNotFoundError } from "./errors.ts";
-import { type Caller, canModify, canSee, isAdmin } from "./image/access.ts";
-import { type ImageRecord, imageKey, stagingKey, type Visibility } from "./image/image.ts";
-import type { Clock, ImageRepository, Logger, ObjectStore, PresignedRequest } from "./ports.ts";
+import {
+  ConflictError,
+  ForbiddenError,
+  ImageNotFoundError,
+  InvalidRequestError,
+  LimitExceededError,
+  NotFoundError,
+  StaleStatusError,
+  UriNotAllowedError,
+} from "./errors.ts";
+import {
+  type Caller,
+  canDeactivate,
+  canManageMembers,
+  canModify,
+  canSee,
+  canWrite,
+  isAdmin,
+  listable,
+  type MemberStatus,
+} from "./image/access.ts";
+import { MAX_NAME, MAX_TAGS } from "./image/fields.ts";
+import {
+  IMAGE_STATUSES,
+  type ImageRecord,
+  type ImageStatus,
+  imageKey,
+  stagingKey,
+  type Visibility,
+} from "./image/image.ts";
+import { type ImageMember, MAX_MEMBERS_PER_IMAGE } from "./image/members.ts";
+import { applyImagePatch, type PatchOperation } from "./image/patch.ts";
+import { type ListQuery, paginate } from "./list-query.ts";
+import type {
+  Clock,
+  ImageRepository,
+  Logger,
+  MemberRepository,
+  ObjectStore,
+  PresignedRequest,
+  WebDownloadDispatcher,
+} from "./ports.ts";
 import type { MultipartUploadService, UploadLink } from "./uploads/multipart.ts";
+import { checkTarget, type Resolver } from "./web-download.ts";
 
 export interface ImageServiceDeps {
   images: ImageRepository;
@@ -12,6 +51,12 @@ export interface ImageServiceDeps {
   newId: () => string;
   uploadUrlTtlSeconds: number;
   downloadUrlTtlSeconds: number;
+  /** Image members; without it no image can be shared with another project. */
+  members?: MemberRepository | undefined;
+  /** Largest `upload_size` a client may declare (PATCH validates it too); default 5 GiB. */
+  maxUploadSize?: number | undefined;
+  /** The web-download import method; without it `import` is refused. */
+  webDownload?: { dispatcher: WebDownloadDispatcher; resolve: Resolver; allowLoopback: boolean } | undefined;
   /** Large declared uploads get a multipart plan instead of a single PUT; without it, always a single PUT. */
   multipart?: MultipartUploadService;
 }
@@ -39,6 +84,33 @@ export interface ImageView {
   upload: UploadLink | undefined;
 }
 
+/** Glance's `/v2/info/usage` counters for one project. */
+export interface Usage {
+  image_count_total: number;
+  image_size_total: number;
+  image_stage_total: number;
+  image_count_uploading: number;
+}
+
+const LIVE: readonly ImageStatus[] = IMAGE_STATUSES.filter((s) => s !== "deleted");
+
+/** Stands in when no member repository is wired: nothing is shared, sharing is refused. */
+const NO_MEMBERS: MemberRepository = {
+  add: async () => {
+    throw new ForbiddenError("Image sharing is not enabled.");
+  },
+  get: async () => undefined,
+  listByImage: async () => [],
+  listByMember: async () => [],
+  setStatus: async (imageId, memberId) => {
+    throw new NotFoundError(`Member ${memberId} of image ${imageId} not found.`, "MEMBER_NOT_FOUND");
+  },
+  remove: async (imageId, memberId) => {
+    throw new NotFoundError(`Member ${memberId} of image ${imageId} not found.`, "MEMBER_NOT_FOUND");
+  },
+  removeAll: async () => {},
+};
+
 /** Glance refuses `public` to non-admins (policy `publicize_image`). */
 function checkVisibilityAllowed(visibility: Visibility | undefined, caller: Caller): void {
   if (visibility === "public" && !isAdmin(caller)) {
@@ -46,8 +118,19 @@ function checkVisibilityAllowed(visibility: Visibility | undefined, caller: Call
   }
 }
 
+/** A lost conditional write surfaces as a conflict the client can retry. */
+function asConflict(err: unknown, id: string): never {
+  if (err instanceof StaleStatusError) {
+    throw new ConflictError(`Image ${id} changed status meanwhile; retry.`, "STALE_STATUS", { cause: err });
+  }
+  throw err;
+}
+
 export function createImageService(deps: ImageServiceDeps) {
   const { images, objects, clock } = deps;
+  const members = deps.members ?? NO_MEMBERS;
+  const maxUploadSize = deps.maxUploadSize ?? 5 * 1024 ** 3;
+  const now = () => clock.now().toISOString();
 
   async function uploadLink(image: ImageRecord, caller: Caller): Promise<UploadLink | undefined> {
     if (image.status !== "queued" || !canModify(image, caller)) return undefined;
@@ -59,18 +142,44 @@ export function createImageService(deps: ImageServiceDeps) {
     });
   }
 
+  /** The caller's membership of an image, when it matters for visibility. */
+  async function membershipOf(image: ImageRecord, caller: Caller): Promise<MemberStatus | undefined> {
+    if (image.visibility !== "shared" || isAdmin(caller) || image.owner === caller.projectId)
+      return undefined;
+    return (await members.get(image.id, caller.projectId))?.status;
+  }
+
   /** Loads an image the caller may see, or throws the same not-found Glance gives for hidden ones. */
   async function visibleImage(id: string, caller: Caller): Promise<ImageRecord> {
     const image = await images.get(id);
-    if (!image || !canSee(image, caller)) throw new ImageNotFoundError(id);
+    if (!image || !canSee(image, caller, await membershipOf(image, caller))) throw new ImageNotFoundError(id);
     return image;
   }
+
+  /** A visible image the caller may change, else 403 naming Glance's policy action. */
+  async function modifiableImage(id: string, caller: Caller, action: string): Promise<ImageRecord> {
+    const image = await visibleImage(id, caller);
+    if (!canModify(image, caller)) {
+      throw new ForbiddenError(`You are not authorized to complete ${action} action.`);
+    }
+    return image;
+  }
+
+  async function sharedImage(id: string, caller: Caller): Promise<ImageRecord> {
+    const image = await visibleImage(id, caller);
+    if (image.visibility !== "shared")
+      throw new ForbiddenError("Only shared images have members.", "NOT_SHARED");
+    return image;
+  }
+
+  const memberNotFound = (id: string, memberId: string) =>
+    new NotFoundError(`Member ${memberId} of image ${id} not found.`, "MEMBER_NOT_FOUND");
 
   return {
     /** Creates the record in `queued` and returns it with its upload link. */
     async create(input: NewImage, caller: Caller): Promise<ImageView> {
       checkVisibilityAllowed(input.visibility, caller);
-      const now = clock.now().toISOString();
+      const at = now();
       const image: ImageRecord = {
         id: input.id ?? deps.newId(),
         name: input.name ?? null,
@@ -89,8 +198,8 @@ export function createImageService(deps: ImageServiceDeps) {
         min_disk: input.min_disk ?? 0,
         min_ram: input.min_ram ?? 0,
         tags: [...new Set(input.tags ?? [])],
-        created_at: now,
-        updated_at: now,
+        created_at: at,
+        updated_at: at,
         properties: input.properties ?? {},
         upload_size: input.upload_size ?? null,
         upload_sha256: input.upload_sha256?.toLowerCase() ?? null,
@@ -112,34 +221,246 @@ export function createImageService(deps: ImageServiceDeps) {
       return { image, upload: await uploadLink(image, caller) };
     },
 
-    /** Images the caller may see in a default Glance list: own, public, and shared ones. */
-    async list(caller: Caller): Promise<ImageRecord[]> {
-      const [own, pub] = await Promise.all([
-        images.listByOwner(caller.projectId),
-        images.listByVisibility("public"),
-      ]);
+    /**
+     * One page of the images the caller may list, filtered and sorted per Glance: own, public and accepted
+     * shares by default; community ones with `visibility=community|all`; everything for admins.
+     */
+    async list(caller: Caller, query: ListQuery): Promise<{ images: ImageRecord[]; more: boolean }> {
+      const want = {
+        memberStatus: query.memberStatus,
+        community: query.visibility === "community" || query.visibility === "all",
+      };
+      const statusOf = new Map<string, MemberStatus>();
+      let candidates: (ImageRecord | undefined)[];
+      if (isAdmin(caller)) candidates = await images.listAll();
+      else {
+        const [own, pub, com, shares] = await Promise.all([
+          images.listByOwner(caller.projectId),
+          images.listByVisibility("public"),
+          want.community ? images.listByVisibility("community") : Promise.resolve([]),
+          members.listByMember(caller.projectId),
+        ]);
+        const wanted = shares.filter((m) => want.memberStatus === "all" || m.status === want.memberStatus);
+        for (const m of wanted) statusOf.set(m.image_id, m.status);
+        const shared = await Promise.all(wanted.map((m) => images.get(m.image_id)));
+        candidates = [...own, ...pub, ...com, ...shared];
+      }
       const byId = new Map<string, ImageRecord>();
-      for (const image of [...own, ...pub]) {
-        if (image.status !== "deleted" && (!image.os_hidden || image.owner === caller.projectId)) {
+      for (const image of candidates) {
+        if (
+          image &&
+          listable(image, caller, statusOf.get(image.id), want) &&
+          query.filters.every((f) => f(image))
+        ) {
           byId.set(image.id, image);
         }
       }
-      return [...byId.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+      let marker: ImageRecord | undefined;
+      if (query.marker !== undefined) {
+        const m = await images.get(query.marker);
+        if (!m || !canSee(m, caller, await membershipOf(m, caller))) {
+          throw new InvalidRequestError(`The marker ${query.marker} could not be found.`, "BAD_MARKER");
+        }
+        marker = m;
+      }
+      const { page, more } = paginate([...byId.values()], query, marker);
+      return { images: page, more };
     },
 
-    /** Marks the image deleted, removes its objects, then the record. Protected images stay. */
+    /** Applies a Glance JSON patch (core and extra properties) with a conditional write. */
+    async update(id: string, ops: readonly PatchOperation[], caller: Caller): Promise<ImageView> {
+      const image = await modifiableImage(id, caller, "modify_image");
+      const changes = applyImagePatch(image, ops, caller, { maxUploadSize, now: now() });
+      // Fields that only a queued image may change are written only while it still is.
+      const queuedOnly = ["disk_format", "container_format", "upload_size", "upload_sha256"].some(
+        (k) => k in changes,
+      );
+      const updated = await images
+        .update(id, changes, queuedOnly ? ["queued"] : LIVE)
+        .catch((e) => asConflict(e, id));
+      deps.log.info("image updated", { imageId: id, fields: Object.keys(changes) });
+      return { image: updated, upload: await uploadLink(updated, caller) };
+    },
+
+    /** Adds a tag (idempotent). */
+    async addTag(id: string, tag: string, caller: Caller): Promise<void> {
+      const image = await modifiableImage(id, caller, "modify_image");
+      if (tag.length === 0 || tag.length > MAX_NAME) {
+        throw new InvalidRequestError(`A tag is 1 to ${MAX_NAME} characters long.`);
+      }
+      if (image.tags.includes(tag)) return;
+      if (image.tags.length >= MAX_TAGS)
+        throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
+      await images
+        .update(id, { tags: [...image.tags, tag], updated_at: now() }, LIVE)
+        .catch((e) => asConflict(e, id));
+    },
+
+    /** Removes a tag; a tag the image does not have is a 404, as in Glance. */
+    async removeTag(id: string, tag: string, caller: Caller): Promise<void> {
+      const image = await modifiableImage(id, caller, "modify_image");
+      if (!image.tags.includes(tag))
+        throw new NotFoundError(`Tag ${tag} not found on image ${id}.`, "TAG_NOT_FOUND");
+      const tags = image.tags.filter((t) => t !== tag);
+      await images.update(id, { tags, updated_at: now() }, LIVE).catch((e) => asConflict(e, id));
+    },
+
+    /** Shares a `shared` image with another project; the membership starts `pending`. Owner (or admin) only. */
+    async addMember(id: string, memberId: string, caller: Caller): Promise<ImageMember> {
+      const image = await sharedImage(id, caller);
+      if (!canManageMembers(image, caller)) {
+        throw new ForbiddenError(`You are not permitted to create image members for the image '${id}'.`);
+      }
+      if (memberId.length === 0 || memberId.length > MAX_NAME) {
+        throw new InvalidRequestError(`A member is a project id of 1 to ${MAX_NAME} characters.`);
+      }
+      if ((await members.get(id, memberId)) !== undefined) {
+        throw new ConflictError(
+          `Member ${memberId} already associated with image ${id}.`,
+          "DUPLICATE_MEMBER",
+        );
+      }
+      if ((await members.listByImage(id)).length >= MAX_MEMBERS_PER_IMAGE) {
+        throw new LimitExceededError(`An image may have at most ${MAX_MEMBERS_PER_IMAGE} members.`);
+      }
+      const at = now();
+      const member: ImageMember = {
+        image_id: id,
+        member_id: memberId,
+        status: "pending",
+        created_at: at,
+        updated_at: at,
+      };
+      await members.add(member);
+      deps.log.info("image member added", { imageId: id, member: memberId });
+      return member;
+    },
+
+    /** The owner (and admins) see every member; a member sees only its own membership. */
+    async listMembers(id: string, caller: Caller): Promise<ImageMember[]> {
+      const image = await sharedImage(id, caller);
+      if (canSeeAllMembers(image, caller)) return members.listByImage(id);
+      const own = await members.get(id, caller.projectId);
+      return own ? [own] : [];
+    },
+
+    async getMember(id: string, memberId: string, caller: Caller): Promise<ImageMember> {
+      const image = await sharedImage(id, caller);
+      if (!canSeeAllMembers(image, caller) && memberId !== caller.projectId)
+        throw memberNotFound(id, memberId);
+      const member = await members.get(id, memberId);
+      if (!member) throw memberNotFound(id, memberId);
+      return member;
+    },
+
+    /** Accepts, rejects or re-pends a share: only the member project itself decides (not the owner). */
+    async setMemberStatus(
+      id: string,
+      memberId: string,
+      status: MemberStatus,
+      caller: Caller,
+    ): Promise<ImageMember> {
+      const image = await sharedImage(id, caller);
+      const member = await members.get(id, memberId);
+      if (!member || (!canSeeAllMembers(image, caller) && memberId !== caller.projectId)) {
+        throw memberNotFound(id, memberId);
+      }
+      if (memberId !== caller.projectId || !canWrite(caller)) {
+        throw new ForbiddenError("You are not permitted to modify 'status' on this image member.");
+      }
+      return members.setStatus(id, memberId, status, now());
+    },
+
+    /** Stops sharing with a project. Owner (or admin) only. */
+    async removeMember(id: string, memberId: string, caller: Caller): Promise<void> {
+      const image = await sharedImage(id, caller);
+      const member = await members.get(id, memberId);
+      if (!member || (!canSeeAllMembers(image, caller) && memberId !== caller.projectId)) {
+        throw memberNotFound(id, memberId);
+      }
+      if (!canManageMembers(image, caller)) {
+        throw new ForbiddenError(`You are not permitted to delete image members for the image '${id}'.`);
+      }
+      await members.remove(id, memberId);
+    },
+
+    /** Stops downloads of an active image (admins and, as in Glance Zed's legacy policy, the owner). */
+    async deactivate(id: string, caller: Caller): Promise<void> {
+      const image = await visibleImage(id, caller);
+      if (!canDeactivate(image, caller))
+        throw new ForbiddenError("You are not authorized to complete deactivate action.");
+      if (image.status === "deactivated") return;
+      if (image.status !== "active") {
+        throw new ForbiddenError(`Not allowed to deactivate image in status '${image.status}'`, "BAD_STATUS");
+      }
+      await images.transition(id, "deactivate", { updated_at: now() }).catch((e) => asConflict(e, id));
+    },
+
+    async reactivate(id: string, caller: Caller): Promise<void> {
+      const image = await visibleImage(id, caller);
+      if (!canDeactivate(image, caller))
+        throw new ForbiddenError("You are not authorized to complete reactivate action.");
+      if (image.status === "active") return;
+      if (image.status !== "deactivated") {
+        throw new ForbiddenError(`Not allowed to reactivate image in status '${image.status}'`, "BAD_STATUS");
+      }
+      await images.transition(id, "reactivate", { updated_at: now() }).catch((e) => asConflict(e, id));
+    },
+
+    /**
+     * Starts a `web-download` import: the URL is checked now (scheme, public addresses) so a refusal is a
+     * clear 400; the fetch itself runs in the background and re-checks every redirect.
+     */
+    async importFromWeb(id: string, uri: string, caller: Caller): Promise<void> {
+      const image = await modifiableImage(id, caller, "import");
+      if (!deps.webDownload)
+        throw new ForbiddenError("The web-download import method is not enabled.", "METHOD_DISABLED");
+      if (image.status !== "queued") {
+        throw new ConflictError(
+          `Image ${id} is ${image.status}; only a queued image can be imported.`,
+          "NOT_QUEUED",
+        );
+      }
+      let url: URL;
+      try {
+        url = new URL(uri);
+      } catch (err) {
+        throw new UriNotAllowedError(`The web-download URI is not a valid URL: ${uri.slice(0, 200)}`, {
+          cause: err,
+        });
+      }
+      await checkTarget(url, deps.webDownload.resolve, deps.webDownload);
+      await deps.webDownload.dispatcher.dispatch({ imageId: id, uri: url.href });
+      deps.log.info("web-download started", { imageId: id, host: url.host });
+    },
+
+    /** Current usage of the caller's project, in Glance's counters (quotas come later: no limits yet). */
+    async usage(caller: Caller): Promise<Usage> {
+      const own = (await images.listByOwner(caller.projectId)).filter((i) => i.status !== "deleted");
+      const staging = own.filter((i) => i.status === "importing");
+      return {
+        image_count_total: own.length,
+        image_size_total: own.reduce((n, i) => n + (i.size ?? 0), 0),
+        image_stage_total: staging.reduce((n, i) => n + (i.import_progress?.total ?? i.upload_size ?? 0), 0),
+        image_count_uploading: staging.length,
+      };
+    },
+
+    /** Marks the image deleted, removes its objects, members, then the record. Protected images stay. */
     async delete(id: string, caller: Caller): Promise<void> {
       const image = await visibleImage(id, caller);
       if (!canModify(image, caller)) {
         throw new ForbiddenError(`You are not permitted to delete the image '${id}'.`);
       }
       if (image.protected) {
-        throw new ForbiddenError(`Image ${id} is protected and cannot be deleted.`, "PROTECTED");
+        // Glance's words for a protected image; the reason tells it apart from a policy refusal.
+        throw new ForbiddenError(`You are not permitted to delete the image '${id}'.`, "PROTECTED");
       }
-      await images.transition(id, "delete", { updated_at: clock.now().toISOString() });
+      await images.transition(id, "delete", { updated_at: now() }).catch((e) => asConflict(e, id));
       // An importer running now loses its final conditional write and removes its own output too.
       await objects.deletePrefix(`staging/${id}/`);
       await objects.delete(imageKey(id));
+      await members.removeAll(id);
       await images.purge(id);
       deps.log.info("image deleted", { imageId: id });
     },
@@ -159,6 +480,11 @@ export function createImageService(deps: ImageServiceDeps) {
       return objects.presignGet(imageKey(id), { expiresInSeconds: deps.downloadUrlTtlSeconds });
     },
   };
+}
+
+/** Owners and admins see every member of an image; members only themselves. */
+function canSeeAllMembers(image: ImageRecord, caller: Caller): boolean {
+  return isAdmin(caller) || image.owner === caller.projectId;
 }
 
 export type ImageService = ReturnType<typeof createImageService>;

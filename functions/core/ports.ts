@@ -1,4 +1,6 @@
+import type { MemberStatus } from "./image/access.ts";
 import type { ImageRecord, ImageStatus } from "./image/image.ts";
+import type { ImageMember } from "./image/members.ts";
 import type { TransitionName } from "./image/transitions.ts";
 
 /** Persistence of image records. Implementations turn lost conditions into `StaleStatusError`. */
@@ -10,6 +12,8 @@ export interface ImageRepository {
   listByOwner(owner: string): Promise<ImageRecord[]>;
   /** Images of the given visibilities (public, community), any owner. */
   listByVisibility(visibility: "public" | "community"): Promise<ImageRecord[]>;
+  /** Every image record (admins' lists); a full read, so only for callers who may see everything. */
+  listAll(): Promise<ImageRecord[]>;
   /**
    * Moves the image along a lifecycle edge, writing `changes` in the same conditional write.
    * `condition` may further restrict the write (e.g. an expired import lease).
@@ -68,4 +72,34 @@ export interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
   warn(message: string, fields?: Record<string, unknown>): void;
   error(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** Persistence of image members (shares of `shared` images with other projects). */
+export interface MemberRepository {
+  /** Inserts a membership; fails with a `ConflictError` if the project already is a member. */
+  add(member: ImageMember): Promise<void>;
+  get(imageId: string, memberId: string): Promise<ImageMember | undefined>;
+  listByImage(imageId: string): Promise<ImageMember[]>;
+  /** Every membership a project holds, any image. */
+  listByMember(memberId: string): Promise<ImageMember[]>;
+  /** Changes a membership's status; fails with `NotFoundError` if it does not exist. */
+  setStatus(imageId: string, memberId: string, status: MemberStatus, updatedAt: string): Promise<ImageMember>;
+  /** Removes a membership; fails with `NotFoundError` if it does not exist. */
+  remove(imageId: string, memberId: string): Promise<void>;
+  /** Removes every membership of an image (when the image is deleted). */
+  removeAll(imageId: string): Promise<void>;
+}
+
+/** A request to fetch an image's bytes from a URL into its staging key (Glance's `web-download`). */
+export interface WebDownloadJob {
+  imageId: string;
+  uri: string;
+}
+
+/**
+ * Starts web-download jobs without waiting for them: in-process locally, an asynchronous Lambda
+ * invocation in AWS. The job itself runs `runWebDownload` (core/web-download.ts).
+ */
+export interface WebDownloadDispatcher {
+  dispatch(job: WebDownloadJob): Promise<void>;
 }

@@ -1,16 +1,18 @@
 import { randomUUID } from "node:crypto";
 import { Hono } from "hono";
-import { z } from "zod";
-import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
+import type { z } from "zod";
 import { ForbiddenError, InvalidRequestError } from "../core/errors.ts";
 import { type Caller, isAdmin } from "../core/image/access.ts";
-import { type ImageRecord, isImageId, VISIBILITIES } from "../core/image/image.ts";
 import type { ImageService, NewImage } from "../core/images.ts";
+import { parseListQuery } from "../core/list-query.ts";
 import type { Logger } from "../core/ports.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
+import { createImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
+import { openApiDocument } from "./openapi.ts";
+import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
 import { registerUploadRoutes } from "./routes/uploads.ts";
 
 export interface AppDeps {
@@ -21,44 +23,11 @@ export interface AppDeps {
   maxUploadSize: number;
   /** Multipart upload routes (parts, complete, cancel); absent, large uploads have no plan to follow. */
   uploads?: MultipartUploadService;
+  /** Operator policy shown by `/v2/info/import`; absent, defaults with web-download off. */
+  policy?: ImportPolicyInfo;
 }
 
 type Env = { Variables: { caller: Caller } };
-
-const MAX_PROPERTY_VALUE = 65535;
-
-function createBodySchema(maxUploadSize: number) {
-  return z
-    .object({
-      id: z.string().refine(isImageId, "must be a lowercase UUID").optional(),
-      name: z.string().max(255).nullable().optional(),
-      owner: z.string().max(255).nullable().optional(),
-      visibility: z.enum(VISIBILITIES).optional(),
-      protected: z.boolean().optional(),
-      os_hidden: z.boolean().optional(),
-      disk_format: z.enum(DISK_FORMATS).nullable().optional(),
-      container_format: z.enum(CONTAINER_FORMATS).nullable().optional(),
-      min_disk: z
-        .number()
-        .int()
-        .min(0)
-        .max(2 ** 31 - 1)
-        .optional(),
-      min_ram: z
-        .number()
-        .int()
-        .min(0)
-        .max(2 ** 31 - 1)
-        .optional(),
-      tags: z.array(z.string().min(1).max(255)).max(128).optional(),
-      upload_size: z.number().int().positive().max(maxUploadSize).optional(),
-      upload_sha256: z
-        .string()
-        .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
-        .optional(),
-    })
-    .catchall(z.string().max(MAX_PROPERTY_VALUE, "extra properties are strings of at most 65535 characters"));
-}
 
 const describeZod = (err: z.ZodError) =>
   err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
@@ -73,35 +42,18 @@ function versions(base: string) {
   };
 }
 
-const SORT_KEYS = new Set([
-  "name",
-  "status",
-  "created_at",
-  "updated_at",
-  "size",
-  "id",
-  "disk_format",
-  "owner",
-]);
-
-function compareBy(key: string, dir: "asc" | "desc") {
-  return (a: ImageRecord, b: ImageRecord) => {
-    const av = (a as unknown as Record<string, unknown>)[key];
-    const bv = (b as unknown as Record<string, unknown>)[key];
-    let c: number;
-    if (av === bv) c = 0;
-    else if (av === null || av === undefined) c = -1;
-    else if (bv === null || bv === undefined) c = 1;
-    else c = av < bv ? -1 : 1;
-    if (c === 0) c = a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-    return dir === "asc" ? c : -c;
-  };
-}
-
 /** The Glance v2 HTTP API as one Hono app; the same app runs in Lambda and on the local stack. */
 export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
-  const createBody = createBodySchema(deps.maxUploadSize);
+  const createBody = createImageBody(deps.maxUploadSize);
+  const policy: ImportPolicyInfo = deps.policy ?? {
+    preferredFormat: "raw",
+    acceptedFormats: ["raw", "iso"],
+    maxVirtualSize: 2 ** 40,
+    maxGzipRatio: 64,
+    maxUploadSize: deps.maxUploadSize,
+    webDownload: { enabled: false, maxBytes: 0, timeoutSeconds: 0 },
+  };
 
   app.use(async (c, next) => {
     await next();
@@ -114,6 +66,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
   const base = (url: string) => new URL(url).origin;
   app.get("/", (c) => c.json(versions(base(c.req.url)), 300));
   app.get("/versions", (c) => c.json(versions(base(c.req.url))));
+  // The API description needs no token, like the versions document.
+  app.get("/openapi.json", (c) => c.json(openApiDocument()));
 
   app.use("/v2/*", async (c, next) => {
     const token = tokenFrom(c.req.raw.headers);
@@ -177,34 +131,20 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   app.get("/v2/images", async (c) => {
-    const caller = c.get("caller");
-    const q = c.req.query();
-    const limit = q.limit === undefined ? 25 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 0)
-      throw new InvalidRequestError("limit must be a non-negative integer.");
-    const sortKey = q.sort_key ?? "created_at";
-    const sortDir = q.sort_dir ?? "desc";
-    if (!SORT_KEYS.has(sortKey)) throw new InvalidRequestError(`Invalid sort key: ${sortKey}.`);
-    if (sortDir !== "asc" && sortDir !== "desc")
-      throw new InvalidRequestError(`Invalid sort direction: ${sortDir}.`);
-    const all = (await deps.images.list(caller)).sort(compareBy(sortKey, sortDir));
-    let start = 0;
-    if (q.marker !== undefined) {
-      start = all.findIndex((i) => i.id === q.marker) + 1;
-      if (start === 0) throw new InvalidRequestError(`The marker ${q.marker} could not be found.`);
-    }
-    const page = all.slice(start, start + Math.min(limit, 1000));
-    const params = new URLSearchParams({ ...q });
-    params.delete("marker");
-    const first = `/v2/images${params.size ? `?${params}` : ""}`;
-    const last = page.at(-1);
+    const params = [...new URL(c.req.url).searchParams.entries()];
+    const query = parseListQuery(params);
+    const { images, more } = await deps.images.list(c.get("caller"), query);
+    // Links are relative: glanceclient appends `next` to its endpoint (notes/glanceclient.md).
+    const rest = new URLSearchParams(params.filter(([k]) => k !== "marker"));
+    const first = `/v2/images${rest.size ? `?${rest}` : ""}`;
+    const last = images.at(-1);
     let next: string | undefined;
-    if (last && start + page.length < all.length) {
-      params.set("marker", last.id);
-      next = `/v2/images?${params}`;
+    if (more && last) {
+      rest.append("marker", last.id);
+      next = `/v2/images?${rest}`;
     }
     return c.json({
-      images: page.map((i) => imageJson(i)),
+      images: images.map((i) => imageJson(i)),
       schema: "/v2/schemas/images",
       first,
       ...(next ? { next } : {}),
@@ -244,6 +184,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.put("/v2/images/:id/file", useTheLink);
   app.put("/v2/images/:id/stage", useTheLink);
   if (deps.uploads) registerUploadRoutes(app, { uploads: deps.uploads });
+  registerGlanceRoutes(app, { images: deps.images, policy });
 
   return app;
 }

@@ -7,7 +7,11 @@ import {
   ImageNotFoundError,
   ImportRejectedError,
   InvalidRequestError,
+  LimitExceededError,
+  NotFoundError,
   UnauthenticatedError,
+  UnsupportedMediaTypeError,
+  UriNotAllowedError,
 } from "../core/errors.ts";
 
 const TITLES: Record<number, string> = {
@@ -26,11 +30,16 @@ const TITLES: Record<number, string> = {
 /** The one table from domain errors to HTTP statuses. Order matters: subclasses first. */
 const STATUS_OF: [new (...args: never[]) => HangarError, ContentfulStatusCode][] = [
   [InvalidRequestError, 400],
+  // Glance answers 400 when a web-download URI does not pass its filtering.
+  [UriNotAllowedError, 400],
   [UnauthenticatedError, 401],
   [ForbiddenError, 403],
   [ImageNotFoundError, 404],
+  [NotFoundError, 404],
   [ConflictError, 409],
   [ImportRejectedError, 409],
+  [LimitExceededError, 413],
+  [UnsupportedMediaTypeError, 415],
 ];
 
 export function statusOf(err: unknown): ContentfulStatusCode {

@@ -1,9 +1,12 @@
-import { ConflictError, StaleStatusError } from "../../functions/core/errors.ts";
+import { ConflictError, NotFoundError, StaleStatusError } from "../../functions/core/errors.ts";
+import type { MemberStatus } from "../../functions/core/image/access.ts";
 import type { ImageRecord, ImageStatus } from "../../functions/core/image/image.ts";
+import type { ImageMember } from "../../functions/core/image/members.ts";
 import { TRANSITIONS, type TransitionName } from "../../functions/core/image/transitions.ts";
 import type {
   ImageRepository,
   Logger,
+  MemberRepository,
   ObjectInfo,
   ObjectStore,
   PresignedRequest,
@@ -32,6 +35,9 @@ export class MemoryImages implements ImageRepository {
   }
   async listByVisibility(v: "public" | "community") {
     return [...this.items.values()].filter((i) => i.visibility === v).map((i) => structuredClone(i));
+  }
+  async listAll() {
+    return [...this.items.values()].map((i) => structuredClone(i));
   }
   async transition(
     id: string,
@@ -198,3 +204,39 @@ export const fixedClock = (iso = "2026-01-01T00:00:00.000Z") => {
   let t = new Date(iso).getTime();
   return { now: () => new Date(t), advance: (ms: number) => (t += ms) };
 };
+
+/** In-memory image members (pure logic tests only). */
+export class MemoryMembers implements MemberRepository {
+  readonly items = new Map<string, ImageMember>();
+  private key = (imageId: string, memberId: string) => `${imageId}/${memberId}`;
+
+  async add(member: ImageMember) {
+    const k = this.key(member.image_id, member.member_id);
+    if (this.items.has(k)) throw new ConflictError("member exists", "DUPLICATE_MEMBER");
+    this.items.set(k, structuredClone(member));
+  }
+  async get(imageId: string, memberId: string) {
+    const m = this.items.get(this.key(imageId, memberId));
+    return m ? structuredClone(m) : undefined;
+  }
+  async listByImage(imageId: string) {
+    return [...this.items.values()].filter((m) => m.image_id === imageId).map((m) => structuredClone(m));
+  }
+  async listByMember(memberId: string) {
+    return [...this.items.values()].filter((m) => m.member_id === memberId).map((m) => structuredClone(m));
+  }
+  async setStatus(imageId: string, memberId: string, status: MemberStatus, updatedAt: string) {
+    const m = this.items.get(this.key(imageId, memberId));
+    if (!m) throw new NotFoundError("no member", "MEMBER_NOT_FOUND");
+    const next = { ...m, status, updated_at: updatedAt };
+    this.items.set(this.key(imageId, memberId), next);
+    return structuredClone(next);
+  }
+  async remove(imageId: string, memberId: string) {
+    if (!this.items.delete(this.key(imageId, memberId)))
+      throw new NotFoundError("no member", "MEMBER_NOT_FOUND");
+  }
+  async removeAll(imageId: string) {
+    for (const [k, m] of this.items) if (m.image_id === imageId) this.items.delete(k);
+  }
+}

@@ -5,6 +5,7 @@ import {
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
+  ScanCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
@@ -128,6 +129,26 @@ export class DynamoImageRepository implements ImageRepository {
     return this.queryIndex("gsi2", `VIS#${visibility}`);
   }
 
+  /** A full table scan, filtered to image items: only admins list every image, and they are few. */
+  async listAll(): Promise<ImageRecord[]> {
+    const items: ImageRecord[] = [];
+    let start: Record<string, import("@aws-sdk/client-dynamodb").AttributeValue> | undefined;
+    do {
+      const out = await this.client.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: "sk = :sk",
+          ExpressionAttributeValues: marshall({ ":sk": IMAGE_SK }),
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      for (const item of out.Items ?? []) items.push(toRecord(unmarshall(item)));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+
   async transition(
     id: string,
     name: TransitionName,
@@ -163,20 +184,24 @@ export class DynamoImageRepository implements ImageRepository {
     });
     const condition = `attribute_exists(pk) AND #status IN (${whileIn.map((_, i) => `:in${i}`).join(", ")})`;
     const updated = await this.conditionalUpdate(id, parts, condition, values, whileIn);
-    if (changes.visibility !== undefined) await this.reindex(updated);
+    if (changes.visibility !== undefined || changes.owner !== undefined) await this.reindex(updated);
     return updated;
   }
 
-  /** Rewrites the visibility index keys after a visibility change. */
+  /** Rewrites the owner and visibility index keys after an owner or visibility change. */
   private async reindex(image: ImageRecord): Promise<void> {
     const keys = indexKeys(image);
     const hasVis = "gsi2pk" in keys;
+    const values: Record<string, unknown> = { ":o": keys.gsi1pk, ":os": keys.gsi1sk };
+    if (hasVis) Object.assign(values, { ":p": keys.gsi2pk, ":s": keys.gsi2sk });
     await this.client.send(
       new UpdateItemCommand({
         TableName: this.table,
         Key: marshall({ pk: imagePk(image.id), sk: IMAGE_SK }),
-        UpdateExpression: hasVis ? "SET gsi2pk = :p, gsi2sk = :s" : "REMOVE gsi2pk, gsi2sk",
-        ...(hasVis ? { ExpressionAttributeValues: marshall({ ":p": keys.gsi2pk, ":s": keys.gsi2sk }) } : {}),
+        UpdateExpression: hasVis
+          ? "SET gsi1pk = :o, gsi1sk = :os, gsi2pk = :p, gsi2sk = :s"
+          : "SET gsi1pk = :o, gsi1sk = :os REMOVE gsi2pk, gsi2sk",
+        ExpressionAttributeValues: marshall(values),
         ConditionExpression: "attribute_exists(pk)",
       }),
     );

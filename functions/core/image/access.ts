@@ -36,3 +36,39 @@ export function canSee(image: ImageRecord, caller: Caller, memberStatus?: Member
 export function canModify(image: ImageRecord, caller: Caller): boolean {
   return isAdmin(caller) || (image.owner === caller.projectId && canWrite(caller));
 }
+
+/**
+ * Deactivate and reactivate: admins, and the owner's members. Glance Zed's legacy policy lets the owner
+ * (role member) do it, and glanceclient users expect that; Hangar follows it (docs/api.md).
+ */
+export const canDeactivate = canModify;
+
+/** Only the owner's members (or an admin) add and remove the projects a shared image is shared with. */
+export const canManageMembers = canModify;
+
+/**
+ * Glance's list rules: may the image appear in the caller's list? Own and public images do; community
+ * ones only when the list asks for them; shared ones once the caller's membership has the status asked for
+ * (`accepted` unless the list says otherwise). Admins list everything.
+ */
+export function listable(
+  image: ImageRecord,
+  caller: Caller,
+  memberStatus: MemberStatus | undefined,
+  want: { memberStatus: MemberStatus | "all"; community: boolean },
+): boolean {
+  if (image.status === "deleted") return false;
+  if (isAdmin(caller) || image.owner === caller.projectId) return true;
+  switch (image.visibility) {
+    case "public":
+      return true;
+    case "community":
+      return want.community;
+    case "shared":
+      return (
+        memberStatus !== undefined && (want.memberStatus === "all" || memberStatus === want.memberStatus)
+      );
+    case "private":
+      return false;
+  }
+}

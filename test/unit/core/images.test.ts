@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { ForbiddenError, ImageNotFoundError } from "../../../functions/core/errors.ts";
 import { stagingKey } from "../../../functions/core/image/image.ts";
 import { createImageService } from "../../../functions/core/images.ts";
+import { parseListQuery } from "../../../functions/core/list-query.ts";
 import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
 
 const alice = { userId: "alice", projectId: "p-alice", roles: ["member"] };
@@ -57,14 +58,14 @@ describe("image service", () => {
     const { image } = await service.create({ name: "n", visibility: "private" }, alice);
     await expect(service.show(image.id, bob)).rejects.toBeInstanceOf(ImageNotFoundError);
     await expect(service.delete(image.id, bob)).rejects.toBeInstanceOf(ImageNotFoundError);
-    expect((await service.list(bob)).map((i) => i.id)).not.toContain(image.id);
-    expect((await service.list(alice)).map((i) => i.id)).toContain(image.id);
+    expect((await service.list(bob, parseListQuery([]))).images.map((i) => i.id)).not.toContain(image.id);
+    expect((await service.list(alice, parseListQuery([]))).images.map((i) => i.id)).toContain(image.id);
   });
 
   it("refuses public visibility to non-admins", async () => {
     await expect(service.create({ visibility: "public" }, alice)).rejects.toBeInstanceOf(ForbiddenError);
     const { image } = await service.create({ visibility: "public" }, admin);
-    expect((await service.list(bob)).map((i) => i.id)).toContain(image.id);
+    expect((await service.list(bob, parseListQuery([]))).images.map((i) => i.id)).toContain(image.id);
   });
 
   it("delete removes the record and every object; protected images and readers are refused", async () => {
@@ -75,7 +76,7 @@ describe("image service", () => {
     expect(await images.get(image.id)).toBeUndefined();
     expect(objects.objects.size).toBe(0);
     const p = await service.create({ name: "p", protected: true }, alice);
-    await expect(service.delete(p.image.id, alice)).rejects.toThrow(/protected/);
+    await expect(service.delete(p.image.id, alice)).rejects.toMatchObject({ reason: "PROTECTED" });
   });
 
   it("download needs data, and is refused for deactivated images except to admins", async () => {

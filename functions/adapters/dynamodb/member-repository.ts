@@ -1,0 +1,171 @@
+import {
+  type AttributeValue,
+  ConditionalCheckFailedException,
+  DeleteItemCommand,
+  type DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
+import { ConflictError, NotFoundError } from "../../core/errors.ts";
+import type { MemberStatus } from "../../core/image/access.ts";
+import type { ImageMember } from "../../core/image/members.ts";
+import type { MemberRepository } from "../../core/ports.ts";
+
+const imagePk = (id: string) => `IMAGE#${id}`;
+const memberSk = (project: string) => `MEMBER#${project}`;
+const FIELDS = ["image_id", "member_id", "status", "created_at", "updated_at"] as const;
+
+function toMember(item: Record<string, AttributeValue>): ImageMember {
+  const raw = unmarshall(item);
+  const out: Record<string, unknown> = {};
+  for (const f of FIELDS) out[f] = raw[f];
+  return out as unknown as ImageMember;
+}
+
+const notFound = (imageId: string, memberId: string, cause?: unknown) =>
+  new NotFoundError(`Member ${memberId} of image ${imageId} not found.`, "MEMBER_NOT_FOUND", { cause });
+
+/**
+ * Image members in Hangar's single table: `IMAGE#<id>`/`MEMBER#<project>`, next to the image, and in GSI1
+ * under `MEMBER#<project>` so a project's shares are one query (`gsi1sk` orders them by creation).
+ */
+export class DynamoMemberRepository implements MemberRepository {
+  constructor(
+    private readonly client: DynamoDBClient,
+    private readonly table: string,
+  ) {}
+
+  async add(member: ImageMember): Promise<void> {
+    try {
+      await this.client.send(
+        new PutItemCommand({
+          TableName: this.table,
+          Item: marshall({
+            pk: imagePk(member.image_id),
+            sk: memberSk(member.member_id),
+            gsi1pk: `MEMBER#${member.member_id}`,
+            gsi1sk: `${member.created_at}#${member.image_id}`,
+            ...member,
+          }),
+          ConditionExpression: "attribute_not_exists(pk)",
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(
+          `Member ${member.member_id} already associated with image ${member.image_id}.`,
+          "DUPLICATE_MEMBER",
+          { cause: err },
+        );
+      }
+      throw err;
+    }
+  }
+
+  async get(imageId: string, memberId: string): Promise<ImageMember | undefined> {
+    const out = await this.client.send(
+      new GetItemCommand({
+        TableName: this.table,
+        Key: marshall({ pk: imagePk(imageId), sk: memberSk(memberId) }),
+        ConsistentRead: true,
+      }),
+    );
+    return out.Item ? toMember(out.Item) : undefined;
+  }
+
+  private async query(input: {
+    index?: "gsi1";
+    pkName: string;
+    pk: string;
+    skPrefix: string;
+    skName: string;
+  }): Promise<ImageMember[]> {
+    const members: ImageMember[] = [];
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const out = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          ...(input.index ? { IndexName: input.index } : { ConsistentRead: true }),
+          KeyConditionExpression: "#pk = :pk AND begins_with(#sk, :prefix)",
+          ExpressionAttributeNames: { "#pk": input.pkName, "#sk": input.skName },
+          ExpressionAttributeValues: marshall({ ":pk": input.pk, ":prefix": input.skPrefix }),
+          ExclusiveStartKey: start,
+        }),
+      );
+      for (const item of out.Items ?? []) members.push(toMember(item));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return members;
+  }
+
+  listByImage(imageId: string): Promise<ImageMember[]> {
+    return this.query({ pkName: "pk", pk: imagePk(imageId), skName: "sk", skPrefix: "MEMBER#" });
+  }
+
+  /** GSI1 under `MEMBER#<project>`; image items there start with `OWNER#`, so no overlap. */
+  listByMember(memberId: string): Promise<ImageMember[]> {
+    return this.query({
+      index: "gsi1",
+      pkName: "gsi1pk",
+      pk: `MEMBER#${memberId}`,
+      skName: "gsi1sk",
+      skPrefix: "",
+    });
+  }
+
+  async setStatus(
+    imageId: string,
+    memberId: string,
+    status: MemberStatus,
+    updatedAt: string,
+  ): Promise<ImageMember> {
+    try {
+      const out = await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: imagePk(imageId), sk: memberSk(memberId) }),
+          UpdateExpression: "SET #status = :s, updated_at = :u",
+          ConditionExpression: "attribute_exists(pk)",
+          ExpressionAttributeNames: { "#status": "status" },
+          ExpressionAttributeValues: marshall({ ":s": status, ":u": updatedAt }),
+          ReturnValues: "ALL_NEW",
+        }),
+      );
+      if (!out.Attributes) throw notFound(imageId, memberId);
+      return toMember(out.Attributes);
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) throw notFound(imageId, memberId, err);
+      throw err;
+    }
+  }
+
+  async remove(imageId: string, memberId: string): Promise<void> {
+    try {
+      await this.client.send(
+        new DeleteItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: imagePk(imageId), sk: memberSk(memberId) }),
+          ConditionExpression: "attribute_exists(pk)",
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) throw notFound(imageId, memberId, err);
+      throw err;
+    }
+  }
+
+  async removeAll(imageId: string): Promise<void> {
+    for (const m of await this.listByImage(imageId)) {
+      await this.client.send(
+        new DeleteItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: imagePk(imageId), sk: memberSk(m.member_id) }),
+        }),
+      );
+    }
+  }
+}

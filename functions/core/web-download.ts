@@ -1,0 +1,192 @@
+import ipaddr from "ipaddr.js";
+import { HangarError, StaleStatusError, UriNotAllowedError } from "./errors.ts";
+import { stagingKey } from "./image/image.ts";
+import type { Clock, ImageRepository, Logger, ObjectStore, WebDownloadJob } from "./ports.ts";
+
+/** Operator limits on server-side fetches. */
+export interface WebDownloadPolicy {
+  /** Largest body accepted, in bytes; a larger one kills the image. */
+  maxBytes: number;
+  /** Whole fetch, redirects included. */
+  timeoutMs: number;
+  /** Test-only: lets a loopback server be the source. Off in every deployment. */
+  allowLoopback: boolean;
+}
+
+/** Redirects followed, each re-validated; Glance's web-download follows a handful too. */
+export const MAX_REDIRECTS = 5;
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Resolves a host name to every address it has (A and AAAA). */
+export type Resolver = (host: string) => Promise<string[]>;
+
+export interface FetchedResponse {
+  status: number;
+  location: string | undefined;
+  contentLength: number | undefined;
+  body: AsyncIterable<Uint8Array>;
+  /** Drops the connection without reading the body. */
+  cancel(): void;
+}
+
+/**
+ * One GET of `url`, connecting to `address` (already validated) rather than resolving the host again, so a
+ * DNS answer that changes between check and connect (rebinding) cannot redirect the fetch. No redirects.
+ */
+export type PinnedFetch = (url: URL, address: string, signal: AbortSignal) => Promise<FetchedResponse>;
+
+/** A fetch that failed for good; the image ends `killed` with `FETCH_FAILED` and this message. */
+export class FetchFailedError extends HangarError {
+  readonly reason = "FETCH_FAILED";
+}
+
+/**
+ * Why an address may not be fetched from, or undefined when it is a public unicast address. Everything
+ * ipaddr.js does not class as `unicast` is refused: loopback, private, link-local (169.254.169.254, the
+ * metadata service), unique-local (fd00:ec2::254), CGNAT, multicast, broadcast, unspecified, reserved and
+ * documentation ranges, and IPv6 forms that embed IPv4 (NAT64, 6to4, Teredo) whose target we cannot vouch for.
+ */
+export function addressRefusal(address: string, allowLoopback = false): string | undefined {
+  if (!ipaddr.isValid(address)) return "is not an IP address";
+  let parsed = ipaddr.parse(address);
+  if (parsed.kind() === "ipv6" && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
+    parsed = (parsed as ipaddr.IPv6).toIPv4Address();
+  }
+  const range = parsed.range();
+  if (range === "unicast") return undefined;
+  if (range === "loopback" && allowLoopback) return undefined;
+  return `is a ${range} address`;
+}
+
+/** The host part of a URL as DNS or an IP literal (`[::1]` → `::1`). */
+function hostOf(url: URL): string {
+  return url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+}
+
+/**
+ * Checks a URL before each request: http or https only, and every address its host resolves to public.
+ * Returns the address to connect to. Throws `UriNotAllowedError` with a message fit for the client.
+ */
+export async function checkTarget(
+  url: URL,
+  resolve: Resolver,
+  policy: Pick<WebDownloadPolicy, "allowLoopback">,
+): Promise<{ url: URL; address: string }> {
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UriNotAllowedError(`web-download only fetches http and https URLs, not ${url.protocol}`);
+  }
+  const host = hostOf(url);
+  let addresses: string[];
+  if (ipaddr.isValid(host)) addresses = [host];
+  else {
+    try {
+      addresses = await resolve(host);
+    } catch (err) {
+      throw new UriNotAllowedError(`The host ${host} of the web-download URL could not be resolved.`, {
+        cause: err,
+      });
+    }
+  }
+  if (addresses.length === 0) {
+    throw new UriNotAllowedError(`The host ${host} of the web-download URL has no address.`);
+  }
+  for (const address of addresses) {
+    const why = addressRefusal(address, policy.allowLoopback);
+    if (why !== undefined) {
+      throw new UriNotAllowedError(
+        `web-download refuses ${url.origin}: ${host === address ? "it" : `${host} resolves to ${address}, which`} ${why}; only public addresses are fetched.`,
+      );
+    }
+  }
+  return { url, address: addresses[0] as string };
+}
+
+/** Passes chunks through until more than `max` bytes arrived, then fails. Memory: one chunk. */
+async function* bounded(body: AsyncIterable<Uint8Array>, max: number): AsyncIterable<Uint8Array> {
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.byteLength;
+    if (total > max) throw new FetchFailedError(`The download is larger than the limit of ${max} bytes.`);
+    yield chunk;
+  }
+  if (total === 0) throw new FetchFailedError("The URL returned no data.");
+}
+
+export interface WebDownloadDeps {
+  images: ImageRepository;
+  objects: ObjectStore;
+  clock: Clock;
+  log: Logger;
+  resolve: Resolver;
+  fetch: PinnedFetch;
+  policy: WebDownloadPolicy;
+}
+
+/**
+ * Fetches a web-download job's URL into the image's staging key, where the usual importer takes over on the
+ * storage event. Redirects are followed by hand (at most 5), each target checked again. Any failure ends the
+ * image `killed` with `FETCH_FAILED` by a conditional write (so a concurrent upload or delete wins).
+ */
+export async function runWebDownload(
+  deps: WebDownloadDeps,
+  job: WebDownloadJob,
+): Promise<"stored" | "failed"> {
+  const { policy } = deps;
+  const signal = AbortSignal.timeout(policy.timeoutMs);
+  try {
+    let url: URL;
+    try {
+      url = new URL(job.uri);
+    } catch (err) {
+      throw new FetchFailedError("The web-download URL is not a valid URL.", { cause: err });
+    }
+    for (let hop = 0; ; hop++) {
+      const target = await checkTarget(url, deps.resolve, policy);
+      const res = await deps.fetch(target.url, target.address, signal);
+      if (REDIRECTS.has(res.status)) {
+        res.cancel();
+        if (hop >= MAX_REDIRECTS) throw new FetchFailedError(`More than ${MAX_REDIRECTS} redirects.`);
+        if (!res.location) throw new FetchFailedError(`HTTP ${res.status} without a Location header.`);
+        url = new URL(res.location, url);
+        continue;
+      }
+      if (res.status < 200 || res.status > 299) {
+        res.cancel();
+        throw new FetchFailedError(
+          `The server answered HTTP ${res.status} for ${url.origin}${url.pathname}.`,
+        );
+      }
+      if (res.contentLength !== undefined && res.contentLength > policy.maxBytes) {
+        res.cancel();
+        throw new FetchFailedError(
+          `The download announces ${res.contentLength} bytes, more than the limit of ${policy.maxBytes}.`,
+        );
+      }
+      const { size } = await deps.objects.write(
+        stagingKey(job.imageId),
+        bounded(res.body, policy.maxBytes),
+        signal,
+      );
+      deps.log.info("web-download stored", { imageId: job.imageId, size });
+      return "stored";
+    }
+  } catch (err) {
+    const message =
+      err instanceof FetchFailedError || err instanceof UriNotAllowedError
+        ? err.message
+        : signal.aborted
+          ? `The download did not finish within ${Math.round(policy.timeoutMs / 1000)} seconds.`
+          : `The download failed: ${err instanceof Error ? err.message : String(err)}`;
+    deps.log.warn("web-download failed", { imageId: job.imageId, message });
+    try {
+      await deps.images.transition(job.imageId, "failImport", {
+        failure: { reason: "FETCH_FAILED", message },
+        updated_at: deps.clock.now().toISOString(),
+      });
+    } catch (e) {
+      if (!(e instanceof StaleStatusError)) throw e;
+      deps.log.info("web-download failure not recorded: the image moved on", { imageId: job.imageId });
+    }
+    return "failed";
+  }
+}

@@ -1,0 +1,134 @@
+import { z } from "zod";
+import { MAX_NAME, propertyValue, settableFields } from "../core/image/fields.ts";
+import { isImageId } from "../core/image/image.ts";
+import { MEMBER_STATUSES } from "../core/image/members.ts";
+import { PatchDocument } from "../core/image/patch.ts";
+
+/**
+ * The request and response schemas of the HTTP API. Requests are validated with them; `/v2/schemas/member(s)`
+ * and the OpenAPI document (`GET /openapi.json`, `docs/openapi.json`) are generated from the same objects.
+ */
+
+/** `POST /v2/images`: the settable fields, plus any extra string properties. */
+export function createImageBody(maxUploadSize: number) {
+  const f = settableFields(maxUploadSize);
+  return z
+    .object({
+      id: z.string().refine(isImageId, "must be a lowercase UUID").optional(),
+      name: f.name.optional(),
+      owner: f.owner.nullable().optional(),
+      visibility: f.visibility.optional(),
+      protected: f.protected.optional(),
+      os_hidden: f.os_hidden.optional(),
+      disk_format: f.disk_format.optional(),
+      container_format: f.container_format.optional(),
+      min_disk: f.min_disk.optional(),
+      min_ram: f.min_ram.optional(),
+      tags: f.tags.optional(),
+      upload_size: f.upload_size.unwrap().optional(),
+      upload_sha256: f.upload_sha256.unwrap().optional(),
+    })
+    .catchall(propertyValue)
+    .describe("A new image; keys not listed are extra string properties.");
+}
+
+/** `PATCH /v2/images/{id}` with `application/openstack-images-v2.1-json-patch`. */
+export const ImagePatch = PatchDocument.describe(
+  "JSON patch (add, replace, remove) on top-level image attributes; send it as application/openstack-images-v2.1-json-patch.",
+);
+
+export const MemberCreate = z.object({
+  member: z.string().min(1).max(MAX_NAME).describe("The project to share the image with"),
+});
+
+export const MemberUpdate = z.object({
+  status: z.enum(MEMBER_STATUSES).describe("The member project's decision on the share"),
+});
+
+export const ImportRequest = z.object({
+  method: z.object({
+    name: z.string().describe("Import method; Hangar offers web-download (see /v2/info/import)"),
+    uri: z.string().max(2048).optional().describe("For web-download: the http(s) URL to fetch"),
+  }),
+});
+
+const glanceTimeText = z
+  .string()
+  .describe("UTC time, ISO 8601 without fractions (e.g. 2026-01-31T12:00:00Z)");
+
+export const MemberJson = z.object({
+  created_at: glanceTimeText.describe("Date and time of image member creation"),
+  image_id: z
+    .string()
+    .regex(/^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$/)
+    .describe("An identifier for the image"),
+  member_id: z.string().describe("An identifier for the image member (project id)"),
+  schema: z.string().describe("The member schema's path"),
+  status: z.enum(MEMBER_STATUSES).describe("The status of this image member"),
+  updated_at: glanceTimeText.describe("Date and time of last modification of image member"),
+});
+
+export const MembersJson = z.object({ members: z.array(MemberJson), schema: z.string() });
+
+const counter = z.object({
+  limit: z.number().int().describe("-1: no limit"),
+  usage: z.number().int(),
+});
+
+export const UsageJson = z.object({
+  usage: z.object({
+    image_count_total: counter,
+    image_size_total: counter,
+    image_stage_total: counter,
+    image_count_uploading: counter,
+  }),
+});
+
+export const ImportInfoJson = z.object({
+  "import-methods": z.object({
+    description: z.string(),
+    type: z.literal("array"),
+    value: z.array(z.string()),
+  }),
+  hangar: z
+    .object({
+      preferred_format: z.string().describe("Format images are stored in when conversion is needed"),
+      accepted_formats: z.array(z.string()).describe("Formats stored as uploaded, without conversion"),
+      max_virtual_size: z.number().int().describe("Largest virtual size accepted, bytes"),
+      max_gzip_ratio: z.number().int().describe("Largest expansion of gzip-compressed uploads"),
+      max_upload_size: z.number().int().describe("Largest declared upload_size, bytes"),
+      web_download: z.object({
+        max_bytes: z.number().int(),
+        timeout_seconds: z.number().int(),
+      }),
+    })
+    .describe("Hangar's operator policy: shown, never sent back by clients"),
+});
+
+export const StoresJson = z.object({
+  stores: z.array(z.object({ id: z.string(), description: z.string(), default: z.boolean().optional() })),
+});
+
+export const ErrorJson = z.object({
+  error: z.object({
+    code: z.number().int(),
+    title: z.string(),
+    message: z.string(),
+    reason: z.string().describe("Stable machine-readable code, e.g. READ_ONLY, NOT_FOUND, FETCH_FAILED"),
+  }),
+});
+
+/** A Glance-style schema document (`name`, `properties`) generated from a zod object. */
+function glanceSchema(name: string, schema: z.ZodType) {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { io: "output" }) as Record<string, unknown>;
+  return { name, ...rest };
+}
+
+/** `/v2/schemas/member`: glanceclient validates member responses against it. */
+export const MEMBER_SCHEMA = glanceSchema("member", MemberJson);
+
+/** `/v2/schemas/members`. */
+export const MEMBERS_SCHEMA = {
+  ...glanceSchema("members", MembersJson),
+  links: [{ rel: "schema", href: "{schema}" }],
+};
