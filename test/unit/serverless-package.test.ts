@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -15,7 +16,15 @@ import { loadConfig } from "../../functions/config.ts";
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const FUNCTIONS = ["api", "importer", "authorizer"] as const;
+/** Handler files (`functions/handlers/<file>.ts`), each bundled to `dist/<file>.zip` and deployed as a function. */
+const HANDLERS = readdirSync(path.join(root, "functions/handlers"))
+  .filter((f) => f.endsWith(".ts") && !/\.(test|spec|d)\.ts$/.test(f))
+  .map((f) => f.slice(0, -".ts".length))
+  .sort();
+// serverless.yml keys functions in camelCase (osls would turn "-" into "Dash" in logical ids).
+const pascal = (file: string) => file.replace(/(^|-)([a-z])/g, (_, __, c: string) => c.toUpperCase());
+const functionId = (file: string) => `${pascal(file)}LambdaFunction`;
+const roleId = (file: string) => `${pascal(file)}Role`;
 // Tests that start Node on a bundle; generous because the unit tier shares two cores.
 const SPAWN_TIMEOUT = 30_000;
 
@@ -106,7 +115,6 @@ const props = (id: string): Record<string, Json> => {
   if (!r?.Properties) throw new Error(`no resource ${id} with properties`);
   return r.Properties;
 };
-const functionId = (name: string) => `${name[0]?.toUpperCase()}${name.slice(1)}LambdaFunction`;
 
 beforeAll(async () => {
   workDir = await mkdtemp(path.join(tmpdir(), "hangar-package-"));
@@ -126,7 +134,7 @@ afterAll(async () => {
 });
 
 describe("built artifacts", () => {
-  it.each(FUNCTIONS)("dist/%s.zip holds the bundle and its source map at the root", async (name) => {
+  it.each(HANDLERS)("dist/%s.zip holds the bundle and its source map at the root", async (name) => {
     const entries = zipEntries(await readFile(path.join(root, "dist", `${name}.zip`)));
     expect(entries.sort()).toEqual(["index.mjs", "index.mjs.map"]);
   });
@@ -135,7 +143,7 @@ describe("built artifacts", () => {
 describe("bundles under Node", () => {
   // Lambda imports index.mjs as plain ESM: CommonJS dependencies must find `require` (the build's
   // banner) and module initialisation must not need the network.
-  it.each(FUNCTIONS)(
+  it.each(HANDLERS)(
     "dist/%s/index.mjs loads and exports a handler",
     async (name) => {
       const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
@@ -160,30 +168,31 @@ describe("bundles under Node", () => {
 });
 
 describe("functions", () => {
-  it("are exactly api, importer and authorizer, each deploying its own artifact", () => {
+  it("are one per handler in functions/handlers, each deploying its own artifact", () => {
+    expect(HANDLERS).toEqual(expect.arrayContaining(["api", "authorizer", "importer"]));
     const fns = ofType("AWS::Lambda::Function");
-    expect(fns.map(([id]) => id).sort()).toEqual(FUNCTIONS.map(functionId).sort());
-    for (const name of FUNCTIONS) {
+    expect(fns.map(([id]) => id).sort()).toEqual(HANDLERS.map(functionId).sort());
+    for (const name of HANDLERS) {
       const p = props(functionId(name));
       expect(resolve((p.Code as Record<string, Json>).S3Key)).toMatch(new RegExp(`/${name}\\.zip$`));
       expect(p.Handler).toBe("index.handler");
     }
   });
 
-  it.each(FUNCTIONS)("%s runs on nodejs22.x, arm64, with its own role", (name) => {
+  it.each(HANDLERS)("%s runs on nodejs22.x, arm64, with its own role", (name) => {
     const p = props(functionId(name));
     expect(p.Runtime).toBe("nodejs22.x");
     expect(p.Architectures).toEqual(["arm64"]);
-    expect(resolve(p.Role)).toBe(`arn-of:${name[0]?.toUpperCase()}${name.slice(1)}Role`);
+    expect(resolve(p.Role)).toBe(`arn-of:${roleId(name)}`);
   });
 
   it("no shared execution role is generated", () => {
     expect(resources.IamRoleLambdaExecution).toBeUndefined();
-    const roles = FUNCTIONS.map((n) => resolve(props(functionId(n)).Role));
-    expect(new Set(roles).size).toBe(FUNCTIONS.length);
+    const roles = HANDLERS.map((n) => resolve(props(functionId(n)).Role));
+    expect(new Set(roles).size).toBe(HANDLERS.length);
   });
 
-  it.each(FUNCTIONS)("%s gets an environment that functions/config.ts accepts", (name) => {
+  it.each(HANDLERS)("%s gets an environment that functions/config.ts accepts", (name) => {
     const vars = (props(functionId(name)).Environment as { Variables: Record<string, Json> }).Variables;
     const env = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, resolve(v)]));
     const config = loadConfig(env);
@@ -266,14 +275,14 @@ describe("IAM", () => {
         asList(s.Resource).some((r) => resolve(r) === resource),
     );
 
-  it("defines roles and policies only inline in the three function roles", () => {
+  it("defines roles and policies only inline, one role per function", () => {
     expect(ofType("AWS::IAM::Policy")).toEqual([]);
     expect(ofType("AWS::IAM::ManagedPolicy")).toEqual([]);
     expect(
       ofType("AWS::IAM::Role")
         .map(([id]) => id)
         .sort(),
-    ).toEqual(["ApiRole", "AuthorizerRole", "ImporterRole"]);
+    ).toEqual(HANDLERS.map(roleId).sort());
     for (const [id] of ofType("AWS::IAM::Role")) {
       expect(props(id).ManagedPolicyArns, id).toBeUndefined();
     }
@@ -303,12 +312,12 @@ describe("IAM", () => {
   });
 
   it("lets each function write only its own log group", () => {
-    for (const name of FUNCTIONS) {
-      const role = `${name[0]?.toUpperCase()}${name.slice(1)}Role`;
+    for (const name of HANDLERS) {
+      const role = roleId(name);
       const logResources = statementsOf(role)
         .filter((s) => asList(s.Action).some((a) => a.startsWith("logs:")))
         .flatMap((s) => asList(s.Resource).map(resolve));
-      expect(logResources).toEqual([`arn-of:${name[0]?.toUpperCase()}${name.slice(1)}LogGroup`]);
+      expect(logResources).toEqual([`arn-of:${pascal(name)}LogGroup`]);
     }
   });
 
@@ -322,6 +331,13 @@ describe("IAM", () => {
     expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
     expect(allowed("ApiRole", "s3:GetObject", `${BUCKET_ARN}/images/*`)).toBe(true);
     expect(allowed("ApiRole", "dynamodb:Query", "arn-of:ImagesTable/index/*")).toBe(true);
+  });
+
+  it("lets only the API and web-download put objects under staging/, where every write imports", () => {
+    const writers = ofType("AWS::IAM::Role")
+      .map(([id]) => id)
+      .filter((id) => allowed(id, "s3:PutObject", `${BUCKET_ARN}/staging/*`));
+    expect(["ApiRole", "WebDownloadRole"]).toEqual(expect.arrayContaining(writers));
   });
 
   it("never lets the importer write under staging/ (its writes would trigger it again)", () => {
