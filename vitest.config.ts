@@ -11,6 +11,8 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           maxWorkers: 2,
+          // Some unit tests hash tens of MiB or run qemu-img; 5 s is too tight on a busy 2-core machine.
+          testTimeout: 30_000,
           sequence: { groupOrder: 0 },
         },
       },

@@ -1,11 +1,11 @@
 import { appendFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
 import { freePort } from "../../../infra/local/services.ts";
-import { startStack } from "../../../infra/local/stack.ts";
+import { type LocalStack, startStack } from "../../../infra/local/stack.ts";
 import "./context.ts";
 import { assertLoopback } from "./loopback.ts";
 
@@ -37,16 +37,26 @@ export default async function setup(project: TestProject): Promise<() => Promise
   // The stack's receiver never goes down during a run, so MinIO's on-disk event queue (polled every 3 s)
   // would only add latency to every import; HANGAR_TEST_DURABLE_EVENTS=1 runs with it, as `npm start` does.
   const durableEvents = process.env.HANGAR_TEST_DURABLE_EVENTS === "1";
-  const stack = await startStack({
-    home,
-    cacheDir,
-    apiPort,
-    s3Port,
-    dynamodbPort,
-    reset: true,
-    log,
-    durableEvents,
-  });
+  let stack: LocalStack;
+  try {
+    stack = await startStack({
+      home,
+      cacheDir,
+      apiPort,
+      s3Port,
+      dynamodbPort,
+      reset: true,
+      log,
+      durableEvents,
+    });
+  } catch (err) {
+    const tail = await readFile(logFile, "utf8").catch(() => "");
+    await rm(home, { recursive: true, force: true });
+    const message = err instanceof Error ? err.message : String(err);
+    throw new Error(`the integration stack did not start: ${message}${tail ? `\n${tail}` : ""}`, {
+      cause: err,
+    });
+  }
   log(`stack ready in ${Date.now() - started} ms`);
   for (const url of [stack.info.apiUrl, stack.info.s3Endpoint, stack.info.dynamodbEndpoint])
     assertLoopback(url);
