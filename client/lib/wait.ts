@@ -1,0 +1,37 @@
+import { HangarApiError, type HangarClient, type Image } from "./api.ts";
+
+/** Statuses an image does not leave by itself. */
+export const SETTLED = new Set(["active", "killed", "deactivated", "deleted"]);
+
+export class WaitTimeoutError extends Error {
+  override name = "WaitTimeoutError";
+}
+
+/**
+ * Polls the image until it settles (`active`, `killed`, ...), every `intervalMs` (default 500 ms, growing to
+ * 5 s for long imports). A 404 means the image was deleted meanwhile.
+ */
+export async function waitForImage(
+  client: HangarClient,
+  id: string,
+  options: { timeoutMs?: number | undefined; signal?: AbortSignal | undefined; intervalMs?: number } = {},
+): Promise<Image> {
+  const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : Number.POSITIVE_INFINITY;
+  let interval = options.intervalMs ?? 500;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    let image: Image;
+    try {
+      image = await client.getImage(id);
+    } catch (err) {
+      if (err instanceof HangarApiError && err.status === 404) return { id, status: "deleted" };
+      throw err;
+    }
+    if (SETTLED.has(image.status)) return image;
+    if (Date.now() > deadline) {
+      throw new WaitTimeoutError(`image ${id} is still ${image.status} after ${options.timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, interval));
+    interval = Math.min(5000, Math.round(interval * 1.25));
+  }
+}
