@@ -211,8 +211,8 @@ describe("functions", () => {
     expect(invokeConfigs).toHaveLength(1);
     const [configId = ""] = invokeConfigs[0] ?? [];
     const destination = (props(configId).DestinationConfig as Record<string, Record<string, Json>>).OnFailure;
-    expect(resolve(destination?.Destination)).toBe("arn-of:ImporterFailureQueue");
-    expect(resources.ImporterFailureQueue?.Type).toBe("AWS::SQS::Queue");
+    expect(resolve(destination?.Destination)).toBe("arn-of:FailureQueue");
+    expect(resources.FailureQueue?.Type).toBe("AWS::SQS::Queue");
   });
 });
 
@@ -295,7 +295,9 @@ describe("IAM", () => {
       BUCKET_ARN,
       `${BUCKET_ARN}/staging/*`,
       `${BUCKET_ARN}/images/*`,
-      "arn-of:ImporterFailureQueue",
+      "arn-of:FailureQueue",
+      // The API starts web-download jobs by invoking that function, and no other.
+      "arn-of:WebDownloadLambdaFunction",
       ...logGroups(),
     ]);
     for (const [roleId] of ofType("AWS::IAM::Role")) {
@@ -346,7 +348,7 @@ describe("IAM", () => {
       expect(allowed("ImporterRole", action, `${BUCKET_ARN}/images/*`)).toBe(true);
     }
     expect(allowed("ImporterRole", "s3:GetObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
-    expect(allowed("ImporterRole", "sqs:SendMessage", "arn-of:ImporterFailureQueue")).toBe(true);
+    expect(allowed("ImporterRole", "sqs:SendMessage", "arn-of:FailureQueue")).toBe(true);
     expect(allowed("ImporterRole", "dynamodb:ConditionCheckItem", "arn-of:ImagesTable")).toBe(true);
   });
 });
