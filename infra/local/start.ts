@@ -72,7 +72,12 @@ async function main(): Promise<void> {
     verboseChildren: process.env.HANGAR_LOCAL_VERBOSE === "1",
   });
   line(`Hangar is ready: API ${stack.info.apiUrl} — endpoints and demo tokens in ${stack.infoFile}`);
-  await stack.done;
+  try {
+    await stack.done;
+  } catch (err) {
+    process.stderr.write(`Hangar's local stack stopped: ${message(err)}\n`);
+    process.exit(1);
+  }
 }
 
 function message(err: unknown): string {
