@@ -80,8 +80,8 @@ export class DynamoMemberRepository implements MemberRepository {
     index?: "gsi1";
     pkName: string;
     pk: string;
-    skPrefix: string;
-    skName: string;
+    /** Omitted for GSI1, whose `MEMBER#<project>` partition holds memberships only. */
+    sk?: { name: string; prefix: string };
   }): Promise<ImageMember[]> {
     const members: ImageMember[] = [];
     let start: Record<string, AttributeValue> | undefined;
@@ -90,9 +90,12 @@ export class DynamoMemberRepository implements MemberRepository {
         new QueryCommand({
           TableName: this.table,
           ...(input.index ? { IndexName: input.index } : { ConsistentRead: true }),
-          KeyConditionExpression: "#pk = :pk AND begins_with(#sk, :prefix)",
-          ExpressionAttributeNames: { "#pk": input.pkName, "#sk": input.skName },
-          ExpressionAttributeValues: marshall({ ":pk": input.pk, ":prefix": input.skPrefix }),
+          KeyConditionExpression: input.sk ? "#pk = :pk AND begins_with(#sk, :prefix)" : "#pk = :pk",
+          ExpressionAttributeNames: { "#pk": input.pkName, ...(input.sk ? { "#sk": input.sk.name } : {}) },
+          ExpressionAttributeValues: marshall({
+            ":pk": input.pk,
+            ...(input.sk ? { ":prefix": input.sk.prefix } : {}),
+          }),
           ExclusiveStartKey: start,
         }),
       );
@@ -103,18 +106,12 @@ export class DynamoMemberRepository implements MemberRepository {
   }
 
   listByImage(imageId: string): Promise<ImageMember[]> {
-    return this.query({ pkName: "pk", pk: imagePk(imageId), skName: "sk", skPrefix: "MEMBER#" });
+    return this.query({ pkName: "pk", pk: imagePk(imageId), sk: { name: "sk", prefix: "MEMBER#" } });
   }
 
-  /** GSI1 under `MEMBER#<project>`; image items there start with `OWNER#`, so no overlap. */
+  /** GSI1 under `MEMBER#<project>` (image items are under `OWNER#<project>`, so no overlap). */
   listByMember(memberId: string): Promise<ImageMember[]> {
-    return this.query({
-      index: "gsi1",
-      pkName: "gsi1pk",
-      pk: `MEMBER#${memberId}`,
-      skName: "gsi1sk",
-      skPrefix: "",
-    });
+    return this.query({ index: "gsi1", pkName: "gsi1pk", pk: `MEMBER#${memberId}` });
   }
 
   async setStatus(
