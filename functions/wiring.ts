@@ -116,6 +116,12 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     log,
     osHashAlgo: config.osHashAlgo,
     leaseSeconds: 16 * 60,
+    policy: {
+      preferredFormat: config.preferredFormat,
+      acceptedFormats: config.acceptedFormats,
+      maxVirtualSize: config.maxVirtualSize,
+      maxGzipRatio: config.maxGzipRatio,
+    },
     progressIntervalMs: 3000,
   });
   const app = createApp({

@@ -1,12 +1,21 @@
-import { HangarError, ImportRejectedError, StaleStatusError } from "../errors.ts";
+import {
+  HangarError,
+  IMPORT_FAILURE_REASONS,
+  type ImportFailureReason,
+  ImportRejectedError,
+  StaleStatusError,
+} from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
-import { createDigester, type Digester, type DigestName } from "./digests.ts";
+import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
+
+type PermanentError = HangarError & { reason: ImportFailureReason };
+
+/** Failures that retrying cannot mend: the image goes `killed` with the error's reason. */
+const isPermanent = (err: unknown): err is PermanentError =>
+  err instanceof HangarError && (IMPORT_FAILURE_REASONS as readonly string[]).includes(err.reason);
 
 const TAKES_UPLOADS = new Set(["queued", "importing"]);
-
-/** Below this size a hashing worker costs more to start than it saves. */
-const INLINE_HASH_BELOW = 8 * 1024 * 1024;
 
 export interface ImporterDeps {
   images: ImageRepository;
@@ -16,6 +25,7 @@ export interface ImporterDeps {
   osHashAlgo: "sha256" | "sha384" | "sha512";
   /** How long one importer holds an image before a redelivered event may take it over. */
   leaseSeconds: number;
+  policy: ImportPolicy;
   /** Least interval between two writes of import progress to the record. */
   progressIntervalMs: number;
 }
@@ -55,7 +65,7 @@ export function createImporter(deps: ImporterDeps) {
     }
   }
 
-  async function kill(image: ImageRecord, stagedKey: string, err: ImportRejectedError): Promise<ImageRecord> {
+  async function kill(image: ImageRecord, stagedKey: string, err: PermanentError): Promise<ImageRecord> {
     await objects.delete(imageKey(image.id));
     await objects.delete(stagedKey);
     log.warn("import rejected", { imageId: image.id, reason: err.reason, detail: err.message });
@@ -66,30 +76,17 @@ export function createImporter(deps: ImporterDeps) {
     });
   }
 
-  /** Passes the staged bytes through the digests and progress reporting on their way to storage. */
-  async function* tap(
-    source: AsyncIterable<Uint8Array>,
-    image: ImageRecord,
-    digests: Digester,
-    total: number,
-  ): AsyncGenerator<Uint8Array> {
+  /** Writes import progress at most every `progressIntervalMs`; advisory, so failures are only logged. */
+  function progressReporter(image: ImageRecord, total: number): (bytesRead: number) => void {
     let lastReport = Date.now();
-    for await (const chunk of source) {
-      const wait = digests.update(chunk);
-      if (wait) await wait;
-      if (digests.bytes > total) {
-        throw new ImportRejectedError("SIZE_MISMATCH", "The upload grew while it was being imported.");
-      }
-      if (Date.now() - lastReport >= deps.progressIntervalMs) {
-        lastReport = Date.now();
-        const progress = { bytes_read: digests.bytes, total, updated_at: clock.now().toISOString() };
-        // Progress is advisory: a failed write must not fail the import.
-        images.update(image.id, { import_progress: progress }, ["importing"]).catch((e: unknown) => {
-          log.warn("progress update failed", { imageId: image.id, error: String(e) });
-        });
-      }
-      yield chunk;
-    }
+    return (bytesRead) => {
+      if (Date.now() - lastReport < deps.progressIntervalMs) return;
+      lastReport = Date.now();
+      const progress = { bytes_read: bytesRead, total, updated_at: clock.now().toISOString() };
+      images.update(image.id, { import_progress: progress }, ["importing"]).catch((e: unknown) => {
+        log.warn("progress update failed", { imageId: image.id, error: String(e) });
+      });
+    };
   }
 
   async function run(image: ImageRecord, stagedKey: string, size: number): Promise<ImageRecord> {
@@ -102,45 +99,52 @@ export function createImporter(deps: ImporterDeps) {
         `The upload has ${size} bytes but the image declared upload_size ${image.upload_size}.`,
       );
     }
-    const names: DigestName[] = ["md5", deps.osHashAlgo];
-    if (image.upload_sha256 !== null) names.push("sha256");
-    const digests = createDigester(names, { inline: size < INLINE_HASH_BELOW });
     const controller = new AbortController();
-    let stored: { size: number };
+    let result: PipelineResult;
     try {
-      stored = await objects.write(
-        imageKey(image.id),
-        tap(objects.read(stagedKey, controller.signal), image, digests, size),
-        controller.signal,
-      );
-    } catch (err) {
+      result = await runPipeline({
+        key: stagedKey,
+        outputKey: imageKey(image.id),
+        size,
+        declaredFormat: image.disk_format,
+        declaredSha256: image.upload_sha256 !== null,
+        osHashAlgo: deps.osHashAlgo,
+        policy: deps.policy,
+        objects,
+        signal: controller.signal,
+        onProgress: progressReporter(image, size),
+      });
+    } finally {
       controller.abort();
-      digests.close();
-      throw err;
     }
-    if (digests.bytes !== size) {
-      throw new ImportRejectedError(
-        "SIZE_MISMATCH",
-        `Read ${digests.bytes} bytes of an upload announced as ${size} bytes.`,
-      );
-    }
-    const d = await digests.digest();
-    if (image.upload_sha256 !== null && d.sha256 !== image.upload_sha256) {
+    const sha256 = result.upload.sha256;
+    if (image.upload_sha256 !== null && sha256 !== image.upload_sha256) {
       throw new ImportRejectedError(
         "DIGEST_MISMATCH",
-        `The upload's sha256 is ${d.sha256} but the image declared upload_sha256 ${image.upload_sha256}.`,
+        `The upload's sha256 is ${sha256} but the image declared upload_sha256 ${image.upload_sha256}.`,
       );
     }
     const now = clock.now().toISOString();
+    log.info("import inspected", {
+      imageId: image.id,
+      format: result.detected.format,
+      compression: result.detected.compression,
+      storedFormat: result.storedFormat,
+      virtualSize: result.inspection.virtualSize,
+      checks: result.inspection.checks.map((c) => c.name),
+    });
     return images.transition(image.id, "finishImport", {
       updated_at: now,
-      size: stored.size,
-      checksum: d.md5 ?? null,
+      size: result.storedSize,
+      virtual_size: result.inspection.virtualSize,
+      disk_format: result.storedFormat,
+      checksum: result.stored.md5 ?? null,
       os_hash_algo: deps.osHashAlgo,
-      os_hash_value: d[deps.osHashAlgo] ?? null,
-      source_format: image.disk_format,
-      converted: false,
-      import_progress: { bytes_read: digests.bytes, total: size, updated_at: now },
+      os_hash_value: result.stored[deps.osHashAlgo] ?? null,
+      source_format:
+        result.detected.compression === "gzip" ? `${result.detected.format}+gzip` : result.detected.format,
+      converted: result.converted,
+      import_progress: { bytes_read: result.uploadBytes, total: size, updated_at: now },
       import_lease_until: null,
     });
   }
@@ -169,7 +173,7 @@ export function createImporter(deps: ImporterDeps) {
         log.info("import finished", { imageId: id, size: done.size });
         return { outcome: "active", image: done };
       } catch (err) {
-        if (err instanceof ImportRejectedError) {
+        if (isPermanent(err)) {
           try {
             return { outcome: "killed", image: await kill(image, key, err) };
           } catch (e) {

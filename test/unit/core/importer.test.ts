@@ -26,7 +26,18 @@ describe("importStagedObject", () => {
       uploadUrlTtlSeconds: 60,
       downloadUrlTtlSeconds: 60,
     });
-    importer = createImporter({ ...deps, osHashAlgo: "sha512", leaseSeconds: 60, progressIntervalMs: 0 });
+    importer = createImporter({
+      ...deps,
+      osHashAlgo: "sha512",
+      leaseSeconds: 60,
+      progressIntervalMs: 0,
+      policy: {
+        preferredFormat: "raw",
+        acceptedFormats: ["raw", "iso"],
+        maxVirtualSize: 2 ** 40,
+        maxGzipRatio: 64,
+      },
+    });
   });
 
   async function staged(bytes: Uint8Array, extra: Parameters<typeof service.create>[0] = {}) {

@@ -1,0 +1,242 @@
+import { convertToQcow2, convertToRaw, gunzipSource, type SourceFormat } from "../convert/index.ts";
+import type { SequentialSource } from "../convert/ports.ts";
+import { HangarError, ImportRejectedError } from "../errors.ts";
+import {
+  createInspector,
+  type DetectionResult,
+  detectFormat,
+  type InspectionResult,
+  type Inspector,
+  UnsafeImageError,
+  UnsupportedFormatError,
+} from "../formats/index.ts";
+import type { RangeReader } from "../formats/types.ts";
+import type { ObjectStore } from "../ports.ts";
+import { createDigester, type Digester, type DigestName, type DigestValues } from "./digests.ts";
+
+/** The operator's choices the importer follows (shown by `/v2/info/import`). */
+export interface ImportPolicy {
+  preferredFormat: string;
+  acceptedFormats: readonly string[];
+  maxVirtualSize: number;
+  maxGzipRatio: number;
+}
+
+/** Bytes read from each end of the upload to decide, before the single pass, whether to convert. */
+const HEAD_PROBE = 1024 * 1024;
+const TAIL_PROBE = 4096;
+/** Below this size a hashing worker costs more to start than it saves. */
+const INLINE_HASH_BELOW = 8 * 1024 * 1024;
+
+/** Declared formats that name a raw byte image under another name. */
+const RAW_ALIASES = new Set(["raw", "ami", "ari", "aki"]);
+
+function declaredMatches(declared: string, detected: string): boolean {
+  if (declared === detected) return true;
+  // An ISO is a raw byte image; Glance's own clients label ISOs either way.
+  return RAW_ALIASES.has(declared) && (detected === "raw" || detected === "iso");
+}
+
+export interface PipelineResult {
+  detected: DetectionResult;
+  inspection: InspectionResult;
+  storedFormat: string;
+  converted: boolean;
+  storedSize: number;
+  /** Digests of the stored bytes (md5, os_hash_algo). */
+  stored: DigestValues;
+  /** Digests of the uploaded bytes (sha256 when the client declared one). */
+  upload: DigestValues;
+  uploadBytes: number;
+}
+
+export interface PipelineInput {
+  key: string;
+  outputKey: string;
+  size: number;
+  declaredFormat: string | null;
+  declaredSha256: boolean;
+  osHashAlgo: DigestName;
+  policy: ImportPolicy;
+  objects: ObjectStore;
+  signal: AbortSignal;
+  onProgress: (bytesRead: number) => void;
+}
+
+/**
+ * One sequential read of the staged object, shared: the converter may stop early, and whatever it
+ * leaves is drained afterwards so the upload's digests and the inspector always see every byte.
+ */
+class SharedRead implements SequentialSource {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private started = false;
+  bytes = 0;
+
+  constructor(
+    source: AsyncIterable<Uint8Array>,
+    private readonly observe: (chunk: Uint8Array) => Promise<void>,
+  ) {
+    this.it = source[Symbol.asyncIterator]();
+  }
+
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** Serialised, so chunks reach the observers in order even if the converter reads ahead. */
+  private next(): Promise<Uint8Array | undefined> {
+    const result = this.queue.then(async () => {
+      const r = await this.it.next();
+      if (r.done) return undefined;
+      this.bytes += r.value.byteLength;
+      await this.observe(r.value);
+      return r.value;
+    });
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** The converter's view; ending it early does not close the underlying read. */
+  async *stream(): AsyncGenerator<Uint8Array> {
+    if (this.started) throw new Error("the staged object is read once");
+    this.started = true;
+    for (let c = await this.next(); c !== undefined; c = await this.next()) yield c;
+  }
+
+  async drain(): Promise<void> {
+    this.started = true;
+    while ((await this.next()) !== undefined) {}
+  }
+
+  async close(): Promise<void> {
+    await this.it.return?.();
+  }
+}
+
+const isPermanentRefusal = (err: unknown) =>
+  err instanceof HangarError && (err.reason === "UNSUPPORTED_FORMAT" || err.reason === "UNSAFE_IMAGE");
+
+/** The inspector's refusal of the whole upload, if it has one. */
+async function inspectorVerdict(read: SharedRead, inspector: Inspector): Promise<HangarError | undefined> {
+  try {
+    await read.drain();
+    await inspector.finish();
+    return undefined;
+  } catch (e) {
+    return e instanceof UnsafeImageError || e instanceof UnsupportedFormatError ? e : undefined;
+  }
+}
+
+/** Passes chunks through a digester on their way to storage. */
+async function* digested(source: AsyncIterable<Uint8Array>, d: Digester): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    const wait = d.update(chunk);
+    if (wait) await wait;
+    yield chunk;
+  }
+}
+
+/**
+ * Detects the upload's format from its two ends, then in one pass over the staged object: hashes it,
+ * inspects it, and stores it as it is (accepted format) or converted to the preferred format, hashing
+ * what is stored. Throws `ImportRejectedError` (and the formats' typed errors) for permanent failures.
+ */
+export async function runPipeline(input: PipelineInput): Promise<PipelineResult> {
+  const { objects, key, size, policy, signal } = input;
+  const head = await objects.readRange(key, 0, Math.min(size, HEAD_PROBE), signal);
+  const tailStart = Math.max(0, size - TAIL_PROBE);
+  const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
+  const detected = detectFormat(head, tail, size);
+  if (detected.format === "luks") {
+    throw new ImportRejectedError(
+      "UNSUPPORTED_FORMAT",
+      "The upload is a LUKS-encrypted volume; Hangar stores disk images only.",
+    );
+  }
+  if (input.declaredFormat !== null && !declaredMatches(input.declaredFormat, detected.format)) {
+    throw new ImportRejectedError(
+      "FORMAT_MISMATCH",
+      `The image declares disk_format ${input.declaredFormat} but the upload is ${detected.format}` +
+        `${detected.compression === "gzip" ? " (gzip-compressed)" : ""}.`,
+    );
+  }
+  const gzip = detected.compression === "gzip";
+  const convert = gzip || !policy.acceptedFormats.includes(detected.format);
+  const storedFormat = convert ? policy.preferredFormat : detected.format;
+
+  const inspector = createInspector({
+    totalSize: size,
+    maxVirtualSize: policy.maxVirtualSize,
+    maxGzipRatio: policy.maxGzipRatio,
+    signal,
+  });
+  const storedNames: DigestName[] = ["md5", input.osHashAlgo];
+  const uploadNames: DigestName[] = input.declaredSha256 ? ["sha256"] : [];
+  const inline = size < INLINE_HASH_BELOW;
+  // Stored bytes equal uploaded bytes unless converting: then one digester serves both.
+  const uploadDigests = createDigester(convert ? uploadNames : [...storedNames, ...uploadNames], { inline });
+  const storedDigests = convert ? createDigester(storedNames, { inline }) : undefined;
+  const read = new SharedRead(objects.read(key, signal), async (chunk) => {
+    const wait = uploadDigests.update(chunk);
+    if (wait) await wait;
+    await inspector.update(chunk);
+    input.onProgress(read.bytes);
+  });
+
+  try {
+    let output: AsyncIterable<Uint8Array>;
+    if (!convert) {
+      output = read.stream();
+    } else {
+      const range: RangeReader = {
+        size,
+        read: (offset, length, s) => objects.readRange(key, offset, length, s ?? signal),
+      };
+      const source = gzip ? { sequential: gunzipSource(read) } : { range, sequential: read, size };
+      const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
+      if (storedFormat === "qcow2") output = convertToQcow2(from, source, { signal });
+      else if (storedFormat === "raw") output = convertToRaw(from, source, { signal });
+      else {
+        throw new ImportRejectedError(
+          "UNSUPPORTED_FORMAT",
+          `The operator prefers ${storedFormat}, which Hangar cannot convert to; ask them to prefer raw or qcow2.`,
+        );
+      }
+      output = digested(output, storedDigests as Digester);
+    }
+    const written = await objects.write(input.outputKey, output, signal);
+    await read.drain();
+    if (read.bytes !== size) {
+      throw new ImportRejectedError(
+        "SIZE_MISMATCH",
+        `Read ${read.bytes} bytes of an upload of ${size} bytes.`,
+      );
+    }
+    const inspection = await inspector.finish();
+    if (inspection.format !== detected.format) {
+      throw new ImportRejectedError(
+        "UNSAFE_IMAGE",
+        `The upload looked like ${detected.format} at its ends but inspects as ${inspection.format}.`,
+      );
+    }
+    const upload = await uploadDigests.digest();
+    const stored = storedDigests ? await storedDigests.digest() : upload;
+    return {
+      detected,
+      inspection,
+      storedFormat,
+      converted: convert,
+      storedSize: written.size,
+      stored,
+      upload,
+      uploadBytes: read.bytes,
+    };
+  } catch (err) {
+    // A converter refuses what it cannot map (a backing file, say) before the inspector has seen the
+    // tail it needs for a verdict. The inspector's named check is the better reason: read the rest
+    // (no conversion, no writes) and let it speak.
+    const verdict = convert && isPermanentRefusal(err) ? await inspectorVerdict(read, inspector) : undefined;
+    uploadDigests.close();
+    storedDigests?.close();
+    await read.close().catch(() => undefined);
+    throw verdict ?? err;
+  }
+}
