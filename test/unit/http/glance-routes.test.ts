@@ -7,13 +7,11 @@ import { PATCH_TYPE, testApp } from "./harness.ts";
 let h: Awaited<ReturnType<typeof testApp>>;
 let alice: string;
 let bob: string;
-let admin: string;
 
 beforeAll(async () => {
   h = await testApp();
   alice = await h.token("alice", "p-alice", ["member"]);
   bob = await h.token("bob", "p-bob", ["member"]);
-  admin = await h.token("root", "p-admin", ["admin"]);
 });
 
 type Json = Record<string, unknown>;
