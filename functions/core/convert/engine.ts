@@ -152,6 +152,7 @@ export async function* pieces(
       const window = await head.bytes;
       const { group } = head;
       for (const e of group.items) {
+        signal.throwIfAborted();
         if (e.kind === "zero") {
           yield { length: e.length };
           continue;

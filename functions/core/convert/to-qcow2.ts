@@ -225,7 +225,11 @@ export async function* convertToQcow2(
       forwardOnly: opened.forwardOnly,
       signal: opts.signal,
     });
-    yield* rechunk(concat(metadata(layout), allocatedData(data, layout)), opts.chunkSize ?? DEFAULT_CHUNK);
+    yield* rechunk(
+      concat(metadata(layout), allocatedData(data, layout)),
+      opts.chunkSize ?? DEFAULT_CHUNK,
+      opts.signal,
+    );
   } finally {
     await opened.close();
   }

@@ -24,7 +24,11 @@ export const DEFAULT_CHUNK = 4 << 20;
  * buffer: chunks are read-only and may be views into a larger buffer (copy one before writing to it
  * or transferring its ArrayBuffer).
  */
-export async function* rechunk(source: AsyncIterable<Piece>, chunkSize: number): AsyncGenerator<Uint8Array> {
+export async function* rechunk(
+  source: AsyncIterable<Piece>,
+  chunkSize: number,
+  signal?: AbortSignal,
+): AsyncGenerator<Uint8Array> {
   const half = Math.max(1, chunkSize >> 1);
   let zeros: Uint8Array | undefined;
   let acc: Uint8Array | undefined;
@@ -32,6 +36,7 @@ export async function* rechunk(source: AsyncIterable<Piece>, chunkSize: number):
   for await (const piece of source) {
     let done = 0;
     while (done < piece.length) {
+      signal?.throwIfAborted();
       const left = piece.length - done;
       if (fill === 0 && left >= half) {
         const n = Math.min(left, chunkSize);
@@ -83,6 +88,7 @@ export async function* convertToRaw(
         signal: opts.signal,
       }),
       opts.chunkSize ?? DEFAULT_CHUNK,
+      opts.signal,
     );
   } finally {
     await opened.close();

@@ -54,7 +54,8 @@ function guidAt(bytes: Uint8Array, offset: number): string {
 }
 
 function checksumOk(bytes: Uint8Array): boolean {
-  const copy = bytes.slice();
+  // A real copy: `slice` on a Node Buffer would be a view, and zeroing its checksum would alter the source.
+  const copy = new Uint8Array(bytes);
   const stored = view(copy).getUint32(OFF_CHECKSUM, true);
   view(copy).setUint32(OFF_CHECKSUM, 0, true);
   return crc32c(copy) === stored;
@@ -113,6 +114,10 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
   const bat = regions.get(GUID_BAT);
   const meta = regions.get(GUID_METADATA);
   if (!bat || !meta) throw new CorruptImageError("vhdx lacks its BAT or metadata region");
+  // QEMU puts the BAT before the metadata region: read it first so a forward-only source still works.
+  if (bat.length > MAX_BAT_BYTES) throw new UnsupportedImageError("vhdx BAT region is too large");
+  checkRange(bat.offset, bat.length, fileSize, "vhdx BAT region");
+  const early = bat.offset < meta.offset ? await range.read(bat.offset, bat.length, signal) : undefined;
   checkRange(meta.offset, METADATA_TABLE_SIZE, fileSize, "vhdx metadata region");
   const metaTable = await range.read(meta.offset, METADATA_TABLE_SIZE, signal);
   if (ascii(metaTable, 0, 8) !== METADATA_SIGNATURE)
@@ -160,7 +165,7 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
   checkRange(batOffset, batEntries * 8, fileSize, "vhdx BAT");
 
   async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const table = view(await range.read(batOffset, batEntries * 8, sig));
+    const table = view(early ?? (await range.read(batOffset, batEntries * 8, sig)));
     for (let first = 0; first < blocks; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
       for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {

@@ -135,7 +135,7 @@ export function memoryRange(bytes: Uint8Array): RangeReader {
     size: bytes.length,
     async read(offset, length) {
       if (offset < 0 || offset + length > bytes.length) throw new RangeError("read beyond the end");
-      return bytes.slice(offset, offset + length);
+      return Uint8Array.prototype.slice.call(bytes, offset, offset + length);
     },
   };
 }

@@ -1,0 +1,91 @@
+import { readFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { convertToRaw, gunzipSource, type SourceFormat } from "../../../functions/core/convert/index.ts";
+import { digest, fileRange, fileSequential, makeImage, memoryRange, qemuRawSha256 } from "./helpers.ts";
+
+const IMAGES: { name: string; format: SourceFormat; qemu: string; options: string[]; extra?: string[] }[] = [
+  {
+    name: "v3-4k-c.qcow2",
+    format: "qcow2",
+    qemu: "qcow2",
+    options: ["compat=1.1", "cluster_size=4096"],
+    extra: ["-c"],
+  },
+  { name: "stream.vmdk", format: "vmdk", qemu: "vmdk", options: ["subformat=streamOptimized"] },
+  { name: "dynamic.vhd", format: "vhd", qemu: "vpc", options: ["subformat=dynamic"] },
+  { name: "dynamic.vhdx", format: "vhdx", qemu: "vhdx", options: ["subformat=dynamic", "block_size=1M"] },
+];
+
+describe("chunk, window and read-ahead sizes do not change the output", { timeout: 120_000 }, () => {
+  for (const img of IMAGES) {
+    it(img.name, async () => {
+      const path = makeImage(img.name, img.qemu, img.options, img.extra);
+      const expected = qemuRawSha256(path, img.qemu);
+      const bytes = readFileSync(path);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            chunkSize: fc.integer({ min: 64 << 10, max: 3 << 20 }),
+            windowSize: fc.integer({ min: 512, max: 16 << 20 }),
+            readAhead: fc.integer({ min: 1, max: 5 }),
+            maxGap: fc.integer({ min: 0, max: 1 << 20 }),
+            sequentialChunk: fc.option(fc.integer({ min: 1000, max: 3 << 20 }), { nil: undefined }),
+          }),
+          async ({ sequentialChunk, ...opts }) => {
+            const range = memoryRange(bytes);
+            const sequential = sequentialChunk ? fileSequential(path, sequentialChunk) : undefined;
+            const chunks: number[] = [];
+            const sizes = async function* () {
+              for await (const c of convertToRaw(img.format, { range, sequential }, opts)) {
+                chunks.push(c.length);
+                yield c;
+              }
+            };
+            expect(await digest(sizes())).toEqual(expected);
+            // Every chunk but the last is between half the chunk size and the chunk size.
+            for (const n of chunks.slice(0, -1)) {
+              expect(n).toBeLessThanOrEqual(opts.chunkSize);
+              expect(n).toBeGreaterThanOrEqual(opts.chunkSize >> 1);
+            }
+          },
+        ),
+        { numRuns: 8 },
+      );
+    });
+  }
+});
+
+describe("gzip-wrapped sources stream when stored in order", { timeout: 60_000 }, () => {
+  for (const img of IMAGES.filter((i) => i.format !== "vmdk")) {
+    it(img.name, async () => {
+      const path = makeImage(img.name, img.qemu, img.options, img.extra);
+      const expected = qemuRawSha256(path, img.qemu);
+      const gz = gzipSync(readFileSync(path));
+      const compressed = {
+        stream: async function* () {
+          for (let i = 0; i < gz.length; i += 100_000) yield gz.subarray(i, i + 100_000);
+        },
+      };
+      expect(await digest(convertToRaw(img.format, { sequential: gunzipSource(compressed) }))).toEqual(
+        expected,
+      );
+    });
+  }
+});
+
+describe("file-backed reads are coalesced", () => {
+  it("reads a qcow2 of a few MiB in a handful of ranged reads", async () => {
+    const path = makeImage("v3-64k.qcow2", "qcow2", ["compat=1.1"]);
+    const range = await fileRange(path);
+    try {
+      const out = await digest(convertToRaw("qcow2", { range }));
+      expect(out).toEqual(qemuRawSha256(path, "qcow2"));
+      // header, L1, one L2 table, and the data in windows of up to 8 MiB split only by holes
+      expect(range.reads).toBeLessThanOrEqual(8);
+    } finally {
+      await range.close();
+    }
+  });
+});
