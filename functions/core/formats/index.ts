@@ -3,6 +3,7 @@ export { HEAD_BYTES, MAX_CAPTURE_BYTES, TAIL_BYTES } from "./capture.ts";
 export { CHECK, type CheckName } from "./checks.ts";
 export { detectFormat } from "./detect.ts";
 export { MalformedImageError, UnsafeImageError, UnsupportedFormatError } from "./errors.ts";
+export { PROBE_HEAD_BYTES, PROBE_TAIL_BYTES } from "./format-module.ts";
 export { createInspector, type Inspector } from "./inspector.ts";
 export type {
   CheckResult,
@@ -14,3 +15,4 @@ export type {
   PartitionTable,
   RangeReader,
 } from "./types.ts";
+export { FORMAT_NAMES } from "./types.ts";

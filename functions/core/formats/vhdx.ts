@@ -141,9 +141,9 @@ class VhdxSession implements FormatSession {
   constructor(private readonly layer: StreamLayer) {}
 
   advance(): void {
-    const head = this.layer.head();
     if (this.regions === undefined) {
       if (this.layer.position < VHDX_REGION_TABLE_OFFSET + VHDX_REGION_TABLE_SIZE) return;
+      const head = this.layer.head();
       if (!hasBytesAt(head, 0, VHDX_FILE_SIGNATURE)) {
         this.regions = [];
         return;
