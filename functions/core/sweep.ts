@@ -1,5 +1,5 @@
 import { StaleStatusError } from "./errors.ts";
-import { type ImageRecord, imageIdFromStagingKey, imageKey } from "./image/image.ts";
+import { type ImageRecord, imageIdFromStagingKey, imageKey, stagingKey } from "./image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
 import type { MultipartUploads, PendingUpload } from "./uploads/ports.ts";
 
@@ -34,16 +34,22 @@ export const IMPORT_STALLED = "IMPORT_STALLED";
 /**
  * Housekeeping, run on a schedule: aborts abandoned multipart uploads and deletes stale staged objects
  * under `staging/`, resets the plans of the queued images they belonged to, and kills images whose importer
- * died holding them. Memory holds one listing entry per upload in progress, not per image.
+ * died holding them. Memory holds one listing entry per upload in progress and one record per image (the
+ * repository's full listing, needed because MinIO cannot list uploads by prefix).
  */
 export function createSweeper(deps: SweepDeps) {
   const { images, objects, uploads, clock, log } = deps;
 
-  async function lastActivity(upload: PendingUpload): Promise<number> {
+  /** When the upload last saw a part; without parts, when Hangar started it. */
+  async function lastActivity(upload: PendingUpload, image: ImageRecord | undefined): Promise<number> {
     const parts = (await uploads.listParts(upload.key, upload.uploadId)) ?? [];
-    let latest = upload.initiated ? Date.parse(upload.initiated) : 0;
-    for (const p of parts) if (p.lastModified) latest = Math.max(latest, Date.parse(p.lastModified));
-    return latest;
+    const times = parts.flatMap((p) => (p.lastModified ? [Date.parse(p.lastModified)] : []));
+    if (times.length > 0) return Math.max(...times);
+    // MinIO reports the time of the listing as `Initiated`; the record knows when the upload really began.
+    if (image?.multipart_upload_id === upload.uploadId && image.multipart_started_at) {
+      return Date.parse(image.multipart_started_at);
+    }
+    return upload.initiated ? Date.parse(upload.initiated) : 0;
   }
 
   /** Clears the record's claim to an upload; the next part request starts a fresh one. */
@@ -90,6 +96,21 @@ export function createSweeper(deps: SweepDeps) {
     }
   }
 
+  /**
+   * Uploads in progress under `staging/`. S3 lists them by prefix; MinIO only for an exact key, so the keys of
+   * images that may hold one (queued, killed, or recording an upload) are asked one by one as well.
+   */
+  async function pendingUploads(): Promise<PendingUpload[]> {
+    const found = new Map<string, PendingUpload>();
+    for (const u of await uploads.listPending(STAGING_PREFIX)) found.set(u.uploadId, u);
+    for (const image of await images.listAll()) {
+      if (image.status === "queued" || image.status === "killed" || image.multipart_upload_id) {
+        for (const u of await uploads.listPending(stagingKey(image.id))) found.set(u.uploadId, u);
+      }
+    }
+    return [...found.values()];
+  }
+
   return {
     /** One sweep over `staging/`; safe to run concurrently with uploads, imports and another sweep. */
     async sweep(): Promise<SweepReport> {
@@ -102,12 +123,12 @@ export function createSweeper(deps: SweepDeps) {
         return cache.get(id);
       };
 
-      for (const upload of await uploads.listPending(STAGING_PREFIX)) {
-        if ((await lastActivity(upload)) >= cutoff) continue;
-        await uploads.abort(upload.key, upload.uploadId);
-        report.abortedUploads++;
+      for (const upload of await pendingUploads()) {
         const id = imageIdFromStagingKey(upload.key);
         const image = id ? await imageOf(id) : undefined;
+        if ((await lastActivity(upload, image)) >= cutoff) continue;
+        await uploads.abort(upload.key, upload.uploadId);
+        report.abortedUploads++;
         log.info("abandoned upload aborted", { key: upload.key, imageId: id, status: image?.status });
         if (image?.status === "queued" && image.multipart_upload_id === upload.uploadId) {
           await resetPlan(image, report);
