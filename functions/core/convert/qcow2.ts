@@ -1,43 +1,15 @@
 import { constants, inflateRawSync } from "node:zlib";
+import { parseQcow2Header, QCOW2_INCOMPAT, QCOW2_KNOWN_INCOMPAT_MASK } from "../formats/qcow2.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 
-// Offsets from QEMU's docs/interop/qcow2.txt (big-endian).
-export const QCOW2_MAGIC = 0x514649fb;
-const OFF_VERSION = 4;
-const OFF_BACKING_FILE_OFFSET = 8;
-const OFF_CLUSTER_BITS = 20;
-const OFF_SIZE = 24;
-const OFF_CRYPT_METHOD = 32;
-const OFF_L1_SIZE = 36;
-const OFF_L1_TABLE_OFFSET = 40;
-const OFF_INCOMPATIBLE_FEATURES = 72;
-const OFF_HEADER_LENGTH = 100;
-const OFF_COMPRESSION_TYPE = 104;
-const V2_HEADER_LENGTH = 72;
-const V3_MIN_HEADER_LENGTH = 104;
-const HEADER_READ = 112;
-
-const INCOMPAT_DIRTY = 1n << 0n;
-const INCOMPAT_CORRUPT = 1n << 1n;
-const INCOMPAT_EXTERNAL_DATA = 1n << 2n;
-const INCOMPAT_COMPRESSION_TYPE = 1n << 3n;
-const INCOMPAT_EXTENDED_L2 = 1n << 4n;
-const INCOMPAT_KNOWN =
-  INCOMPAT_DIRTY |
-  INCOMPAT_CORRUPT |
-  INCOMPAT_EXTERNAL_DATA |
-  INCOMPAT_COMPRESSION_TYPE |
-  INCOMPAT_EXTENDED_L2;
-
+// The header is parsed by the inspector's module; this file adds what conversion refuses and the
+// L1/L2 walk. Table layout from QEMU's docs/interop/qcow2.txt.
+const HEADER_READ = 4096;
 const COMPRESSION_ZLIB = 0;
 const COMPRESSION_ZSTD = 1;
-
-// Cluster sizes QEMU accepts: 512 B to 2 MiB.
-const MIN_CLUSTER_BITS = 9;
-const MAX_CLUSTER_BITS = 21;
 /** Guest sizes beyond this are refused; QEMU's own limit is 2^61 but ours is what a Lambda can write. */
 export const MAX_VIRTUAL_SIZE = 2 ** 50;
 
@@ -50,87 +22,61 @@ const HI_COMPRESSED = 0x40000000;
 const LO_ZERO = 0x1;
 const SECTOR = 512;
 
-export interface Qcow2Header {
+export interface Qcow2Geometry {
   version: 2 | 3;
   clusterBits: number;
   virtualSize: number;
-  l1Size: number;
   l1Offset: number;
-  compressionType: number;
 }
 
-/** Parses and checks the qcow2 header; refuses features the converter does not implement. */
-export function parseQcow2Header(bytes: Uint8Array, fileSize: number): Qcow2Header {
-  if (bytes.length < V2_HEADER_LENGTH) throw new CorruptImageError("qcow2 header is truncated");
-  const dv = view(bytes);
-  if (dv.getUint32(0) !== QCOW2_MAGIC) throw new CorruptImageError("not a qcow2 image (bad magic)");
-  const version = dv.getUint32(OFF_VERSION);
-  if (version !== 2 && version !== 3)
-    throw new UnsupportedImageError(`qcow2 version ${version} is not supported`);
-  if (dv.getBigUint64(OFF_BACKING_FILE_OFFSET) !== 0n) {
+const bit = (features: bigint, n: bigint) => (features >> n) & 1n;
+
+/** Parses the qcow2 header and refuses what the converter does not implement. */
+export function parseQcow2ForConversion(bytes: Uint8Array, fileSize: number): Qcow2Geometry {
+  const h = parseQcow2Header(bytes);
+  if (h.backingFileOffset !== 0n)
     throw new UnsupportedImageError("qcow2 images with a backing file are not accepted");
+  if (h.cryptMethod !== 0) throw new UnsupportedImageError("encrypted qcow2 images are not supported");
+  const f = h.incompatibleFeatures;
+  if (f & ~QCOW2_KNOWN_INCOMPAT_MASK) {
+    throw new UnsupportedImageError(`qcow2 has unknown incompatible features (0x${f.toString(16)})`);
   }
-  const clusterBits = dv.getUint32(OFF_CLUSTER_BITS);
-  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
-    throw new CorruptImageError(`qcow2 cluster_bits ${clusterBits} is out of range`);
+  if (bit(f, QCOW2_INCOMPAT.corrupt)) throw new CorruptImageError("qcow2 image is marked corrupt");
+  if (bit(f, QCOW2_INCOMPAT.dirty)) {
+    throw new UnsupportedImageError(
+      "qcow2 image was not closed cleanly (dirty refcounts); repair it with qemu-img check -r all",
+    );
   }
-  const virtualSize = safeNumber(dv.getBigUint64(OFF_SIZE), "qcow2 size");
-  if (virtualSize > MAX_VIRTUAL_SIZE)
-    throw new UnsupportedImageError(`qcow2 virtual size ${virtualSize} is too large`);
-  if (dv.getUint32(OFF_CRYPT_METHOD) !== 0)
-    throw new UnsupportedImageError("encrypted qcow2 images are not supported");
-  const l1Size = dv.getUint32(OFF_L1_SIZE);
-  const l1Offset = safeNumber(dv.getBigUint64(OFF_L1_TABLE_OFFSET), "qcow2 l1_table_offset");
-  let compressionType = COMPRESSION_ZLIB;
-  if (version === 3) {
-    if (bytes.length < V3_MIN_HEADER_LENGTH) throw new CorruptImageError("qcow2 v3 header is truncated");
-    const incompatible = dv.getBigUint64(OFF_INCOMPATIBLE_FEATURES);
-    if (incompatible & ~INCOMPAT_KNOWN) {
-      throw new UnsupportedImageError(
-        `qcow2 has unknown incompatible features (0x${incompatible.toString(16)})`,
-      );
-    }
-    if (incompatible & INCOMPAT_CORRUPT) throw new CorruptImageError("qcow2 image is marked corrupt");
-    if (incompatible & INCOMPAT_DIRTY) {
-      throw new UnsupportedImageError(
-        "qcow2 image was not closed cleanly (dirty refcounts); repair it with qemu-img check -r all",
-      );
-    }
-    if (incompatible & INCOMPAT_EXTERNAL_DATA) {
-      throw new UnsupportedImageError("qcow2 images with an external data file are not accepted");
-    }
-    if (incompatible & INCOMPAT_EXTENDED_L2) {
-      throw new UnsupportedImageError("qcow2 extended L2 entries (subclusters) are not supported");
-    }
-    const headerLength = dv.getUint32(OFF_HEADER_LENGTH);
-    if (incompatible & INCOMPAT_COMPRESSION_TYPE) {
-      if (headerLength <= OFF_COMPRESSION_TYPE || bytes.length <= OFF_COMPRESSION_TYPE) {
-        throw new CorruptImageError("qcow2 declares a compression type but its header has no such field");
-      }
-      compressionType = dv.getUint8(OFF_COMPRESSION_TYPE);
-    }
+  if (bit(f, QCOW2_INCOMPAT.externalDataFile)) {
+    throw new UnsupportedImageError("qcow2 images with an external data file are not accepted");
   }
-  if (compressionType === COMPRESSION_ZSTD) {
+  if (bit(f, QCOW2_INCOMPAT.extendedL2)) {
+    throw new UnsupportedImageError("qcow2 extended L2 entries (subclusters) are not supported");
+  }
+  const compression = bit(f, QCOW2_INCOMPAT.compressionType) ? h.compressionType : COMPRESSION_ZLIB;
+  if (compression === COMPRESSION_ZSTD) {
     throw new UnsupportedImageError(
       "qcow2 images with zstd-compressed clusters are not supported; convert with -o compression_type=zlib or without -c",
     );
   }
-  if (compressionType !== COMPRESSION_ZLIB) {
-    throw new UnsupportedImageError(`qcow2 compression type ${compressionType} is not supported`);
+  if (compression !== COMPRESSION_ZLIB) {
+    throw new UnsupportedImageError(`qcow2 compression type ${compression} is not supported`);
   }
-  const clusterSize = 2 ** clusterBits;
-  const l2Entries = clusterSize / 8;
-  const needL1 = Math.ceil(virtualSize / (clusterSize * l2Entries));
-  if (l1Size < needL1) throw new CorruptImageError(`qcow2 L1 table has ${l1Size} entries, needs ${needL1}`);
+  const virtualSize = safeNumber(h.size, "qcow2 size");
+  if (virtualSize > MAX_VIRTUAL_SIZE)
+    throw new UnsupportedImageError(`qcow2 virtual size ${virtualSize} is too large`);
+  const l1Offset = safeNumber(h.l1TableOffset, "qcow2 l1_table_offset");
+  const clusterSize = h.clusterSize;
+  const needL1 = Math.ceil(virtualSize / (clusterSize * (clusterSize / 8)));
   checkRange(l1Offset, needL1 * 8, fileSize, "qcow2 L1 table");
   if (l1Offset % clusterSize !== 0) throw new CorruptImageError("qcow2 L1 table is not cluster-aligned");
-  return { version, clusterBits, virtualSize, l1Size, l1Offset, compressionType };
+  return { version: h.version, clusterBits: h.clusterBits, virtualSize, l1Offset };
 }
 
 /** Opens a qcow2 image as a guest → host map. Metadata held: the L1 table and one L2 table at a time. */
 export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
   const head = await range.read(0, Math.min(HEADER_READ, range.size), signal);
-  const h = parseQcow2Header(head, range.size);
+  const h = parseQcow2ForConversion(head, range.size);
   const clusterSize = 2 ** h.clusterBits;
   const l2Entries = clusterSize / 8;
   const l2Coverage = clusterSize * l2Entries;

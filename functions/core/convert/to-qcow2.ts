@@ -1,10 +1,10 @@
+import { QCOW2_MAGIC } from "../formats/qcow2.ts";
 import { ceilDiv } from "./binary.ts";
 import type { DiskMap } from "./disk-map.ts";
 import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
 import { UnsupportedImageError } from "./errors.ts";
 import { openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
-import { QCOW2_MAGIC } from "./qcow2.ts";
 import { openSource } from "./source.ts";
 import { type ConvertOptions, DEFAULT_CHUNK, rechunk } from "./to-raw.ts";
 
@@ -118,7 +118,7 @@ function setOffset(dv: DataView, at: number, offset: number, flags = 0): void {
 function header(l: Qcow2Layout): Uint8Array {
   const out = new Uint8Array(CLUSTER);
   const dv = new DataView(out.buffer);
-  dv.setUint32(0, QCOW2_MAGIC);
+  out.set(QCOW2_MAGIC, 0);
   dv.setUint32(4, 3);
   dv.setUint32(20, CLUSTER_BITS);
   dv.setBigUint64(24, BigInt(l.virtualSize));
