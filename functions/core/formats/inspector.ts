@@ -37,7 +37,8 @@ export function createInspector(opts: InspectOptions): Inspector {
   let inner: LayerInspection | undefined;
   let inflater: GzipInflater | undefined;
   let finished = false;
-  signal?.addEventListener("abort", () => inflater?.destroy(), { once: true });
+  const onAbort = () => inflater?.destroy();
+  signal?.addEventListener("abort", onAbort, { once: true });
 
   function startGzip(): void {
     const innerLayer = new LayerInspection(budget);
@@ -81,52 +82,60 @@ export function createInspector(opts: InspectOptions): Inspector {
       signal?.throwIfAborted();
       if (finished) throw new Error("inspector: finish() called twice");
       finished = true;
-      const checks: CheckResult[] = [];
-      const received = outer.layer.position;
-      if (received !== opts.totalSize) {
-        const result = fail(
-          CHECK.streamLength,
-          `the inspector received ${received} bytes but the object has ${opts.totalSize}; the image was cut short`,
-        );
-        checks.push(result);
+      try {
+        return await conclude();
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
         inflater?.destroy();
-        throw new UnsafeImageError(result.name, failureMessage(result), checks);
       }
-      checks.push(pass(CHECK.streamLength));
-      if (mode !== "gzip") {
-        const outcome = outer.conclude(opts.maxVirtualSize, checks);
-        return { ...outcome, compression: "none" };
-      }
-      const gz = inflater as GzipInflater;
-      await gz.end();
-      signal?.throwIfAborted();
-      const limit = opts.maxGzipRatio * opts.totalSize;
-      if (gz.overLimit) {
-        const result = fail(
-          CHECK.gzipBomb,
-          `the compressed upload inflates to more than ${opts.maxGzipRatio} times its ${opts.totalSize} bytes (limit ${limit} bytes); inflation was stopped`,
-        );
-        checks.push(result);
-        throw new UnsafeImageError(result.name, failureMessage(result), checks);
-      }
-      if (gz.error !== undefined) {
-        const result = fail(
-          CHECK.malformedHeader,
-          `gzip: the compressed stream is invalid (${gz.error.message})`,
-        );
-        checks.push(result);
-        throw new UnsafeImageError(result.name, failureMessage(result), checks, { cause: gz.error });
-      }
-      checks.push(pass(CHECK.gzipBomb, `inflated ${gz.inflated} bytes from ${opts.totalSize}`));
-      const innerLayer = inner as LayerInspection;
-      if (isGzip(innerLayer.layer.head())) {
-        throw new UnsupportedFormatError(
-          "gzip",
-          "the upload is gzip inside gzip; compress the image only once",
-        );
-      }
-      const outcome: LayerOutcome = innerLayer.conclude(opts.maxVirtualSize, checks);
-      return { ...outcome, compression: "gzip" };
     },
   };
+
+  async function conclude(): Promise<InspectionResult> {
+    const checks: CheckResult[] = [];
+    const received = outer.layer.position;
+    if (received !== opts.totalSize) {
+      const result = fail(
+        CHECK.streamLength,
+        `the inspector received ${received} bytes but the object has ${opts.totalSize}; the stream is incomplete or not this object`,
+      );
+      checks.push(result);
+      throw new UnsafeImageError(result.name, failureMessage(result), checks);
+    }
+    checks.push(pass(CHECK.streamLength));
+    if (mode !== "gzip") {
+      const outcome = outer.conclude(opts.maxVirtualSize, checks);
+      return { ...outcome, compression: "none" };
+    }
+    const gz = inflater as GzipInflater;
+    await gz.end();
+    signal?.throwIfAborted();
+    const limit = opts.maxGzipRatio * opts.totalSize;
+    if (gz.overLimit) {
+      const result = fail(
+        CHECK.gzipBomb,
+        `the compressed upload inflates to more than ${opts.maxGzipRatio} times its ${opts.totalSize} bytes (limit ${limit} bytes); inflation was stopped`,
+      );
+      checks.push(result);
+      throw new UnsafeImageError(result.name, failureMessage(result), checks);
+    }
+    if (gz.error !== undefined) {
+      const result = fail(
+        CHECK.malformedHeader,
+        `gzip: the compressed stream is invalid (${gz.error.message})`,
+      );
+      checks.push(result);
+      throw new UnsafeImageError(result.name, failureMessage(result), checks, { cause: gz.error });
+    }
+    checks.push(pass(CHECK.gzipBomb, `inflated ${gz.inflated} bytes from ${opts.totalSize}`));
+    const innerLayer = inner as LayerInspection;
+    if (isGzip(innerLayer.layer.head())) {
+      throw new UnsupportedFormatError(
+        "gzip",
+        "the upload is gzip inside gzip; compress the image only once",
+      );
+    }
+    const outcome: LayerOutcome = innerLayer.conclude(opts.maxVirtualSize, checks);
+    return { ...outcome, compression: "gzip" };
+  }
 }
