@@ -6,7 +6,7 @@ import {
   UnsafeImageError,
   UnsupportedFormatError,
 } from "../../../functions/core/formats/index.ts";
-import { readBytes } from "../../fixtures/generate-tools.ts";
+import { type QemuInfo, qemuInfo, readBytes } from "../../fixtures/generate-tools.ts";
 import { generateHostileCorpus, type HostileImage } from "../../fixtures/hostile/build-hostile.ts";
 import { inspectBytes } from "./helpers.ts";
 
@@ -49,6 +49,20 @@ describe("hostile images", () => {
       expect(error.checks.find((c) => c.name === expected.check && !c.passed)).toBeDefined();
     }
   }, 120_000);
+
+  it("the qemu-made hostile images really reference other files, as qemu-img itself reports", () => {
+    const info = (name: string) =>
+      qemuInfo((hostile.find((h) => h.name === name) as HostileImage).path) as QemuInfo &
+        Record<string, unknown>;
+    expect(info("qcow2-backing-passwd.qcow2")["backing-filename"]).toBe("/etc/passwd");
+    expect(info("qcow2-data-file.qcow2")["format-specific"]?.data?.["data-file"]).toMatch(
+      /qcow2-data-file\.raw$/,
+    );
+    const extents = info("vmdk-descriptor-passwd.vmdk")["format-specific"]?.data?.extents as {
+      filename: string;
+    }[];
+    expect(new Set(extents.map((e) => e.filename))).toEqual(new Set(["/etc/passwd"]));
+  });
 
   it("qcow2 backing file message names the file", async () => {
     const image = hostile.find((h) => h.name === "qcow2-backing-passwd.qcow2") as HostileImage;
