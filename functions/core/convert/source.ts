@@ -114,13 +114,15 @@ export class ForwardReader implements RangeReader {
         const from = Math.max(0, offset - pos);
         const to = Math.min(chunk.length, offset + length - pos);
         if (!out && to - from === length) return chunk.subarray(from, to);
-        out ??= new Uint8Array(length);
+        // Uninitialised is safe: the loop fills every byte unless the stream ended, handled below.
+        out ??= Buffer.allocUnsafe(length);
         out.set(chunk.subarray(from, to), written);
         written += to - from;
       }
       pos = chunkEnd;
     }
     // Past the end of the object: zeros, like readPadded.
+    if (out && written < length) out.fill(0, written);
     return out ?? new Uint8Array(length);
   }
 
