@@ -18,6 +18,8 @@ export interface Inspector {
   /** Bytes held for inspection now and at most so far (diagnostics; bounded by `MAX_CAPTURE_BYTES`). */
   readonly capturedBytes: number;
   readonly peakCapturedBytes: number;
+  /** Bytes inflated so far from a gzip upload (0 otherwise); stops growing once the `gzip bomb` limit is passed. */
+  readonly inflatedBytes: number;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -52,6 +54,9 @@ export function createInspector(opts: InspectOptions): Inspector {
     },
     get peakCapturedBytes() {
       return budget.peak;
+    },
+    get inflatedBytes() {
+      return inflater?.inflated ?? 0;
     },
 
     update(chunk: Uint8Array): Promise<void> {
