@@ -58,6 +58,8 @@ export interface HangarApp {
   app: { fetch(request: Request): Response | Promise<Response> };
   /** Resolves with what became of each object named by the envelope (logged, not interpreted). */
   handleStorageEvent(body: unknown): Promise<unknown>;
+  /** Scheduled housekeeping (hourly in AWS); run on `sweepIntervalMs` when present. */
+  sweep?(): Promise<unknown>;
 }
 
 export interface StackOptions {
@@ -76,6 +78,8 @@ export interface StackOptions {
    * (default). MinIO polls that queue every 3 s, so `false` trades durability for immediate delivery.
    */
   durableEvents?: boolean;
+  /** How often to run `hangar.sweep()`, as the AWS schedule does (default 1 hour; 0 never). */
+  sweepIntervalMs?: number;
   /** Forward every line MinIO and DynamoDB Local print to `log`. */
   verboseChildren?: boolean;
   /** Builds the application; defaults to `createHangar` from functions/wiring.ts. */
@@ -244,6 +248,11 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
 
     const apiServer = await listenApi(hangar, opts.apiPort);
     cleanups.push(() => closeServer(apiServer));
+    const sweepEvery = opts.sweepIntervalMs ?? 3_600_000;
+    if (hangar.sweep && sweepEvery > 0) {
+      const stopSweeping = scheduleSweeps(hangar.sweep.bind(hangar), sweepEvery, log);
+      cleanups.push(stopSweeping);
+    }
 
     const tokens = {
       admin: await signToken(signingKey, DEMO_IDENTITIES.admin),
@@ -280,6 +289,32 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
     await stop();
     throw err;
   }
+}
+
+/**
+ * Runs `sweep` every `everyMs`, never two at once; returns a function that cancels the schedule and
+ * waits for a sweep in progress.
+ */
+function scheduleSweeps(
+  sweep: () => Promise<unknown>,
+  everyMs: number,
+  log: (line: string) => void,
+): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = sweep()
+      .then((report) => log(`sweep: ${JSON.stringify(report ?? null)}`))
+      .catch((err: unknown) => log(`sweep failed: ${errorMessage(err)}`))
+      .finally(() => {
+        running = undefined;
+      });
+  }, everyMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }
 
 async function defaultCreateHangar(config: Config): Promise<HangarApp> {

@@ -1,7 +1,8 @@
 /**
  * `npm start`: runs Hangar's local stack in the foreground until Ctrl-C.
  * Environment: HANGAR_HOME (default <repo>/.hangar), HANGAR_CACHE, HANGAR_API_PORT (9292),
- * HANGAR_S3_PORT (9000), HANGAR_DYNAMODB_PORT (8000), HANGAR_LOCAL_VERBOSE=1. Flag: --reset.
+ * HANGAR_S3_PORT (9000), HANGAR_DYNAMODB_PORT (8000), HANGAR_LOCAL_VERBOSE=1, HANGAR_LOCAL_SWEEP_SECONDS
+ * (3600; 0 never). Flag: --reset.
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +17,15 @@ function port(name: string, fallback: number): number {
   if (!Number.isInteger(value) || value < 1 || value > 65535) {
     throw new Error(`${name}=${raw} is not a port number (1-65535)`);
   }
+  return value;
+}
+
+function seconds(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0)
+    throw new Error(`${name}=${raw} is not a whole number of seconds`);
   return value;
 }
 
@@ -70,6 +80,7 @@ async function main(): Promise<void> {
     reset: args.includes("--reset"),
     log: (l) => line(l),
     verboseChildren: process.env.HANGAR_LOCAL_VERBOSE === "1",
+    sweepIntervalMs: seconds("HANGAR_LOCAL_SWEEP_SECONDS", 3600) * 1000,
   });
   line(`Hangar is ready: API ${stack.info.apiUrl} — endpoints and demo tokens in ${stack.infoFile}`);
   try {

@@ -48,6 +48,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
       reset: true,
       log,
       durableEvents,
+      // Housekeeping on a timer would race the tests' own expectations about uploads and staged objects.
+      sweepIntervalMs: 0,
+      // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise.
+      env: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
     });
   } catch (err) {
     const tail = await readFile(logFile, "utf8").catch(() => "");
