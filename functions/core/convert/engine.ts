@@ -36,41 +36,55 @@ function hostSpan(e: Extent): number {
   return e.kind === "data" ? e.length : e.kind === "encoded" ? e.hostLength : 0;
 }
 
+function* splitData(e: Extent, max: number): Generator<Extent> {
+  if (e.kind !== "data" || e.length <= max) {
+    yield e;
+    return;
+  }
+  for (let at = 0; at < e.length; at += max) {
+    yield { kind: "data", host: e.host + at, length: Math.min(max, e.length - at) };
+  }
+}
+
 /** Groups consecutive extents whose host ranges fit one window, merging runs of zeros and of adjacent data. */
 async function* planGroups(map: DiskMap, o: Required<Omit<PlanOptions, "signal">>, signal?: AbortSignal) {
   let g: Group = { hostStart: -1, hostEnd: -1, items: [] };
   let covered = 0;
   for await (const batch of map.batches(signal)) {
-    for (const e of batch) {
-      if (e.length <= 0) continue;
-      covered += e.length;
-      const last = g.items[g.items.length - 1];
-      if (e.kind === "zero") {
-        if (last?.kind === "zero")
-          g.items[g.items.length - 1] = { kind: "zero", length: last.length + e.length };
-        else g.items.push(e);
-        continue;
-      }
-      const hs = e.host;
-      const he = e.host + hostSpan(e);
-      if (g.hostStart < 0) {
-        g.hostStart = hs;
-        g.hostEnd = he;
-      } else if (
-        hs >= g.hostStart &&
-        hs <= g.hostEnd + o.maxGap &&
-        Math.max(he, g.hostEnd) - g.hostStart <= o.windowSize
-      ) {
-        g.hostEnd = Math.max(g.hostEnd, he);
-      } else {
-        yield g;
-        g = { hostStart: hs, hostEnd: he, items: [] };
-      }
-      const prev = g.items[g.items.length - 1];
-      if (e.kind === "data" && prev?.kind === "data" && prev.host + prev.length === e.host) {
-        g.items[g.items.length - 1] = { kind: "data", host: prev.host, length: prev.length + e.length };
-      } else {
-        g.items.push(e);
+    for (const whole of batch) {
+      if (whole.length <= 0) continue;
+      // Long stored runs (a fixed VHD, a raw batch, 32 MiB VHDX blocks) are read a window at a time,
+      // so no single read exceeds windowSize; encoded extents are bounded by their format modules.
+      for (const e of splitData(whole, o.windowSize)) {
+        covered += e.length;
+        const last = g.items[g.items.length - 1];
+        if (e.kind === "zero") {
+          if (last?.kind === "zero")
+            g.items[g.items.length - 1] = { kind: "zero", length: last.length + e.length };
+          else g.items.push(e);
+          continue;
+        }
+        const hs = e.host;
+        const he = e.host + hostSpan(e);
+        if (g.hostStart < 0) {
+          g.hostStart = hs;
+          g.hostEnd = he;
+        } else if (
+          hs >= g.hostStart &&
+          hs <= g.hostEnd + o.maxGap &&
+          Math.max(he, g.hostEnd) - g.hostStart <= o.windowSize
+        ) {
+          g.hostEnd = Math.max(g.hostEnd, he);
+        } else {
+          yield g;
+          g = { hostStart: hs, hostEnd: he, items: [] };
+        }
+        const prev = g.items[g.items.length - 1];
+        if (e.kind === "data" && prev?.kind === "data" && prev.host + prev.length === e.host) {
+          g.items[g.items.length - 1] = { kind: "data", host: prev.host, length: prev.length + e.length };
+        } else {
+          g.items.push(e);
+        }
       }
     }
     if (o.forwardOnly && g.hostStart >= 0) {

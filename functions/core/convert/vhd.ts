@@ -19,7 +19,8 @@ import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 const FOOTER_SIZE = VHD_FOOTER_SIZE;
 const BAT_UNUSED = 0xffffffff;
 const SECTOR = 512;
-const MAX_BLOCK_SIZE = 256 << 20;
+// A block and its bitmap are decoded in one piece: this caps that piece (QEMU and Hyper-V write 2 MiB).
+const MAX_BLOCK_SIZE = 16 << 20;
 const MAX_BAT_BYTES = 32 << 20;
 const BATCH_BLOCKS = 256;
 
@@ -69,7 +70,7 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
   const maxEntries = dyn.maxTableEntries;
   const blockSize = dyn.blockSize;
   if (!isPowerOfTwo(blockSize) || blockSize < SECTOR || blockSize > MAX_BLOCK_SIZE) {
-    throw new CorruptImageError(`vhd block size ${blockSize} is invalid`);
+    throw new UnsupportedImageError(`vhd block size ${blockSize} is not supported (at most 16 MiB)`);
   }
   const blocks = Math.ceil(virtualSize / blockSize);
   if (blocks > maxEntries)

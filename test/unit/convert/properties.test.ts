@@ -89,3 +89,30 @@ describe("file-backed reads are coalesced", () => {
     }
   });
 });
+
+describe("no single read exceeds the window", () => {
+  const FIXED: { name: string; format: SourceFormat; qemu: string; options: string[] }[] = [
+    { name: "fixed.vhd", format: "vhd", qemu: "vpc", options: ["subformat=fixed"] },
+    { name: "fixed.vhdx", format: "vhdx", qemu: "vhdx", options: ["subformat=fixed"] },
+    { name: "static.vdi", format: "vdi", qemu: "vdi", options: ["static=on"] },
+  ];
+  for (const f of FIXED) {
+    it(f.name, async () => {
+      const path = makeImage(f.name, f.qemu, f.options);
+      const inner = memoryRange(readFileSync(path));
+      let largest = 0;
+      const range = {
+        size: inner.size,
+        read(offset: number, length: number) {
+          largest = Math.max(largest, length);
+          return inner.read(offset, length);
+        },
+      };
+      const windowSize = 1 << 20;
+      expect(await digest(convertToRaw(f.format, { range }, { windowSize }))).toEqual(
+        qemuRawSha256(path, f.qemu),
+      );
+      expect(largest).toBeLessThanOrEqual(windowSize);
+    });
+  }
+});
