@@ -91,6 +91,8 @@ export interface LocalStack {
   signingKey: JWK;
   /** Path of the written local.json. */
   infoFile: string;
+  /** Where MinIO delivers bucket events (loopback, bearer-token protected); not in local.json. */
+  webhookUrl: string;
   stop(): Promise<void>;
   /** Rejects (after tearing everything down) when a child service dies; resolves after stop(). */
   done: Promise<void>;
@@ -181,7 +183,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
   try {
     const webhookServer = await receiver.listen();
     cleanups.push(() => closeServer(webhookServer));
-    const webhookPort = (webhookServer.address() as AddressInfo).port;
+    const webhookUrl = `http://127.0.0.1:${(webhookServer.address() as AddressInfo).port}/minio-events`;
 
     const childOutput = (name: string) =>
       opts.verboseChildren ? (l: string) => log(`[${name}] ${l}`) : undefined;
@@ -197,7 +199,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
         rootUser: LOCAL_ACCESS_KEY_ID,
         rootPassword: LOCAL_SECRET_ACCESS_KEY,
         webhook: {
-          endpoint: `http://127.0.0.1:${webhookPort}/minio-events`,
+          endpoint: webhookUrl,
           authToken: receiver.token,
           ...(opts.durableEvents === false ? {} : { queueDir: dirs.minioEvents }),
         },
@@ -284,7 +286,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
     await writeFile(tmp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
     await rename(tmp, infoFile);
 
-    return { info, signingKey, infoFile, stop, done };
+    return { info, signingKey, infoFile, webhookUrl, stop, done };
   } catch (err) {
     await stop();
     throw err;

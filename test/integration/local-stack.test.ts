@@ -121,6 +121,24 @@ describe("local stack", () => {
     expect((await stackLog()).some((l) => l.includes(outside))).toBe(false);
   });
 
+  it("refuses webhook deliveries without MinIO's bearer token, and hands nothing to the importer", async () => {
+    const url = inject("hangarStack").webhookUrl;
+    assertLoopback(url);
+    const key = `hangar-local/staging/${randomUUID()}`;
+    const forged = JSON.stringify({ EventName: "s3:ObjectCreated:Put", Key: key });
+    const anonymous = await fetch(url, { method: "POST", body: forged });
+    expect(anonymous.status).toBe(401);
+    const wrong = await fetch(url, {
+      method: "POST",
+      body: forged,
+      headers: { authorization: "Bearer guess" },
+    });
+    expect(wrong.status).toBe(401);
+    const log = await stackLog();
+    expect(log.filter((l) => l.includes("bad or missing webhook token")).length).toBeGreaterThanOrEqual(2);
+    expect(log.some((l) => l.includes(key))).toBe(false);
+  });
+
   it("imports an upload end to end: create, PUT to the presigned link, active with checksums", async () => {
     const token = getStack().tokens.alice;
     const data = randomBytes(1024 * 1024);

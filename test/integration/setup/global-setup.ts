@@ -70,7 +70,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.error(`integration stack went down: ${err instanceof Error ? err.message : String(err)}`);
   });
 
-  project.provide("hangarStack", { info: stack.info, signingKey: stack.signingKey, home, logFile });
+  project.provide("hangarStack", {
+    info: stack.info,
+    signingKey: stack.signingKey,
+    home,
+    logFile,
+    webhookUrl: stack.webhookUrl,
+  });
 
   return async () => {
     await stack.stop();
