@@ -1,22 +1,20 @@
 import { inflateSync } from "node:zlib";
-import { ascii, checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
+import {
+  looksLikeVmdkDescriptor,
+  parseVmdkSparseHeader,
+  VMDK_GD_AT_END,
+  VMDK_HEADER_SIZE,
+  VMDK_OFFSET,
+} from "../formats/vmdk.ts";
+import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
-// Offsets from VMware's "Virtual Disk Format 1.1" SparseExtentHeader (little-endian).
-export const VMDK_MAGIC = 0x564d444b; // "KDMV"
-const OFF_VERSION = 4;
-const OFF_FLAGS = 8;
-const OFF_CAPACITY = 12;
-const OFF_GRAIN_SIZE = 20;
-const OFF_NUM_GTES_PER_GT = 44;
-const OFF_GD_OFFSET = 56;
-const OFF_COMPRESS_ALGORITHM = 77;
-const HEADER_SIZE = 512;
+// The sparse header is parsed by the inspector's module; this file reads the grain directory and
+// tables (VMware "Virtual Disk Format 1.1", little-endian) and decodes stream grains.
 const FOOTER_FROM_END = 1024; // footer marker, footer, end-of-stream marker: the footer is 2 sectors from the end
-const GD_AT_END = 0xffffffffffffffffn;
 const FLAG_ZERO_GRAIN_GTE = 1 << 2;
 const FLAG_COMPRESSED = 1 << 16;
 const FLAG_MARKERS = 1 << 17;
@@ -24,9 +22,9 @@ const COMPRESSION_DEFLATE = 1;
 const GTE_ZEROED = 1;
 const MARKER_HEADER = 12; // u64 lba + u32 size
 const SECTOR = 512;
-// Grain sizes: a power of two from 1 sector to 1 MiB; QEMU accepts no more.
+// QEMU allows grains up to 1 GiB; a grain is decoded in one piece, so conversion stops at 1 MiB
+// (VMware and qemu-img write 64 KiB).
 const MAX_GRAIN_SECTORS = 2048;
-const MAX_GTES_PER_GT = 4096;
 /** Largest grain directory read at once; bounds metadata memory. */
 const MAX_GD_BYTES = 32 << 20;
 
@@ -39,33 +37,26 @@ interface VmdkHeader {
 }
 
 function parseHeader(bytes: Uint8Array): VmdkHeader {
-  if (bytes.length < HEADER_SIZE) throw new CorruptImageError("vmdk header is truncated");
-  const dv = view(bytes);
-  if (dv.getUint32(0, true) !== VMDK_MAGIC) {
-    if (ascii(bytes, 0, 20).includes("# Disk Descriptor")) {
-      throw new UnsupportedImageError(
-        "vmdk descriptor files with separate extents are not supported; upload a monolithicSparse or streamOptimized vmdk",
-      );
-    }
-    throw new CorruptImageError("not a sparse vmdk (bad magic)");
+  if (looksLikeVmdkDescriptor(bytes)) {
+    throw new UnsupportedImageError(
+      "vmdk descriptor files with separate extents are not supported; upload a monolithicSparse or streamOptimized vmdk",
+    );
   }
-  const version = dv.getUint32(OFF_VERSION, true);
-  if (version < 1 || version > 3) throw new UnsupportedImageError(`vmdk version ${version} is not supported`);
-  const flags = dv.getUint32(OFF_FLAGS, true);
-  const capacity = safeNumber(dv.getBigUint64(OFF_CAPACITY, true), "vmdk capacity") * SECTOR;
+  const h = parseVmdkSparseHeader(bytes);
+  const capacity = safeNumber(h.capacity, "vmdk capacity") * SECTOR;
   if (capacity > MAX_VIRTUAL_SIZE)
     throw new UnsupportedImageError(`vmdk virtual size ${capacity} is too large`);
-  const grainSectors = safeNumber(dv.getBigUint64(OFF_GRAIN_SIZE, true), "vmdk grainSize");
+  const grainSectors = safeNumber(h.grainSize, "vmdk grainSize");
   if (!isPowerOfTwo(grainSectors) || grainSectors > MAX_GRAIN_SECTORS) {
-    throw new CorruptImageError(`vmdk grain size ${grainSectors} sectors is invalid`);
+    throw new UnsupportedImageError(`vmdk grain size ${grainSectors} sectors is not supported`);
   }
-  const gtesPerGt = dv.getUint32(OFF_NUM_GTES_PER_GT, true);
-  if (gtesPerGt < 1 || gtesPerGt > MAX_GTES_PER_GT)
-    throw new CorruptImageError(`vmdk numGTEsPerGT ${gtesPerGt} is invalid`);
-  if (flags & FLAG_COMPRESSED && dv.getUint16(OFF_COMPRESS_ALGORITHM, true) !== COMPRESSION_DEFLATE) {
+  if (
+    h.flags & FLAG_COMPRESSED &&
+    view(bytes).getUint16(VMDK_OFFSET.compressAlgorithm, true) !== COMPRESSION_DEFLATE
+  ) {
     throw new UnsupportedImageError("vmdk compression algorithm is not deflate");
   }
-  return { flags, capacity, grainSectors, gtesPerGt, gdSector: dv.getBigUint64(OFF_GD_OFFSET, true) };
+  return { flags: h.flags, capacity, grainSectors, gtesPerGt: h.numGTEsPerGT, gdSector: h.gdOffset };
 }
 
 /**
@@ -73,15 +64,16 @@ function parseHeader(bytes: Uint8Array): VmdkHeader {
  * (from the footer for streamOptimized), so out-of-order grains work with ranged reads.
  */
 export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
-  let h = parseHeader(await range.read(0, Math.min(HEADER_SIZE, range.size), signal));
-  if (h.gdSector === GD_AT_END) {
-    if (!Number.isFinite(range.size) || range.size < HEADER_SIZE + FOOTER_FROM_END) {
+  let h = parseHeader(await range.read(0, Math.min(VMDK_HEADER_SIZE, range.size), signal));
+  if (h.gdSector === VMDK_GD_AT_END) {
+    if (!Number.isFinite(range.size) || range.size < VMDK_HEADER_SIZE + FOOTER_FROM_END) {
       throw new UnsupportedImageError(
         "this streamOptimized vmdk keeps its grain directory in a footer that cannot be reached",
       );
     }
-    h = parseHeader(await range.read(range.size - FOOTER_FROM_END, HEADER_SIZE, signal));
-    if (h.gdSector === GD_AT_END) throw new CorruptImageError("vmdk footer has no grain directory offset");
+    h = parseHeader(await range.read(range.size - FOOTER_FROM_END, VMDK_HEADER_SIZE, signal));
+    if (h.gdSector === VMDK_GD_AT_END)
+      throw new CorruptImageError("vmdk footer has no grain directory offset");
   }
   const fileSize = range.size;
   const grainBytes = h.grainSectors * SECTOR;
