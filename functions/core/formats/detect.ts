@@ -54,6 +54,15 @@ export function detectFormat(head: Uint8Array, tail: Uint8Array, totalSize: numb
   let h = head.subarray(0, PROBE_HEAD_BYTES);
   let t = tail.subarray(Math.max(0, tail.length - PROBE_TAIL_BYTES));
   if (isGzip(h)) {
+    const outer = probeAll(h, t, totalSize);
+    const alsoMatches = [...outer.supported.map((m) => m.name), ...outer.unsupported];
+    if (alsoMatches.length > 0) {
+      const result = fail(
+        CHECK.polyglot,
+        `the image is valid as more than one format (gzip, ${alsoMatches.join(", ")}); such images can be read differently by different tools and are refused`,
+      );
+      throw new UnsafeImageError(result.name, failureMessage(result), [result]);
+    }
     compression = "gzip";
     h = inflateHead(head);
     t = new Uint8Array(0);

@@ -7,7 +7,7 @@ import { CaptureBudget } from "./capture.ts";
 import { CHECK, fail, failureMessage, pass } from "./checks.ts";
 import { UnsafeImageError, UnsupportedFormatError } from "./errors.ts";
 import { GzipInflater, isGzip } from "./gzip.ts";
-import { LayerInspection, type LayerOutcome } from "./layer-inspection.ts";
+import { LayerInspection, type LayerOutcome, probeAll } from "./layer-inspection.ts";
 import type { CheckResult, InspectionResult, InspectOptions } from "./types.ts";
 
 export interface Inspector {
@@ -111,6 +111,18 @@ export function createInspector(opts: InspectOptions): Inspector {
     if (mode !== "gzip") {
       const outcome = outer.conclude(opts.maxVirtualSize, checks);
       return { ...outcome, compression: "none" };
+    }
+    // The compressed bytes themselves must not read as another format (an ISO descriptor inside a
+    // stored deflate block, say): a tool that never unwraps gzip would see that format instead.
+    const { supported, unsupported } = probeAll(outer.layer.head(), outer.layer.tail(), received);
+    const alsoMatches = [...supported.map((m) => m.name), ...unsupported];
+    if (alsoMatches.length > 0) {
+      const result = fail(
+        CHECK.polyglot,
+        `the image is valid as more than one format (gzip, ${alsoMatches.join(", ")}); such images can be read differently by different tools and are refused`,
+      );
+      checks.push(result);
+      throw new UnsafeImageError(result.name, failureMessage(result), checks);
     }
     const gz = inflater as GzipInflater;
     await gz.end();
