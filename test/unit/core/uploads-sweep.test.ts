@@ -64,6 +64,19 @@ describe("sweeper", () => {
     expect((await s.service.show(idle, alice)).upload?.method).toBe("multipart");
   });
 
+  it("judges an upload without parts by the record's start when storage reports the listing time (MinIO)", async () => {
+    const s = setup();
+    const id = (await s.service.create({ name: "empty", upload_size: 12 * MIB }, alice)).image.id;
+    const uploadId = (await s.images.get(id))?.multipart_upload_id as string;
+    s.clock.advance(25 * HOUR);
+    // MinIO's ListMultipartUploads gives the time of the listing as `Initiated`.
+    const listPending = s.storage.listPending.bind(s.storage);
+    s.storage.listPending = async (prefix: string) =>
+      (await listPending(prefix)).map((u) => ({ ...u, initiated: s.clock.now().toISOString() }));
+    expect(await s.sweeper.sweep()).toMatchObject({ abortedUploads: 1, resetImages: 1 });
+    expect(s.storage.pending.has(uploadId)).toBe(false);
+  });
+
   it("deletes staged objects left for a day by gone or queued images, not fresh ones", async () => {
     const s = setup();
     const gone = "00000000-0000-4000-8000-00000000aaaa";
