@@ -8,6 +8,8 @@ export interface ProvidedStack {
   signingKey: JWK;
   /** The stack's temporary HANGAR_HOME. */
   home: string;
+  /** Where the verified MinIO and DynamoDB Local binaries are cached (for tests that start a stack of their own). */
+  cacheDir: string;
   /** The stack's receiver of MinIO bucket events. */
   webhookUrl: string;
   /** Every line the stack logs (storage events received, handled, failed) is appended here. */

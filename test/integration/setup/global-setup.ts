@@ -76,6 +76,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     home,
     logFile,
     webhookUrl: stack.webhookUrl,
+    cacheDir,
   });
 
   return async () => {
