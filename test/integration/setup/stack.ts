@@ -37,7 +37,8 @@ export async function mintToken(claims: TokenClaims, opts?: SignOptions): Promis
 
 /**
  * Fetches `path` (e.g. `/v2/images`) from the stack's API. With `token`, sends it as `X-Auth-Token`
- * like the OpenStack clients do; a string body without a content type is sent as JSON.
+ * like the OpenStack clients do; a string body without a content type is sent as JSON. Redirects are
+ * not followed unless `init.redirect` says so, so a test sees the API's own 302 (e.g. `/file`).
  */
 export async function api(path: string, init: RequestInit = {}, token?: string): Promise<Response> {
   const url = new URL(path, provided().info.apiUrl);
