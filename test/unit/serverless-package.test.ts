@@ -12,7 +12,8 @@ import { loadConfig } from "../../functions/config.ts";
 
 // Builds the bundles (scripts/build.mjs) and packages serverless.yml with osls, offline, then checks the
 // CloudFormation that `osls deploy` would submit: what triggers the importer, what each role may touch,
-// and how the bucket and table are set up. It also runs the built authorizer bundle under plain Node.
+// and how the bucket and table are set up. It also loads every built bundle under plain Node, as Lambda
+// does, and runs the authorizer's against signed tokens.
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
