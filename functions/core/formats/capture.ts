@@ -77,6 +77,19 @@ export class Region {
     return this.inHead ? this.layer.head().subarray(this.offset, this.end) : (this.buffer as Uint8Array);
   }
 
+  /**
+   * The region as a reader that pads what the stream never delivered with zeros, as QEMU's reads
+   * past the end of a file do. Only meaningful once the stream has ended; empty if `missed`.
+   */
+  zeroPadded(): Uint8Array {
+    if (this.missed) return new Uint8Array(0);
+    if (this.complete) return this.data;
+    const out = new Uint8Array(this.length);
+    if (this.inHead) out.set(this.layer.head().subarray(this.offset, this.end));
+    else out.set(this.buffer as Uint8Array);
+    return out;
+  }
+
   /** @internal copies the overlap of a chunk that starts at `chunkStart`. */
   fill(chunk: Uint8Array, chunkStart: number): void {
     if (this.buffer === undefined) return;

@@ -258,9 +258,11 @@ class Qcow2Session implements FormatSession {
   report(): FormatReport {
     const h = this.header ?? parseQcow2Header(this.layer.head());
     const extRegion = this.extensions;
-    // Extensions may be cut short by the end of a tiny file; QEMU then reads zeros, we read nothing.
+    // A file that ends inside its first cluster: QEMU reads the missing bytes as zeros, and so do we,
+    // so an extension in the bytes that are there still counts.
+    if (extRegion?.missed === true) throw new MalformedImageError(F, "header extensions are out of reach");
     const extensions =
-      extRegion?.complete === true ? parseQcow2Extensions(extRegion.data, extRegion.offset, h) : [];
+      extRegion === undefined ? [] : parseQcow2Extensions(extRegion.zeroPadded(), extRegion.offset, h);
     const backingName = this.backingName?.complete === true ? latin1(this.backingName.data) : undefined;
     const dataFileExt = extensions.find((e) => e.type === QCOW2_EXT.externalDataFile);
     const unknownBits = h.incompatibleFeatures & ~QCOW2_KNOWN_INCOMPAT_MASK;
