@@ -1,3 +1,18 @@
+import { hasBytesAt } from "../formats/bytes.ts";
+import {
+  parseVhdxMetadataTable,
+  parseVhdxRegionTable,
+  VHDX_FILE_PARAMS_HAS_PARENT,
+  VHDX_FILE_SIGNATURE,
+  VHDX_GUID,
+  VHDX_MAX_BLOCK_SIZE,
+  VHDX_METADATA_TABLE_SIZE,
+  VHDX_MIN_BLOCK_SIZE,
+  VHDX_REGION_SIGNATURE,
+  VHDX_REGION_TABLE_OFFSET,
+  VHDX_REGION_TABLE_SIZE,
+  type VhdxRegion,
+} from "../formats/vhdx.ts";
 import { ascii, checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import { crc32c } from "./crc32c.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
@@ -5,8 +20,8 @@ import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
-// Layout from Microsoft's VHDX specification v1.0 (little-endian).
-const FILE_SIGNATURE = "vhdxfile";
+// Region and metadata tables are parsed by the inspector's module; this file adds the header and
+// region-table checksums, the refusals and the BAT walk (Microsoft VHDX specification v1.0, little-endian).
 const HEADER_OFFSETS = [64 * 1024, 128 * 1024] as const;
 const HEADER_SIZE = 4096;
 const HEADER_SIGNATURE = "head";
@@ -14,44 +29,16 @@ const OFF_CHECKSUM = 4;
 const OFF_SEQUENCE = 8;
 const OFF_LOG_GUID = 48;
 const OFF_HEADER_VERSION = 66;
-const REGION_OFFSETS = [192 * 1024, 256 * 1024] as const;
-const REGION_TABLE_SIZE = 64 * 1024;
-const REGION_SIGNATURE = "regi";
-const OFF_REGION_COUNT = 8;
-const REGION_ENTRIES = 16;
-const REGION_ENTRY_SIZE = 32;
-const MAX_REGION_ENTRIES = 2047;
-const METADATA_SIGNATURE = "metadata";
-const OFF_METADATA_COUNT = 10;
-const METADATA_ENTRIES = 32;
-const METADATA_ENTRY_SIZE = 32;
-const MAX_METADATA_ENTRIES = 2047;
-const METADATA_TABLE_SIZE = 64 * 1024;
+const REGION_OFFSETS = [VHDX_REGION_TABLE_OFFSET, 256 * 1024] as const;
 const MiB = 1 << 20;
-const MIN_BLOCK = MiB;
-const MAX_BLOCK = 256 * MiB;
 const MAX_BAT_BYTES = 32 * MiB;
 const BATCH_BLOCKS = 256;
 
 // Payload block states (bits 0–2 of a BAT entry); everything but FULLY_PRESENT reads as zeros.
 const PAYLOAD_FULLY_PRESENT = 6;
 const PAYLOAD_PARTIALLY_PRESENT = 7;
-const FILE_PARAMS_HAS_PARENT = 2;
 
-const GUID_BAT = "2DC27766-F623-4200-9D64-115E9BFD4A08";
-const GUID_METADATA = "8B7CA206-4790-4B9A-B8FE-575F050F886E";
-const GUID_FILE_PARAMETERS = "CAA16737-FA36-4D43-B3B6-33F0AA44E76B";
-const GUID_VIRTUAL_DISK_SIZE = "2FA54224-CD1B-4876-B211-5DBED83BF4B8";
-const GUID_LOGICAL_SECTOR_SIZE = "8141BF1D-A96F-4709-BA47-F233A8FAAB5F";
-
-/** GUIDs are stored with their first three fields little-endian. */
-function guidAt(bytes: Uint8Array, offset: number): string {
-  const h = (i: number) => (bytes[offset + i] ?? 0).toString(16).padStart(2, "0");
-  const part = (idx: number[]) => idx.map(h).join("");
-  return [part([3, 2, 1, 0]), part([5, 4]), part([7, 6]), part([8, 9]), part([10, 11, 12, 13, 14, 15])]
-    .join("-")
-    .toUpperCase();
-}
+const sameGuid = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 function checksumOk(bytes: Uint8Array): boolean {
   // A real copy: `slice` on a Node Buffer would be a view, and zeroing its checksum would alter the source.
@@ -73,35 +60,28 @@ async function currentHeader(range: RangeReader, signal?: AbortSignal): Promise<
   return best.bytes;
 }
 
-async function regionTable(
-  range: RangeReader,
-  signal?: AbortSignal,
-): Promise<Map<string, { offset: number; length: number }>> {
+async function regionTable(range: RangeReader, signal?: AbortSignal): Promise<VhdxRegion[]> {
   for (const offset of REGION_OFFSETS) {
-    const bytes = await range.read(offset, REGION_TABLE_SIZE, signal);
-    if (ascii(bytes, 0, 4) !== REGION_SIGNATURE || !checksumOk(bytes)) continue;
-    const dv = view(bytes);
-    const count = dv.getUint32(OFF_REGION_COUNT, true);
-    if (count > MAX_REGION_ENTRIES) throw new CorruptImageError("vhdx region table has too many entries");
-    const regions = new Map<string, { offset: number; length: number }>();
-    for (let i = 0; i < count; i++) {
-      const at = REGION_ENTRIES + i * REGION_ENTRY_SIZE;
-      regions.set(guidAt(bytes, at), {
-        offset: safeNumber(dv.getBigUint64(at + 16, true), "vhdx region offset"),
-        length: dv.getUint32(at + 24, true),
-      });
-    }
-    return regions;
+    const bytes = await range.read(offset, VHDX_REGION_TABLE_SIZE, signal);
+    if (!hasBytesAt(bytes, 0, VHDX_REGION_SIGNATURE) || !checksumOk(bytes)) continue;
+    return parseVhdxRegionTable(bytes);
   }
   throw new CorruptImageError("vhdx has no valid region table");
+}
+
+function region(regions: VhdxRegion[], guid: Uint8Array, what: string): { offset: number; length: number } {
+  const found = regions.filter((r) => sameGuid(r.guid, guid));
+  if (found.length !== 1 || !found[0]) throw new CorruptImageError(`vhdx needs exactly one ${what} region`);
+  return { offset: safeNumber(found[0].fileOffset, `vhdx ${what} region offset`), length: found[0].length };
 }
 
 /** Opens a fixed or dynamic VHDX. Metadata held: the BAT (8 bytes per block). */
 export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
   const fileSize = range.size;
-  checkRange(0, REGION_OFFSETS[1] + REGION_TABLE_SIZE, fileSize, "vhdx headers");
+  checkRange(0, REGION_OFFSETS[1] + VHDX_REGION_TABLE_SIZE, fileSize, "vhdx headers");
   const ident = await range.read(0, 8, signal);
-  if (ascii(ident, 0, 8) !== FILE_SIGNATURE) throw new CorruptImageError("not a vhdx image (bad signature)");
+  if (!hasBytesAt(ident, 0, VHDX_FILE_SIGNATURE))
+    throw new CorruptImageError("not a vhdx image (bad signature)");
   const header = await currentHeader(range, signal);
   if (view(header).getUint16(OFF_HEADER_VERSION, true) !== 1)
     throw new UnsupportedImageError("vhdx version is not 1");
@@ -111,48 +91,42 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
     );
   }
   const regions = await regionTable(range, signal);
-  const bat = regions.get(GUID_BAT);
-  const meta = regions.get(GUID_METADATA);
-  if (!bat || !meta) throw new CorruptImageError("vhdx lacks its BAT or metadata region");
+  const bat = region(regions, VHDX_GUID.batRegion, "BAT");
+  const meta = region(regions, VHDX_GUID.metadataRegion, "metadata");
   // QEMU puts the BAT before the metadata region: read it first so a forward-only source still works.
   if (bat.length > MAX_BAT_BYTES) throw new UnsupportedImageError("vhdx BAT region is too large");
   checkRange(bat.offset, bat.length, fileSize, "vhdx BAT region");
   const early = bat.offset < meta.offset ? await range.read(bat.offset, bat.length, signal) : undefined;
-  checkRange(meta.offset, METADATA_TABLE_SIZE, fileSize, "vhdx metadata region");
-  const metaTable = await range.read(meta.offset, METADATA_TABLE_SIZE, signal);
-  if (ascii(metaTable, 0, 8) !== METADATA_SIGNATURE)
-    throw new CorruptImageError("vhdx metadata table has a bad signature");
-  const mdv = view(metaTable);
-  const count = mdv.getUint16(OFF_METADATA_COUNT, true);
-  if (count > MAX_METADATA_ENTRIES) throw new CorruptImageError("vhdx metadata table has too many entries");
-  const items = new Map<string, Uint8Array>();
-  for (let i = 0; i < count; i++) {
-    const at = METADATA_ENTRIES + i * METADATA_ENTRY_SIZE;
-    const itemOffset = mdv.getUint32(at + 16, true);
-    const itemLength = mdv.getUint32(at + 20, true);
-    if (itemLength > 64) continue; // only small fixed-size items are read here
-    checkRange(itemOffset, itemLength, meta.length, "vhdx metadata item");
-    items.set(guidAt(metaTable, at), await range.read(meta.offset + itemOffset, itemLength, signal));
+  checkRange(meta.offset, VHDX_METADATA_TABLE_SIZE, fileSize, "vhdx metadata region");
+  const entries = parseVhdxMetadataTable(await range.read(meta.offset, VHDX_METADATA_TABLE_SIZE, signal));
+  const wanted = [VHDX_GUID.fileParameters, VHDX_GUID.virtualDiskSize, VHDX_GUID.logicalSectorSize];
+  const items = new Map<Uint8Array, Uint8Array>();
+  for (const entry of entries) {
+    const guid = wanted.find((g) => sameGuid(g, entry.guid));
+    // Only the small fixed-size items conversion needs are read.
+    if (!guid || entry.length > 64) continue;
+    checkRange(entry.offset, entry.length, meta.length, "vhdx metadata item");
+    items.set(guid, await range.read(meta.offset + entry.offset, entry.length, signal));
   }
-  const item = (guid: string, length: number, what: string) => {
+  const item = (guid: Uint8Array, length: number, what: string) => {
     const bytes = items.get(guid);
     if (!bytes || bytes.length < length) throw new CorruptImageError(`vhdx metadata lacks ${what}`);
     return view(bytes);
   };
-  const params = item(GUID_FILE_PARAMETERS, 8, "file parameters");
+  const params = item(VHDX_GUID.fileParameters, 8, "file parameters");
   const blockSize = params.getUint32(0, true);
-  if (params.getUint32(4, true) & FILE_PARAMS_HAS_PARENT)
+  if (params.getUint32(4, true) & VHDX_FILE_PARAMS_HAS_PARENT)
     throw new UnsupportedImageError("differencing vhdx images are not accepted");
-  if (!isPowerOfTwo(blockSize) || blockSize < MIN_BLOCK || blockSize > MAX_BLOCK) {
+  if (!isPowerOfTwo(blockSize) || blockSize < VHDX_MIN_BLOCK_SIZE || blockSize > VHDX_MAX_BLOCK_SIZE) {
     throw new CorruptImageError(`vhdx block size ${blockSize} is invalid`);
   }
   const virtualSize = safeNumber(
-    item(GUID_VIRTUAL_DISK_SIZE, 8, "virtual disk size").getBigUint64(0, true),
+    item(VHDX_GUID.virtualDiskSize, 8, "virtual disk size").getBigUint64(0, true),
     "vhdx virtual size",
   );
   if (virtualSize > MAX_VIRTUAL_SIZE)
     throw new UnsupportedImageError(`vhdx virtual size ${virtualSize} is too large`);
-  const sectorSize = item(GUID_LOGICAL_SECTOR_SIZE, 4, "logical sector size").getUint32(0, true);
+  const sectorSize = item(VHDX_GUID.logicalSectorSize, 4, "logical sector size").getUint32(0, true);
   if (sectorSize !== 512 && sectorSize !== 4096)
     throw new CorruptImageError(`vhdx logical sector size ${sectorSize} is invalid`);
   // One sector-bitmap entry follows every `chunkRatio` payload entries in the BAT.
