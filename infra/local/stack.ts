@@ -413,15 +413,15 @@ class EventReceiver {
   readonly token = randomBytes(24).toString("hex");
   private readonly inFlight = new Set<Promise<void>>();
   private hangar: HangarApp | undefined;
-  private waiting: ((h: HangarApp) => void)[] = [];
 
   constructor(private readonly log: (line: string) => void) {}
 
-  /** Events queued by MinIO from an earlier run can arrive before the app is built; they wait for it. */
+  /**
+   * Until the app is attached (events queued by MinIO in an earlier run arrive as soon as it starts),
+   * deliveries are answered 503 so that MinIO keeps them and retries.
+   */
   attach(hangar: HangarApp): void {
     this.hangar = hangar;
-    for (const resume of this.waiting) resume(hangar);
-    this.waiting = [];
   }
 
   listen(): Promise<Server> {
@@ -460,6 +460,12 @@ class EventReceiver {
       req.resume();
       return;
     }
+    const hangar = this.hangar;
+    if (!hangar) {
+      res.writeHead(503).end();
+      req.resume();
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     let tooBig = false;
@@ -482,7 +488,7 @@ class EventReceiver {
         return;
       }
       res.writeHead(200).end();
-      this.dispatch(body);
+      this.dispatch(hangar, body);
     });
   }
 
@@ -492,11 +498,10 @@ class EventReceiver {
     return given.length === expected.length && timingSafeEqual(given, expected);
   }
 
-  private dispatch(body: unknown): void {
+  private dispatch(hangar: HangarApp, body: unknown): void {
     const summary = describeEvent(body);
     this.log(`storage event received: ${summary}`);
     const work = (async () => {
-      const hangar = this.hangar ?? (await new Promise<HangarApp>((r) => this.waiting.push(r)));
       try {
         const outcome = await hangar.handleStorageEvent(body);
         this.log(`storage event handled: ${summary}: ${JSON.stringify(outcome ?? null)}`);
