@@ -88,6 +88,7 @@ export function hasBytesAt(bytes: Uint8Array, offset: number, magic: Uint8Array)
   return true;
 }
 
+/** Latin-1 text as bytes (magic strings). */
 export function asciiBytes(text: string): Uint8Array {
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0xff;

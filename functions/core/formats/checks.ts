@@ -25,15 +25,17 @@ export const CHECK = {
 } as const;
 export type CheckName = (typeof CHECK)[keyof typeof CHECK];
 
+/** A check that ran and passed. */
 export function pass(name: CheckName, detail?: string): CheckResult {
   return detail === undefined ? { name, passed: true } : { name, passed: true, detail };
 }
 
+/** A check that ran and failed; `detail` is read by the image owner. */
 export function fail(name: CheckName, detail: string): CheckResult {
   return { name, passed: false, detail };
 }
 
-/** `fail(name, detail)` when `bad` is a string, `pass(name)` otherwise. */
+/** `fail(name, problem)` when there is a problem, `pass(name)` otherwise. */
 export function check(name: CheckName, problem: string | undefined): CheckResult {
   return problem === undefined ? pass(name) : fail(name, problem);
 }

@@ -20,6 +20,8 @@ export const LUKS1_OFFSET = {
   keySlots: 208,
 } as const;
 export const LUKS1_KEY_SLOT_SIZE = 48;
+/** Fields within one key slot. */
+export const LUKS1_KEY_SLOT_OFFSET = { active: 0, materialOffset: 40, stripes: 44 } as const;
 export const LUKS1_KEY_SLOTS = 8;
 export const LUKS1_KEY_SLOT_ACTIVE = 0x00ac71f3;
 export const LUKS1_HEADER_SIZE = LUKS1_OFFSET.keySlots + LUKS1_KEY_SLOTS * LUKS1_KEY_SLOT_SIZE;
@@ -40,9 +42,9 @@ export function parseLuks1Header(bytes: Uint8Array): Luks1Header {
   const keySlots = Array.from({ length: LUKS1_KEY_SLOTS }, (_, i) => {
     const at = LUKS1_OFFSET.keySlots + i * LUKS1_KEY_SLOT_SIZE;
     return {
-      active: r.u32be(at, "key slot state") === LUKS1_KEY_SLOT_ACTIVE,
-      materialOffsetSectors: r.u32be(at + 40, "key material offset"),
-      stripes: r.u32be(at + 44, "stripes"),
+      active: r.u32be(at + LUKS1_KEY_SLOT_OFFSET.active, "key slot state") === LUKS1_KEY_SLOT_ACTIVE,
+      materialOffsetSectors: r.u32be(at + LUKS1_KEY_SLOT_OFFSET.materialOffset, "key material offset"),
+      stripes: r.u32be(at + LUKS1_KEY_SLOT_OFFSET.stripes, "stripes"),
     };
   });
   const keyBytes = r.u32be(LUKS1_OFFSET.keyBytes, "key bytes");

@@ -16,6 +16,13 @@ export const VHDX_REGION_TABLE_OFFSET = 192 * KiB;
 export const VHDX_REGION_TABLE_SIZE = 64 * KiB;
 export const VHDX_REGION_SIGNATURE = asciiBytes("regi");
 export const VHDX_REGION_ENTRY_SIZE = 32;
+/** Region table header and entry fields (offsets within the header / within one entry). */
+export const VHDX_REGION_OFFSET = { entryCount: 8, guid: 0, fileOffset: 16, length: 24, flags: 28 } as const;
+export const VHDX_METADATA_OFFSET = { entryCount: 10, guid: 0, itemOffset: 16, itemLength: 20 } as const;
+/** File parameters item: block size, then flags. */
+export const VHDX_FILE_PARAMS_OFFSET = { blockSize: 0, flags: 4 } as const;
+export const VHDX_GUID_SIZE = 16;
+export const VHDX_REGION_REQUIRED = 1;
 export const VHDX_REGION_HEADER_SIZE = 16;
 export const VHDX_MAX_REGION_ENTRIES = 2047;
 export const VHDX_METADATA_TABLE_SIZE = 64 * KiB;
@@ -75,17 +82,17 @@ export function parseVhdxRegionTable(bytes: Uint8Array): VhdxRegion[] {
   const r = new FieldReader(bytes, F);
   if (!hasBytesAt(bytes, 0, VHDX_REGION_SIGNATURE))
     throw new MalformedImageError(F, "region table signature not found");
-  const count = r.u32le(8, "region entry count");
+  const count = r.u32le(VHDX_REGION_OFFSET.entryCount, "region entry count");
   if (count > VHDX_MAX_REGION_ENTRIES)
     throw new MalformedImageError(F, `${count} region entries (limit 2047)`);
   const regions: VhdxRegion[] = [];
   for (let i = 0; i < count; i++) {
     const at = VHDX_REGION_HEADER_SIZE + i * VHDX_REGION_ENTRY_SIZE;
     regions.push({
-      guid: r.slice(at, 16, "region guid"),
-      fileOffset: r.u64le(at + 16, "region offset"),
-      length: r.u32le(at + 24, "region length"),
-      required: (r.u32le(at + 28, "region flags") & 1) === 1,
+      guid: r.slice(at + VHDX_REGION_OFFSET.guid, VHDX_GUID_SIZE, "region guid"),
+      fileOffset: r.u64le(at + VHDX_REGION_OFFSET.fileOffset, "region offset"),
+      length: r.u32le(at + VHDX_REGION_OFFSET.length, "region length"),
+      required: (r.u32le(at + VHDX_REGION_OFFSET.flags, "region flags") & VHDX_REGION_REQUIRED) !== 0,
     });
   }
   for (const region of regions) {
@@ -101,16 +108,16 @@ export function parseVhdxMetadataTable(bytes: Uint8Array): VhdxMetadataItem[] {
   const r = new FieldReader(bytes, F);
   if (!hasBytesAt(bytes, 0, VHDX_METADATA_SIGNATURE))
     throw new MalformedImageError(F, "metadata table signature not found");
-  const count = r.u16le(10, "metadata entry count");
+  const count = r.u16le(VHDX_METADATA_OFFSET.entryCount, "metadata entry count");
   if (count > VHDX_MAX_METADATA_ENTRIES)
     throw new MalformedImageError(F, `${count} metadata entries (limit 2047)`);
   const items: VhdxMetadataItem[] = [];
   for (let i = 0; i < count; i++) {
     const at = VHDX_METADATA_HEADER_SIZE + i * VHDX_METADATA_ENTRY_SIZE;
     items.push({
-      guid: r.slice(at, 16, "item guid"),
-      offset: r.u32le(at + 16, "item offset"),
-      length: r.u32le(at + 20, "item length"),
+      guid: r.slice(at + VHDX_METADATA_OFFSET.guid, VHDX_GUID_SIZE, "item guid"),
+      offset: r.u32le(at + VHDX_METADATA_OFFSET.itemOffset, "item offset"),
+      length: r.u32le(at + VHDX_METADATA_OFFSET.itemLength, "item length"),
     });
   }
   return items;
@@ -205,8 +212,8 @@ class VhdxSession implements FormatSession {
       throw new MalformedImageError(F, "metadata table is out of reach (truncated or out of order)");
     const virtualSize = this.item("virtualDiskSize").u64le(0, "virtual disk size");
     const params = this.item("fileParameters");
-    const blockSize = params.u32le(0, "block size");
-    const flags = params.u32le(4, "file parameter flags");
+    const blockSize = params.u32le(VHDX_FILE_PARAMS_OFFSET.blockSize, "block size");
+    const flags = params.u32le(VHDX_FILE_PARAMS_OFFSET.flags, "file parameter flags");
     const sectorSize = this.item("logicalSectorSize").u32le(0, "logical sector size");
     if (
       blockSize < VHDX_MIN_BLOCK_SIZE ||

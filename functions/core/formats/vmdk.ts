@@ -36,6 +36,8 @@ export const VMDK_GD_AT_END = 0xffffffffffffffffn;
 /** Footer marker + footer header + end-of-stream marker, as laid out at the end of a stream. */
 export const VMDK_FOOTER_FROM_END = 1536;
 export const VMDK_MARKER_FOOTER = 3;
+/** Stream marker fields: sector count or value, payload size, marker type. */
+export const VMDK_MARKER_OFFSET = { value: 0, size: 8, type: 12 } as const;
 /** QEMU's limits: descriptor text (vmdk_read_desc), grains of at most 1 GiB, 512 GTEs per GT. */
 export const VMDK_MAX_DESCRIPTOR_BYTES = 1 * MiB - 1;
 export const VMDK_MAX_GRAIN_SECTORS = 0x200000n;
@@ -238,7 +240,7 @@ class VmdkSession implements FormatSession {
       const tail = this.layer.tail();
       const at = tail.length - VMDK_FOOTER_FROM_END;
       const r = new FieldReader(tail, F);
-      if (at < 0 || r.u32le(at + 12, "footer marker type") !== VMDK_MARKER_FOOTER) {
+      if (at < 0 || r.u32le(at + VMDK_MARKER_OFFSET.type, "footer marker type") !== VMDK_MARKER_FOOTER) {
         throw new MalformedImageError(F, "grain directory is at the end but the stream footer is missing");
       }
       effective = parseVmdkSparseHeader(tail.subarray(at + SECTOR, at + 2 * SECTOR));
