@@ -61,8 +61,8 @@ for await (const chunk of convertToRaw(
   mode === "sequential" ? { range, sequential } : { range },
   {
     chunkSize: Number(process.env.BENCH_CHUNK ?? 4 << 20),
-  windowSize: Number(process.env.BENCH_WINDOW ?? 8 << 20),
-  readAhead: Number(process.env.BENCH_READ_AHEAD ?? 3),
+    windowSize: Number(process.env.BENCH_WINDOW ?? 8 << 20),
+    readAhead: Number(process.env.BENCH_READ_AHEAD ?? 3),
   },
 )) {
   if (pending.size >= WRITES_IN_FLIGHT) await Promise.race(pending);
