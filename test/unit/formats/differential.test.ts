@@ -39,6 +39,9 @@ describe("differential against qemu-img info", () => {
       expect({ label, table: result.partitionTable }).toEqual({ label, table: image.partitionTable });
       const createType = info["format-specific"]?.data?.["create-type"];
       if (result.format === "vmdk") expect(result.subformat).toBe(createType);
+      const compat = info["format-specific"]?.data?.compat;
+      if (result.format === "qcow2")
+        expect({ label, compat }).toEqual({ label, compat: result.subformat === "v2" ? "0.10" : "1.1" });
       expect(result.checks.every((c) => c.passed)).toBe(true);
     }
   }, 120_000);
