@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { Limits } from "./core/quota.ts";
 
 /** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
 export const DISK_FORMATS = [
@@ -27,6 +28,7 @@ const list = (fallback: string) =>
         .filter(Boolean),
     );
 
+const limit = () => z.coerce.number().int().min(-1).default(-1);
 const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 /**
@@ -69,6 +71,11 @@ const EnvSchema = z.object({
   /** Seconds after an import lease expired before the sweeper kills the stalled import. */
   HANGAR_STALLED_IMPORT_GRACE: int(3600),
   /** JWT verification: a JWKS URL (AWS) or a public JWK as JSON (local stack). */
+  /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
+  HANGAR_QUOTA_IMAGE_SIZE_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
   HANGAR_JWT_ISSUER: z.string().min(1),
   HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
   HANGAR_JWT_JWKS_URL: z.url().optional(),
@@ -96,6 +103,8 @@ export type Config = Readonly<{
   acceptedFormats: readonly (typeof DISK_FORMATS)[number][];
   maxVirtualSize: number;
   maxGzipRatio: number;
+  /** Default quota limits per project (-1: unlimited). */
+  quotaDefaults: Readonly<Limits>;
   partSize: number;
   multipartThreshold: number;
   multipartPartSize: number;
@@ -145,6 +154,12 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]),
     maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
     maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
+    quotaDefaults: Object.freeze({
+      image_size_total: e.HANGAR_QUOTA_IMAGE_SIZE_TOTAL,
+      image_stage_total: e.HANGAR_QUOTA_IMAGE_STAGE_TOTAL,
+      image_count_total: e.HANGAR_QUOTA_IMAGE_COUNT_TOTAL,
+      image_count_uploading: e.HANGAR_QUOTA_IMAGE_COUNT_UPLOADING,
+    }),
     partSize: e.HANGAR_PART_SIZE,
     multipartThreshold: e.HANGAR_MULTIPART_THRESHOLD,
     multipartPartSize: e.HANGAR_MULTIPART_PART_SIZE,

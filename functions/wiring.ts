@@ -3,6 +3,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { Hono } from "hono";
 import { DynamoImageRepository } from "./adapters/dynamodb/image-repository.ts";
 import { DynamoMemberRepository } from "./adapters/dynamodb/member-repository.ts";
+import { DynamoQuotaStore } from "./adapters/dynamodb/quota-store.ts";
 import {
   InProcessWebDownloads,
   LambdaWebDownloads,
@@ -17,6 +18,7 @@ import type { Config } from "./config.ts";
 import { createImageService } from "./core/images.ts";
 import { createImporter, type ImportOutcome } from "./core/import/import-uploaded-image.ts";
 import type { Clock, Logger, WebDownloadJob } from "./core/ports.ts";
+import { createQuotaService, type QuotaService } from "./core/quotas.ts";
 import { createSweeper, type SweepReport } from "./core/sweep.ts";
 import { createMultipartUploads } from "./core/uploads/multipart.ts";
 import { MAX_OBJECT_SIZE } from "./core/uploads/plan.ts";
@@ -33,6 +35,8 @@ export interface Hangar {
   sweep(): Promise<SweepReport>;
   /** Runs one web-download job to its end (the web-download Lambda's work; in-process locally). */
   runWebDownload(job: WebDownloadJob): Promise<"stored" | "failed">;
+  /** Usage, limits and reconciliation (`npm run reconcile`, the scheduled reconciler). */
+  quotas: QuotaService;
   log: Logger;
 }
 
@@ -44,7 +48,8 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     region: config.region,
     ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}),
   });
-  const images = new DynamoImageRepository(dynamo, config.table);
+  const quota = new DynamoQuotaStore(dynamo, config.table, config.quotaDefaults);
+  const images = new DynamoImageRepository(dynamo, config.table, quota);
   const objects = new S3ObjectStore({
     bucket: config.bucket,
     region: config.region,
@@ -124,8 +129,10 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
     },
     progressIntervalMs: 3000,
   });
+  const quotas = createQuotaService({ quota, images, objects, log });
   const app = createApp({
     images: imageService,
+    quotas,
     verifyToken: createTokenVerifier(config.jwt),
     log,
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
@@ -147,6 +154,7 @@ export function createHangar(config: Config, options: { log?: Logger } = {}): Ha
   return {
     app,
     log,
+    quotas,
     sweep: () => sweeper.sweep(),
     runWebDownload: fetchJob,
     async handleStorageEvent(body) {

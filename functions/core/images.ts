@@ -84,14 +84,6 @@ export interface ImageView {
   upload: UploadLink | undefined;
 }
 
-/** Glance's `/v2/info/usage` counters for one project. */
-export interface Usage {
-  image_count_total: number;
-  image_size_total: number;
-  image_stage_total: number;
-  image_count_uploading: number;
-}
-
 const LIVE: readonly ImageStatus[] = IMAGE_STATUSES.filter((s) => s !== "deleted");
 
 /** Stands in when no member repository is wired: nothing is shared, sharing is refused. */
@@ -432,18 +424,6 @@ export function createImageService(deps: ImageServiceDeps) {
       await checkTarget(url, deps.webDownload.resolve, deps.webDownload);
       await deps.webDownload.dispatcher.dispatch({ imageId: id, uri: url.href });
       deps.log.info("web-download started", { imageId: id, host: url.host });
-    },
-
-    /** Current usage of the caller's project, in Glance's counters (quotas come later: no limits yet). */
-    async usage(caller: Caller): Promise<Usage> {
-      const own = (await images.listByOwner(caller.projectId)).filter((i) => i.status !== "deleted");
-      const staging = own.filter((i) => i.status === "importing");
-      return {
-        image_count_total: own.length,
-        image_size_total: own.reduce((n, i) => n + (i.size ?? 0), 0),
-        image_stage_total: staging.reduce((n, i) => n + (i.import_progress?.total ?? i.upload_size ?? 0), 0),
-        image_count_uploading: staging.length,
-      };
     },
 
     /** Marks the image deleted, removes its objects, members, then the record. Protected images stay. */

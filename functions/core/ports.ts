@@ -60,6 +60,8 @@ export interface ObjectStore {
   /** Streams `body` into `key` (multipart for large bodies); aborts and leaves nothing behind on failure. */
   write(key: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<{ size: number }>;
   delete(key: string): Promise<void>;
+  /** Every object under a prefix, with its size (reconciliation). */
+  list(prefix: string): AsyncIterable<{ key: string; size: number }>;
   /** Deletes every object under a prefix, and aborts multipart uploads there. */
   deletePrefix(prefix: string): Promise<void>;
 }

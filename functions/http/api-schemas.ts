@@ -76,6 +76,7 @@ const counter = z.object({
 });
 
 export const UsageJson = z.object({
+  project_id: z.string().describe("Hangar: the project the counters belong to"),
   usage: z.object({
     image_count_total: counter,
     image_size_total: counter,
@@ -83,6 +84,8 @@ export const UsageJson = z.object({
     image_count_uploading: counter,
   }),
 });
+
+export const QuotasJson = z.object({ projects: z.array(UsageJson) });
 
 export const ImportInfoJson = z.object({
   "import-methods": z.object({

@@ -6,6 +6,7 @@ import { type Caller, isAdmin } from "../core/image/access.ts";
 import type { ImageService, NewImage } from "../core/images.ts";
 import { parseListQuery } from "../core/list-query.ts";
 import type { Logger } from "../core/ports.ts";
+import type { QuotaService } from "../core/quotas.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
 import { createImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
@@ -13,6 +14,7 @@ import { errorResponse, toErrorResponse } from "./errors.ts";
 import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
 import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
+import { registerQuotaRoutes } from "./routes/quotas.ts";
 import { registerUploadRoutes } from "./routes/uploads.ts";
 
 export interface AppDeps {
@@ -23,6 +25,8 @@ export interface AppDeps {
   maxUploadSize: number;
   /** Multipart upload routes (parts, complete, cancel); absent, large uploads have no plan to follow. */
   uploads?: MultipartUploadService;
+  /** Usage and limits (`/v2/info/usage`, `/v2/quotas`). */
+  quotas?: QuotaService;
   /** Operator policy shown by `/v2/info/import`; absent, defaults with web-download off. */
   policy?: ImportPolicyInfo;
 }
@@ -185,6 +189,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.put("/v2/images/:id/stage", useTheLink);
   if (deps.uploads) registerUploadRoutes(app, { uploads: deps.uploads });
   registerGlanceRoutes(app, { images: deps.images, policy });
+  if (deps.quotas) registerQuotaRoutes(app, { quotas: deps.quotas });
 
   return app;
 }

@@ -29,6 +29,20 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       const { payload } = await jwtVerify(token, keys, {
         issuer: options.issuer,
         audience: options.audience,
+        // Asymmetric algorithms only, and every token must expire.
+        algorithms: [
+          "ES256",
+          "ES384",
+          "ES512",
+          "RS256",
+          "RS384",
+          "RS512",
+          "PS256",
+          "PS384",
+          "PS512",
+          "EdDSA",
+        ],
+        requiredClaims: ["exp"],
       });
       const claims = Claims.parse(payload);
       return { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };

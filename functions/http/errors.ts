@@ -13,6 +13,7 @@ import {
   UnsupportedMediaTypeError,
   UriNotAllowedError,
 } from "../core/errors.ts";
+import { QuotaExceededError } from "../core/quota.ts";
 
 const TITLES: Record<number, string> = {
   400: "Bad Request",
@@ -39,6 +40,7 @@ const STATUS_OF: [new (...args: never[]) => HangarError, ContentfulStatusCode][]
   [ConflictError, 409],
   [ImportRejectedError, 409],
   [LimitExceededError, 413],
+  [QuotaExceededError, 413],
   [UnsupportedMediaTypeError, 415],
 ];
 

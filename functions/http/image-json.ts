@@ -1,5 +1,6 @@
 import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
 import type { ImageRecord } from "../core/image/image.ts";
+import { heldBy } from "../core/quota.ts";
 import type { UploadLink } from "../core/uploads/multipart.ts";
 
 /** The `upload` object in image responses: the link to follow, or the multipart plan, fully formed. */
@@ -16,6 +17,11 @@ export function uploadJson(upload: UploadLink) {
     };
   }
   return { method: upload.method, url: upload.url, headers: upload.headers, expires_at: upload.expiresAt };
+}
+
+/** Staged bytes held against the quota while queued (declared size) or importing (actual size). */
+function stagedSize(image: ImageRecord): number | null {
+  return image.status === "queued" || image.status === "importing" ? heldBy(image).image_stage_total : null;
 }
 
 const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
@@ -53,6 +59,7 @@ export function imageJson(image: ImageRecord, upload?: UploadLink) {
     converted: image.converted,
     failure: image.failure,
     import_progress: image.import_progress,
+    staged_size: stagedSize(image),
   };
 }
 
@@ -152,6 +159,10 @@ export const IMAGE_SCHEMA = {
     import_progress: nullable("object", {
       readOnly: true,
       description: "Hangar: bytes read while importing",
+    }),
+    staged_size: nullable("integer", {
+      readOnly: true,
+      description: "Hangar: uploaded-but-unprocessed bytes this image holds against its project's quota",
     }),
   },
   links: [

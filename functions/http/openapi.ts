@@ -9,10 +9,12 @@ import {
   MemberJson,
   MembersJson,
   MemberUpdate,
+  QuotasJson,
   StoresJson,
   UsageJson,
 } from "./api-schemas.ts";
 import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
+import { LimitsBody } from "./routes/quotas.ts";
 
 /** S3's largest object; the ceiling of a declared `upload_size` (the deployed value is in /v2/info/import). */
 const DOCUMENTED_MAX_UPLOAD = 5 * 1024 ** 4;
@@ -87,6 +89,8 @@ export function openApiDocument() {
         ImportInfo: jsonSchema(ImportInfoJson, "output"),
         Stores: jsonSchema(StoresJson, "output"),
         Usage: jsonSchema(UsageJson, "output"),
+        Quotas: jsonSchema(QuotasJson, "output"),
+        LimitsUpdate: jsonSchema(LimitsBody, "input"),
         Error: jsonSchema(ErrorJson, "output"),
       },
     },
@@ -265,7 +269,29 @@ export function openApiDocument() {
       },
       "/v2/info/stores": { get: { summary: "Stores", responses: { "200": json("Stores", "Stores") } } },
       "/v2/info/usage": {
-        get: { summary: "The caller's usage", responses: { "200": json("Usage", "Usage") } },
+        get: {
+          summary: "The caller's usage and limits (admins: any project's, with project_id)",
+          parameters: [{ name: "project_id", in: "query", required: false, schema: { type: "string" } }],
+          responses: { "200": json("Usage", "Usage"), ...STD_ERRORS },
+        },
+      },
+      "/v2/quotas": {
+        get: {
+          summary: "Every project's usage (staged bytes included) and limits; admins only",
+          responses: { "200": json("Quotas", "Usage of every project"), ...STD_ERRORS },
+        },
+      },
+      "/v2/quotas/{project}": {
+        parameters: [{ name: "project", in: "path", required: true, schema: { type: "string" } }],
+        get: {
+          summary: "A project's usage and limits",
+          responses: { "200": json("Usage", "Usage"), ...STD_ERRORS },
+        },
+        put: {
+          summary: "Override a project's limits (-1 unlimited, null back to the default); admins only",
+          requestBody: { required: true, content: { "application/json": { schema: ref("LimitsUpdate") } } },
+          responses: { "200": json("Usage", "Usage with the new limits"), ...STD_ERRORS },
+        },
       },
     },
   };

@@ -11,6 +11,16 @@ import type {
   ObjectStore,
   PresignedRequest,
 } from "../../functions/core/ports.ts";
+import {
+  type Counters,
+  heldBy,
+  type Limits,
+  QUOTA_KEYS,
+  type QuotaKey,
+  type QuotaStore,
+  UNLIMITED,
+  ZERO,
+} from "../../functions/core/quota.ts";
 import type {
   ListedObject,
   MultipartUploads,
@@ -126,6 +136,9 @@ export class MemoryObjects implements ObjectStore {
   async delete(key: string) {
     this.objects.delete(key);
   }
+  async *list(prefix: string) {
+    for (const [key, o] of this.objects) if (key.startsWith(prefix)) yield { key, size: o.byteLength };
+  }
   async deletePrefix(prefix: string) {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);
   }
@@ -238,5 +251,50 @@ export class MemoryMembers implements MemberRepository {
   }
   async removeAll(imageId: string) {
     for (const [k, m] of this.items) if (m.image_id === imageId) this.items.delete(k);
+  }
+}
+
+/** Usage derived from the in-memory records (what each image holds), limits from a map: pure logic tests. */
+export class MemoryQuota implements QuotaStore {
+  readonly overrides = new Map<string, Partial<Limits>>();
+  readonly recorded = new Map<string, Counters>();
+  constructor(
+    private readonly images: MemoryImages,
+    private readonly defaults: Limits = { ...UNLIMITED },
+  ) {}
+  async usage(project: string): Promise<Counters> {
+    const recorded = this.recorded.get(project);
+    if (recorded) return { ...recorded };
+    const sum = { ...ZERO };
+    for (const i of this.images.items.values()) {
+      if (i.owner !== project) continue;
+      const h = heldBy(i);
+      for (const k of QUOTA_KEYS) sum[k] += h[k];
+    }
+    return sum;
+  }
+  async limits(project: string): Promise<Limits> {
+    return { ...this.defaults, ...this.overrides.get(project) };
+  }
+  async setLimits(project: string, o: Partial<Record<QuotaKey, number | null>>): Promise<Limits> {
+    const cur = { ...this.overrides.get(project) };
+    for (const k of QUOTA_KEYS) {
+      const v = o[k];
+      if (v === null) delete cur[k];
+      else if (v !== undefined) cur[k] = v;
+    }
+    this.overrides.set(project, cur);
+    return this.limits(project);
+  }
+  async listProjects(): Promise<string[]> {
+    const all = new Set([...this.overrides.keys(), ...this.recorded.keys()]);
+    for (const i of this.images.items.values()) all.add(i.owner);
+    return [...all].sort();
+  }
+  async replaceUsage(project: string, expected: Counters, next: Counters): Promise<boolean> {
+    const cur = await this.usage(project);
+    if (QUOTA_KEYS.some((k) => cur[k] !== expected[k])) return false;
+    this.recorded.set(project, { ...next });
+    return true;
   }
 }

@@ -6,6 +6,8 @@ import {
   PutItemCommand,
   QueryCommand,
   ScanCommand,
+  TransactionCanceledException,
+  TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
@@ -13,10 +15,53 @@ import { ConflictError, ImageNotFoundError, StaleStatusError } from "../../core/
 import type { ImageRecord, ImageStatus } from "../../core/image/image.ts";
 import { TRANSITIONS, type TransitionName } from "../../core/image/transitions.ts";
 import type { ImageRepository } from "../../core/ports.ts";
+import {
+  type Counters,
+  difference,
+  heldBy,
+  isZero,
+  overLimit,
+  QUOTA_KEYS,
+  QuotaExceededError,
+  type QuotaStore,
+} from "../../core/quota.ts";
+import { projectPk, USAGE_SK } from "./quota-store.ts";
 
 const imagePk = (id: string) => `IMAGE#${id}`;
 const IMAGE_SK = "IMAGE";
-const KEY_ATTRIBUTES = new Set(["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"]);
+const KEY_ATTRIBUTES = new Set([
+  "pk",
+  "sk",
+  "gsi1pk",
+  "gsi1sk",
+  "gsi2pk",
+  "gsi2sk",
+  ...QUOTA_KEYS.map((k) => `held_${k}`),
+]);
+
+/** What an image holds is stored beside it, so a write can be conditioned on it. */
+function heldAttributes(held: Counters): Record<string, number> {
+  return Object.fromEntries(QUOTA_KEYS.map((k) => [`held_${k}`, held[k]]));
+}
+
+/** What the stored item holds; items written before quotas existed hold what their record implies. */
+function heldOf(raw: Record<string, unknown>, record: ImageRecord): Counters {
+  const computed = heldBy(record);
+  const out = { ...computed };
+  for (const k of QUOTA_KEYS) {
+    const v = raw[`held_${k}`];
+    if (typeof v === "number") out[k] = v;
+  }
+  return out;
+}
+
+/** Which items of a cancelled transaction failed their condition: [first, second]. */
+function cancelled(err: unknown): [boolean, boolean] {
+  if (!(err instanceof TransactionCanceledException)) return [false, false];
+  const reasons = err.CancellationReasons ?? [];
+  const failed = (i: number) => reasons[i]?.Code === "ConditionalCheckFailed";
+  return [failed(0), failed(1)];
+}
 
 /** Index keys that follow from the record's fields; rewritten whenever those fields change. */
 function indexKeys(image: Pick<ImageRecord, "id" | "owner" | "visibility" | "created_at">) {
@@ -62,31 +107,89 @@ function updateParts(changes: Record<string, unknown>): UpdateParts {
 
 /** DynamoDB adapter: one item per image, every status change a conditional write. */
 export class DynamoImageRepository implements ImageRepository {
+  /**
+   * With `quota`, every write that changes what an image holds (see `heldBy`) also changes its project's
+   * usage by the difference, in one transaction whose conditions keep usage within the limits.
+   */
   constructor(
     private readonly client: DynamoDBClient,
     private readonly table: string,
+    private readonly quota?: QuotaStore,
   ) {}
 
   async create(image: ImageRecord): Promise<void> {
+    const held = heldBy(image);
+    const put = {
+      TableName: this.table,
+      Item: marshall(
+        { pk: imagePk(image.id), sk: IMAGE_SK, ...indexKeys(image), ...image, ...heldAttributes(held) },
+        { removeUndefinedValues: true },
+      ),
+      ConditionExpression: "attribute_not_exists(pk)",
+    };
+    const duplicate = (err: unknown) =>
+      new ConflictError(`An image with ID ${image.id} already exists.`, "DUPLICATE_ID", { cause: err });
+    if (!this.quota || isZero(held)) {
+      try {
+        await this.client.send(new PutItemCommand(put));
+      } catch (err) {
+        if (err instanceof ConditionalCheckFailedException) throw duplicate(err);
+        throw err;
+      }
+      return;
+    }
+    const usage = await this.usageUpdate(image.owner, held);
     try {
       await this.client.send(
-        new PutItemCommand({
-          TableName: this.table,
-          Item: marshall(
-            { pk: imagePk(image.id), sk: IMAGE_SK, ...indexKeys(image), ...image },
-            { removeUndefinedValues: true },
-          ),
-          ConditionExpression: "attribute_not_exists(pk)",
-        }),
+        new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
       );
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) {
-        throw new ConflictError(`An image with ID ${image.id} already exists.`, "DUPLICATE_ID", {
-          cause: err,
-        });
-      }
+      const [imageFailed, usageFailed] = cancelled(err);
+      if (imageFailed) throw duplicate(err);
+      if (usageFailed) throw await this.exceeded(image.owner, held, err);
       throw err;
     }
+  }
+
+  /** The usage item update adding `delta`, conditioned so no positive change passes a limit. */
+  private async usageUpdate(project: string, delta: Counters) {
+    const limits = await (this.quota as QuotaStore).limits(project);
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const add: string[] = [];
+    const cond: string[] = [];
+    QUOTA_KEYS.forEach((k, i) => {
+      if (delta[k] === 0) return;
+      names[`#q${i}`] = k;
+      values[`:d${i}`] = delta[k];
+      add.push(`#q${i} :d${i}`);
+      if (delta[k] > 0 && limits[k] >= 0) {
+        const room = limits[k] - delta[k];
+        if (room < 0) cond.push("attribute_not_exists(pk) AND attribute_exists(pk)");
+        else {
+          values[`:m${i}`] = room;
+          cond.push(`(attribute_not_exists(#q${i}) OR #q${i} <= :m${i})`);
+        }
+      }
+    });
+    return {
+      TableName: this.table,
+      Key: marshall({ pk: projectPk(project), sk: USAGE_SK }),
+      UpdateExpression: `ADD ${add.join(", ")}`,
+      ...(cond.length ? { ConditionExpression: cond.join(" AND ") } : {}),
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: marshall(values),
+    };
+  }
+
+  /** Names the counter that overflowed, with the numbers, from a fresh read. */
+  private async exceeded(project: string, delta: Counters, cause: unknown): Promise<Error> {
+    const quota = this.quota as QuotaStore;
+    const [usage, limits] = await Promise.all([quota.usage(project), quota.limits(project)]);
+    const key = overLimit(usage, delta, limits);
+    if (!key)
+      return new ConflictError("Usage changed concurrently; try again.", "CONCURRENT_UPDATE", { cause });
+    return new QuotaExceededError(project, key, limits[key], usage[key], delta[key]);
   }
 
   async get(id: string): Promise<ImageRecord | undefined> {
@@ -168,7 +271,7 @@ export class DynamoImageRepository implements ImageRepository {
       values[":leaseFrom"] = options.allowExpiredLeaseFrom;
       values[":now"] = options.now;
     }
-    return this.conditionalUpdate(id, parts, condition, values, edge.from);
+    return this.write(id, { ...changes, status: edge.to }, parts, condition, values, edge.from);
   }
 
   async update(
@@ -183,7 +286,7 @@ export class DynamoImageRepository implements ImageRepository {
       values[`:in${i}`] = s;
     });
     const condition = `attribute_exists(pk) AND #status IN (${whileIn.map((_, i) => `:in${i}`).join(", ")})`;
-    const updated = await this.conditionalUpdate(id, parts, condition, values, whileIn);
+    const updated = await this.write(id, changes, parts, condition, values, whileIn);
     if (changes.visibility !== undefined || changes.owner !== undefined) await this.reindex(updated);
     return updated;
   }
@@ -205,6 +308,86 @@ export class DynamoImageRepository implements ImageRepository {
         ConditionExpression: "attribute_exists(pk)",
       }),
     );
+  }
+
+  /**
+   * A conditional update that keeps quota usage exact: reads the record, and when the change alters what
+   * the image holds, writes the image (also conditioned on what it held) and the usage delta in one
+   * transaction. A concurrent change of the image is retried; a lost status condition is a StaleStatusError.
+   */
+  private async write(
+    id: string,
+    changes: Partial<ImageRecord>,
+    parts: UpdateParts,
+    condition: string,
+    values: Record<string, unknown>,
+    expected: readonly string[],
+  ): Promise<ImageRecord> {
+    if (!this.quota) return this.conditionalUpdate(id, parts, condition, values, expected);
+    for (let attempt = 0; ; attempt++) {
+      const raw = await this.rawItem(id);
+      if (!raw) throw new StaleStatusError(id, expected);
+      const current = toRecord(raw);
+      const next = { ...current, ...changes } as ImageRecord;
+      const before = heldOf(raw, current);
+      const after = heldBy(next);
+      const delta = difference(before, after);
+      const heldParts = updateParts({ ...changes, ...heldAttributes(after) });
+      const heldValues: Record<string, unknown> = { ...values, ...heldParts.values };
+      const heldCondition = [
+        condition,
+        ...QUOTA_KEYS.map((k, i) => {
+          heldValues[`:h${i}`] = before[k];
+          heldParts.names[`#h${i}`] = `held_${k}`;
+          return `(#h${i} = :h${i} OR attribute_not_exists(#h${i}))`;
+        }),
+      ].join(" AND ");
+      if (isZero(delta)) {
+        return this.conditionalUpdate(id, heldParts, heldCondition, heldValues, expected);
+      }
+      const usage = await this.usageUpdate(next.owner, delta);
+      try {
+        await this.client.send(
+          new TransactWriteItemsCommand({
+            TransactItems: [
+              {
+                Update: {
+                  TableName: this.table,
+                  Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
+                  UpdateExpression: heldParts.expression,
+                  ConditionExpression: heldCondition,
+                  ExpressionAttributeNames: {
+                    ...heldParts.names,
+                    "#status": "status",
+                    ...(heldCondition.includes("#lease") ? { "#lease": "import_lease_until" } : {}),
+                  },
+                  ExpressionAttributeValues: marshall(heldValues, { removeUndefinedValues: true }),
+                },
+              },
+              { Update: usage },
+            ],
+          }),
+        );
+        return next;
+      } catch (err) {
+        const [imageFailed, usageFailed] = cancelled(err);
+        if (usageFailed && !imageFailed) throw await this.exceeded(next.owner, delta, err);
+        if (imageFailed && attempt < 4) continue;
+        if (imageFailed) throw new StaleStatusError(id, expected, { cause: err });
+        throw err;
+      }
+    }
+  }
+
+  private async rawItem(id: string): Promise<Record<string, unknown> | undefined> {
+    const out = await this.client.send(
+      new GetItemCommand({
+        TableName: this.table,
+        Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
+        ConsistentRead: true,
+      }),
+    );
+    return out.Item ? unmarshall(out.Item) : undefined;
   }
 
   private async conditionalUpdate(

@@ -7,6 +7,7 @@ import {
 } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
+import { QuotaExceededError } from "../quota.ts";
 import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
 
 type PermanentError = HangarError & { reason: ImportFailureReason };
@@ -45,7 +46,12 @@ export type ImportOutcome =
 export function createImporter(deps: ImporterDeps) {
   const { images, objects, clock, log } = deps;
 
-  async function begin(id: string, size: number): Promise<ImageRecord | undefined> {
+  /** Takes the image for this import; `killed` when the project's quota cannot take the upload. */
+  async function begin(
+    id: string,
+    key: string,
+    size: number,
+  ): Promise<ImageRecord | { killed: ImageRecord } | undefined> {
     const now = clock.now();
     const leaseUntil = new Date(now.getTime() + deps.leaseSeconds * 1000).toISOString();
     try {
@@ -61,6 +67,22 @@ export function createImporter(deps: ImporterDeps) {
       );
     } catch (err) {
       if (err instanceof StaleStatusError) return undefined;
+      if (err instanceof QuotaExceededError) {
+        // An upload nobody declared, too large for what the project has left: refuse it, free the storage.
+        await objects.delete(key);
+        log.warn("import refused by quota", { imageId: id, detail: err.message });
+        try {
+          const killed = await images.transition(id, "failImport", {
+            updated_at: now.toISOString(),
+            failure: { reason: err.reason, message: err.message },
+            import_lease_until: null,
+          });
+          return { killed };
+        } catch (e) {
+          if (e instanceof StaleStatusError) return undefined;
+          throw e;
+        }
+      }
       throw err;
     }
   }
@@ -155,7 +177,8 @@ export function createImporter(deps: ImporterDeps) {
       if (!id) return { outcome: "ignored", why: `not a staging key Hangar generated: ${key}` };
       const info = await objects.head(key);
       if (!info) return { outcome: "ignored", why: `staged object ${key} is gone` };
-      const image = await begin(id, info.size);
+      const image = await begin(id, key, info.size);
+      if (image && "killed" in image) return { outcome: "killed", image: image.killed };
       if (!image) {
         const current = await images.get(id);
         // A late or repeated upload for an image that is done (or gone) is garbage: free the storage.

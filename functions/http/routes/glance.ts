@@ -170,18 +170,4 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
   app.get("/v2/info/stores", (c) =>
     c.json({ stores: [{ id: "hangar", description: "Hangar object storage (S3)", default: true }] }),
   );
-
-  app.get("/v2/info/usage", async (c) => {
-    const u = await images.usage(c.get("caller"));
-    // Quotas are not enforced yet: every limit is -1 (unlimited), as Glance shows without quotas.
-    const counter = (usage: number) => ({ limit: -1, usage });
-    return c.json({
-      usage: {
-        image_count_total: counter(u.image_count_total),
-        image_size_total: counter(u.image_size_total),
-        image_stage_total: counter(u.image_stage_total),
-        image_count_uploading: counter(u.image_count_uploading),
-      },
-    });
-  });
 }

@@ -2,9 +2,10 @@ import { randomUUID } from "node:crypto";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createImageService } from "../../../functions/core/images.ts";
 import type { WebDownloadJob } from "../../../functions/core/ports.ts";
+import { createQuotaService } from "../../../functions/core/quotas.ts";
 import { createApp } from "../../../functions/http/app.ts";
 import { createTokenVerifier } from "../../../functions/http/auth.ts";
-import { fixedClock, MemoryImages, MemoryMembers, MemoryObjects, silentLog } from "../fakes.ts";
+import { fixedClock, MemoryImages, MemoryMembers, MemoryObjects, MemoryQuota, silentLog } from "../fakes.ts";
 
 /** The HTTP app over in-memory fakes, with a token minter and a recording web-download dispatcher. */
 export async function testApp() {
@@ -43,8 +44,10 @@ export async function testApp() {
       allowLoopback: false,
     },
   });
+  const quotas = createQuotaService({ quota: new MemoryQuota(images), images, objects, log: silentLog });
   const app = createApp({
     images: service,
+    quotas,
     verifyToken: createTokenVerifier({
       issuer: "test",
       audience: "hangar",

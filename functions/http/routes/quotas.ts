@@ -1,0 +1,60 @@
+import type { Context, Hono } from "hono";
+import { z } from "zod";
+import { InvalidRequestError } from "../../core/errors.ts";
+import type { Caller } from "../../core/image/access.ts";
+import { QUOTA_KEYS } from "../../core/quota.ts";
+import type { ProjectUsage, QuotaService } from "../../core/quotas.ts";
+
+type Env = { Variables: { caller: Caller } };
+
+/** Overrides an admin may set; null restores the operator default, -1 is unlimited. */
+export const LimitsBody = z
+  .object(Object.fromEntries(QUOTA_KEYS.map((k) => [k, z.number().int().min(-1).nullable().optional()])))
+  .strict();
+
+/** Glance's `/v2/info/usage` shape: each counter with its limit and usage. */
+export function usageJson(u: ProjectUsage) {
+  return {
+    project_id: u.project,
+    usage: Object.fromEntries(QUOTA_KEYS.map((k) => [k, { limit: u.limits[k], usage: u.usage[k] }])),
+  };
+}
+
+/**
+ * `/v2/info/usage` (Glance's, plus `?project_id=` for admins) and Hangar's `/v2/quotas` for admins:
+ * every project's usage including staged bytes, and per-project limit overrides.
+ */
+export function registerQuotaRoutes(app: Hono<Env>, deps: { quotas: QuotaService }): void {
+  const { quotas } = deps;
+  const project = (c: Context<Env>) => c.req.param("project") ?? "";
+
+  app.get("/v2/info/usage", async (c) => {
+    const which = c.req.query("project_id");
+    return c.json(usageJson(await quotas.usage(c.get("caller"), which || undefined)));
+  });
+
+  app.get("/v2/quotas", async (c) => {
+    const all = await quotas.listUsage(c.get("caller"));
+    return c.json({ projects: all.map(usageJson) });
+  });
+
+  app.get("/v2/quotas/:project", async (c) =>
+    c.json(usageJson(await quotas.usage(c.get("caller"), project(c)))),
+  );
+
+  app.put("/v2/quotas/:project", async (c) => {
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      throw new InvalidRequestError("The request body is not valid JSON.");
+    }
+    const parsed = LimitsBody.safeParse(raw);
+    if (!parsed.success) {
+      throw new InvalidRequestError(
+        `Invalid limits: ${parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ")}`,
+      );
+    }
+    return c.json(usageJson(await quotas.setLimits(c.get("caller"), project(c), parsed.data)));
+  });
+}
