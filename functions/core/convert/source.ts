@@ -39,8 +39,11 @@ export class ForwardReader implements RangeReader {
     private readonly fallback: RangeReader | undefined,
     size: number | undefined,
     private readonly retain = DEFAULT_RETAIN,
+    signal?: AbortSignal,
   ) {
     this.size = fallback?.size ?? size ?? Number.POSITIVE_INFINITY;
+    // Aborting the conversion stops the stream too, so a stalled GET cannot hold up cleanup.
+    signal?.addEventListener("abort", () => this.controller.abort(signal.reason), { once: true });
   }
 
   read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
@@ -146,10 +149,10 @@ export interface OpenedSource {
 }
 
 /** Chooses how to read: ranged reads, or one sequential stream with ranged reads as fallback. */
-export function openSource(source: ConvertSource): OpenedSource {
+export function openSource(source: ConvertSource, signal?: AbortSignal): OpenedSource {
   const { range, sequential } = source;
   if (sequential) {
-    const forward = new ForwardReader(sequential, range, source.size);
+    const forward = new ForwardReader(sequential, range, source.size, DEFAULT_RETAIN, signal);
     return {
       meta: range ?? forward,
       data: forward,

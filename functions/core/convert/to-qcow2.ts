@@ -214,7 +214,7 @@ export async function* convertToQcow2(
   if (source.sequential && !source.range) {
     throw new UnsupportedImageError("conversion to qcow2 reads the source twice and needs a range reader");
   }
-  const opened = openSource(source);
+  const opened = openSource(source, opts.signal);
   try {
     const layout = await planQcow2Layout(await openDiskMap(format, opened.meta, opts.signal), opts.signal);
     const map = await openDiskMap(format, opened.meta, opts.signal);

@@ -76,7 +76,7 @@ export async function* convertToRaw(
   source: ConvertSource,
   opts: ConvertOptions = {},
 ): AsyncGenerator<Uint8Array> {
-  const opened = openSource(source);
+  const opened = openSource(source, opts.signal);
   try {
     const map = await openDiskMap(format, opened.meta, opts.signal);
     yield* rechunk(

@@ -183,3 +183,23 @@ function execQemuIo(path: string, command: string): void {
   // qemu-io ships with qemu-utils; it writes through the qcow2 driver like a guest would.
   execFileSync("qemu-io", ["-f", "qcow2", "-c", command, path], { stdio: "ignore" });
 }
+
+describe("abort while a sequential stream stalls", () => {
+  it("rejects instead of waiting for the stream", async () => {
+    const path = makeImage("v3-64k.qcow2", "qcow2", ["compat=1.1"]);
+    const bytes = readFileSync(path);
+    const controller = new AbortController();
+    const sequential = {
+      async *stream(signal?: AbortSignal) {
+        yield bytes.subarray(0, 256 << 10);
+        // A GET that stops sending: it ends only when its signal aborts.
+        await new Promise((_, reject) => signal?.addEventListener("abort", () => reject(signal.reason)));
+      },
+    };
+    const run = digest(
+      convertToRaw("qcow2", { range: memoryRange(bytes), sequential }, { signal: controller.signal }),
+    );
+    setTimeout(() => controller.abort(new Error("stop")), 50);
+    await expect(run).rejects.toThrow("stop");
+  });
+});
