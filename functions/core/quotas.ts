@@ -88,7 +88,9 @@ export function createQuotaService(deps: QuotaServiceDeps) {
      * the recorded usage and with the bytes in storage; with `repair`, replaces drifted usage — each only if
      * it did not change meanwhile, so a concurrent import is never overwritten.
      */
-    async reconcile(options: { repair: boolean }): Promise<ReconcileReport> {
+    async reconcile(caller: Caller | "system", options: { repair: boolean }): Promise<ReconcileReport> {
+      if (caller !== "system" && !isAdmin(caller))
+        throw new ForbiddenError("Only admins may reconcile usage.");
       const records = await deps.images.listAll();
       const owners = new Map(records.map((r) => [r.id, r]));
       const recomputed = new Map<string, Counters>();

@@ -281,6 +281,14 @@ export function openApiDocument() {
           responses: { "200": json("Quotas", "Usage of every project"), ...STD_ERRORS },
         },
       },
+      "/v2/quotas/reconcile": {
+        post: {
+          summary:
+            "Recompute usage from image records and storage, report drift, repair it (repair=false: report only); admins only",
+          parameters: [{ name: "repair", in: "query", required: false, schema: { type: "boolean" } }],
+          responses: { "200": { description: "Reconciliation report" }, ...STD_ERRORS },
+        },
+      },
       "/v2/quotas/{project}": {
         parameters: [{ name: "project", in: "path", required: true, schema: { type: "string" } }],
         get: {

@@ -63,6 +63,18 @@ function cancelled(err: unknown): [boolean, boolean] {
   return [failed(0), failed(1)];
 }
 
+/** Another transaction on the same usage item was in flight: the whole write may simply be retried. */
+function conflicted(err: unknown): boolean {
+  return (
+    err instanceof TransactionCanceledException &&
+    (err.CancellationReasons ?? []).some((r) => r.Code === "TransactionConflict")
+  );
+}
+
+const MAX_CONFLICT_RETRIES = 8;
+const backoff = (attempt: number) =>
+  new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 20 * 2 ** attempt)));
+
 /** Index keys that follow from the record's fields; rewritten whenever those fields change. */
 function indexKeys(image: Pick<ImageRecord, "id" | "owner" | "visibility" | "created_at">) {
   const order = `${image.created_at}#${image.id}`;
@@ -139,15 +151,22 @@ export class DynamoImageRepository implements ImageRepository {
       return;
     }
     const usage = await this.usageUpdate(image.owner, held);
-    try {
-      await this.client.send(
-        new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
-      );
-    } catch (err) {
-      const [imageFailed, usageFailed] = cancelled(err);
-      if (imageFailed) throw duplicate(err);
-      if (usageFailed) throw await this.exceeded(image.owner, held, err);
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.client.send(
+          new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
+        );
+        return;
+      } catch (err) {
+        const [imageFailed, usageFailed] = cancelled(err);
+        if (imageFailed) throw duplicate(err);
+        if (usageFailed) throw await this.exceeded(image.owner, held, err);
+        if (conflicted(err) && attempt < MAX_CONFLICT_RETRIES) {
+          await backoff(attempt);
+          continue;
+        }
+        throw err;
+      }
     }
   }
 
@@ -372,7 +391,10 @@ export class DynamoImageRepository implements ImageRepository {
       } catch (err) {
         const [imageFailed, usageFailed] = cancelled(err);
         if (usageFailed && !imageFailed) throw await this.exceeded(next.owner, delta, err);
-        if (imageFailed && attempt < 4) continue;
+        if ((imageFailed || conflicted(err)) && attempt < MAX_CONFLICT_RETRIES) {
+          await backoff(attempt);
+          continue;
+        }
         if (imageFailed) throw new StaleStatusError(id, expected, { cause: err });
         throw err;
       }

@@ -38,6 +38,11 @@ export function registerQuotaRoutes(app: Hono<Env>, deps: { quotas: QuotaService
     return c.json({ projects: all.map(usageJson) });
   });
 
+  app.post("/v2/quotas/reconcile", async (c) => {
+    const repair = c.req.query("repair") !== "false";
+    return c.json(await quotas.reconcile(c.get("caller"), { repair }));
+  });
+
   app.get("/v2/quotas/:project", async (c) =>
     c.json(usageJson(await quotas.usage(c.get("caller"), project(c)))),
   );
