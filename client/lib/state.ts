@@ -23,10 +23,13 @@ const StateSchema = z.object({
 });
 export type UploadState = z.infer<typeof StateSchema>;
 
-/** The state file of an upload: a digest of its identity, so a changed file never resumes an old image. */
+/**
+ * The state file of an upload: a digest of its identity, so a changed file never resumes an old image.
+ * mtime counts in whole milliseconds, rounded: restoring a time through `utimes` can come back a hair off.
+ */
 export function stateFile(dir: string, id: FileIdentity): string {
   const key = createHash("sha256")
-    .update(JSON.stringify([id.path, id.size, Math.trunc(id.mtimeMs), id.name, id.apiUrl]))
+    .update(JSON.stringify([id.path, id.size, Math.round(id.mtimeMs), id.name, id.apiUrl]))
     .digest("hex")
     .slice(0, 32);
   return join(dir, `${key}.json`);
@@ -41,7 +44,7 @@ export async function loadState(dir: string, id: FileIdentity): Promise<UploadSt
     const same =
       s.path === id.path &&
       s.size === id.size &&
-      Math.trunc(s.mtimeMs) === Math.trunc(id.mtimeMs) &&
+      Math.round(s.mtimeMs) === Math.round(id.mtimeMs) &&
       s.name === id.name &&
       s.apiUrl === id.apiUrl;
     return same ? s : undefined;

@@ -78,6 +78,17 @@ export class UploadInterruptedError extends Error {
   }
 }
 
+/** The file's bytes differ from those the image was created for (same path, size and mtime). */
+export class FileChangedError extends Error {
+  override name = "FileChangedError";
+  constructor(readonly imageId: string) {
+    super(
+      `the file changed since image ${imageId} was created for it (its sha256 differs from the one declared then); ` +
+        `run the command again to upload it as a new image, and delete ${imageId} (still queued)`,
+    );
+  }
+}
+
 async function sha256Of(path: string): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK }))
@@ -175,7 +186,14 @@ export async function uploadFile(client: HangarClient, opts: UploadOptions): Pro
       const link = image.upload;
       if (!link) throw new Error(`image ${image.id} is queued but offers this caller no upload link`);
       if (link.method === "multipart") {
-        await uploadParts(client, image.id, link, path, info.size, opts, agents, result);
+        try {
+          await uploadParts(client, image.id, link, path, info.size, opts, agents, result);
+        } catch (err) {
+          if (!(err instanceof HangarApiError && err.reason === "DIGEST_CONFLICT")) throw err;
+          // The file changed in place since this image was created: resuming can never succeed.
+          await clearState(opts.stateDir, identity);
+          throw new FileChangedError(image.id);
+        }
       } else {
         result.method = "PUT";
         ev.begin?.({ imageId: image.id, resumed, method: "PUT", bytes: info.size });
