@@ -43,9 +43,9 @@ export function progressReporter(stream: NodeJS.WriteStream, quiet = false): Upl
     if (quiet) return;
     if (bar) bar.stop();
     stream.write(`${text}\n`);
-    if (bar) {
-      bar.start(total, done, stats());
-    }
+    // Once everything is sent the bar stays down: notes while waiting for the import need no bar.
+    if (bar && done < total) bar.start(total, done, stats());
+    else bar = undefined;
   };
   const stats = () => {
     const seconds = (Date.now() - started) / 1000;
