@@ -1,20 +1,25 @@
 /**
- * Converter benchmark (`npm run bench`). Builds a qcow2 of 1 GiB virtual size holding 512 MiB of
- * random data (and an 8 GiB-virtual copy) in bench/.work/, then measures in the same run:
+ * Benchmark (`npm run bench`). Builds a qcow2 of 1 GiB virtual size holding 512 MiB of random data
+ * (and an 8 GiB-virtual copy) in bench/.work/, then measures in the same run:
  *  (a) converter qcow2 → dense raw file vs `qemu-img convert -S 0 -O raw`, wall time of whole
  *      processes, alternating A/B, medians of BENCH_RUNS (default 5);
- *  (b) peak RSS of the converter process for the 1 GiB and the 8 GiB-virtual image.
- * (c) end to end on MinIO: see bench/s3.ts (`measureS3`), to be driven by the local stack.
- * Prints a table and writes bench/results.json.
+ *  (b) peak RSS of the real importer (child process) for the 1 GiB and the 8 GiB-virtual image, and
+ *      of the bare converter process;
+ *  (c) end to end on a local stack of its own (bench/e2e.ts): staged object in MinIO → stored object,
+ *      through the real importer, vs a plain SDK GET → lib-storage Upload of the same output bytes;
+ *      medians of BENCH_E2E_RUNS (default 3) interleaved triples.
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
+import { type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
 const RUNS = Math.max(3, Number(process.env.BENCH_RUNS ?? 5));
+const E2E_RUNS = Math.max(3, Number(process.env.BENCH_E2E_RUNS ?? 3));
 // Outputs go to tmpfs when there is one: disk writeback and discard make file timings swing ±100 %.
 const OUT_DIR = process.env.BENCH_OUT_DIR ?? (existsSync("/dev/shm") ? "/dev/shm" : WORK);
 const MiB = 1 << 20;
@@ -80,19 +85,31 @@ interface ChildReport {
   maxRssKiB: number;
 }
 
-async function main(): Promise<void> {
-  const { small, big } = ensureImages();
+const GiB = 2 ** 30;
+const BANNER =
+  "import { createRequire as __benchCreateRequire } from 'module'; const require = __benchCreateRequire(import.meta.url);";
+
+/** Bundles a bench child so Node starts it without a TypeScript loader (as a Lambda starts its bundle). */
+async function bundle(name: string): Promise<string> {
   // The bundle lives under node_modules/.cache so Biome, which lints bench/, never sees generated code.
-  const child = join(import.meta.dirname, "../node_modules/.cache/hangar-bench/convert-child.mjs");
+  const outfile = join(import.meta.dirname, `../node_modules/.cache/hangar-bench/${name}.mjs`);
   await build({
-    entryPoints: [join(import.meta.dirname, "convert-child.ts")],
+    entryPoints: [join(import.meta.dirname, `${name}.ts`)],
     bundle: true,
     platform: "node",
     format: "esm",
     target: "node20",
-    outfile: child,
+    outfile,
+    // Some bundled dependencies are CommonJS and call require() for Node built-ins.
+    banner: { js: BANNER },
     logLevel: "warning",
   });
+  return outfile;
+}
+
+/** (a) and the converter's own peak RSS. */
+async function measureConverter(small: string, big: string) {
+  const child = await bundle("convert-child");
   const outQemu = join(OUT_DIR, "hangar-bench-qemu.raw");
   const outOurs = join(OUT_DIR, "hangar-bench-ours.raw");
   const runOurs = (input: string, output: string, mode = "range") => {
@@ -137,13 +154,7 @@ async function main(): Promise<void> {
     "process.stdout.write(String(process.resourceUsage().maxRSS))",
   ]);
   const rssIdle = Number(idle.stdout);
-
-  const GiB = 2 ** 30;
-  const results = {
-    date: new Date().toISOString(),
-    node: process.version,
-    runs: RUNS,
-    image: "qcow2, 1 GiB virtual, 512 MiB random data, 64 KiB clusters",
+  return {
     a: {
       qemuImgMedianSeconds: median(qemu),
       converterMedianSeconds: median(ours),
@@ -156,18 +167,114 @@ async function main(): Promise<void> {
       converterMedianCpuSeconds: median(oursCpu),
       nodeStartupSeconds: idle.seconds,
       outputDir: OUT_DIR,
-      loadAverage: loadavg(),
       ratioSequential: median(oursSeq) / median(qemu),
       converterGBps: GiB / median(ours) / 1e9,
       qemuImgGBps: GiB / median(qemu) / 1e9,
       samples: { qemu, qemuCpu, ours, oursCpu, oursSeq, oursInner },
     },
-    b: {
-      maxRssMiB1G: rss1 / 1024,
-      maxRssMiB8G: rss8 / 1024,
+    converterRss: {
+      converterMaxRssMiB1G: rss1 / 1024,
+      converterMaxRssMiB8G: rss8 / 1024,
       idleNodeRssMiB: rssIdle / 1024,
+    },
+  };
+}
+
+/** The qemu-img raw of the 1 GiB image (sparse file; the plain copy's source) and its md5. */
+function ensureRaw(small: string): { raw: string; md5: string } {
+  const raw = join(WORK, "ref-1g.raw");
+  if (!existsSync(raw)) {
+    sh("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", small, `${raw}.tmp`]);
+    sh("mv", [`${raw}.tmp`, raw]);
+  }
+  const md5 = sh("md5sum", [raw]).split(/\s+/)[0] ?? "";
+  return { raw, md5 };
+}
+
+function summarizeEndToEnd(e: EndToEndResult) {
+  const s = (ms: Measured[]) => ms.map((m) => m.seconds);
+  const p = (ms: Measured[]) => ms.map((m) => m.processSeconds);
+  const rss = (ms: Measured[]) => ms.map((m) => m.maxRssKiB / 1024);
+  const copy = median(s(e.copy));
+  const qcow2 = median(s(e.importQcow2));
+  const raw = median(s(e.importRaw));
+  return {
+    b: {
+      importerMaxRssMiB1G: Math.max(...rss(e.importQcow2)),
+      importerMaxRssMiB1GRaw: Math.max(...rss(e.importRaw)),
+      importerMaxRssMiB8G: e.importBig ? e.importBig.maxRssKiB / 1024 : undefined,
+      plainCopyMaxRssMiB: Math.max(...rss(e.copy)),
       targetMiB: 256,
     },
+    c: {
+      plainCopyMedianSeconds: copy,
+      importQcow2MedianSeconds: qcow2,
+      importRawMedianSeconds: raw,
+      ratioQcow2: qcow2 / copy,
+      ratioRaw: raw / copy,
+      ratioQcow2WholeProcess: median(p(e.importQcow2)) / median(p(e.copy)),
+      ratioRawWholeProcess: median(p(e.importRaw)) / median(p(e.copy)),
+      plainCopyMBps: GiB / copy / 1e6,
+      importQcow2MBps: GiB / qcow2 / 1e6,
+      importRawMBps: GiB / raw / 1e6,
+      import8GVirtualSeconds: e.importBig?.seconds,
+      target: 1.3,
+      samples: {
+        copy: s(e.copy),
+        importQcow2: s(e.importQcow2),
+        importRaw: s(e.importRaw),
+        copyProcess: p(e.copy),
+        importQcow2Process: p(e.importQcow2),
+        importRawProcess: p(e.importRaw),
+        rssCopy: rss(e.copy),
+        rssQcow2: rss(e.importQcow2),
+        rssRaw: rss(e.importRaw),
+      },
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY;
+  const started = performance.now();
+  const loadBefore = loadavg();
+  const { small, big } = ensureImages();
+  const log = (line: string) =>
+    console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
+  log(`load average ${loadBefore.map((x) => x.toFixed(2)).join(" ")}`);
+
+  const converter = only === "e2e" ? undefined : await measureConverter(small, big);
+  if (converter) log(`(a) done: ratio ${converter.a.ratio.toFixed(3)}`);
+
+  let e2e: ReturnType<typeof summarizeEndToEnd> | undefined;
+  if (only !== "a") {
+    const child = await bundle("import-child");
+    const { raw, md5 } = ensureRaw(small);
+    const result = await measureEndToEnd({
+      child,
+      qcow2: small,
+      raw,
+      rawMd5: md5,
+      bigQcow2: big,
+      runs: E2E_RUNS,
+      repoRoot: join(import.meta.dirname, ".."),
+      log,
+    });
+    e2e = summarizeEndToEnd(result);
+  }
+
+  const results = {
+    date: new Date().toISOString(),
+    node: process.version,
+    runs: RUNS,
+    e2eRuns: E2E_RUNS,
+    image: "qcow2, 1 GiB virtual, 512 MiB random data, 64 KiB clusters",
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: loadavg(),
+    totalSeconds: (performance.now() - started) / 1000,
+    a: converter?.a,
+    b: { ...e2e?.b, ...converter?.converterRss },
+    c: e2e?.c,
   };
   const resultsPath = join(import.meta.dirname, "results.json");
   writeFileSync(resultsPath, `${JSON.stringify(results, null, 2)}\n`);
@@ -175,20 +282,38 @@ async function main(): Promise<void> {
   spawnSync(join(import.meta.dirname, "../node_modules/.bin/biome"), ["format", "--write", resultsPath], {
     stdio: "ignore",
   });
-  const f = (x: number) => x.toFixed(3);
-  console.log(`runs: ${RUNS} (medians), ${results.image}`);
+
+  const f = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(3));
+  const mib = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(1));
+  console.log(
+    `runs: (a) ${RUNS}, (c) ${E2E_RUNS} (medians); ${results.image}; ` +
+      `load average ${loadBefore.map((x) => x.toFixed(1)).join(" ")} → ${results.loadAverageAfter.map((x) => x.toFixed(1)).join(" ")}`,
+  );
+  const a = converter?.a;
+  const b = results.b;
+  const c = e2e?.c;
   console.table({
-    "qemu-img convert -S 0 -O raw (s)": f(results.a.qemuImgMedianSeconds),
-    "converter, ranged reads (s)": f(results.a.converterMedianSeconds),
-    "converter, sequential stream (s)": f(results.a.converterSequentialMedianSeconds),
-    "(a) ratio converter / qemu-img": f(results.a.ratio),
-    "(a) ratio sequential / qemu-img": f(results.a.ratioSequential),
-    "(a) ratio converter in-process / qemu-img": f(results.a.ratioInProcess),
-    "(a) ratio CPU seconds converter / qemu-img": f(results.a.ratioCpu),
-    "node startup alone (s)": f(results.a.nodeStartupSeconds),
-    "(b) peak RSS, 1 GiB image (MiB)": results.b.maxRssMiB1G.toFixed(1),
-    "(b) peak RSS, 8 GiB-virtual image (MiB)": results.b.maxRssMiB8G.toFixed(1),
-    "idle node RSS (MiB)": results.b.idleNodeRssMiB.toFixed(1),
+    "qemu-img convert -S 0 -O raw (s)": f(a?.qemuImgMedianSeconds),
+    "converter, ranged reads (s)": f(a?.converterMedianSeconds),
+    "converter, sequential stream (s)": f(a?.converterSequentialMedianSeconds),
+    "(a) ratio converter / qemu-img": f(a?.ratio),
+    "(a) ratio sequential / qemu-img": f(a?.ratioSequential),
+    "(a) ratio converter in-process / qemu-img": f(a?.ratioInProcess),
+    "(a) ratio CPU seconds converter / qemu-img": f(a?.ratioCpu),
+    "node startup alone (s)": f(a?.nodeStartupSeconds),
+    "(b) importer peak RSS, 1 GiB qcow2 (MiB)": mib(b.importerMaxRssMiB1G),
+    "(b) importer peak RSS, 8 GiB-virtual qcow2 (MiB)": mib(b.importerMaxRssMiB8G),
+    "(b) importer peak RSS, 1 GiB raw (MiB)": mib(b.importerMaxRssMiB1GRaw),
+    "plain copy peak RSS (MiB)": mib(b.plainCopyMaxRssMiB),
+    "converter process peak RSS, 1 GiB / 8 GiB (MiB)": `${mib(b.converterMaxRssMiB1G)} / ${mib(b.converterMaxRssMiB8G)}`,
+    "idle node RSS (MiB)": mib(b.idleNodeRssMiB),
+    "plain copy GET → Upload, 1 GiB raw (s)": f(c?.plainCopyMedianSeconds),
+    "import qcow2 → raw 1 GiB (s)": f(c?.importQcow2MedianSeconds),
+    "import raw 1 GiB, pass-through (s)": f(c?.importRawMedianSeconds),
+    "(c) ratio import qcow2 / plain copy": f(c?.ratioQcow2),
+    "(c) ratio import raw / plain copy": f(c?.ratioRaw),
+    "(c) same, whole processes qcow2 / raw": `${f(c?.ratioQcow2WholeProcess)} / ${f(c?.ratioRawWholeProcess)}`,
+    "import 8 GiB-virtual qcow2 (s)": f(c?.import8GVirtualSeconds),
   });
 }
 

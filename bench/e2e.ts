@@ -1,0 +1,265 @@
+/**
+ * (b) and (c) of `npm run bench`: the real importer against its own local stack (MinIO + DynamoDB Local
+ * + Hangar's API, started with `startStack` in a temporary home on free ports).
+ *
+ * The stack's bucket notification is removed right after start, so MinIO delivers no events and only the
+ * bench's child processes import (no double import, and the bench controls timing). Each measured import
+ * is a fresh image created through the API; its staged object is a server-side copy (not timed) of a
+ * source uploaded once under `bench/`, outside `staging/`. Every import and every plain copy runs in its
+ * own child process (bench/import-child.ts) that reports its in-process seconds and peak RSS.
+ */
+import { spawn } from "node:child_process";
+import { createReadStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  PutBucketNotificationConfigurationCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { imageKey, stagingKey } from "../functions/core/image/image.ts";
+import type { Logger } from "../functions/core/ports.ts";
+import { createHangar } from "../functions/wiring.ts";
+import { freePort } from "../infra/local/services.ts";
+import { type LocalStack, startStack } from "../infra/local/stack.ts";
+import { publicJwk } from "../infra/local/tokens.ts";
+
+export interface ChildReport {
+  seconds: number;
+  maxRssKiB: number;
+  size?: number;
+  checksum?: string;
+  osHashValue?: string;
+  converted?: boolean;
+  diskFormat?: string;
+}
+
+export interface Measured {
+  /** In-process seconds of the operation (client setup to last byte stored / record active). */
+  seconds: number;
+  /** Whole child process, Node startup and module loading included. */
+  processSeconds: number;
+  maxRssKiB: number;
+  report: ChildReport;
+}
+
+export interface EndToEndInput {
+  /** Bundled bench/import-child.ts. */
+  child: string;
+  qcow2: string;
+  /** `qemu-img convert -O raw` of `qcow2`: the importer's expected output, and the plain copy's input. */
+  raw: string;
+  rawMd5: string;
+  /** The 8 GiB-virtual qcow2 (imported once, for peak RSS). */
+  bigQcow2: string;
+  runs: number;
+  repoRoot: string;
+  log: (line: string) => void;
+}
+
+export interface EndToEndResult {
+  copy: Measured[];
+  importQcow2: Measured[];
+  importRaw: Measured[];
+  importBig: Measured | undefined;
+  stackLog: string;
+}
+
+const SRC = {
+  qcow2: "bench/src/ref-1g.qcow2",
+  raw: "bench/src/ref-1g.raw",
+  big: "bench/src/ref-8g.qcow2",
+};
+
+export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndResult> {
+  const home = await mkdtemp(join(tmpdir(), "hangar-bench-"));
+  const stackLog: string[] = [];
+  const ports = new Set<number>();
+  while (ports.size < 3) ports.add(await freePort());
+  const [apiPort = 0, s3Port = 0, dynamodbPort = 0] = [...ports];
+  let stack: LocalStack | undefined;
+  let s3: S3Client | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    input.log(`${signal}: stopping the bench stack`);
+    void (stack?.stop() ?? Promise.resolve())
+      .then(() => rm(home, { recursive: true, force: true }))
+      .finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    const t0 = performance.now();
+    stack = await startStack({
+      home,
+      cacheDir: resolve(process.env.HANGAR_CACHE ?? join(input.repoRoot, ".hangar", "cache")),
+      apiPort,
+      s3Port,
+      dynamodbPort,
+      reset: true,
+      durableEvents: false,
+      sweepIntervalMs: 0,
+      log: (line) => stackLog.push(`${new Date().toISOString()} ${line}`),
+      // The stack's own Hangar only serves the API here; its log lines would bury the bench's table.
+      createHangar: (config) => createHangar(config, { log: quietLog(stackLog) }),
+    });
+    const info = stack.info;
+    input.log(`local stack up in ${((performance.now() - t0) / 1000).toFixed(1)} s (${info.apiUrl})`);
+    s3 = new S3Client({
+      endpoint: info.s3Endpoint,
+      region: info.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
+    });
+    // No events from MinIO: the bench's children are the only importers.
+    await s3.send(
+      new PutBucketNotificationConfigurationCommand({ Bucket: info.bucket, NotificationConfiguration: {} }),
+    );
+
+    const client = s3;
+    const bucket = info.bucket;
+    const put = async (key: string, file: string) => {
+      await new Upload({
+        client,
+        params: { Bucket: bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }) },
+        partSize: 16 << 20,
+        queueSize: 4,
+      }).done();
+    };
+    const t1 = performance.now();
+    await put(SRC.qcow2, input.qcow2);
+    await put(SRC.raw, input.raw);
+    await put(SRC.big, input.bigQcow2);
+    input.log(`sources uploaded in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
+
+    const childEnv: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      HANGAR_TABLE: info.table,
+      HANGAR_BUCKET: info.bucket,
+      AWS_REGION: info.region,
+      HANGAR_S3_ENDPOINT: info.s3Endpoint,
+      HANGAR_DYNAMODB_ENDPOINT: info.dynamodbEndpoint,
+      HANGAR_JWT_ISSUER: info.jwtIssuer,
+      HANGAR_JWT_AUDIENCE: info.jwtAudience,
+      HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(stack.signingKey)),
+      AWS_ACCESS_KEY_ID: info.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: info.secretAccessKey,
+    };
+    const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+    const runChild = (args: string[]) => runMeasured([...nodeArgs, input.child, ...args], childEnv);
+
+    /** A queued image created through the API, with `source` staged where its upload would land. */
+    const stage = async (source: string, diskFormat: string): Promise<string> => {
+      const res = await fetch(`${info.apiUrl}/v2/images`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-auth-token": info.tokens.admin },
+        body: JSON.stringify({
+          name: `bench-${diskFormat}`,
+          disk_format: diskFormat,
+          container_format: "bare",
+        }),
+      });
+      if (res.status !== 201) throw new Error(`create image: ${res.status} ${await res.text()}`);
+      const { id } = (await res.json()) as { id: string };
+      await client.send(
+        new CopyObjectCommand({ Bucket: bucket, Key: stagingKey(id), CopySource: `${bucket}/${source}` }),
+      );
+      return id;
+    };
+    const importOnce = async (source: string, diskFormat: string, expectMd5?: string): Promise<Measured> => {
+      const id = await stage(source, diskFormat);
+      const m = await runChild(["import", stagingKey(id)]);
+      if (expectMd5 !== undefined && m.report.checksum !== expectMd5)
+        throw new Error(`imported ${source}: md5 ${m.report.checksum}, expected ${expectMd5}`);
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: imageKey(id) }));
+      return m;
+    };
+    const copyOnce = async (): Promise<Measured> => {
+      const to = "bench/out/plain-copy";
+      const m = await runChild(["copy", SRC.raw, to]);
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: to }));
+      return m;
+    };
+
+    // Warm-up (not recorded), and a check that the importer stores qemu-img's raw. The sources were
+    // just written, so they are in the page cache already.
+    const warm = await importOnce(SRC.qcow2, "qcow2", input.rawMd5);
+    input.log(`warm-up import qcow2: ${warm.seconds.toFixed(2)} s, ${rssMiB(warm)} MiB`);
+
+    const copy: Measured[] = [];
+    const importQcow2: Measured[] = [];
+    const importRaw: Measured[] = [];
+    const steps: [string, () => Promise<void>][] = [
+      ["plain copy", async () => void copy.push(await copyOnce())],
+      ["import qcow2", async () => void importQcow2.push(await importOnce(SRC.qcow2, "qcow2", input.rawMd5))],
+      ["import raw", async () => void importRaw.push(await importOnce(SRC.raw, "raw", input.rawMd5))],
+    ];
+    for (let i = 0; i < input.runs; i++) {
+      // Rotate the order so no measure always follows the same neighbour.
+      for (let j = 0; j < steps.length; j++) {
+        const [name, step] = steps[(i + j) % steps.length] as [string, () => Promise<void>];
+        await step();
+        const last = { "plain copy": copy, "import qcow2": importQcow2, "import raw": importRaw }[name]?.at(
+          -1,
+        );
+        input.log(`run ${i + 1}/${input.runs} ${name}: ${last?.seconds.toFixed(2)} s, ${rssMiB(last)} MiB`);
+      }
+    }
+    // BENCH_E2E_BIG=0 skips the 8 GiB-virtual import (8 GiB written) in spot checks.
+    const importBig = process.env.BENCH_E2E_BIG === "0" ? undefined : await importOnce(SRC.big, "qcow2");
+    if (importBig)
+      input.log(`import 8 GiB-virtual qcow2: ${importBig.seconds.toFixed(2)} s, ${rssMiB(importBig)} MiB`);
+    return { copy, importQcow2, importRaw, importBig, stackLog: stackLog.join("\n") };
+  } catch (err) {
+    const tail = stackLog.slice(-30).join("\n");
+    throw new Error(`end-to-end bench failed: ${err instanceof Error ? err.message : String(err)}\n${tail}`, {
+      cause: err,
+    });
+  } finally {
+    s3?.destroy();
+    await stack?.stop();
+    await rm(home, { recursive: true, force: true });
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+const rssMiB = (m: Measured | undefined) => ((m?.maxRssKiB ?? 0) / 1024).toFixed(0);
+
+function quietLog(lines: string[]): Logger {
+  const keep = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    void lines.push(`${new Date().toISOString()} ${level} ${message} ${JSON.stringify(fields ?? {})}`);
+  return { info: keep("info"), warn: keep("warn"), error: keep("error") };
+}
+
+function runMeasured(argv: string[], env: Record<string, string>): Promise<Measured> {
+  const args = argv.slice(-3);
+  return new Promise((resolvePromise, reject) => {
+    const started = performance.now();
+    const p = spawn(process.execPath, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    p.stdout.setEncoding("utf8").on("data", (d: string) => {
+      out += d;
+    });
+    p.stderr.setEncoding("utf8").on("data", (d: string) => {
+      err = (err + d).slice(-8000);
+    });
+    p.on("error", reject);
+    p.on("close", (code) => {
+      const processSeconds = (performance.now() - started) / 1000;
+      if (code !== 0) {
+        reject(new Error(`import-child ${args.join(" ")} exited ${code}: ${err}`));
+        return;
+      }
+      try {
+        const report = JSON.parse(out.trim().split("\n").at(-1) ?? "") as ChildReport;
+        resolvePromise({ seconds: report.seconds, processSeconds, maxRssKiB: report.maxRssKiB, report });
+      } catch (e) {
+        reject(new Error(`import-child ${args.join(" ")} printed no report: ${out}\n${err}`, { cause: e }));
+      }
+    });
+  });
+}
