@@ -1,3 +1,5 @@
+import { CHECK } from "../formats/checks.ts";
+import { UnsafeImageError } from "../formats/errors.ts";
 import type { DiskMap } from "./disk-map.ts";
 import { UnsupportedImageError } from "./errors.ts";
 import type { RangeReader, SourceFormat } from "./ports.ts";
@@ -30,5 +32,18 @@ export async function openDiskMap(
       return openRaw(range);
     default:
       throw new UnsupportedImageError(`conversion from ${format} is not supported`);
+  }
+}
+
+/**
+ * Refuses a map larger than the operator allows before any byte is produced: a few hundred bytes of
+ * qcow2 can declare terabytes of zeros, and converting them is work nobody asked for.
+ */
+export function checkVirtualSize(map: DiskMap, maxVirtualSize: number | undefined): void {
+  if (maxVirtualSize !== undefined && map.virtualSize > maxVirtualSize) {
+    throw new UnsafeImageError(
+      CHECK.virtualSize,
+      `${CHECK.virtualSize}: the image declares ${map.virtualSize} bytes, above the limit of ${maxVirtualSize}`,
+    );
   }
 }

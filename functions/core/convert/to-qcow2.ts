@@ -3,7 +3,7 @@ import { ceilDiv } from "./binary.ts";
 import type { DiskMap } from "./disk-map.ts";
 import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
 import { UnsupportedImageError } from "./errors.ts";
-import { openDiskMap } from "./open.ts";
+import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
 import { type ConvertOptions, DEFAULT_CHUNK, rechunk } from "./to-raw.ts";
@@ -216,7 +216,9 @@ export async function* convertToQcow2(
   }
   const opened = openSource(source, opts.signal);
   try {
-    const layout = await planQcow2Layout(await openDiskMap(format, opened.meta, opts.signal), opts.signal);
+    const first = await openDiskMap(format, opened.meta, opts.signal);
+    checkVirtualSize(first, opts.maxVirtualSize);
+    const layout = await planQcow2Layout(first, opts.signal);
     const map = await openDiskMap(format, opened.meta, opts.signal);
     const data = pieces(map, opened.data, {
       windowSize: opts.windowSize ?? DEFAULT_WINDOW,

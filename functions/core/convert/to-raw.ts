@@ -1,5 +1,5 @@
 import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
-import { openDiskMap } from "./open.ts";
+import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
 
@@ -12,6 +12,8 @@ export interface ConvertOptions {
   windowSize?: number;
   /** Windows read ahead (default 3). */
   readAhead?: number;
+  /** Refuse (UnsafeImageError, check `virtual size`) images larger than this, before producing anything. */
+  maxVirtualSize?: number;
   /** Host gap read through rather than split (default 256 KiB). */
   maxGap?: number;
 }
@@ -79,6 +81,7 @@ export async function* convertToRaw(
   const opened = openSource(source, opts.signal);
   try {
     const map = await openDiskMap(format, opened.meta, opts.signal);
+    checkVirtualSize(map, opts.maxVirtualSize);
     yield* rechunk(
       pieces(map, opened.data, {
         windowSize: opts.windowSize ?? DEFAULT_WINDOW,

@@ -111,6 +111,10 @@ class SharedRead implements SequentialSource {
   }
 }
 
+/** zlib's own errors (truncated or corrupt deflate data) say the upload is broken, not the network. */
+const isZlibError = (err: unknown): err is Error & { code: string } =>
+  err instanceof Error && String((err as unknown as { code?: unknown }).code ?? "").startsWith("Z_");
+
 const isPermanentRefusal = (err: unknown) =>
   err instanceof HangarError && (err.reason === "UNSUPPORTED_FORMAT" || err.reason === "UNSAFE_IMAGE");
 
@@ -145,12 +149,6 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   const tailStart = Math.max(0, size - TAIL_PROBE);
   const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
   const detected = detectFormat(head, tail, size);
-  if (detected.format === "luks") {
-    throw new ImportRejectedError(
-      "UNSUPPORTED_FORMAT",
-      "The upload is a LUKS-encrypted volume; Hangar stores disk images only.",
-    );
-  }
   if (input.declaredFormat !== null && !declaredMatches(input.declaredFormat, detected.format)) {
     throw new ImportRejectedError(
       "FORMAT_MISMATCH",
@@ -182,6 +180,15 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   });
 
   try {
+    if (detected.format === "luks") {
+      // Nothing to store, but the inspector's checks still run so a hostile volume gets its own reason.
+      await read.drain();
+      await inspector.finish();
+      throw new ImportRejectedError(
+        "UNSUPPORTED_FORMAT",
+        "The upload is a luks-encrypted volume; Hangar stores disk images only.",
+      );
+    }
     let output: AsyncIterable<Uint8Array>;
     if (!convert) {
       output = read.stream();
@@ -192,8 +199,9 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       };
       const source = gzip ? { sequential: gunzipSource(read) } : { range, sequential: read, size };
       const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
-      if (storedFormat === "qcow2") output = convertToQcow2(from, source, { signal });
-      else if (storedFormat === "raw") output = convertToRaw(from, source, { signal });
+      const options = { signal, maxVirtualSize: policy.maxVirtualSize };
+      if (storedFormat === "qcow2") output = convertToQcow2(from, source, options);
+      else if (storedFormat === "raw") output = convertToRaw(from, source, options);
       else {
         throw new ImportRejectedError(
           "UNSUPPORTED_FORMAT",
@@ -229,7 +237,16 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       upload,
       uploadBytes: read.bytes,
     };
-  } catch (err) {
+  } catch (caught) {
+    const err = isZlibError(caught)
+      ? new ImportRejectedError(
+          "UNSAFE_IMAGE",
+          `malformed header: the gzip stream is invalid (${caught.message})`,
+          {
+            cause: caught,
+          },
+        )
+      : caught;
     // A converter refuses what it cannot map (a backing file, say) before the inspector has seen the
     // tail it needs for a verdict. The inspector's named check is the better reason: read the rest
     // (no conversion, no writes) and let it speak.
