@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildIso } from "../fixtures/generate-tools.ts";
 import { api, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
 
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
@@ -110,6 +111,20 @@ describe("uploads in other formats are converted to the preferred raw", () => {
       disk_format: "raw",
       source_format: "qcow2+gzip",
       checksum: hex("md5", expected),
+    });
+  });
+
+  it("an ISO (accepted by default) is stored unchanged, with its virtual size", async () => {
+    const iso = buildIso(600, "HANGAR_TEST");
+    const id = await upload(iso, { name: "iso", disk_format: "iso", container_format: "bare" });
+    const image = await waitForStatus(id, "active", getStack().tokens.alice);
+    expect(image).toMatchObject({
+      disk_format: "iso",
+      source_format: "iso",
+      converted: false,
+      size: iso.length,
+      virtual_size: iso.length,
+      checksum: hex("md5", iso),
     });
   });
 
