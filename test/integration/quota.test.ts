@@ -106,6 +106,25 @@ describe("quotas", () => {
     });
   });
 
+  it("an import whose stored size does not fit image_size_total ends killed, and releases what it held", async () => {
+    const { project, member } = await freshProject();
+    await setLimits(project, { image_size_total: 1000 });
+    const id = await createAndUpload(member, randomBytes(2000), { upload_size: 2000 });
+    const image = await waitForStatus(id, "killed", member);
+    expect(image.failure).toMatchObject({ reason: "QUOTA_EXCEEDED" });
+    expect(String((image.failure as { message: string }).message)).toContain("image_size_total");
+    const stored = await s3Client().send(
+      new ListObjectsV2Command({ Bucket: getStack().bucket, Prefix: `images/${id}` }),
+    );
+    expect(stored.KeyCount ?? 0).toBe(0);
+    expect(await usage(member)).toEqual({
+      image_count_total: 1,
+      image_size_total: 0,
+      image_stage_total: 0,
+      image_count_uploading: 0,
+    });
+  });
+
   it("after uploads, kills, deletes and duplicate events, usage equals a recount", async () => {
     const { member } = await freshProject();
     const a = randomBytes(3000);
