@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { HangarApiError, HangarClient, type Image } from "./lib/api.ts";
@@ -6,6 +7,10 @@ import { downloadImage } from "./lib/download.ts";
 import { humanBytes, progressReporter } from "./lib/progress.ts";
 import { UploadInterruptedError, uploadFile } from "./lib/upload.ts";
 import { WaitTimeoutError, waitForImage } from "./lib/wait.ts";
+
+const CLI_VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
@@ -81,6 +86,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
 
   program
     .description("Upload, inspect and download Hangar images (OpenStack Glance v2 API)")
+    .version(CLI_VERSION)
     .option("--json", "print machine-readable JSON on stdout")
     .addOption(
       new Option("--as <identity>", "use a token of the local stack's local.json").choices(IDENTITIES),

@@ -90,7 +90,18 @@ export class HangarClient {
     if (typeof init.body === "string") headers.set("content-type", "application/json");
     // Links in responses are relative to the API root, which may carry a path (an API Gateway stage).
     const url = /^https?:\/\//.test(path) ? path : `${this.apiUrl}${path}`;
-    const res = await this.fetchImpl(url, { redirect: "manual", ...init, headers });
+    let res: Response;
+    try {
+      res = await this.fetchImpl(url, { redirect: "manual", ...init, headers });
+    } catch (err) {
+      // fetch says only "fetch failed"; the cause names the real problem (refused, DNS, TLS).
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new HangarApiError(
+        0,
+        "UNREACHABLE",
+        `cannot reach ${url}: ${cause?.code ?? cause?.message ?? String(err)}`,
+      );
+    }
     if (res.status >= 400) {
       const text = await res.text();
       let reason = "HTTP_ERROR";

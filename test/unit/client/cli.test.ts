@@ -1,4 +1,6 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -59,6 +61,23 @@ describe("hangar command line", () => {
     const r = await run(["list"], { HANGAR_HOME: "/nonexistent/hangar" });
     expect(r.code).toBe(EXIT.usage);
     expect(r.stderr).toContain("no API URL");
+  });
+
+  it("exits 1 naming the address when the API cannot be reached", async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise((r) => server.close(r));
+    const r = await run(["list"], { HANGAR_URL: `http://127.0.0.1:${port}`, HANGAR_TOKEN: "t" });
+    expect(r.code).toBe(EXIT.failed);
+    expect(r.stderr).toContain(`cannot reach http://127.0.0.1:${port}/v2/images`);
+    expect(r.stderr).toContain("ECONNREFUSED");
+  });
+
+  it("prints its version", async () => {
+    const r = await run(["--version"]);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.stdout).toMatch(/^\d+\.\d+\.\d+/);
   });
 
   it("exits 1 when the upload file does not exist", async () => {
