@@ -438,6 +438,7 @@ export function createImageService(deps: ImageServiceDeps) {
       }
       await images.transition(id, "delete", { updated_at: now() }).catch((e) => asConflict(e, id));
       // An importer running now loses its final conditional write and removes its own output too.
+      await deps.multipart?.discard(image);
       await objects.deletePrefix(`staging/${id}/`);
       await objects.delete(imageKey(id));
       await members.removeAll(id);

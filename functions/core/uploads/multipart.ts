@@ -144,6 +144,16 @@ export function createMultipartUploads(deps: MultipartDeps) {
       return { multipart_upload_id: uploadId, multipart_started_at: clock.now().toISOString() };
     },
 
+    /**
+     * Aborts the image's storage upload when it goes away; listing uploads by prefix does not find it on
+     * every store (MinIO answers only for an exact key), so the recorded id is the way to reach it.
+     */
+    async discard(image: ImageRecord): Promise<void> {
+      if (image.multipart_upload_id) {
+        await uploads.abort(stagingKey(image.id), image.multipart_upload_id).catch(() => undefined);
+      }
+    },
+
     /** The plan shown in `upload` for a large image (the caller's right to see it is checked by the caller). */
     plan(image: ImageRecord): MultipartPlan | undefined {
       const layout = layoutOf(image);
