@@ -263,6 +263,17 @@ export function createImageService(deps: ImageServiceDeps) {
     async update(id: string, ops: readonly PatchOperation[], caller: Caller): Promise<ImageView> {
       const image = await modifiableImage(id, caller, "modify_image");
       const changes = applyImagePatch(image, ops, caller, { maxUploadSize, now: now() });
+      if (
+        changes.upload_size !== undefined &&
+        changes.upload_size !== image.upload_size &&
+        (image.multipart_upload_id || deps.multipart?.applies({ upload_size: changes.upload_size }))
+      ) {
+        // A multipart plan's part layout follows from the size; changing it would orphan uploaded parts.
+        throw new ConflictError(
+          `The upload_size of image ${id} cannot change: it is (or would be) uploaded in parts. Create a new image instead.`,
+          "UPLOAD_SIZE_FIXED",
+        );
+      }
       // Fields that only a queued image may change are written only while it still is.
       const queuedOnly = ["disk_format", "container_format", "upload_size", "upload_sha256"].some(
         (k) => k in changes,

@@ -4,6 +4,7 @@ import { ForbiddenError, ImageNotFoundError } from "../../../functions/core/erro
 import { stagingKey } from "../../../functions/core/image/image.ts";
 import { createImageService } from "../../../functions/core/images.ts";
 import { parseListQuery } from "../../../functions/core/list-query.ts";
+import type { MultipartUploadService } from "../../../functions/core/uploads/multipart.ts";
 import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
 
 const alice = { userId: "alice", projectId: "p-alice", roles: ["member"] };
@@ -88,5 +89,47 @@ describe("image service", () => {
     await images.transition(image.id, "deactivate", {});
     await expect(service.downloadLink(image.id, alice)).rejects.toThrow(/deactivated/);
     expect((await service.downloadLink(image.id, admin)).url).toContain(image.id);
+  });
+});
+
+describe("upload_size changes", () => {
+  it("may change for a single-PUT image, but never into or within a multipart plan", async () => {
+    const images = new MemoryImages();
+    const discarded: string[] = [];
+    // Only what the image service asks of the multipart service: is a size uploaded in parts, and the
+    // discard on delete. Sizes above 100 bytes go in parts here.
+    const multipart = {
+      applies: (i: { upload_size: number | null }) => (i.upload_size ?? 0) > 100,
+      prepare: async () => ({}),
+      plan: () => undefined,
+      discard: async (i: { id: string }) => void discarded.push(i.id),
+    } as unknown as MultipartUploadService;
+    const service = createImageService({
+      images,
+      objects: new MemoryObjects(),
+      clock: fixedClock(),
+      log: silentLog,
+      newId: randomUUID,
+      uploadUrlTtlSeconds: 600,
+      downloadUrlTtlSeconds: 60,
+      multipart,
+    });
+    const small = await service.create({ name: "s", upload_size: 10 }, alice);
+    const grown = await service.update(
+      small.image.id,
+      [{ op: "replace", path: "/upload_size", value: 20 }],
+      alice,
+    );
+    expect(grown.image.upload_size).toBe(20);
+    await expect(
+      service.update(small.image.id, [{ op: "replace", path: "/upload_size", value: 500 }], alice),
+    ).rejects.toMatchObject({ reason: "UPLOAD_SIZE_FIXED" });
+    const big = await service.create({ name: "b", upload_size: 1000 }, alice);
+    await images.update(big.image.id, { multipart_upload_id: "u-1" }, ["queued"]);
+    await expect(
+      service.update(big.image.id, [{ op: "replace", path: "/upload_size", value: 50 }], alice),
+    ).rejects.toMatchObject({ reason: "UPLOAD_SIZE_FIXED" });
+    await service.delete(big.image.id, alice);
+    expect(discarded).toEqual([big.image.id]);
   });
 });
