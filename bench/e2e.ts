@@ -35,6 +35,8 @@ export interface ChildReport {
   osHashValue?: string;
   converted?: boolean;
   diskFormat?: string;
+  /** Sampled peaks of the child's main isolate (MiB). */
+  peak?: { heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number };
 }
 
 export interface Measured {
@@ -226,7 +228,13 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
   }
 }
 
-const rssMiB = (m: Measured | undefined) => ((m?.maxRssKiB ?? 0) / 1024).toFixed(0);
+const rssMiB = (m: Measured | undefined) => {
+  const p = m?.report.peak;
+  const detail = p
+    ? ` (main isolate peaks: heap ${p.heapUsedMiB.toFixed(0)}, array buffers ${p.arrayBuffersMiB.toFixed(0)})`
+    : "";
+  return `${((m?.maxRssKiB ?? 0) / 1024).toFixed(0)}${detail}`;
+};
 
 function quietLog(lines: string[]): Logger {
   const keep = (level: string) => (message: string, fields?: Record<string, unknown>) =>

@@ -32,6 +32,16 @@ const log: Logger = {
 };
 
 const [mode, first, second] = process.argv.slice(2);
+
+// Peaks of the main isolate's memory, sampled: where the RSS goes (worker threads' heaps are not in it).
+const peak = { heapUsedMiB: 0, externalMiB: 0, arrayBuffersMiB: 0 };
+const sampler = setInterval(() => {
+  const m = process.memoryUsage();
+  peak.heapUsedMiB = Math.max(peak.heapUsedMiB, m.heapUsed / 2 ** 20);
+  peak.externalMiB = Math.max(peak.externalMiB, m.external / 2 ** 20);
+  peak.arrayBuffersMiB = Math.max(peak.arrayBuffersMiB, m.arrayBuffers / 2 ** 20);
+}, 50);
+sampler.unref();
 const config = loadConfig(process.env);
 
 async function runImport(key: string): Promise<Record<string, unknown>> {
@@ -84,6 +94,6 @@ if (mode === "import" && first) report = await runImport(first);
 else if (mode === "copy" && first && second) report = await runCopy(first, second);
 else throw new Error("usage: import-child import <stagingKey> | copy <fromKey> <toKey>");
 
-process.stdout.write(`${JSON.stringify({ ...report, maxRssKiB: process.resourceUsage().maxRSS })}\n`);
+process.stdout.write(`${JSON.stringify({ ...report, maxRssKiB: process.resourceUsage().maxRSS, peak })}\n`);
 // Keep-alive sockets and the DynamoDB client would hold the event loop open for a while.
 process.exit(0);
