@@ -39,6 +39,30 @@ import {
 } from "./tokens.ts";
 
 /** What `<home>/local.json` holds: everything a client, the CLI or a test needs to talk to the stack. */
+/**
+ * Hangar's configuration (HANGAR_* variables) for a local stack's endpoints and signing key: what the
+ * stack itself, and scripts or tests that build their own Hangar against a running stack, pass to
+ * `loadConfig`.
+ */
+export function hangarEnv(
+  info: Pick<
+    LocalInfo,
+    "table" | "bucket" | "region" | "s3Endpoint" | "dynamodbEndpoint" | "jwtIssuer" | "jwtAudience"
+  >,
+  signingKey: JWK,
+): Record<string, string> {
+  return {
+    HANGAR_TABLE: info.table,
+    HANGAR_BUCKET: info.bucket,
+    AWS_REGION: info.region,
+    HANGAR_S3_ENDPOINT: info.s3Endpoint,
+    HANGAR_DYNAMODB_ENDPOINT: info.dynamodbEndpoint,
+    HANGAR_JWT_ISSUER: info.jwtIssuer,
+    HANGAR_JWT_AUDIENCE: info.jwtAudience,
+    HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(signingKey)),
+  };
+}
+
 export interface LocalInfo {
   apiUrl: string;
   s3Endpoint: string;
@@ -219,16 +243,18 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
 
     const s3Endpoint = `http://127.0.0.1:${opts.s3Port}`;
     const dynamodbEndpoint = `http://127.0.0.1:${opts.dynamodbPort}`;
-    const env: Record<string, string> = {
-      HANGAR_TABLE: LOCAL_TABLE,
-      HANGAR_BUCKET: LOCAL_BUCKET,
-      AWS_REGION: LOCAL_REGION,
-      HANGAR_S3_ENDPOINT: s3Endpoint,
-      HANGAR_DYNAMODB_ENDPOINT: dynamodbEndpoint,
-      HANGAR_JWT_ISSUER: LOCAL_JWT_ISSUER,
-      HANGAR_JWT_AUDIENCE: LOCAL_JWT_AUDIENCE,
-      HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(signingKey)),
-    };
+    const env = hangarEnv(
+      {
+        table: LOCAL_TABLE,
+        bucket: LOCAL_BUCKET,
+        region: LOCAL_REGION,
+        s3Endpoint,
+        dynamodbEndpoint,
+        jwtIssuer: LOCAL_JWT_ISSUER,
+        jwtAudience: LOCAL_JWT_AUDIENCE,
+      },
+      signingKey,
+    );
     for (const [key, value] of Object.entries(process.env)) {
       if (key.startsWith("HANGAR_") && value !== undefined && !STACK_OWNED.has(key)) env[key] = value;
     }

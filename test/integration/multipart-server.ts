@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { loadConfig } from "../../functions/config.ts";
 import { createHangar, type Hangar } from "../../functions/wiring.ts";
-import { publicJwk } from "../../infra/local/tokens.ts";
+import { hangarEnv } from "../../infra/local/stack.ts";
 import { assertLoopback, getStack, signingKey } from "./setup/stack.ts";
 
 /** Small plans for tests: parts of 5 MiB (S3's minimum) above 1 MiB. */
@@ -27,14 +27,7 @@ export async function startTestApi(env: Record<string, string> = {}): Promise<Te
   process.env.AWS_ACCESS_KEY_ID = info.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = info.secretAccessKey;
   const config = loadConfig({
-    HANGAR_TABLE: info.table,
-    HANGAR_BUCKET: info.bucket,
-    AWS_REGION: info.region,
-    HANGAR_S3_ENDPOINT: info.s3Endpoint,
-    HANGAR_DYNAMODB_ENDPOINT: info.dynamodbEndpoint,
-    HANGAR_JWT_ISSUER: info.jwtIssuer,
-    HANGAR_JWT_AUDIENCE: info.jwtAudience,
-    HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(signingKey())),
+    ...hangarEnv(info, signingKey()),
     HANGAR_MULTIPART_THRESHOLD: String(TEST_THRESHOLD),
     HANGAR_MULTIPART_PART_SIZE: String(TEST_PART_SIZE),
     ...env,
