@@ -24,8 +24,7 @@ import { imageKey, stagingKey } from "../functions/core/image/image.ts";
 import type { Logger } from "../functions/core/ports.ts";
 import { createHangar } from "../functions/wiring.ts";
 import { freePort } from "../infra/local/services.ts";
-import { type LocalStack, startStack } from "../infra/local/stack.ts";
-import { publicJwk } from "../infra/local/tokens.ts";
+import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 
 export interface ChildReport {
   seconds: number;
@@ -138,14 +137,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
 
     const childEnv: Record<string, string> = {
       ...(process.env as Record<string, string>),
-      HANGAR_TABLE: info.table,
-      HANGAR_BUCKET: info.bucket,
-      AWS_REGION: info.region,
-      HANGAR_S3_ENDPOINT: info.s3Endpoint,
-      HANGAR_DYNAMODB_ENDPOINT: info.dynamodbEndpoint,
-      HANGAR_JWT_ISSUER: info.jwtIssuer,
-      HANGAR_JWT_AUDIENCE: info.jwtAudience,
-      HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(stack.signingKey)),
+      ...hangarEnv(info, stack.signingKey),
       AWS_ACCESS_KEY_ID: info.accessKeyId,
       AWS_SECRET_ACCESS_KEY: info.secretAccessKey,
     };
