@@ -45,9 +45,10 @@ const { createHash } = require("node:crypto");
 const hashes = workerData.names.map((n) => [n, createHash(n)]);
 parentPort.on("message", (m) => {
   if (m.type === "data") {
-    let n = 0;
-    for (const c of m.chunks) { for (const [, h] of hashes) h.update(c); n += c.byteLength; }
-    parentPort.postMessage({ type: "ack", n });
+    const c = new Uint8Array(m.buf, 0, m.n);
+    for (const [, h] of hashes) h.update(c);
+    // The buffer goes back to the caller for its next batch: no garbage on either side.
+    parentPort.postMessage({ type: "ack", n: m.n, buf: m.buf }, [m.buf]);
   } else if (m.type === "end") {
     parentPort.postMessage({ type: "digest", out: Object.fromEntries(hashes.map(([a, h]) => [a, h.digest("hex")])) });
   }
@@ -57,7 +58,7 @@ parentPort.on("message", (m) => {
 /** Batches sent to the worker: large enough that messaging costs little against hashing. */
 const BATCH_BYTES = 1024 * 1024;
 /** Bytes handed to the worker and not yet hashed before `update` makes the caller wait. */
-const MAX_IN_FLIGHT = 32 * 1024 * 1024;
+const MAX_IN_FLIGHT = 8 * 1024 * 1024;
 
 /**
  * Hashes in a worker thread so md5 on the caller's thread and sha512 here overlap (see
@@ -66,8 +67,9 @@ const MAX_IN_FLIGHT = 32 * 1024 * 1024;
  */
 export class WorkerDigests implements Digester {
   private readonly worker: Worker;
-  private batch: Uint8Array[] = [];
-  private batchBytes = 0;
+  private current: Uint8Array | undefined;
+  private fill = 0;
+  private readonly free: ArrayBuffer[] = [];
   private inFlight = 0;
   private waiters: (() => void)[] = [];
   private failure: Error | undefined;
@@ -77,12 +79,16 @@ export class WorkerDigests implements Digester {
   constructor(names: Iterable<DigestName>) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { names: [...new Set(names)] } });
     this.result = new Promise<DigestValues>((resolve, reject) => {
-      this.worker.on("message", (m: { type: "ack"; n: number } | { type: "digest"; out: DigestValues }) => {
-        if (m.type === "ack") {
-          this.inFlight -= m.n;
-          if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
-        } else resolve(m.out);
-      });
+      this.worker.on(
+        "message",
+        (m: { type: "ack"; n: number; buf: ArrayBuffer } | { type: "digest"; out: DigestValues }) => {
+          if (m.type === "ack") {
+            this.inFlight -= m.n;
+            this.free.push(m.buf);
+            if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
+          } else resolve(m.out);
+        },
+      );
       this.worker.on("error", (e) => {
         this.failure = e;
         for (const w of this.waiters.splice(0)) w();
@@ -93,24 +99,27 @@ export class WorkerDigests implements Digester {
   }
 
   private flush(): void {
-    if (!this.batchBytes) return;
-    // One copy into a fresh buffer, then a transfer: posting views would clone their whole backing buffers.
-    const joined = Buffer.concat(this.batch, this.batchBytes);
-    const owned = new Uint8Array(joined.buffer, joined.byteOffset, joined.byteLength);
-    const transfer =
-      joined.byteOffset === 0 && joined.buffer.byteLength === joined.byteLength ? [joined.buffer] : [];
-    this.worker.postMessage({ type: "data", chunks: [owned] }, transfer as ArrayBuffer[]);
-    this.inFlight += this.batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
+    if (!this.current || !this.fill) return;
+    const buf = this.current.buffer as ArrayBuffer;
+    this.worker.postMessage({ type: "data", buf, n: this.fill }, [buf]);
+    this.inFlight += this.fill;
+    this.current = undefined;
+    this.fill = 0;
   }
 
   update(chunk: Uint8Array): undefined | Promise<void> {
     if (this.failure) throw this.failure;
     this.bytes += chunk.byteLength;
-    this.batch.push(chunk);
-    this.batchBytes += chunk.byteLength;
-    if (this.batchBytes >= BATCH_BYTES) this.flush();
+    // Copied into fixed batch buffers that travel to the worker and back: memory stays at
+    // MAX_IN_FLIGHT + BATCH_BYTES whatever the chunk sizes, and nothing is left for the GC.
+    for (let off = 0; off < chunk.byteLength; ) {
+      this.current ??= new Uint8Array(this.free.pop() ?? new ArrayBuffer(BATCH_BYTES));
+      const n = Math.min(chunk.byteLength - off, BATCH_BYTES - this.fill);
+      this.current.set(chunk.subarray(off, off + n), this.fill);
+      this.fill += n;
+      off += n;
+      if (this.fill === BATCH_BYTES) this.flush();
+    }
     if (this.inFlight <= MAX_IN_FLIGHT) return undefined;
     return new Promise<void>((resolve) => this.waiters.push(resolve));
   }

@@ -199,7 +199,9 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       };
       const source = gzip ? { sequential: gunzipSource(read) } : { range, sequential: read, size };
       const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
-      const options = { signal, maxVirtualSize: policy.maxVirtualSize };
+      // Smaller read windows than the converter's defaults keep the whole importer, multipart buffers
+      // included, near 256 MiB; bench/ measured no loss of speed.
+      const options = { signal, maxVirtualSize: policy.maxVirtualSize, windowSize: 4 << 20, readAhead: 2 };
       if (storedFormat === "qcow2") output = convertToQcow2(from, source, options);
       else if (storedFormat === "raw") output = convertToRaw(from, source, options);
       else {
