@@ -53,8 +53,8 @@ const EnvSchema = z.object({
   HANGAR_MAX_VIRTUAL_SIZE: int(2 ** 40),
   /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
   HANGAR_MAX_GZIP_RATIO: int(64),
-  /** Part size of the multipart write of stored images. */
-  HANGAR_PART_SIZE: int(16 * 1024 * 1024),
+  /** Least part size of the multipart write of stored images (larger for images that need it). */
+  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
   /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
   HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
   /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */

@@ -57,8 +57,16 @@ export interface ObjectStore {
   /** One sequential read of the whole object. */
   read(key: string, signal?: AbortSignal): AsyncIterable<Uint8Array>;
   readRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
-  /** Streams `body` into `key` (multipart for large bodies); aborts and leaves nothing behind on failure. */
-  write(key: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<{ size: number }>;
+  /**
+   * Streams `body` into `key` (multipart for large bodies); aborts and leaves nothing behind on failure.
+   * `sizeHint`, the expected size, lets parts grow so a large body stays within S3's 10,000 parts.
+   */
+  write(
+    key: string,
+    body: AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+    options?: { sizeHint?: number },
+  ): Promise<{ size: number }>;
   delete(key: string): Promise<void>;
   /** Every object under a prefix, with its size (reconciliation). */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;

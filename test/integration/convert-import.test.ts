@@ -128,6 +128,22 @@ describe("uploads in other formats are converted to the preferred raw", () => {
     });
   });
 
+  it("a gzip-wrapped raw image is unwrapped and stored as raw", async () => {
+    const raw = readFileSync(source);
+    const gz = execFileSync("gzip", ["-c", source], { maxBuffer: 64 * 1024 * 1024 });
+    const id = await upload(gz, { name: "gz-raw", upload_sha256: hex("sha256", gz) });
+    const image = await waitForStatus(id, "active", getStack().tokens.alice, 45_000);
+    expect(image).toMatchObject({
+      disk_format: "raw",
+      source_format: "raw+gzip",
+      converted: true,
+      size: raw.length,
+      checksum: hex("md5", raw),
+      os_hash_value: hex("sha512", raw),
+    });
+    expect(hex("sha256", await storedBytes(id))).toBe(hex("sha256", raw));
+  });
+
   it("a raw upload is stored unchanged", async () => {
     const bytes = readFileSync(source);
     const id = await upload(bytes, { name: "raw", disk_format: "raw" });

@@ -62,6 +62,14 @@ function unsignedPayloads(client: S3Client): S3Client {
   return client;
 }
 
+const MiB = 1024 * 1024;
+/** Parts for a body of `hint` bytes: the configured size, larger when 9,000 of them (S3 allows 10,000,
+ * kept in reserve for an output a little larger than hinted) would not hold it; at most S3's 5 GiB. */
+export function partSizeFor(hint: number | undefined, configured: number): number {
+  if (!hint || hint <= 0) return configured;
+  return Math.min(5 * 1024 * MiB, Math.max(configured, Math.ceil(hint / 9000 / MiB) * MiB));
+}
+
 const isNotFound = (err: unknown) =>
   err instanceof NotFound ||
   (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === "NoSuchKey"));
@@ -157,7 +165,12 @@ export class S3ObjectStore implements ObjectStore {
     return out.Body.transformToByteArray();
   }
 
-  async write(key: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<{ size: number }> {
+  async write(
+    key: string,
+    body: AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+    options: { sizeHint?: number } = {},
+  ): Promise<{ size: number }> {
     let size = 0;
     const counted = Readable.from(
       (async function* () {
@@ -171,7 +184,7 @@ export class S3ObjectStore implements ObjectStore {
     const upload = new Upload({
       client: this.writer,
       params: { Bucket: this.bucket, Key: key, Body: counted, ContentType: "application/octet-stream" },
-      partSize: this.options.partSize,
+      partSize: partSizeFor(options.sizeHint, this.options.partSize),
       queueSize: this.options.queueSize ?? 4,
       // On failure lib-storage aborts the multipart upload so no parts are left behind.
       leavePartsOnError: false,

@@ -218,6 +218,7 @@ export async function* convertToQcow2(
   try {
     const first = await openDiskMap(format, opened.meta, opts.signal);
     checkVirtualSize(first, opts.maxVirtualSize);
+    opts.onMap?.(first);
     const layout = await planQcow2Layout(first, opts.signal);
     const map = await openDiskMap(format, opened.meta, opts.signal);
     const data = pieces(map, opened.data, {

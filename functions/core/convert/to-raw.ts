@@ -1,3 +1,4 @@
+import type { DiskMap } from "./disk-map.ts";
 import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
@@ -14,6 +15,8 @@ export interface ConvertOptions {
   readAhead?: number;
   /** Refuse (UnsafeImageError, check `virtual size`) images larger than this, before producing anything. */
   maxVirtualSize?: number;
+  /** Told the image's map once it is open, before any output (e.g. to size the write of the output). */
+  onMap?: (map: DiskMap) => void;
   /** Host gap read through rather than split (default 256 KiB). */
   maxGap?: number;
 }
@@ -82,6 +85,7 @@ export async function* convertToRaw(
   try {
     const map = await openDiskMap(format, opened.meta, opts.signal);
     checkVirtualSize(map, opts.maxVirtualSize);
+    opts.onMap?.(map);
     yield* rechunk(
       pieces(map, opened.data, {
         windowSize: opts.windowSize ?? DEFAULT_WINDOW,

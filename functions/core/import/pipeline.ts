@@ -129,6 +129,17 @@ async function inspectorVerdict(read: SharedRead, inspector: Inspector): Promise
   }
 }
 
+/** Starts an iterable (so its first chunk is ready) and gives back one that yields everything. */
+async function peek(source: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array>> {
+  const it = source[Symbol.asyncIterator]();
+  const first = await it.next();
+  return (async function* () {
+    if (first.done) return;
+    yield first.value;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  })();
+}
+
 /** Passes chunks through a digester on their way to storage. */
 async function* digested(source: AsyncIterable<Uint8Array>, d: Digester): AsyncGenerator<Uint8Array> {
   for await (const chunk of source) {
@@ -157,8 +168,10 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     );
   }
   const gzip = detected.compression === "gzip";
-  const convert = gzip || !policy.acceptedFormats.includes(detected.format);
+  // Converted when the format is not accepted as it is; a gzip-wrapped upload is at least unwrapped.
+  const convert = !policy.acceptedFormats.includes(detected.format);
   const storedFormat = convert ? policy.preferredFormat : detected.format;
+  const transformed = convert || gzip;
 
   const inspector = createInspector({
     totalSize: size,
@@ -170,8 +183,10 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   const uploadNames: DigestName[] = input.declaredSha256 ? ["sha256"] : [];
   const inline = size < INLINE_HASH_BELOW;
   // Stored bytes equal uploaded bytes unless converting: then one digester serves both.
-  const uploadDigests = createDigester(convert ? uploadNames : [...storedNames, ...uploadNames], { inline });
-  const storedDigests = convert ? createDigester(storedNames, { inline }) : undefined;
+  const uploadDigests = createDigester(transformed ? uploadNames : [...storedNames, ...uploadNames], {
+    inline,
+  });
+  const storedDigests = transformed ? createDigester(storedNames, { inline }) : undefined;
   const read = new SharedRead(objects.read(key, signal), async (chunk) => {
     const wait = uploadDigests.update(chunk);
     if (wait) await wait;
@@ -190,8 +205,14 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       );
     }
     let output: AsyncIterable<Uint8Array>;
-    if (!convert) {
+    // The stored object's expected size, for the multipart part size (S3 allows 10,000 parts).
+    let sizeHint = size;
+    if (!convert && !gzip) {
       output = read.stream();
+    } else if (!convert) {
+      // Bounded by the gzip-bomb check: the inspector stops the upload beyond this ratio.
+      sizeHint = Math.min(policy.maxVirtualSize, size * policy.maxGzipRatio);
+      output = digested(gunzipSource(read).stream(signal), storedDigests as Digester);
     } else {
       const range: RangeReader = {
         size,
@@ -201,7 +222,16 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
       // Smaller read windows than the converter's defaults keep the whole importer, multipart buffers
       // included, near 256 MiB; bench/ measured no loss of speed.
-      const options = { signal, maxVirtualSize: policy.maxVirtualSize, windowSize: 4 << 20, readAhead: 2 };
+      let virtualSize: number | undefined;
+      const options = {
+        signal,
+        maxVirtualSize: policy.maxVirtualSize,
+        windowSize: 4 << 20,
+        readAhead: 2,
+        onMap: (map: { virtualSize: number }) => {
+          virtualSize = map.virtualSize;
+        },
+      };
       if (storedFormat === "qcow2") output = convertToQcow2(from, source, options);
       else if (storedFormat === "raw") output = convertToRaw(from, source, options);
       else {
@@ -210,9 +240,12 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
           `The operator prefers ${storedFormat}, which Hangar cannot convert to; ask them to prefer raw or qcow2.`,
         );
       }
-      output = digested(output, storedDigests as Digester);
+      // The first chunk comes once the converter has mapped the image, and with it the output's size.
+      const first = await peek(output);
+      sizeHint = virtualSize ?? sizeHint;
+      output = digested(first, storedDigests as Digester);
     }
-    const written = await objects.write(input.outputKey, output, signal);
+    const written = await objects.write(input.outputKey, output, signal, { sizeHint });
     await read.drain();
     if (read.bytes !== size) {
       throw new ImportRejectedError(
@@ -233,7 +266,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       detected,
       inspection,
       storedFormat,
-      converted: convert,
+      converted: transformed,
       storedSize: written.size,
       stored,
       upload,
