@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { Hono } from "hono";
-import type { z } from "zod";
 import { ForbiddenError, InvalidRequestError } from "../core/errors.ts";
 import { type Caller, isAdmin } from "../core/image/access.ts";
 import type { ImageService, NewImage } from "../core/images.ts";
@@ -10,7 +9,7 @@ import type { QuotaService } from "../core/quotas.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
 import { createImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
-import { errorResponse, toErrorResponse } from "./errors.ts";
+import { describeZod, errorResponse, toErrorResponse } from "./errors.ts";
 import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
 import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
@@ -32,9 +31,6 @@ export interface AppDeps {
 }
 
 type Env = { Variables: { caller: Caller } };
-
-const describeZod = (err: z.ZodError) =>
-  err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
 
 /** Versions document; glanceclient needs `{versions: [{id: "v2.x"}]}`. */
 function versions(base: string) {

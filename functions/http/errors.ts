@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { z } from "zod";
 import {
   ConflictError,
   ForbiddenError,
@@ -43,6 +44,10 @@ const STATUS_OF: [new (...args: never[]) => HangarError, ContentfulStatusCode][]
   [QuotaExceededError, 413],
   [UnsupportedMediaTypeError, 415],
 ];
+
+/** A schema violation as one line for a 400's message: `field: problem; other: problem`. */
+export const describeZod = (err: z.ZodError): string =>
+  err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
 
 export function statusOf(err: unknown): ContentfulStatusCode {
   for (const [cls, status] of STATUS_OF) if (err instanceof cls) return status;

@@ -13,6 +13,7 @@ import {
   MemberCreate,
   MemberUpdate,
 } from "../api-schemas.ts";
+import { describeZod } from "../errors.ts";
 import { imageJson } from "../image-json.ts";
 
 type Env = { Variables: { caller: Caller } };
@@ -31,9 +32,6 @@ export interface GlanceRouteDeps {
   images: ImageService;
   policy: ImportPolicyInfo;
 }
-
-const describeZod = (err: z.ZodError) =>
-  err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
 
 /** Parses a JSON body with `schema`; malformed JSON and schema violations are 400s. */
 export async function jsonBody<T>(c: Context, schema: z.ZodType<T>, what: string): Promise<T> {

@@ -1,9 +1,9 @@
 import type { Context, Hono } from "hono";
 import { z } from "zod";
-import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
 import type { ProjectUsage, QuotaService } from "../../core/quotas.ts";
+import { jsonBody } from "./glance.ts";
 
 type Env = { Variables: { caller: Caller } };
 
@@ -48,18 +48,7 @@ export function registerQuotaRoutes(app: Hono<Env>, deps: { quotas: QuotaService
   );
 
   app.put("/v2/quotas/:project", async (c) => {
-    let raw: unknown;
-    try {
-      raw = await c.req.json();
-    } catch {
-      throw new InvalidRequestError("The request body is not valid JSON.");
-    }
-    const parsed = LimitsBody.safeParse(raw);
-    if (!parsed.success) {
-      throw new InvalidRequestError(
-        `Invalid limits: ${parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; ")}`,
-      );
-    }
-    return c.json(usageJson(await quotas.setLimits(c.get("caller"), project(c), parsed.data)));
+    const limits = await jsonBody(c, LimitsBody, "limits");
+    return c.json(usageJson(await quotas.setLimits(c.get("caller"), project(c), limits)));
   });
 }

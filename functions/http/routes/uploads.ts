@@ -4,6 +4,7 @@ import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_PARTS_PER_REQUEST, type MultipartUploadService } from "../../core/uploads/multipart.ts";
 import { MAX_PARTS } from "../../core/uploads/plan.ts";
+import { describeZod } from "../errors.ts";
 
 type Env = { Variables: { caller: Caller } };
 
@@ -21,9 +22,6 @@ const CompleteBody = z.strictObject({
     .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
     .optional(),
 });
-
-const describeZod = (err: z.ZodError) =>
-  err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
 
 /** Parses a JSON body with `schema`; an empty body counts as `{}` where the body is optional. */
 async function body<T>(c: Context<Env>, schema: z.ZodType<T>, optional: boolean): Promise<T> {
