@@ -63,6 +63,7 @@ export interface EndToEndInput {
 
 export interface EndToEndResult {
   copy: Measured[];
+  copyWriter: Measured[];
   importQcow2: Measured[];
   importRaw: Measured[];
   importBig: Measured | undefined;
@@ -170,9 +171,9 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: imageKey(id) }));
       return m;
     };
-    const copyOnce = async (): Promise<Measured> => {
+    const copyOnce = async (mode: "copy" | "copy-writer"): Promise<Measured> => {
       const to = "bench/out/plain-copy";
-      const m = await runChild(["copy", SRC.raw, to]);
+      const m = await runChild([mode, SRC.raw, to]);
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: to }));
       return m;
     };
@@ -183,10 +184,12 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     input.log(`warm-up import qcow2: ${warm.seconds.toFixed(2)} s, ${rssMiB(warm)} MiB`);
 
     const copy: Measured[] = [];
+    const copyWriter: Measured[] = [];
     const importQcow2: Measured[] = [];
     const importRaw: Measured[] = [];
     const steps: [string, () => Promise<void>][] = [
-      ["plain copy", async () => void copy.push(await copyOnce())],
+      ["plain copy", async () => void copy.push(await copyOnce("copy"))],
+      ["copy through Hangar's writer", async () => void copyWriter.push(await copyOnce("copy-writer"))],
       ["import qcow2", async () => void importQcow2.push(await importOnce(SRC.qcow2, "qcow2", input.rawMd5))],
       ["import raw", async () => void importRaw.push(await importOnce(SRC.raw, "raw", input.rawMd5))],
     ];
@@ -195,9 +198,13 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       for (let j = 0; j < steps.length; j++) {
         const [name, step] = steps[(i + j) % steps.length] as [string, () => Promise<void>];
         await step();
-        const last = { "plain copy": copy, "import qcow2": importQcow2, "import raw": importRaw }[name]?.at(
-          -1,
-        );
+        const series: Record<string, Measured[]> = {
+          "plain copy": copy,
+          "copy through Hangar's writer": copyWriter,
+          "import qcow2": importQcow2,
+          "import raw": importRaw,
+        };
+        const last = series[name]?.at(-1);
         input.log(`run ${i + 1}/${input.runs} ${name}: ${last?.seconds.toFixed(2)} s, ${rssMiB(last)} MiB`);
       }
     }
@@ -205,7 +212,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     const importBig = process.env.BENCH_E2E_BIG === "0" ? undefined : await importOnce(SRC.big, "qcow2");
     if (importBig)
       input.log(`import 8 GiB-virtual qcow2: ${importBig.seconds.toFixed(2)} s, ${rssMiB(importBig)} MiB`);
-    return { copy, importQcow2, importRaw, importBig, stackLog: stackLog.join("\n") };
+    return { copy, copyWriter, importQcow2, importRaw, importBig, stackLog: stackLog.join("\n") };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");
     throw new Error(`end-to-end bench failed: ${err instanceof Error ? err.message : String(err)}\n${tail}`, {

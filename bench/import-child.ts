@@ -5,20 +5,23 @@
  *   import-child import <stagingKey>    the real importer: createHangar(loadConfig(env)).handleStorageEvent
  *                                       with an S3 `ObjectCreated:Put` envelope naming the staged object;
  *   import-child copy <fromKey> <toKey> the plain peer: one SDK streaming GET into a lib-storage multipart
- *                                       Upload, with the object store's client, part size and queue size,
- *                                       so the same payload signing, and no conversion or hashing.
+ *                                       Upload, with the importer's writing client (unsigned payloads),
+ *                                       part size and queue size, and no conversion or hashing;
+ *   import-child copy-writer <from> <to> the same GET into Hangar's own multipart writer (the one the
+ *                                       importer uses), still no conversion or hashing.
  *
  * Prints one JSON line on stdout: in-process seconds of the operation, peak RSS (KiB) of the process
  * (worker threads included) and what happened. Bundled by bench/run.ts, like convert-child.ts.
  */
 import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { createS3Client } from "../functions/adapters/s3/object-store.ts";
+import { createS3Client, createWriterClient } from "../functions/adapters/s3/object-store.ts";
+import { writeObject } from "../functions/adapters/s3/part-writer.ts";
 import { loadConfig } from "../functions/config.ts";
 import type { Logger } from "../functions/core/ports.ts";
 import { createHangar } from "../functions/wiring.ts";
 
-/** lib-storage's queue size in S3ObjectStore.write (its default, not configurable through Config). */
+/** Parts in flight in S3ObjectStore.write (its default, not configurable through Config). */
 const QUEUE_SIZE = 4;
 
 // The importer's log lines go to stderr, so stdout carries only the report.
@@ -72,27 +75,47 @@ async function runImport(key: string): Promise<Record<string, unknown>> {
   };
 }
 
-async function runCopy(from: string, to: string): Promise<Record<string, unknown>> {
-  const client = createS3Client(config.region, config.s3Endpoint);
+async function runCopy(
+  from: string,
+  to: string,
+  through: "lib-storage" | "writer",
+): Promise<Record<string, unknown>> {
+  const reader = createS3Client(config.region, config.s3Endpoint);
+  // The importer's writing client: part bodies sent as UNSIGNED-PAYLOAD, as the importer sends them.
+  const writer = createWriterClient(config.region, config.s3Endpoint);
   const started = performance.now();
-  const got = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: from }));
+  const got = await reader.send(new GetObjectCommand({ Bucket: config.bucket, Key: from }));
   if (!got.Body) throw new Error(`no body for ${from}`);
-  await new Upload({
-    client,
-    params: { Bucket: config.bucket, Key: to, Body: got.Body, ContentType: "application/octet-stream" },
-    partSize: config.partSize,
-    queueSize: QUEUE_SIZE,
-    leavePartsOnError: false,
-  }).done();
+  const body = got.Body as AsyncIterable<Uint8Array>;
+  if (through === "writer") {
+    await writeObject(body, {
+      client: writer,
+      bucket: config.bucket,
+      key: to,
+      partSize: config.partSize,
+      queueSize: QUEUE_SIZE,
+      contentType: "application/octet-stream",
+    });
+  } else {
+    await new Upload({
+      client: writer,
+      params: { Bucket: config.bucket, Key: to, Body: got.Body, ContentType: "application/octet-stream" },
+      partSize: config.partSize,
+      queueSize: QUEUE_SIZE,
+      leavePartsOnError: false,
+    }).done();
+  }
   const seconds = (performance.now() - started) / 1000;
-  client.destroy();
+  reader.destroy();
+  writer.destroy();
   return { seconds, size: got.ContentLength };
 }
 
 let report: Record<string, unknown>;
 if (mode === "import" && first) report = await runImport(first);
-else if (mode === "copy" && first && second) report = await runCopy(first, second);
-else throw new Error("usage: import-child import <stagingKey> | copy <fromKey> <toKey>");
+else if (mode === "copy" && first && second) report = await runCopy(first, second, "lib-storage");
+else if (mode === "copy-writer" && first && second) report = await runCopy(first, second, "writer");
+else throw new Error("usage: import-child import <stagingKey> | copy|copy-writer <fromKey> <toKey>");
 
 process.stdout.write(`${JSON.stringify({ ...report, maxRssKiB: process.resourceUsage().maxRSS, peak })}\n`);
 // Keep-alive sockets and the DynamoDB client would hold the event loop open for a while.

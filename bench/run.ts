@@ -6,8 +6,9 @@
  *  (b) peak RSS of the real importer (child process) for the 1 GiB and the 8 GiB-virtual image, and
  *      of the bare converter process;
  *  (c) end to end on a local stack of its own (bench/e2e.ts): staged object in MinIO → stored object,
- *      through the real importer, vs a plain SDK GET → lib-storage Upload of the same output bytes;
- *      medians of BENCH_E2E_RUNS (default 3) interleaved triples.
+ *      through the real importer, vs a plain SDK GET → lib-storage Upload of the same output bytes with
+ *      the importer's part size and payload signing (and, for reference, the same GET into Hangar's own
+ *      writer); medians of BENCH_E2E_RUNS (default 3) interleaved rounds.
  * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -204,10 +205,14 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importerMaxRssMiB1GRaw: Math.max(...rss(e.importRaw)),
       importerMaxRssMiB8G: e.importBig ? e.importBig.maxRssKiB / 1024 : undefined,
       plainCopyMaxRssMiB: Math.max(...rss(e.copy)),
+      writerCopyMaxRssMiB: Math.max(...rss(e.copyWriter)),
       targetMiB: 256,
     },
     c: {
       plainCopyMedianSeconds: copy,
+      writerCopyMedianSeconds: median(s(e.copyWriter)),
+      ratioQcow2VsWriterCopy: qcow2 / median(s(e.copyWriter)),
+      ratioRawVsWriterCopy: raw / median(s(e.copyWriter)),
       importQcow2MedianSeconds: qcow2,
       importRawMedianSeconds: raw,
       ratioQcow2: qcow2 / copy,
@@ -221,12 +226,14 @@ function summarizeEndToEnd(e: EndToEndResult) {
       target: 1.3,
       samples: {
         copy: s(e.copy),
+        copyWriter: s(e.copyWriter),
         importQcow2: s(e.importQcow2),
         importRaw: s(e.importRaw),
         copyProcess: p(e.copy),
         importQcow2Process: p(e.importQcow2),
         importRawProcess: p(e.importRaw),
         rssCopy: rss(e.copy),
+        rssCopyWriter: rss(e.copyWriter),
         rssQcow2: rss(e.importQcow2),
         rssRaw: rss(e.importRaw),
       },
@@ -304,15 +311,17 @@ async function main(): Promise<void> {
     "(b) importer peak RSS, 1 GiB qcow2 (MiB)": mib(b.importerMaxRssMiB1G),
     "(b) importer peak RSS, 8 GiB-virtual qcow2 (MiB)": mib(b.importerMaxRssMiB8G),
     "(b) importer peak RSS, 1 GiB raw (MiB)": mib(b.importerMaxRssMiB1GRaw),
-    "plain copy peak RSS (MiB)": mib(b.plainCopyMaxRssMiB),
+    "plain copy peak RSS, lib-storage / Hangar's writer (MiB)": `${mib(b.plainCopyMaxRssMiB)} / ${mib(b.writerCopyMaxRssMiB)}`,
     "converter process peak RSS, 1 GiB / 8 GiB (MiB)": `${mib(b.converterMaxRssMiB1G)} / ${mib(b.converterMaxRssMiB8G)}`,
     "idle node RSS (MiB)": mib(b.idleNodeRssMiB),
-    "plain copy GET → Upload, 1 GiB raw (s)": f(c?.plainCopyMedianSeconds),
+    "plain copy GET → lib-storage Upload, 1 GiB raw (s)": f(c?.plainCopyMedianSeconds),
+    "same copy through Hangar's writer (s)": f(c?.writerCopyMedianSeconds),
     "import qcow2 → raw 1 GiB (s)": f(c?.importQcow2MedianSeconds),
     "import raw 1 GiB, pass-through (s)": f(c?.importRawMedianSeconds),
     "(c) ratio import qcow2 / plain copy": f(c?.ratioQcow2),
     "(c) ratio import raw / plain copy": f(c?.ratioRaw),
     "(c) same, whole processes qcow2 / raw": `${f(c?.ratioQcow2WholeProcess)} / ${f(c?.ratioRawWholeProcess)}`,
+    "ratios against the copy through Hangar's writer, qcow2 / raw": `${f(c?.ratioQcow2VsWriterCopy)} / ${f(c?.ratioRawVsWriterCopy)}`,
     "import 8 GiB-virtual qcow2 (s)": f(c?.import8GVirtualSeconds),
   });
 }

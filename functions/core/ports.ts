@@ -59,19 +59,29 @@ export interface ObjectStore {
   readRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
   /**
    * Streams `body` into `key` (multipart for large bodies); aborts and leaves nothing behind on failure.
-   * `sizeHint`, the expected size, lets parts grow so a large body stays within S3's 10,000 parts.
+   * Chunks of `body` are copied before the next one is pulled, so a producer may reuse its buffers.
    */
   write(
     key: string,
     body: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
-    options?: { sizeHint?: number },
+    options?: WriteOptions,
   ): Promise<{ size: number }>;
   delete(key: string): Promise<void>;
   /** Every object under a prefix, with its size (reconciliation). */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;
   /** Deletes every object under a prefix, and aborts multipart uploads there. */
   deletePrefix(prefix: string): Promise<void>;
+}
+
+export interface WriteOptions {
+  /** The expected size: lets parts grow so a large body stays within S3's 10,000 parts. */
+  sizeHint?: number;
+  /**
+   * Sees every byte written, in order, in pieces of the store's choosing (whole parts). A piece stays
+   * unchanged until the promise returned settles; a rejection fails the write.
+   */
+  tap?: (bytes: Uint8Array) => Promise<void> | undefined;
 }
 
 export interface Clock {

@@ -10,6 +10,7 @@ import type {
   ObjectInfo,
   ObjectStore,
   PresignedRequest,
+  WriteOptions,
 } from "../../functions/core/ports.ts";
 import {
   type Counters,
@@ -126,9 +127,19 @@ export class MemoryObjects implements ObjectStore {
     if (!o) throw new Error(`no object ${key}`);
     return o.slice(offset, offset + length);
   }
-  async write(key: string, body: AsyncIterable<Uint8Array>) {
+  async write(
+    key: string,
+    body: AsyncIterable<Uint8Array>,
+    _signal?: AbortSignal,
+    options: WriteOptions = {},
+  ) {
     const parts: Uint8Array[] = [];
-    for await (const c of body) parts.push(c);
+    for await (const c of body) {
+      // Copied before the next chunk is pulled, as the port promises producers.
+      const copy = c.slice();
+      parts.push(copy);
+      await options.tap?.(copy);
+    }
     const all = Buffer.concat(parts);
     this.objects.set(key, all);
     return { size: all.byteLength };

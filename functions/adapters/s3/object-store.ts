@@ -1,4 +1,4 @@
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -12,9 +12,9 @@ import {
   S3Client,
   S3ServiceException,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import type { ObjectInfo, ObjectStore, PresignedRequest } from "../../core/ports.ts";
+import type { ObjectInfo, ObjectStore, PresignedRequest, WriteOptions } from "../../core/ports.ts";
+import { writeObject } from "./part-writer.ts";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -62,6 +62,11 @@ function unsignedPayloads(client: S3Client): S3Client {
   return client;
 }
 
+/** The client Hangar writes stored images with: payloads sent unsigned (see `unsignedPayloads`). */
+export function createWriterClient(region: string, endpoint?: string): S3Client {
+  return unsignedPayloads(createS3Client(region, endpoint));
+}
+
 const MiB = 1024 * 1024;
 /** Parts for a body of `hint` bytes: the configured size, larger when 9,000 of them (S3 allows 10,000,
  * kept in reserve for an output a little larger than hinted) would not hold it; at most S3's 5 GiB. */
@@ -91,7 +96,7 @@ export class S3ObjectStore implements ObjectStore {
       ? createS3Client(options.region, options.publicEndpoint)
       : this.client;
     // Its own client, so the middleware never reaches the one that signs links.
-    this.writer = unsignedPayloads(createS3Client(options.region, options.endpoint));
+    this.writer = createWriterClient(options.region, options.endpoint);
   }
 
   async presignPut(
@@ -169,29 +174,18 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     body: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
-    options: { sizeHint?: number } = {},
+    options: WriteOptions = {},
   ): Promise<{ size: number }> {
-    let size = 0;
-    const counted = Readable.from(
-      (async function* () {
-        for await (const chunk of body) {
-          size += chunk.byteLength;
-          yield chunk;
-        }
-      })(),
-      { objectMode: false },
-    );
-    const upload = new Upload({
+    return writeObject(body, {
       client: this.writer,
-      params: { Bucket: this.bucket, Key: key, Body: counted, ContentType: "application/octet-stream" },
+      bucket: this.bucket,
+      key,
       partSize: partSizeFor(options.sizeHint, this.options.partSize),
       queueSize: this.options.queueSize ?? 4,
-      // On failure lib-storage aborts the multipart upload so no parts are left behind.
-      leavePartsOnError: false,
-      ...(signal ? { abortController: abortControllerFor(signal) } : {}),
+      contentType: "application/octet-stream",
+      ...(signal ? { signal } : {}),
+      ...(options.tap ? { tap: options.tap } : {}),
     });
-    await upload.done();
-    return { size };
   }
 
   async delete(key: string): Promise<void> {
@@ -238,11 +232,4 @@ export class S3ObjectStore implements ObjectStore {
 
 function expiry(seconds: number): string {
   return new Date(Date.now() + seconds * 1000).toISOString();
-}
-
-function abortControllerFor(signal: AbortSignal): AbortController {
-  const c = new AbortController();
-  if (signal.aborted) c.abort(signal.reason);
-  else signal.addEventListener("abort", () => c.abort(signal.reason), { once: true });
-  return c;
 }

@@ -49,6 +49,11 @@ parentPort.on("message", (m) => {
     for (const [, h] of hashes) h.update(c);
     // The buffer goes back to the caller for its next batch: no garbage on either side.
     parentPort.postMessage({ type: "ack", n: m.n, buf: m.buf }, [m.buf]);
+  } else if (m.type === "shared") {
+    // Read in place from the caller's shared buffer, which it leaves alone until this answer.
+    const c = new Uint8Array(m.sab, m.off, m.n);
+    for (const [, h] of hashes) h.update(c);
+    parentPort.postMessage({ type: "shared-ack" });
   } else if (m.type === "end") {
     parentPort.postMessage({ type: "digest", out: Object.fromEntries(hashes.map(([a, h]) => [a, h.digest("hex")])) });
   }
@@ -63,7 +68,8 @@ const MAX_IN_FLIGHT = 8 * 1024 * 1024;
 /**
  * Hashes in a worker thread so md5 on the caller's thread and sha512 here overlap (see
  * notes/performance.md: md5 + sha512 in one thread 372 MB/s, split 562 MB/s). Memory: at most
- * MAX_IN_FLIGHT + BATCH_BYTES of copied chunks.
+ * MAX_IN_FLIGHT + BATCH_BYTES of copied chunks. A chunk backed by a SharedArrayBuffer is not copied:
+ * the worker reads it in place, and `update` returns a promise that settles once it has.
  */
 export class WorkerDigests implements Digester {
   private readonly worker: Worker;
@@ -72,6 +78,7 @@ export class WorkerDigests implements Digester {
   private readonly free: ArrayBuffer[] = [];
   private inFlight = 0;
   private waiters: (() => void)[] = [];
+  private readonly shared: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private failure: Error | undefined;
   private result: Promise<DigestValues>;
   bytes = 0;
@@ -81,8 +88,15 @@ export class WorkerDigests implements Digester {
     this.result = new Promise<DigestValues>((resolve, reject) => {
       this.worker.on(
         "message",
-        (m: { type: "ack"; n: number; buf: ArrayBuffer } | { type: "digest"; out: DigestValues }) => {
-          if (m.type === "ack") {
+        (
+          m:
+            | { type: "ack"; n: number; buf: ArrayBuffer }
+            | { type: "shared-ack" }
+            | { type: "digest"; out: DigestValues },
+        ) => {
+          if (m.type === "shared-ack") {
+            this.shared.shift()?.resolve();
+          } else if (m.type === "ack") {
             this.inFlight -= m.n;
             this.free.push(m.buf);
             if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
@@ -92,6 +106,7 @@ export class WorkerDigests implements Digester {
       this.worker.on("error", (e) => {
         this.failure = e;
         for (const w of this.waiters.splice(0)) w();
+        for (const w of this.shared.splice(0)) w.reject(e);
         reject(e);
       });
     });
@@ -110,6 +125,17 @@ export class WorkerDigests implements Digester {
   update(chunk: Uint8Array): undefined | Promise<void> {
     if (this.failure) throw this.failure;
     this.bytes += chunk.byteLength;
+    if (chunk.buffer instanceof SharedArrayBuffer) {
+      // Whatever is batched goes first: the worker hashes messages in the order they are sent.
+      this.flush();
+      this.worker.postMessage({
+        type: "shared",
+        sab: chunk.buffer,
+        off: chunk.byteOffset,
+        n: chunk.byteLength,
+      });
+      return new Promise<void>((resolve, reject) => this.shared.push({ resolve, reject }));
+    }
     // Copied into fixed batch buffers that travel to the worker and back: memory stays at
     // MAX_IN_FLIGHT + BATCH_BYTES whatever the chunk sizes, and nothing is left for the GC.
     for (let off = 0; off < chunk.byteLength; ) {
@@ -161,10 +187,22 @@ export class CombinedDigests implements Digester {
 /**
  * The digester for a set of algorithms: md5 stays on the calling thread, the rest (the slow sha512
  * above all) in one worker. With `inline`, everything runs on the calling thread (tests, tiny inputs).
+ * With `inPlace` (chunks backed by SharedArrayBuffers, left alone until `update`'s promise settles),
+ * md5 gets a worker of its own too, so no hashing runs on the calling thread and nothing is copied.
  */
-export function createDigester(names: Iterable<DigestName>, options: { inline?: boolean } = {}): Digester {
+export function createDigester(
+  names: Iterable<DigestName>,
+  options: { inline?: boolean; inPlace?: boolean } = {},
+): Digester {
   const set = [...new Set(names)];
-  if (options.inline || set.length <= 1) return new InlineDigests(set);
+  if (options.inline || set.length === 0) return new InlineDigests(set);
+  if (options.inPlace) {
+    const md5 = set.filter((n) => n === "md5");
+    const rest = set.filter((n) => n !== "md5");
+    const workers = [md5, rest].filter((g) => g.length > 0).map((g) => new WorkerDigests(g));
+    return workers.length === 1 ? (workers[0] as WorkerDigests) : new CombinedDigests(workers);
+  }
+  if (set.length <= 1) return new InlineDigests(set);
   const main = set.filter((n) => n === "md5");
   const rest = set.filter((n) => n !== "md5");
   if (!main.length || !rest.length) return new WorkerDigests(set);

@@ -12,7 +12,7 @@ import {
 } from "../formats/index.ts";
 import type { RangeReader } from "../formats/types.ts";
 import type { ObjectStore } from "../ports.ts";
-import { createDigester, type Digester, type DigestName, type DigestValues } from "./digests.ts";
+import { createDigester, type DigestName, type DigestValues } from "./digests.ts";
 
 /** The operator's choices the importer follows (shown by `/v2/info/import`). */
 export interface ImportPolicy {
@@ -140,15 +140,6 @@ async function peek(source: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Ui
   })();
 }
 
-/** Passes chunks through a digester on their way to storage. */
-async function* digested(source: AsyncIterable<Uint8Array>, d: Digester): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) {
-    const wait = d.update(chunk);
-    if (wait) await wait;
-    yield chunk;
-  }
-}
-
 /**
  * Detects the upload's format from its two ends, then in one pass over the staged object: hashes it,
  * inspects it, and stores it as it is (accepted format) or converted to the preferred format, hashing
@@ -182,13 +173,16 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   const storedNames: DigestName[] = ["md5", input.osHashAlgo];
   const uploadNames: DigestName[] = input.declaredSha256 ? ["sha256"] : [];
   const inline = size < INLINE_HASH_BELOW;
-  // Stored bytes equal uploaded bytes unless converting: then one digester serves both.
-  const uploadDigests = createDigester(transformed ? uploadNames : [...storedNames, ...uploadNames], {
+  // The stored bytes are hashed as the store writes them, reading its part buffers in place; the
+  // uploaded bytes as they are read, only when they differ from the stored ones.
+  const storedDigests = createDigester(transformed ? storedNames : [...storedNames, ...uploadNames], {
     inline,
+    inPlace: true,
   });
-  const storedDigests = transformed ? createDigester(storedNames, { inline }) : undefined;
+  const uploadDigests =
+    transformed && uploadNames.length > 0 ? createDigester(uploadNames, { inline }) : undefined;
   const read = new SharedRead(objects.read(key, signal), async (chunk) => {
-    const wait = uploadDigests.update(chunk);
+    const wait = uploadDigests?.update(chunk);
     if (wait) await wait;
     await inspector.update(chunk);
     input.onProgress(read.bytes);
@@ -212,7 +206,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     } else if (!convert) {
       // Bounded by the gzip-bomb check: the inspector stops the upload beyond this ratio.
       sizeHint = Math.min(policy.maxVirtualSize, size * policy.maxGzipRatio);
-      output = digested(gunzipSource(read).stream(signal), storedDigests as Digester);
+      output = gunzipSource(read).stream(signal);
     } else {
       const range: RangeReader = {
         size,
@@ -241,11 +235,13 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
         );
       }
       // The first chunk comes once the converter has mapped the image, and with it the output's size.
-      const first = await peek(output);
+      output = await peek(output);
       sizeHint = virtualSize ?? sizeHint;
-      output = digested(first, storedDigests as Digester);
     }
-    const written = await objects.write(input.outputKey, output, signal, { sizeHint });
+    const written = await objects.write(input.outputKey, output, signal, {
+      sizeHint,
+      tap: (bytes) => storedDigests.update(bytes),
+    });
     await read.drain();
     if (read.bytes !== size) {
       throw new ImportRejectedError(
@@ -260,8 +256,8 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
         `The upload looked like ${detected.format} at its ends but inspects as ${inspection.format}.`,
       );
     }
-    const upload = await uploadDigests.digest();
-    const stored = storedDigests ? await storedDigests.digest() : upload;
+    const stored = await storedDigests.digest();
+    const upload = uploadDigests ? await uploadDigests.digest() : transformed ? {} : stored;
     return {
       detected,
       inspection,
@@ -286,8 +282,8 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     // tail it needs for a verdict. The inspector's named check is the better reason: read the rest
     // (no conversion, no writes) and let it speak.
     const verdict = convert && isPermanentRefusal(err) ? await inspectorVerdict(read, inspector) : undefined;
-    uploadDigests.close();
-    storedDigests?.close();
+    uploadDigests?.close();
+    storedDigests.close();
     await read.close().catch(() => undefined);
     throw verdict ?? err;
   }

@@ -40,6 +40,29 @@ describe("digesters", () => {
     expect((await d.digest()).sha512).toBe(expected.digest("hex"));
   });
 
+  it("hashes shared-memory chunks in place, off the calling thread, in order with copied ones", async () => {
+    const data = randomBytes(20 * 1024 * 1024 + 999);
+    const d = createDigester(["md5", "sha512"], { inPlace: true });
+    const shared = new Uint8Array(new SharedArrayBuffer(6 * 1024 * 1024));
+    for (let off = 0, i = 0; off < data.length; i++) {
+      const n = Math.min(data.length - off, i % 2 ? 6 * 1024 * 1024 : 333_333);
+      const piece = data.subarray(off, off + n);
+      if (i % 2) {
+        // A part buffer: filled, handed over, and refilled only once the digester is done with it.
+        shared.set(piece);
+        const wait = d.update(shared.subarray(0, n));
+        expect(wait).toBeInstanceOf(Promise);
+        await wait;
+        shared.fill(0xff);
+      } else {
+        const wait = d.update(piece);
+        if (wait) await wait;
+      }
+      off += n;
+    }
+    expect(await d.digest()).toEqual({ md5: hex("md5", data), sha512: hex("sha512", data) });
+  });
+
   it("inline digests cover an empty stream", async () => {
     const d = new InlineDigests(["md5"]);
     expect(await d.digest()).toEqual({ md5: hex("md5", new Uint8Array(0)) });

@@ -1,0 +1,124 @@
+import { createHash, randomBytes } from "node:crypto";
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
+import { describe, expect, it } from "vitest";
+import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
+import { getStack, s3Client } from "./setup/stack.ts";
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** `data` in chunks of uneven sizes, some larger than a part, some a few bytes. */
+async function* chunked(data: Uint8Array, failAt?: number): AsyncGenerator<Uint8Array> {
+  const sizes = [1, 70_000, 3 * MiB + 5, 7 * MiB, 12, 65_536];
+  for (let off = 0, i = 0; off < data.length; i++) {
+    if (failAt !== undefined && off >= failAt) throw new Error("the source broke");
+    const n = Math.min(data.length - off, sizes[i % sizes.length] ?? 1);
+    yield data.subarray(off, off + n);
+    off += n;
+  }
+}
+
+async function stored(key: string): Promise<Uint8Array | undefined> {
+  try {
+    const out = await s3Client().send(new GetObjectCommand({ Bucket: getStack().bucket, Key: key }));
+    return out.Body?.transformToByteArray();
+  } catch {
+    return undefined;
+  }
+}
+
+async function pendingUploads(key: string): Promise<number> {
+  const out = await s3Client().send(
+    new ListMultipartUploadsCommand({ Bucket: getStack().bucket, Prefix: key }),
+  );
+  return (out.Uploads ?? []).length;
+}
+
+const options = (key: string) => ({
+  client: s3Client(),
+  bucket: getStack().bucket,
+  key,
+  partSize: 5 * MiB,
+  queueSize: 2,
+  contentType: "application/octet-stream",
+});
+
+describe("writeObject: the importer's multipart writer, against MinIO", () => {
+  it("stores a multipart body byte for byte, showing the tap every byte in order from at most queueSize + 1 buffers", async () => {
+    const key = "test/part-writer/multi";
+    const data = randomBytes(23 * MiB + 17);
+    const tapped = createHash("sha256");
+    const buffers = new Set<ArrayBufferLike>();
+    let pieces = 0;
+    const { size } = await writeObject(chunked(data), {
+      ...options(key),
+      tap: (bytes) => {
+        expect(bytes.byteLength).toBeLessThanOrEqual(5 * MiB);
+        expect(bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+        buffers.add(bytes.buffer);
+        pieces++;
+        tapped.update(bytes);
+        // A slow consumer: the writer must not refill this buffer before the promise settles.
+        const copy = Buffer.from(bytes);
+        return new Promise((resolve, reject) =>
+          setTimeout(
+            () => (Buffer.compare(copy, bytes) === 0 ? resolve() : reject(new Error("refilled"))),
+            20,
+          ),
+        );
+      },
+    });
+    expect(size).toBe(data.length);
+    expect(pieces).toBe(5);
+    expect(buffers.size).toBeLessThanOrEqual(3);
+    expect(tapped.digest("hex")).toBe(sha256(data));
+    const got = await stored(key);
+    expect(got && sha256(got)).toBe(sha256(data));
+    expect(await pendingUploads(key)).toBe(0);
+  });
+
+  it("sends a body that fits one part, or an empty one, as a single object", async () => {
+    for (const [key, data] of [
+      ["test/part-writer/small", randomBytes(5 * MiB)],
+      ["test/part-writer/empty", new Uint8Array(0)],
+    ] as const) {
+      const { size } = await writeObject(chunked(data), options(key));
+      expect(size).toBe(data.length);
+      const head = await s3Client().send(new HeadObjectCommand({ Bucket: getStack().bucket, Key: key }));
+      expect(head.ContentLength).toBe(data.length);
+      // A multipart object's ETag ends in "-<parts>"; a single PUT's is the md5.
+      expect(head.ETag).toBe(`"${createHash("md5").update(data).digest("hex")}"`);
+    }
+  });
+
+  it("leaves no object and no parts when the body fails, the tap fails, or the write is aborted", async () => {
+    const data = randomBytes(16 * MiB);
+    const broken = "test/part-writer/broken-body";
+    await expect(writeObject(chunked(data, 12 * MiB), options(broken))).rejects.toThrow("the source broke");
+
+    const refused = "test/part-writer/tap-refuses";
+    let calls = 0;
+    await expect(
+      writeObject(chunked(data), {
+        ...options(refused),
+        tap: () => (++calls === 2 ? Promise.reject(new Error("digest failed")) : undefined),
+      }),
+    ).rejects.toThrow("digest failed");
+
+    const aborted = "test/part-writer/aborted";
+    const controller = new AbortController();
+    const slow = async function* () {
+      for await (const c of chunked(data)) {
+        yield c;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    setTimeout(() => controller.abort(new Error("stop")), 30);
+    await expect(writeObject(slow(), { ...options(aborted), signal: controller.signal })).rejects.toThrow();
+
+    for (const key of [broken, refused, aborted]) {
+      expect(await stored(key), key).toBeUndefined();
+      expect(await pendingUploads(key), key).toBe(0);
+    }
+  });
+});
