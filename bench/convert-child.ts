@@ -16,9 +16,9 @@ const handle = await open(input, "r");
 const size = (await handle.stat()).size;
 const range: RangeReader = {
   size,
-  async read(offset, length) {
+  async read(offset, length, _signal, into) {
     // Uninitialised: pread fills every byte, and zero-filling 8 MiB windows would cost CPU for nothing.
-    const buf = Buffer.allocUnsafe(length);
+    const buf = into ?? Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
@@ -45,8 +45,10 @@ const sequential: SequentialSource = {
 };
 const out = await open(output, "w");
 if (process.env.TRUNC) await out.truncate(Number(process.env.TRUNC));
+const recycle = process.env.BENCH_RECYCLE !== "0";
 // Like qemu-img, keep several positional writes in flight; the page cache absorbs them in parallel.
 const WRITES_IN_FLIGHT = Number(process.env.BENCH_WRITES ?? 4);
+const CHUNK = Number(process.env.BENCH_CHUNK ?? 4 << 20);
 const pending = new Set<Promise<void>>();
 const writeAt = async (chunk: Uint8Array, position: number) => {
   let done = 0;
@@ -60,9 +62,12 @@ for await (const chunk of convertToRaw(
   format as SourceFormat,
   mode === "sequential" ? { range, sequential } : { range },
   {
-    chunkSize: Number(process.env.BENCH_CHUNK ?? 4 << 20),
+    chunkSize: CHUNK,
     windowSize: Number(process.env.BENCH_WINDOW ?? 8 << 20),
     readAhead: Number(process.env.BENCH_READ_AHEAD ?? 3),
+    // Buffers are reused; the chunks of the writes still in flight are held.
+    recycle,
+    heldBytes: WRITES_IN_FLIGHT * CHUNK,
   },
 )) {
   if (pending.size >= WRITES_IN_FLIGHT) await Promise.race(pending);

@@ -9,8 +9,8 @@
  * own child process (bench/import-child.ts) that reports its in-process seconds and peak RSS.
  */
 import { spawn } from "node:child_process";
-import { createReadStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { createReadStream, readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import {
@@ -34,6 +34,8 @@ export interface ChildReport {
   osHashValue?: string;
   converted?: boolean;
   diskFormat?: string;
+  /** CPU seconds of the whole child process (all threads, start-up included). */
+  cpuSeconds?: number;
   /** Sampled peaks of the child's main isolate (MiB). */
   peak?: { heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number };
 }
@@ -45,6 +47,8 @@ export interface Measured {
   processSeconds: number;
   maxRssKiB: number;
   report: ChildReport;
+  /** CPU seconds MinIO spent while the child ran (it shares the machine's cores with the child). */
+  minioCpuSeconds?: number;
 }
 
 export interface EndToEndInput {
@@ -143,7 +147,15 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       AWS_SECRET_ACCESS_KEY: info.secretAccessKey,
     };
     const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
-    const runChild = (args: string[]) => runMeasured([...nodeArgs, input.child, ...args], childEnv);
+    const minioPid = await readFile(join(home, "children.json"), "utf8")
+      .then((t) => (JSON.parse(t) as { name: string; pid: number }[]).find((c) => c.name === "minio")?.pid)
+      .catch(() => undefined);
+    const runChild = async (args: string[]) => {
+      const before = minioCpu(minioPid);
+      const m = await runMeasured([...nodeArgs, input.child, ...args], childEnv);
+      const after = minioCpu(minioPid);
+      return before !== undefined && after !== undefined ? { ...m, minioCpuSeconds: after - before } : m;
+    };
 
     /** A queued image created through the API, with `source` staged where its upload would land. */
     const stage = async (source: string, diskFormat: string): Promise<string> => {
@@ -232,8 +244,25 @@ const rssMiB = (m: Measured | undefined) => {
   const detail = p
     ? ` (main isolate peaks: heap ${p.heapUsedMiB.toFixed(0)}, array buffers ${p.arrayBuffersMiB.toFixed(0)})`
     : "";
-  return `${((m?.maxRssKiB ?? 0) / 1024).toFixed(0)}${detail}`;
+  const cpu =
+    m?.report.cpuSeconds !== undefined
+      ? `, CPU ${m.report.cpuSeconds.toFixed(1)} s + MinIO ${m.minioCpuSeconds?.toFixed(1) ?? "?"} s`
+      : "";
+  return `${((m?.maxRssKiB ?? 0) / 1024).toFixed(0)}${detail}${cpu}`;
 };
+
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined where there is none. */
+function minioCpu(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
 
 function quietLog(lines: string[]): Logger {
   const keep = (level: string) => (message: string, fields?: Record<string, unknown>) =>

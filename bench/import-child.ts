@@ -117,6 +117,11 @@ else if (mode === "copy" && first && second) report = await runCopy(first, secon
 else if (mode === "copy-writer" && first && second) report = await runCopy(first, second, "writer");
 else throw new Error("usage: import-child import <stagingKey> | copy|copy-writer <fromKey> <toKey>");
 
-process.stdout.write(`${JSON.stringify({ ...report, maxRssKiB: process.resourceUsage().maxRSS, peak })}\n`);
+// CPU seconds of the whole process, worker threads included.
+const cpu = process.cpuUsage();
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+process.stdout.write(
+  `${JSON.stringify({ ...report, maxRssKiB: process.resourceUsage().maxRSS, cpuSeconds, peak })}\n`,
+);
 // Keep-alive sockets and the DynamoDB client would hold the event loop open for a while.
 process.exit(0);

@@ -196,6 +196,8 @@ function summarizeEndToEnd(e: EndToEndResult) {
   const s = (ms: Measured[]) => ms.map((m) => m.seconds);
   const p = (ms: Measured[]) => ms.map((m) => m.processSeconds);
   const rss = (ms: Measured[]) => ms.map((m) => m.maxRssKiB / 1024);
+  const cpu = (ms: Measured[]) => median(ms.map((m) => m.report.cpuSeconds ?? Number.NaN));
+  const minio = (ms: Measured[]) => median(ms.map((m) => m.minioCpuSeconds ?? Number.NaN));
   const copy = median(s(e.copy));
   const qcow2 = median(s(e.importQcow2));
   const raw = median(s(e.importRaw));
@@ -223,6 +225,12 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importQcow2MBps: GiB / qcow2 / 1e6,
       importRawMBps: GiB / raw / 1e6,
       import8GVirtualSeconds: e.importBig?.seconds,
+      cpuSeconds: {
+        copy: { process: cpu(e.copy), minio: minio(e.copy) },
+        copyWriter: { process: cpu(e.copyWriter), minio: minio(e.copyWriter) },
+        importQcow2: { process: cpu(e.importQcow2), minio: minio(e.importQcow2) },
+        importRaw: { process: cpu(e.importRaw), minio: minio(e.importRaw) },
+      },
       target: 1.3,
       samples: {
         copy: s(e.copy),
@@ -292,6 +300,8 @@ async function main(): Promise<void> {
 
   const f = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(3));
   const mib = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(1));
+  const cpuPair = (x: { process: number; minio: number } | undefined) =>
+    x ? `${x.process.toFixed(1)} + ${x.minio.toFixed(1)}` : "-";
   console.log(
     `runs: (a) ${RUNS}, (c) ${E2E_RUNS} (medians); ${results.image}; ` +
       `load average ${loadBefore.map((x) => x.toFixed(1)).join(" ")} → ${results.loadAverageAfter.map((x) => x.toFixed(1)).join(" ")}`,
@@ -323,6 +333,8 @@ async function main(): Promise<void> {
     "(c) same, whole processes qcow2 / raw": `${f(c?.ratioQcow2WholeProcess)} / ${f(c?.ratioRawWholeProcess)}`,
     "ratios against the copy through Hangar's writer, qcow2 / raw": `${f(c?.ratioQcow2VsWriterCopy)} / ${f(c?.ratioRawVsWriterCopy)}`,
     "import 8 GiB-virtual qcow2 (s)": f(c?.import8GVirtualSeconds),
+    "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
+    "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
 }
 

@@ -13,6 +13,13 @@ export interface PlanOptions {
   readAhead?: number;
   /** Keep every read in increasing host order (forward-only sources). */
   forwardOnly?: boolean;
+  /**
+   * Reuse window buffers rather than allocate one per window (no page faults, no garbage). The
+   * consumer promises to be done with a piece's bytes once it has asked for pieces holding
+   * `recycleLag` more bytes of data (0: as soon as it asks for the next piece).
+   */
+  recycle?: boolean;
+  recycleLag?: number;
   signal?: AbortSignal;
 }
 
@@ -47,7 +54,11 @@ function* splitData(e: Extent, max: number): Generator<Extent> {
 }
 
 /** Groups consecutive extents whose host ranges fit one window, merging runs of zeros and of adjacent data. */
-async function* planGroups(map: DiskMap, o: Required<Omit<PlanOptions, "signal">>, signal?: AbortSignal) {
+async function* planGroups(
+  map: DiskMap,
+  o: Required<Omit<PlanOptions, "signal" | "recycle" | "recycleLag">>,
+  signal?: AbortSignal,
+) {
   let g: Group = { hostStart: -1, hostEnd: -1, items: [] };
   let covered = 0;
   for await (const batch of map.batches(signal)) {
@@ -137,10 +148,20 @@ export async function* pieces(
   outer?.addEventListener("abort", onAbort, { once: true });
   if (outer?.aborted) onAbort();
   const signal = controller.signal;
-  const queue: { group: Group; bytes: Promise<Uint8Array | undefined> }[] = [];
+  const queue: { group: Group; bytes: Promise<Uint8Array | undefined>; buffer?: Uint8Array }[] = [];
+  // Recycled window buffers; windows larger than windowSize (one big compressed extent) are not pooled.
+  const spare: Uint8Array[] = [];
+  const recycle = options.recycle ?? false;
+  const lag = Math.max(0, options.recycleLag ?? 0);
+  // Windows read through, each with the count of data bytes yielded when its last piece went out.
+  const retired: { buffer: Uint8Array; at: number }[] = [];
+  let yielded = 0;
   const groups = planGroups(map, o, signal)[Symbol.asyncIterator]();
   let done = false;
   const fill = async () => {
+    while (retired.length > 0 && yielded - (retired[0]?.at ?? 0) >= lag) {
+      spare.push((retired.shift() as { buffer: Uint8Array }).buffer);
+    }
     while (!done && queue.length < o.readAhead) {
       const next = await groups.next();
       if (next.done) {
@@ -148,13 +169,18 @@ export async function* pieces(
         break;
       }
       const group = next.value;
+      const length = group.hostEnd - group.hostStart;
+      const buffer =
+        recycle && group.hostStart >= 0 && length <= o.windowSize
+          ? (spare.pop() ?? new Uint8Array(o.windowSize))
+          : undefined;
       const bytes =
         group.hostStart < 0
           ? Promise.resolve(undefined)
-          : data.read(group.hostStart, group.hostEnd - group.hostStart, signal);
+          : data.read(group.hostStart, length, signal, buffer?.subarray(0, length));
       // Observed later; this keeps an early failure from being reported as unhandled.
       bytes.catch(() => undefined);
-      queue.push({ group, bytes });
+      queue.push(buffer ? { group, bytes, buffer } : { group, bytes });
     }
   };
   try {
@@ -173,12 +199,16 @@ export async function* pieces(
         }
         if (!window) throw new Error("unreachable: a group with host data has no window");
         const from = e.host - group.hostStart;
+        yielded += e.length;
         if (e.kind === "data") {
           yield { length: e.length, bytes: window.subarray(from, from + e.length) };
         } else {
           yield { length: e.length, bytes: decodeItem(e, window.subarray(from, from + e.hostLength)) };
         }
       }
+      // The consumer has asked for the piece after this window's last: its buffer is free again once
+      // `lag` more bytes of data have gone out.
+      if (head.buffer) retired.push({ buffer: head.buffer, at: yielded });
       await fill();
     }
   } finally {

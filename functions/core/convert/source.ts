@@ -10,11 +10,13 @@ export async function readPadded(
   offset: number,
   length: number,
   signal?: AbortSignal,
+  into?: Uint8Array,
 ): Promise<Uint8Array> {
   const available = Math.max(0, Math.min(length, range.size - offset));
-  if (available === length) return range.read(offset, length, signal);
-  const out = new Uint8Array(length);
-  if (available > 0) out.set(await range.read(offset, available, signal));
+  if (available === length) return range.read(offset, length, signal, into);
+  const out = into ?? new Uint8Array(length);
+  if (available > 0) out.set(await range.read(offset, available, signal, into?.subarray(0, available)));
+  out.fill(0, Math.max(0, available));
   return out;
 }
 
@@ -46,8 +48,8 @@ export class ForwardReader implements RangeReader {
     signal?.addEventListener("abort", () => this.controller.abort(signal.reason), { once: true });
   }
 
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
-    const result = this.queue.then(() => this.serve(offset, length, signal));
+  read(offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array> {
+    const result = this.queue.then(() => this.serve(offset, length, signal, into));
     this.queue = result.catch(() => undefined);
     return result;
   }
@@ -61,10 +63,15 @@ export class ForwardReader implements RangeReader {
     if (it?.return) await it.return().catch(() => undefined);
   }
 
-  private async serve(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  private async serve(
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    into?: Uint8Array,
+  ): Promise<Uint8Array> {
     signal?.throwIfAborted();
     if (offset < this.bufStart) {
-      if (this.fallback) return readPadded(this.fallback, offset, length, signal);
+      if (this.fallback) return readPadded(this.fallback, offset, length, signal, into);
       throw new NonMonotonicSourceError(offset, this.bufStart);
     }
     const end = offset + length;
@@ -91,7 +98,7 @@ export class ForwardReader implements RangeReader {
         `the image ends at ${this.bufEnd} but its metadata refers to offset ${end}`,
       );
     }
-    const out = this.copyOut(offset, length);
+    const out = this.copyOut(offset, length, into);
     this.trim(end - this.retain);
     return out;
   }
@@ -107,7 +114,7 @@ export class ForwardReader implements RangeReader {
     return next.value;
   }
 
-  private copyOut(offset: number, length: number): Uint8Array {
+  private copyOut(offset: number, length: number, into?: Uint8Array): Uint8Array {
     let pos = this.bufStart;
     let out: Uint8Array | undefined;
     let written = 0;
@@ -118,7 +125,7 @@ export class ForwardReader implements RangeReader {
         const to = Math.min(chunk.length, offset + length - pos);
         if (!out && to - from === length) return chunk.subarray(from, to);
         // Uninitialised is safe: the loop fills every byte unless the stream ended, handled below.
-        out ??= Buffer.allocUnsafe(length);
+        out ??= into ?? Buffer.allocUnsafe(length);
         out.set(chunk.subarray(from, to), written);
         written += to - from;
       }
@@ -126,7 +133,7 @@ export class ForwardReader implements RangeReader {
     }
     // Past the end of the object: zeros, like readPadded.
     if (out && written < length) out.fill(0, written);
-    return out ?? new Uint8Array(length);
+    return out ?? (into ? into.fill(0) : new Uint8Array(length));
   }
 
   private trim(keepFrom: number): void {
@@ -161,6 +168,6 @@ export function openSource(source: ConvertSource, signal?: AbortSignal): OpenedS
     };
   }
   if (!range) throw new TypeError("a conversion source needs a range reader or a sequential stream");
-  const padded: RangeReader = { size: range.size, read: (o, l, s) => readPadded(range, o, l, s) };
+  const padded: RangeReader = { size: range.size, read: (o, l, s, into) => readPadded(range, o, l, s, into) };
   return { meta: range, data: padded, forwardOnly: false, close: async () => undefined };
 }

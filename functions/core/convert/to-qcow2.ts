@@ -6,7 +6,7 @@ import { UnsupportedImageError } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
-import { type ConvertOptions, DEFAULT_CHUNK, rechunk } from "./to-raw.ts";
+import { type ConvertOptions, DEFAULT_CHUNK, rechunk, recycling } from "./to-raw.ts";
 
 // Output: qcow2 v3 (compat 1.1), 64 KiB clusters, 16-bit refcounts, no extensions, no snapshots.
 const CLUSTER_BITS = 16;
@@ -226,12 +226,15 @@ export async function* convertToQcow2(
       maxGap: opts.maxGap ?? DEFAULT_GAP,
       readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
       forwardOnly: opened.forwardOnly,
+      ...recycling(opts),
       signal: opts.signal,
     });
     yield* rechunk(
       concat(metadata(layout), allocatedData(data, layout)),
       opts.chunkSize ?? DEFAULT_CHUNK,
       opts.signal,
+      // An accumulated chunk is reused only by a consumer done with each chunk at the next.
+      opts.recycle === true && !opts.heldBytes,
     );
   } finally {
     await opened.close();

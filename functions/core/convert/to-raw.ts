@@ -19,9 +19,28 @@ export interface ConvertOptions {
   onMap?: (map: DiskMap) => void;
   /** Host gap read through rather than split (default 256 KiB). */
   maxGap?: number;
+  /**
+   * Reuse buffers rather than allocate them per window and per chunk. The consumer then promises to
+   * be done with a chunk once it has asked for chunks holding `heldBytes` more bytes after it (default
+   * 0: when it asks for the next, having copied or written it first).
+   */
+  recycle?: boolean;
+  heldBytes?: number;
 }
 
 export const DEFAULT_CHUNK = 4 << 20;
+
+/**
+ * The engine's recycling options for a consumer that holds `heldBytes` of output behind its last
+ * chunk: output bytes include every data byte, and rechunk may hold one chunk's worth not yet yielded.
+ */
+export function recycling(opts: ConvertOptions): { recycle: boolean; recycleLag: number } {
+  const held = opts.heldBytes ?? 0;
+  return {
+    recycle: opts.recycle ?? false,
+    recycleLag: held > 0 ? held + (opts.chunkSize ?? DEFAULT_CHUNK) : 0,
+  };
+}
 
 /**
  * Re-chunks pieces into chunks of `[chunkSize / 2, chunkSize]` bytes (the last may be shorter).
@@ -33,10 +52,13 @@ export async function* rechunk(
   source: AsyncIterable<Piece>,
   chunkSize: number,
   signal?: AbortSignal,
+  recycle = false,
 ): AsyncGenerator<Uint8Array> {
   const half = Math.max(1, chunkSize >> 1);
   let zeros: Uint8Array | undefined;
   let acc: Uint8Array | undefined;
+  // A reused accumulator holds the last chunk's bytes: zeros must then be written, not skipped.
+  let accDirty = false;
   let fill = 0;
   for await (const piece of source) {
     let done = 0;
@@ -58,11 +80,13 @@ export async function* rechunk(
       const n = Math.min(left, chunkSize - fill);
       // A fresh accumulator is already zero-filled: zeros only move the fill mark.
       if (piece.bytes) acc.set(piece.bytes.subarray(done, done + n), fill);
+      else if (accDirty) acc.fill(0, fill, fill + n);
       fill += n;
       done += n;
       if (fill === chunkSize) {
         yield acc;
-        acc = undefined;
+        if (recycle) accDirty = true;
+        else acc = undefined;
         fill = 0;
       }
     }
@@ -92,10 +116,13 @@ export async function* convertToRaw(
         maxGap: opts.maxGap ?? DEFAULT_GAP,
         readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
         forwardOnly: opened.forwardOnly,
+        ...recycling(opts),
         signal: opts.signal,
       }),
       opts.chunkSize ?? DEFAULT_CHUNK,
       opts.signal,
+      // An accumulated chunk is reused only by a consumer done with each chunk at the next.
+      opts.recycle === true && !opts.heldBytes,
     );
   } finally {
     await opened.close();

@@ -54,6 +54,9 @@ export interface DetectionResult {
 export interface RangeReader {
   /** Object size in bytes. */
   readonly size: number;
-  /** Reads exactly `length` bytes at `offset` (callers never ask past `size`). */
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Reads exactly `length` bytes at `offset` (callers never ask past `size`). A reader may fill `into`
+   * (exactly `length` bytes long) and return it, saving an allocation; it may also ignore it.
+   */
+  read(offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array>;
 }

@@ -222,6 +222,8 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
         maxVirtualSize: policy.maxVirtualSize,
         windowSize: 4 << 20,
         readAhead: 2,
+        // The store copies each chunk into a part before asking for the next: buffers are reused.
+        recycle: true,
         onMap: (map: { virtualSize: number }) => {
           virtualSize = map.virtualSize;
         },

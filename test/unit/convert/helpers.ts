@@ -129,12 +129,16 @@ export async function fileRange(
   return reader;
 }
 
-/** A RangeReader over bytes in memory. */
+/** A RangeReader over bytes in memory; it fills the buffer it is offered, as a file reader would. */
 export function memoryRange(bytes: Uint8Array): RangeReader {
   return {
     size: bytes.length,
-    async read(offset, length) {
+    async read(offset, length, _signal, into) {
       if (offset < 0 || offset + length > bytes.length) throw new RangeError("read beyond the end");
+      if (into) {
+        into.set(bytes.subarray(offset, offset + length));
+        return into;
+      }
       return Uint8Array.prototype.slice.call(bytes, offset, offset + length);
     },
   };

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
@@ -49,6 +50,59 @@ describe("chunk, window and read-ahead sizes do not change the output", { timeou
               expect(n).toBeLessThanOrEqual(opts.chunkSize);
               expect(n).toBeGreaterThanOrEqual(opts.chunkSize >> 1);
             }
+          },
+        ),
+        { numRuns: 8 },
+      );
+    });
+  }
+});
+
+describe("recycled buffers are never refilled while the consumer still holds them", {
+  timeout: 120_000,
+}, () => {
+  for (const img of [
+    ...IMAGES,
+    { name: "v2-64k.qcow2", format: "qcow2" as const, qemu: "qcow2", options: ["compat=0.10"] },
+  ]) {
+    it(img.name, async () => {
+      const path = makeImage(img.name, img.qemu, img.options, "extra" in img ? img.extra : undefined);
+      const expected = qemuRawSha256(path, img.qemu);
+      const bytes = readFileSync(path);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            chunkSize: fc.integer({ min: 64 << 10, max: 2 << 20 }),
+            windowSize: fc.integer({ min: 4096, max: 4 << 20 }),
+            readAhead: fc.integer({ min: 1, max: 4 }),
+            held: fc.integer({ min: 0, max: 4 }),
+            sequentialChunk: fc.option(fc.integer({ min: 1000, max: 2 << 20 }), { nil: undefined }),
+          }),
+          async ({ held, sequentialChunk, ...opts }) => {
+            const range = memoryRange(bytes);
+            const sequential = sequentialChunk ? fileSequential(path, sequentialChunk) : undefined;
+            // Holds the last `held` chunks while asking for the next, as a writer with that many writes
+            // in flight would, and checks each is unchanged when it lets go of it.
+            const holding: { chunk: Uint8Array; sum: string }[] = [];
+            const sum = (c: Uint8Array) => createHash("sha256").update(c).digest("hex");
+            const checked = async function* () {
+              const recycled = convertToRaw(
+                img.format,
+                { range, sequential },
+                { ...opts, recycle: true, heldBytes: held * opts.chunkSize },
+              );
+              for await (const c of recycled) {
+                holding.push({ chunk: c, sum: sum(c) });
+                yield c;
+                // About to ask for the next chunk: let go of all but the last `held`, each still intact.
+                while (holding.length > held) {
+                  const h = holding.shift() as { chunk: Uint8Array; sum: string };
+                  expect(sum(h.chunk)).toBe(h.sum);
+                }
+              }
+              for (const h of holding) expect(sum(h.chunk)).toBe(h.sum);
+            };
+            expect(await digest(checked())).toEqual(expected);
           },
         ),
         { numRuns: 8 },
