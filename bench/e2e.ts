@@ -148,7 +148,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     };
     const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
     const minioPid = await readFile(join(home, "children.json"), "utf8")
-      .then((t) => (JSON.parse(t) as { name: string; pid: number }[]).find((c) => c.name === "minio")?.pid)
+      .then((t) => (JSON.parse(t) as { name: string; pid: number }[]).find((c) => c.name === "MinIO")?.pid)
       .catch(() => undefined);
     const runChild = async (args: string[]) => {
       const before = minioCpu(minioPid);
@@ -193,7 +193,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     // Warm-up (not recorded), and a check that the importer stores qemu-img's raw. The sources were
     // just written, so they are in the page cache already.
     const warm = await importOnce(SRC.qcow2, "qcow2", input.rawMd5);
-    input.log(`warm-up import qcow2: ${warm.seconds.toFixed(2)} s, ${rssMiB(warm)} MiB`);
+    input.log(`warm-up import qcow2: ${warm.seconds.toFixed(2)} s, ${rssMiB(warm)}`);
 
     const copy: Measured[] = [];
     const copyWriter: Measured[] = [];
@@ -217,13 +217,13 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
           "import raw": importRaw,
         };
         const last = series[name]?.at(-1);
-        input.log(`run ${i + 1}/${input.runs} ${name}: ${last?.seconds.toFixed(2)} s, ${rssMiB(last)} MiB`);
+        input.log(`run ${i + 1}/${input.runs} ${name}: ${last?.seconds.toFixed(2)} s, ${rssMiB(last)}`);
       }
     }
     // BENCH_E2E_BIG=0 skips the 8 GiB-virtual import (8 GiB written) in spot checks.
     const importBig = process.env.BENCH_E2E_BIG === "0" ? undefined : await importOnce(SRC.big, "qcow2");
     if (importBig)
-      input.log(`import 8 GiB-virtual qcow2: ${importBig.seconds.toFixed(2)} s, ${rssMiB(importBig)} MiB`);
+      input.log(`import 8 GiB-virtual qcow2: ${importBig.seconds.toFixed(2)} s, ${rssMiB(importBig)}`);
     return { copy, copyWriter, importQcow2, importRaw, importBig, stackLog: stackLog.join("\n") };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");
@@ -242,13 +242,13 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
 const rssMiB = (m: Measured | undefined) => {
   const p = m?.report.peak;
   const detail = p
-    ? ` (main isolate peaks: heap ${p.heapUsedMiB.toFixed(0)}, array buffers ${p.arrayBuffersMiB.toFixed(0)})`
+    ? ` (main isolate peaks: heap ${p.heapUsedMiB.toFixed(0)}, array buffers ${p.arrayBuffersMiB.toFixed(0)} MiB)`
     : "";
   const cpu =
     m?.report.cpuSeconds !== undefined
       ? `, CPU ${m.report.cpuSeconds.toFixed(1)} s + MinIO ${m.minioCpuSeconds?.toFixed(1) ?? "?"} s`
       : "";
-  return `${((m?.maxRssKiB ?? 0) / 1024).toFixed(0)}${detail}${cpu}`;
+  return `${((m?.maxRssKiB ?? 0) / 1024).toFixed(0)} MiB${detail}${cpu}`;
 };
 
 /** CPU seconds (user + system) a process has used so far, from /proc; undefined where there is none. */
