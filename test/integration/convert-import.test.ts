@@ -114,6 +114,35 @@ describe("uploads in other formats are converted to the preferred raw", () => {
     });
   });
 
+  it("a gzip-wrapped qcow2 stored out of order is unwrapped into a spool, converted, and the spool deleted", async () => {
+    const file = join(dir, "reversed.qcow2");
+    qemuImg("create", "-f", "qcow2", file, "4M");
+    // Written back to front, so the qcow2's host order is the reverse of its guest order: a gzip
+    // stream of it cannot be converted in one forward pass.
+    // Random bytes, so the gzip stream stays within the gzip-bomb ratio.
+    for (let i = 3; i >= 0; i--) {
+      const piece = join(dir, `piece-${i}`);
+      writeFileSync(piece, randomBytes(1024 * 1024));
+      execFileSync("qemu-io", ["-f", "qcow2", "-c", `write -s ${piece} ${i}M 1M`, file], { stdio: "ignore" });
+    }
+    const gz = execFileSync("gzip", ["-c", file], { maxBuffer: 64 * 1024 * 1024 });
+    const expected = referenceRaw(file);
+    const id = await upload(gz, { name: "gz-reversed", upload_sha256: hex("sha256", gz) });
+    const image = await waitForStatus(id, "active", getStack().tokens.alice, 45_000);
+    expect(image).toMatchObject({
+      disk_format: "raw",
+      source_format: "qcow2+gzip",
+      size: expected.length,
+      checksum: hex("md5", expected),
+      os_hash_value: hex("sha512", expected),
+    });
+    expect(hex("sha256", await storedBytes(id))).toBe(hex("sha256", expected));
+    const spool = await s3Client().send(
+      new ListObjectsV2Command({ Bucket: getStack().bucket, Prefix: `spool/${id}` }),
+    );
+    expect(spool.KeyCount ?? 0).toBe(0);
+  });
+
   it("an ISO (accepted by default) is stored unchanged, with its virtual size", async () => {
     const iso = buildIso(600, "HANGAR_TEST");
     const id = await upload(iso, { name: "iso", disk_format: "iso", container_format: "bare" });

@@ -296,6 +296,7 @@ describe("IAM", () => {
       BUCKET_ARN,
       `${BUCKET_ARN}/staging/*`,
       `${BUCKET_ARN}/images/*`,
+      `${BUCKET_ARN}/spool/*`,
       "arn-of:FailureQueue",
       // The API starts web-download jobs by invoking that function, and no other.
       "arn-of:WebDownloadLambdaFunction",
@@ -347,6 +348,8 @@ describe("IAM", () => {
     for (const action of ["s3:PutObject", "s3:AbortMultipartUpload"]) {
       expect(allowed("ImporterRole", action, `${BUCKET_ARN}/staging/*`)).toBe(false);
       expect(allowed("ImporterRole", action, `${BUCKET_ARN}/images/*`)).toBe(true);
+      // Its spool for gzip-wrapped images stored out of order lies outside staging/.
+      expect(allowed("ImporterRole", action, `${BUCKET_ARN}/spool/*`)).toBe(true);
     }
     expect(allowed("ImporterRole", "s3:GetObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ImporterRole", "sqs:SendMessage", "arn-of:FailureQueue")).toBe(true);
@@ -385,13 +388,14 @@ describe("image bucket", () => {
     expect(rule.AllowedOrigins).toBeDefined();
   });
 
-  it("aborts incomplete multipart uploads after 2 days and expires staging/ after 7", () => {
+  it("aborts incomplete multipart uploads after 2 days, expires staging/ after 7 and spool/ after 1", () => {
     const rules = (props("ImagesBucket").LifecycleConfiguration as { Rules: Record<string, Json>[] }).Rules;
     expect(rules.every((r) => r.Status === "Enabled")).toBe(true);
     expect(rules).toContainEqual(
       expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 2 } }),
     );
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: "staging/", ExpirationInDays: 7 }));
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: "spool/", ExpirationInDays: 1 }));
   });
 });
 

@@ -59,6 +59,11 @@ export interface ImageRecord {
 /** Where the client uploads an image's bytes, and where the stored image lives. */
 export const stagingKey = (id: string): string => `staging/${id}/upload`;
 export const imageKey = (id: string): string => `images/${id}`;
+/**
+ * Scratch space of an import: a gzip-wrapped upload whose image is not stored in order is unwrapped
+ * here, outside `staging/` so that it fires no import, and deleted once converted.
+ */
+export const spoolKey = (id: string): string => `spool/${id}`;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const isImageId = (s: string): boolean => UUID.test(s);

@@ -5,7 +5,7 @@ import {
   ImportRejectedError,
   StaleStatusError,
 } from "../errors.ts";
-import { type ImageRecord, imageIdFromStagingKey, imageKey } from "../image/image.ts";
+import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
 import { QuotaExceededError } from "../quota.ts";
 import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
@@ -127,6 +127,7 @@ export function createImporter(deps: ImporterDeps) {
       result = await runPipeline({
         key: stagedKey,
         outputKey: imageKey(image.id),
+        spoolKey: spoolKey(image.id),
         size,
         declaredFormat: image.disk_format,
         declaredSha256: image.upload_sha256 !== null,

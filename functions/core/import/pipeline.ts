@@ -1,5 +1,11 @@
-import { convertToQcow2, convertToRaw, gunzipSource, type SourceFormat } from "../convert/index.ts";
-import type { SequentialSource } from "../convert/ports.ts";
+import {
+  convertToQcow2,
+  convertToRaw,
+  gunzipSource,
+  NonMonotonicSourceError,
+  type SourceFormat,
+} from "../convert/index.ts";
+import type { ConvertSource, SequentialSource } from "../convert/ports.ts";
 import { HangarError, ImportRejectedError } from "../errors.ts";
 import {
   createInspector,
@@ -12,7 +18,7 @@ import {
 } from "../formats/index.ts";
 import type { RangeReader } from "../formats/types.ts";
 import type { ObjectStore } from "../ports.ts";
-import { createDigester, type DigestName, type DigestValues } from "./digests.ts";
+import { createDigester, type Digester, type DigestName, type DigestValues } from "./digests.ts";
 
 /** The operator's choices the importer follows (shown by `/v2/info/import`). */
 export interface ImportPolicy {
@@ -53,6 +59,8 @@ export interface PipelineResult {
 export interface PipelineInput {
   key: string;
   outputKey: string;
+  /** Scratch object for a gzip-wrapped upload whose image is not stored in order; deleted after. */
+  spoolKey: string;
   size: number;
   declaredFormat: string | null;
   declaredSha256: boolean;
@@ -111,6 +119,14 @@ class SharedRead implements SequentialSource {
   }
 }
 
+/** One read of the staged object and what it feeds. */
+interface Pass {
+  inspector: Inspector;
+  storedDigests: Digester;
+  uploadDigests: Digester | undefined;
+  read: SharedRead;
+}
+
 /** zlib's own errors (truncated or corrupt deflate data) say the upload is broken, not the network. */
 const isZlibError = (err: unknown): err is Error & { code: string } =>
   err instanceof Error && String((err as unknown as { code?: unknown }).code ?? "").startsWith("Z_");
@@ -164,86 +180,117 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   const storedFormat = convert ? policy.preferredFormat : detected.format;
   const transformed = convert || gzip;
 
-  const inspector = createInspector({
-    totalSize: size,
-    maxVirtualSize: policy.maxVirtualSize,
-    maxGzipRatio: policy.maxGzipRatio,
-    signal,
-  });
   const storedNames: DigestName[] = ["md5", input.osHashAlgo];
   const uploadNames: DigestName[] = input.declaredSha256 ? ["sha256"] : [];
   const inline = size < INLINE_HASH_BELOW;
-  // The stored bytes are hashed as the store writes them, reading its part buffers in place; the
-  // uploaded bytes as they are read, only when they differ from the stored ones.
-  const storedDigests = createDigester(transformed ? storedNames : [...storedNames, ...uploadNames], {
-    inline,
-    inPlace: true,
-  });
-  const uploadDigests =
-    transformed && uploadNames.length > 0 ? createDigester(uploadNames, { inline }) : undefined;
-  const read = new SharedRead(objects.read(key, signal), async (chunk) => {
-    const wait = uploadDigests?.update(chunk);
-    if (wait) await wait;
-    await inspector.update(chunk);
-    input.onProgress(read.bytes);
-  });
+  /** One read of the staged object, with the inspector and digesters it feeds. */
+  const startPass = (): Pass => {
+    const inspector = createInspector({
+      totalSize: size,
+      maxVirtualSize: policy.maxVirtualSize,
+      maxGzipRatio: policy.maxGzipRatio,
+      signal,
+    });
+    // The stored bytes are hashed as the store writes them, reading its part buffers in place; the
+    // uploaded bytes as they are read, only when they differ from the stored ones.
+    const storedDigests = createDigester(transformed ? storedNames : [...storedNames, ...uploadNames], {
+      inline,
+      inPlace: true,
+    });
+    const uploadDigests =
+      transformed && uploadNames.length > 0 ? createDigester(uploadNames, { inline }) : undefined;
+    const read: SharedRead = new SharedRead(objects.read(key, signal), async (chunk) => {
+      const wait = uploadDigests?.update(chunk);
+      if (wait) await wait;
+      await inspector.update(chunk);
+      input.onProgress(read.bytes);
+    });
+    return { inspector, storedDigests, uploadDigests, read };
+  };
+  const closePass = async (p: Pass) => {
+    p.uploadDigests?.close();
+    p.storedDigests.close();
+    await p.read.close().catch(() => undefined);
+  };
+  let pass = startPass();
+  const tap = (bytes: Uint8Array) => pass.storedDigests.update(bytes);
+  // A gzip-wrapped upload's output: bounded by the gzip-bomb check, which stops the upload beyond this ratio.
+  const gzipHint = Math.min(policy.maxVirtualSize, size * policy.maxGzipRatio);
+  const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
+  /** Converts `source` to the preferred format into the output key, hashing what is stored. */
+  const convertInto = async (source: ConvertSource): Promise<{ size: number }> => {
+    let virtualSize: number | undefined;
+    const options = {
+      signal,
+      maxVirtualSize: policy.maxVirtualSize,
+      // Smaller read windows than the converter's defaults keep the whole importer, part buffers
+      // included, well under 256 MiB; bench/ measured no loss of speed.
+      windowSize: 4 << 20,
+      readAhead: 2,
+      // The store copies each chunk into a part before asking for the next: buffers are reused.
+      recycle: true,
+      onMap: (map: { virtualSize: number }) => {
+        virtualSize = map.virtualSize;
+      },
+    };
+    let output: AsyncIterable<Uint8Array>;
+    if (storedFormat === "qcow2") output = convertToQcow2(from, source, options);
+    else if (storedFormat === "raw") output = convertToRaw(from, source, options);
+    else {
+      throw new ImportRejectedError(
+        "UNSUPPORTED_FORMAT",
+        `The operator prefers ${storedFormat}, which Hangar cannot convert to; ask them to prefer raw or qcow2.`,
+      );
+    }
+    // The first chunk comes once the converter has mapped the image, and with it the output's size
+    // (the multipart part size depends on it: S3 allows 10,000 parts).
+    output = await peek(output);
+    return objects.write(input.outputKey, output, signal, { sizeHint: virtualSize ?? size, tap });
+  };
+  let spooled = false;
 
   try {
     if (detected.format === "luks") {
       // Nothing to store, but the inspector's checks still run so a hostile volume gets its own reason.
-      await read.drain();
-      await inspector.finish();
+      await pass.read.drain();
+      await pass.inspector.finish();
       throw new ImportRejectedError(
         "UNSUPPORTED_FORMAT",
         "The upload is a luks-encrypted volume; Hangar stores disk images only.",
       );
     }
-    let output: AsyncIterable<Uint8Array>;
-    // The stored object's expected size, for the multipart part size (S3 allows 10,000 parts).
-    let sizeHint = size;
+    let written: { size: number };
     if (!convert && !gzip) {
-      output = read.stream();
+      written = await objects.write(input.outputKey, pass.read.stream(), signal, { sizeHint: size, tap });
     } else if (!convert) {
-      // Bounded by the gzip-bomb check: the inspector stops the upload beyond this ratio.
-      sizeHint = Math.min(policy.maxVirtualSize, size * policy.maxGzipRatio);
-      output = gunzipSource(read).stream(signal);
-    } else {
+      const output = gunzipSource(pass.read).stream(signal);
+      written = await objects.write(input.outputKey, output, signal, { sizeHint: gzipHint, tap });
+    } else if (!gzip) {
       const range: RangeReader = {
         size,
         read: (offset, length, s) => objects.readRange(key, offset, length, s ?? signal),
       };
-      const source = gzip ? { sequential: gunzipSource(read) } : { range, sequential: read, size };
-      const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
-      // Smaller read windows than the converter's defaults keep the whole importer, multipart buffers
-      // included, near 256 MiB; bench/ measured no loss of speed.
-      let virtualSize: number | undefined;
-      const options = {
-        signal,
-        maxVirtualSize: policy.maxVirtualSize,
-        windowSize: 4 << 20,
-        readAhead: 2,
-        // The store copies each chunk into a part before asking for the next: buffers are reused.
-        recycle: true,
-        onMap: (map: { virtualSize: number }) => {
-          virtualSize = map.virtualSize;
-        },
-      };
-      if (storedFormat === "qcow2") output = convertToQcow2(from, source, options);
-      else if (storedFormat === "raw") output = convertToRaw(from, source, options);
-      else {
-        throw new ImportRejectedError(
-          "UNSUPPORTED_FORMAT",
-          `The operator prefers ${storedFormat}, which Hangar cannot convert to; ask them to prefer raw or qcow2.`,
-        );
+      written = await convertInto({ range, sequential: pass.read, size });
+    } else {
+      try {
+        written = await convertInto({ sequential: gunzipSource(pass.read) });
+      } catch (err) {
+        if (!(err instanceof NonMonotonicSourceError)) throw err;
+        // The image inside is not stored in order, which a gzip stream cannot seek: unwrap the whole
+        // upload into a spool object (read again from the start), then convert that with ranged reads.
+        await closePass(pass);
+        pass = startPass();
+        spooled = true;
+        const unwrapped = gunzipSource(pass.read).stream(signal);
+        const spool = await objects.write(input.spoolKey, unwrapped, signal, { sizeHint: gzipHint });
+        const range: RangeReader = {
+          size: spool.size,
+          read: (offset, length, s) => objects.readRange(input.spoolKey, offset, length, s ?? signal),
+        };
+        written = await convertInto({ range });
       }
-      // The first chunk comes once the converter has mapped the image, and with it the output's size.
-      output = await peek(output);
-      sizeHint = virtualSize ?? sizeHint;
     }
-    const written = await objects.write(input.outputKey, output, signal, {
-      sizeHint,
-      tap: (bytes) => storedDigests.update(bytes),
-    });
+    const { read, inspector, storedDigests, uploadDigests } = pass;
     await read.drain();
     if (read.bytes !== size) {
       throw new ImportRejectedError(
@@ -283,10 +330,11 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     // A converter refuses what it cannot map (a backing file, say) before the inspector has seen the
     // tail it needs for a verdict. The inspector's named check is the better reason: read the rest
     // (no conversion, no writes) and let it speak.
-    const verdict = convert && isPermanentRefusal(err) ? await inspectorVerdict(read, inspector) : undefined;
-    uploadDigests?.close();
-    storedDigests.close();
-    await read.close().catch(() => undefined);
+    const verdict =
+      convert && isPermanentRefusal(err) ? await inspectorVerdict(pass.read, pass.inspector) : undefined;
+    await closePass(pass);
     throw verdict ?? err;
+  } finally {
+    if (spooled) await objects.delete(input.spoolKey).catch(() => undefined);
   }
 }
