@@ -110,6 +110,11 @@ function checkVisibilityAllowed(visibility: Visibility | undefined, caller: Call
   }
 }
 
+/** Times a read-modify-write is computed again after a concurrent change before it gives up (409). */
+const MAX_MODIFY_ATTEMPTS = 16;
+/** Fields a patch rewrites whole from what it read: its write holds only if they are unchanged. */
+const WHOLE_FIELDS: (keyof ImageRecord)[] = ["tags", "properties"];
+
 /** A lost conditional write surfaces as a conflict the client can retry. */
 function asConflict(err: unknown, id: string): never {
   if (err instanceof StaleStatusError) {
@@ -155,6 +160,40 @@ export function createImageService(deps: ImageServiceDeps) {
       throw new ForbiddenError(`You are not authorized to complete ${action} action.`);
     }
     return image;
+  }
+
+  /**
+   * Read, change, write back, for changes computed from the record (a patch, a tag list). The write is
+   * conditioned on the fields the change rewrites whole (`guard`) being as read, so a concurrent change
+   * is never undone: when one lands in between, the change is computed again from the new record.
+   * `plan` returns undefined when there is nothing to write.
+   */
+  async function modify(
+    id: string,
+    caller: Caller,
+    plan: (
+      image: ImageRecord,
+    ) =>
+      | { changes: Partial<ImageRecord>; whileIn: readonly ImageStatus[]; guard: (keyof ImageRecord)[] }
+      | undefined,
+  ): Promise<ImageRecord> {
+    for (let attempt = 1; ; attempt++) {
+      const image = await modifiableImage(id, caller, "modify_image");
+      const step = plan(image);
+      if (!step) return image;
+      const unchanged = Object.fromEntries(step.guard.map((k) => [k, image[k]])) as Partial<ImageRecord>;
+      try {
+        return await images.update(id, step.changes, step.whileIn, { unchanged });
+      } catch (err) {
+        // Either the status moved on (a conflict for the client) or a guarded field changed (go again).
+        const fresh = err instanceof StaleStatusError ? await images.get(id) : undefined;
+        if (!fresh || !step.whileIn.includes(fresh.status) || attempt >= MAX_MODIFY_ATTEMPTS) {
+          asConflict(err, id);
+        }
+        // A little random wait, growing, so that writers racing for the same record spread out.
+        await new Promise((r) => setTimeout(r, Math.random() * 10 * Math.min(attempt, 8)));
+      }
+    }
   }
 
   async function sharedImage(id: string, caller: Caller): Promise<ImageRecord> {
@@ -261,51 +300,52 @@ export function createImageService(deps: ImageServiceDeps) {
 
     /** Applies a Glance JSON patch (core and extra properties) with a conditional write. */
     async update(id: string, ops: readonly PatchOperation[], caller: Caller): Promise<ImageView> {
-      const image = await modifiableImage(id, caller, "modify_image");
-      const changes = applyImagePatch(image, ops, caller, { maxUploadSize, now: now() });
-      if (
-        changes.upload_size !== undefined &&
-        changes.upload_size !== image.upload_size &&
-        (image.multipart_upload_id || deps.multipart?.applies({ upload_size: changes.upload_size }))
-      ) {
-        // A multipart plan's part layout follows from the size; changing it would orphan uploaded parts.
-        throw new ConflictError(
-          `The upload_size of image ${id} cannot change: it is (or would be) uploaded in parts. Create a new image instead.`,
-          "UPLOAD_SIZE_FIXED",
+      let fields: string[] = [];
+      const updated = await modify(id, caller, (image) => {
+        const changes = applyImagePatch(image, ops, caller, { maxUploadSize, now: now() });
+        if (
+          changes.upload_size !== undefined &&
+          changes.upload_size !== image.upload_size &&
+          (image.multipart_upload_id || deps.multipart?.applies({ upload_size: changes.upload_size }))
+        ) {
+          // A multipart plan's part layout follows from the size; changing it would orphan uploaded parts.
+          throw new ConflictError(
+            `The upload_size of image ${id} cannot change: it is (or would be) uploaded in parts. Create a new image instead.`,
+            "UPLOAD_SIZE_FIXED",
+          );
+        }
+        fields = Object.keys(changes);
+        // Fields that only a queued image may change are written only while it still is.
+        const queuedOnly = ["disk_format", "container_format", "upload_size", "upload_sha256"].some(
+          (k) => k in changes,
         );
-      }
-      // Fields that only a queued image may change are written only while it still is.
-      const queuedOnly = ["disk_format", "container_format", "upload_size", "upload_sha256"].some(
-        (k) => k in changes,
-      );
-      const updated = await images
-        .update(id, changes, queuedOnly ? ["queued"] : LIVE)
-        .catch((e) => asConflict(e, id));
-      deps.log.info("image updated", { imageId: id, fields: Object.keys(changes) });
+        return { changes, whileIn: queuedOnly ? ["queued"] : LIVE, guard: WHOLE_FIELDS };
+      });
+      deps.log.info("image updated", { imageId: id, fields });
       return { image: updated, upload: await uploadLink(updated, caller) };
     },
 
     /** Adds a tag (idempotent). */
     async addTag(id: string, tag: string, caller: Caller): Promise<void> {
-      const image = await modifiableImage(id, caller, "modify_image");
       if (tag.length === 0 || tag.length > MAX_NAME) {
         throw new InvalidRequestError(`A tag is 1 to ${MAX_NAME} characters long.`);
       }
-      if (image.tags.includes(tag)) return;
-      if (image.tags.length >= MAX_TAGS)
-        throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
-      await images
-        .update(id, { tags: [...image.tags, tag], updated_at: now() }, LIVE)
-        .catch((e) => asConflict(e, id));
+      await modify(id, caller, (image) => {
+        if (image.tags.includes(tag)) return undefined;
+        if (image.tags.length >= MAX_TAGS)
+          throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
+        return { changes: { tags: [...image.tags, tag], updated_at: now() }, whileIn: LIVE, guard: ["tags"] };
+      });
     },
 
     /** Removes a tag; a tag the image does not have is a 404, as in Glance. */
     async removeTag(id: string, tag: string, caller: Caller): Promise<void> {
-      const image = await modifiableImage(id, caller, "modify_image");
-      if (!image.tags.includes(tag))
-        throw new NotFoundError(`Tag ${tag} not found on image ${id}.`, "TAG_NOT_FOUND");
-      const tags = image.tags.filter((t) => t !== tag);
-      await images.update(id, { tags, updated_at: now() }, LIVE).catch((e) => asConflict(e, id));
+      await modify(id, caller, (image) => {
+        if (!image.tags.includes(tag))
+          throw new NotFoundError(`Tag ${tag} not found on image ${id}.`, "TAG_NOT_FOUND");
+        const tags = image.tags.filter((t) => t !== tag);
+        return { changes: { tags, updated_at: now() }, whileIn: LIVE, guard: ["tags"] };
+      });
     },
 
     /** Shares a `shared` image with another project; the membership starts `pending`. Owner (or admin) only. */

@@ -24,8 +24,17 @@ export interface ImageRepository {
     changes: Partial<ImageRecord>,
     options?: { allowExpiredLeaseFrom?: ImageStatus; now?: string },
   ): Promise<ImageRecord>;
-  /** Writes fields that do not change the status, only if the status is one of `whileIn`. */
-  update(id: string, changes: Partial<ImageRecord>, whileIn: readonly ImageStatus[]): Promise<ImageRecord>;
+  /**
+   * Writes fields that do not change the status, only if the status is one of `whileIn` and the
+   * fields in `unchanged` still hold those values (compare-and-swap for fields rewritten whole). A
+   * failed condition of either kind is a StaleStatusError.
+   */
+  update(
+    id: string,
+    changes: Partial<ImageRecord>,
+    whileIn: readonly ImageStatus[],
+    options?: { unchanged?: Partial<ImageRecord> },
+  ): Promise<ImageRecord>;
   /** Removes the record for good (after the `deleted` transition and its objects are gone). */
   purge(id: string): Promise<void>;
 }

@@ -71,9 +71,18 @@ export class MemoryImages implements ImageRepository {
     this.items.set(id, next);
     return structuredClone(next);
   }
-  async update(id: string, changes: Partial<ImageRecord>, whileIn: readonly ImageStatus[]) {
+  async update(
+    id: string,
+    changes: Partial<ImageRecord>,
+    whileIn: readonly ImageStatus[],
+    options: { unchanged?: Partial<ImageRecord> } = {},
+  ) {
     const cur = this.items.get(id);
     if (!cur || !whileIn.includes(cur.status)) throw new StaleStatusError(id, whileIn);
+    for (const [field, value] of Object.entries(options.unchanged ?? {})) {
+      if (JSON.stringify(cur[field as keyof ImageRecord]) !== JSON.stringify(value))
+        throw new StaleStatusError(id, whileIn);
+    }
     const next = { ...cur, ...changes };
     this.items.set(id, next);
     return structuredClone(next);

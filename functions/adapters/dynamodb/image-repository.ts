@@ -297,6 +297,7 @@ export class DynamoImageRepository implements ImageRepository {
     id: string,
     changes: Partial<ImageRecord>,
     whileIn: readonly ImageStatus[],
+    options: { unchanged?: Partial<ImageRecord> } = {},
   ): Promise<ImageRecord> {
     const merged: Record<string, unknown> = { ...changes };
     const parts = updateParts(merged);
@@ -304,8 +305,26 @@ export class DynamoImageRepository implements ImageRepository {
     whileIn.forEach((s, i) => {
       values[`:in${i}`] = s;
     });
-    const condition = `attribute_exists(pk) AND #status IN (${whileIn.map((_, i) => `:in${i}`).join(", ")})`;
-    const updated = await this.write(id, changes, parts, condition, values, whileIn);
+    const conditions = [
+      `attribute_exists(pk) AND #status IN (${whileIn.map((_, i) => `:in${i}`).join(", ")})`,
+    ];
+    // Fields read, changed and written back whole (tags, properties): the write holds only if nobody
+    // changed them in between. DynamoDB compares lists and maps by value.
+    const guardNames: Record<string, string> = {};
+    Object.entries(options.unchanged ?? {}).forEach(([field, value], i) => {
+      guardNames[`#u${i}`] = field;
+      values[`:u${i}`] = value;
+      conditions.push(`#u${i} = :u${i}`);
+    });
+    const updated = await this.write(
+      id,
+      changes,
+      parts,
+      conditions.join(" AND "),
+      values,
+      whileIn,
+      guardNames,
+    );
     if (changes.visibility !== undefined || changes.owner !== undefined) await this.reindex(updated);
     return updated;
   }
@@ -341,8 +360,12 @@ export class DynamoImageRepository implements ImageRepository {
     condition: string,
     values: Record<string, unknown>,
     expected: readonly string[],
+    conditionNames: Record<string, string> = {},
   ): Promise<ImageRecord> {
-    if (!this.quota) return this.conditionalUpdate(id, parts, condition, values, expected);
+    if (!this.quota) {
+      const named = { ...parts, names: { ...parts.names, ...conditionNames } };
+      return this.conditionalUpdate(id, named, condition, values, expected);
+    }
     for (let attempt = 0; ; attempt++) {
       const raw = await this.rawItem(id);
       if (!raw) throw new StaleStatusError(id, expected);
@@ -352,6 +375,7 @@ export class DynamoImageRepository implements ImageRepository {
       const after = heldBy(next);
       const delta = difference(before, after);
       const heldParts = updateParts({ ...changes, ...heldAttributes(after) });
+      Object.assign(heldParts.names, conditionNames);
       const heldValues: Record<string, unknown> = { ...values, ...heldParts.values };
       const heldCondition = [
         condition,
