@@ -3,6 +3,7 @@ import type { MemberStatus } from "../../functions/core/image/access.ts";
 import type { ImageRecord, ImageStatus } from "../../functions/core/image/image.ts";
 import type { ImageMember } from "../../functions/core/image/members.ts";
 import { TRANSITIONS, type TransitionName } from "../../functions/core/image/transitions.ts";
+import { createImageService } from "../../functions/core/images.ts";
 import type {
   ImageRepository,
   Logger,
@@ -22,6 +23,8 @@ import {
   UNLIMITED,
   ZERO,
 } from "../../functions/core/quota.ts";
+import { createMultipartUploads } from "../../functions/core/uploads/multipart.ts";
+import { MIB } from "../../functions/core/uploads/plan.ts";
 import type {
   ListedObject,
   MultipartUploads,
@@ -317,4 +320,35 @@ export class MemoryQuota implements QuotaStore {
     this.recorded.set(project, { ...next });
     return true;
   }
+}
+
+/**
+ * An image service with multipart uploads (8 MiB threshold, 5 MiB parts, abandoned after a day) over the
+ * in-memory fakes, with predictable ids: the set-up the multipart and sweeper tests share.
+ */
+export function multipartFixture() {
+  const images = new MemoryImages();
+  const objects = new MemoryObjects();
+  const clock = fixedClock();
+  const storage = new MemoryMultipartUploads(objects, clock);
+  const common = { images, objects, uploads: storage, clock, log: silentLog };
+  const multipart = createMultipartUploads({
+    ...common,
+    threshold: 8 * MIB,
+    minPartSize: 5 * MIB,
+    partUrlTtlSeconds: 600,
+    abandonAfterSeconds: 24 * 3600,
+  });
+  let n = 0;
+  const service = createImageService({
+    images,
+    objects,
+    clock,
+    log: silentLog,
+    newId: () => `00000000-0000-4000-8000-${String(++n).padStart(12, "0")}`,
+    uploadUrlTtlSeconds: 3600,
+    downloadUrlTtlSeconds: 300,
+    multipart,
+  });
+  return { common, images, objects, storage, multipart, service, clock };
 }

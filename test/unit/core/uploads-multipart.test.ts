@@ -7,10 +7,9 @@ import {
 } from "../../../functions/core/errors.ts";
 import type { Caller } from "../../../functions/core/image/access.ts";
 import { stagingKey } from "../../../functions/core/image/image.ts";
-import { createImageService } from "../../../functions/core/images.ts";
-import { createMultipartUploads, type MultipartPlan } from "../../../functions/core/uploads/multipart.ts";
+import type { MultipartPlan } from "../../../functions/core/uploads/multipart.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
-import { fixedClock, MemoryImages, MemoryMultipartUploads, MemoryObjects, silentLog } from "../fakes.ts";
+import { multipartFixture } from "../fakes.ts";
 
 const alice: Caller = { userId: "alice", projectId: "p-alice", roles: ["member"] };
 const bob: Caller = { userId: "bob", projectId: "p-bob", roles: ["member"] };
@@ -19,33 +18,8 @@ const admin: Caller = { userId: "root", projectId: "p-admin", roles: ["admin"] }
 const SIZE = 12 * MIB + 123; // three parts of 5 MiB: 5, 5, 2 MiB + 123 bytes
 
 function setup() {
-  const images = new MemoryImages();
-  const objects = new MemoryObjects();
-  const clock = fixedClock();
-  const storage = new MemoryMultipartUploads(objects, clock);
-  const multipart = createMultipartUploads({
-    images,
-    objects,
-    uploads: storage,
-    clock,
-    log: silentLog,
-    threshold: 8 * MIB,
-    minPartSize: 5 * MIB,
-    partUrlTtlSeconds: 600,
-    abandonAfterSeconds: 86400,
-  });
-  let n = 0;
-  const service = createImageService({
-    images,
-    objects,
-    clock,
-    log: silentLog,
-    newId: () => `00000000-0000-4000-8000-${String(++n).padStart(12, "0")}`,
-    uploadUrlTtlSeconds: 3600,
-    downloadUrlTtlSeconds: 300,
-    multipart,
-  });
-  return { images, objects, storage, multipart, service, clock };
+  const { common: _, ...fixture } = multipartFixture();
+  return fixture;
 }
 
 const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill);

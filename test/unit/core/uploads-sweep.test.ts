@@ -1,45 +1,21 @@
 import { describe, expect, it } from "vitest";
 import type { Caller } from "../../../functions/core/image/access.ts";
 import { imageKey, stagingKey } from "../../../functions/core/image/image.ts";
-import { createImageService } from "../../../functions/core/images.ts";
 import { createSweeper } from "../../../functions/core/sweep.ts";
-import { createMultipartUploads } from "../../../functions/core/uploads/multipart.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
-import { fixedClock, MemoryImages, MemoryMultipartUploads, MemoryObjects, silentLog } from "../fakes.ts";
+import { multipartFixture } from "../fakes.ts";
 
 const alice: Caller = { userId: "alice", projectId: "p-alice", roles: ["member"] };
 const HOUR = 3600_000;
 
 function setup() {
-  const images = new MemoryImages();
-  const objects = new MemoryObjects();
-  const clock = fixedClock();
-  const storage = new MemoryMultipartUploads(objects, clock);
-  const common = { images, objects, uploads: storage, clock, log: silentLog };
-  const multipart = createMultipartUploads({
-    ...common,
-    threshold: 8 * MIB,
-    minPartSize: 5 * MIB,
-    partUrlTtlSeconds: 600,
-    abandonAfterSeconds: 24 * 3600,
-  });
-  let n = 0;
-  const service = createImageService({
-    images,
-    objects,
-    clock,
-    log: silentLog,
-    newId: () => `00000000-0000-4000-8000-${String(++n).padStart(12, "0")}`,
-    uploadUrlTtlSeconds: 3600,
-    downloadUrlTtlSeconds: 300,
-    multipart,
-  });
+  const { common, multipart: _, ...fixture } = multipartFixture();
   const sweeper = createSweeper({
     ...common,
     abandonAfterSeconds: 24 * 3600,
     stalledImportGraceSeconds: 3600,
   });
-  return { images, objects, storage, service, sweeper, clock };
+  return { ...fixture, sweeper };
 }
 
 describe("sweeper", () => {
