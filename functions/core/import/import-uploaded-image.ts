@@ -154,6 +154,7 @@ export function createImporter(deps: ImporterDeps) {
       compression: result.detected.compression,
       storedFormat: result.storedFormat,
       virtualSize: result.inspection.virtualSize,
+      spooled: result.spooled,
       checks: result.inspection.checks.map((c) => c.name),
     });
     return images.transition(image.id, "finishImport", {
@@ -191,10 +192,18 @@ export function createImporter(deps: ImporterDeps) {
         };
       }
       log.info("import started", { imageId: id, size: info.size });
+      const started = Date.now();
       try {
         const done = await run(image, key, info.size);
         await objects.delete(key);
-        log.info("import finished", { imageId: id, size: done.size });
+        const seconds = (Date.now() - started) / 1000;
+        log.info("import finished", {
+          imageId: id,
+          size: done.size,
+          seconds,
+          // Upload bytes read per second: what an operator compares across imports and memory sizes.
+          uploadMBps: seconds > 0 ? Math.round(info.size / seconds / 1e6) : null,
+        });
         return { outcome: "active", image: done };
       } catch (err) {
         if (isPermanent(err)) {

@@ -51,6 +51,8 @@ export interface PipelineResult {
   storedSize: number;
   /** Digests of the stored bytes (md5, os_hash_algo). */
   stored: DigestValues;
+  /** The gzip-wrapped image was not stored in order: unwrapped into the spool object first. */
+  spooled: boolean;
   /** Digests of the uploaded bytes (sha256 when the client declared one). */
   upload: DigestValues;
   uploadBytes: number;
@@ -312,6 +314,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       inspection,
       storedFormat,
       converted: transformed,
+      spooled,
       storedSize: written.size,
       stored,
       upload,
