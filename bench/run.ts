@@ -8,7 +8,7 @@
  *  (c) end to end on a local stack of its own (bench/e2e.ts): staged object in MinIO → stored object,
  *      through the real importer, vs a plain SDK GET → lib-storage Upload of the same output bytes with
  *      the importer's part size and payload signing (and, for reference, the same GET into Hangar's own
- *      writer); medians of BENCH_E2E_RUNS (default 3) interleaved rounds.
+ *      writer); medians of BENCH_E2E_RUNS (default 5) interleaved rounds.
  * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -20,7 +20,7 @@ import { type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
 const RUNS = Math.max(3, Number(process.env.BENCH_RUNS ?? 5));
-const E2E_RUNS = Math.max(3, Number(process.env.BENCH_E2E_RUNS ?? 3));
+const E2E_RUNS = Math.max(3, Number(process.env.BENCH_E2E_RUNS ?? 5));
 // Outputs go to tmpfs when there is one: disk writeback and discard make file timings swing ±100 %.
 const OUT_DIR = process.env.BENCH_OUT_DIR ?? (existsSync("/dev/shm") ? "/dev/shm" : WORK);
 const MiB = 1 << 20;
