@@ -327,10 +327,11 @@ export function createImageService(deps: ImageServiceDeps) {
 
     /** Adds a tag (idempotent). */
     async addTag(id: string, tag: string, caller: Caller): Promise<void> {
-      if (tag.length === 0 || tag.length > MAX_NAME) {
-        throw new InvalidRequestError(`A tag is 1 to ${MAX_NAME} characters long.`);
-      }
       await modify(id, caller, (image) => {
+        // Checked once the image is found and modifiable, so a hidden image still answers 404.
+        if (tag.length === 0 || tag.length > MAX_NAME) {
+          throw new InvalidRequestError(`A tag is 1 to ${MAX_NAME} characters long.`);
+        }
         if (image.tags.includes(tag)) return undefined;
         if (image.tags.length >= MAX_TAGS)
           throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
