@@ -59,4 +59,29 @@ describe("concurrent changes to one image lose nothing (DynamoDB Local)", () => 
     const image = await show(id);
     for (const k of keys) expect(image[k], k).toBe(`value of ${k}`);
   });
+
+  it("visibility changed back and forth at once leaves the listings agreeing with the record", async () => {
+    const id = await createImage();
+    const values = Array.from({ length: 10 }, (_, i) => (i % 2 ? "private" : "community"));
+    const patched = await Promise.all(
+      values.map((v) =>
+        api(
+          `/v2/images/${id}`,
+          {
+            method: "PATCH",
+            headers: { "content-type": PATCH },
+            body: JSON.stringify([{ op: "replace", path: "/visibility", value: v }]),
+          },
+          getStack().tokens.alice,
+        ),
+      ),
+    );
+    expect(patched.map((r) => r.status)).toEqual(values.map(() => 200));
+    const final = (await show(id)).visibility;
+    // Another project finds a community image through the visibility index, and a private one not at all.
+    const listed = await api("/v2/images?visibility=community&limit=1000", {}, getStack().tokens.bob);
+    expect(listed.status).toBe(200);
+    const ids = ((await listed.json()) as { images: { id: string }[] }).images.map((i) => i.id);
+    expect(ids.includes(id)).toBe(final === "community");
+  });
 });

@@ -329,23 +329,38 @@ export class DynamoImageRepository implements ImageRepository {
     return updated;
   }
 
-  /** Rewrites the owner and visibility index keys after an owner or visibility change. */
+  /**
+   * Rewrites the owner and visibility index keys after an owner or visibility change. Conditioned on
+   * the record still having that owner and visibility: when two changes race, the index follows the
+   * one that landed last, whichever reindex runs last.
+   */
   private async reindex(image: ImageRecord): Promise<void> {
     const keys = indexKeys(image);
     const hasVis = "gsi2pk" in keys;
-    const values: Record<string, unknown> = { ":o": keys.gsi1pk, ":os": keys.gsi1sk };
+    const values: Record<string, unknown> = {
+      ":o": keys.gsi1pk,
+      ":os": keys.gsi1sk,
+      ":owner": image.owner,
+      ":vis": image.visibility,
+    };
     if (hasVis) Object.assign(values, { ":p": keys.gsi2pk, ":s": keys.gsi2sk });
-    await this.client.send(
-      new UpdateItemCommand({
-        TableName: this.table,
-        Key: marshall({ pk: imagePk(image.id), sk: IMAGE_SK }),
-        UpdateExpression: hasVis
-          ? "SET gsi1pk = :o, gsi1sk = :os, gsi2pk = :p, gsi2sk = :s"
-          : "SET gsi1pk = :o, gsi1sk = :os REMOVE gsi2pk, gsi2sk",
-        ExpressionAttributeValues: marshall(values),
-        ConditionExpression: "attribute_exists(pk)",
-      }),
-    );
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: marshall({ pk: imagePk(image.id), sk: IMAGE_SK }),
+          UpdateExpression: hasVis
+            ? "SET gsi1pk = :o, gsi1sk = :os, gsi2pk = :p, gsi2sk = :s"
+            : "SET gsi1pk = :o, gsi1sk = :os REMOVE gsi2pk, gsi2sk",
+          ExpressionAttributeNames: { "#owner": "owner", "#vis": "visibility" },
+          ExpressionAttributeValues: marshall(values),
+          ConditionExpression: "attribute_exists(pk) AND #owner = :owner AND #vis = :vis",
+        }),
+      );
+    } catch (err) {
+      // A later change of owner or visibility landed: its own reindex writes the keys.
+      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+    }
   }
 
   /**
