@@ -166,6 +166,8 @@ export async function runWebDownload(
         stagingKey(job.imageId),
         bounded(res.body, policy.maxBytes),
         signal,
+        // Sizes the parts so that even the largest download allowed fits S3's 10,000 of them.
+        { sizeHint: res.contentLength ?? policy.maxBytes },
       );
       deps.log.info("web-download stored", { imageId: job.imageId, size });
       return "stored";

@@ -139,12 +139,15 @@ export class MemoryObjects implements ObjectStore {
     if (!o) throw new Error(`no object ${key}`);
     return o.slice(offset, offset + length);
   }
+  /** The options of each write, by key (the size hints a store would size its parts by). */
+  readonly writeOptions = new Map<string, WriteOptions>();
   async write(
     key: string,
     body: AsyncIterable<Uint8Array>,
     _signal?: AbortSignal,
     options: WriteOptions = {},
   ) {
+    this.writeOptions.set(key, options);
     const parts: Uint8Array[] = [];
     for await (const c of body) {
       // Copied before the next chunk is pulled, as the port promises producers.

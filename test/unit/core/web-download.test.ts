@@ -139,6 +139,14 @@ describe("runWebDownload", () => {
       ["http://example.test/b", "93.184.216.34"],
     ]);
     expect(objects.objects.get(stagingKey(id))?.byteLength).toBe(50);
+    // The announced length sizes the multipart parts.
+    expect(objects.writeOptions.get(stagingKey(id))?.sizeHint).toBe(50);
+  });
+
+  it("sizes the parts for the largest allowed download when the length is not announced", async () => {
+    const { objects, id, deps } = await setup(async () => response(200, { body: chunks(bytes(30)) }));
+    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/" })).toBe("stored");
+    expect(objects.writeOptions.get(stagingKey(id))?.sizeHint).toBe(100);
   });
 
   async function expectKilled(
