@@ -84,7 +84,10 @@ export interface ObjectStore {
 }
 
 export interface WriteOptions {
-  /** The expected size: lets parts grow so a large body stays within S3's 10,000 parts. */
+  /**
+   * The expected size, to start with parts large enough for it. A body larger than hinted still fits:
+   * parts grow as it goes (S3 allows 10,000).
+   */
   sizeHint?: number;
   /**
    * Sees every byte written, in order, in pieces of the store's choosing (whole parts). A piece stays

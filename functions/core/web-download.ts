@@ -166,8 +166,8 @@ export async function runWebDownload(
         stagingKey(job.imageId),
         bounded(res.body, policy.maxBytes),
         signal,
-        // Sizes the parts so that even the largest download allowed fits S3's 10,000 of them.
-        { sizeHint: res.contentLength ?? policy.maxBytes },
+        // The announced length sizes the parts; without one the store grows them as the body does.
+        res.contentLength !== undefined ? { sizeHint: res.contentLength } : {},
       );
       deps.log.info("web-download stored", { imageId: job.imageId, size });
       return "stored";

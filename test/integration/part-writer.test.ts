@@ -77,6 +77,29 @@ describe("writeObject: the importer's multipart writer, against MinIO", () => {
     expect(await pendingUploads(key)).toBe(0);
   });
 
+  it("grows its parts when a body is larger than expected, and keeps the bytes in order", async () => {
+    const key = "test/part-writer/growing";
+    const data = randomBytes(23 * MiB + 5);
+    const pieces: number[] = [];
+    const tapped = createHash("sha256");
+    const { size } = await writeObject(chunked(data), {
+      ...options(key),
+      // Doubling every 2 parts: 5, 5, 10, then the 3 MiB + 5 bytes left.
+      growEvery: 2,
+      tap: (bytes) => {
+        pieces.push(bytes.byteLength);
+        tapped.update(bytes);
+        return undefined;
+      },
+    });
+    expect(size).toBe(data.length);
+    expect(pieces).toEqual([5 * MiB, 5 * MiB, 10 * MiB, 3 * MiB + 5]);
+    expect(tapped.digest("hex")).toBe(sha256(data));
+    const got = await stored(key);
+    expect(got && sha256(got)).toBe(sha256(data));
+    expect(await pendingUploads(key)).toBe(0);
+  });
+
   it("sends a body that fits one part, or an empty one, as a single object", async () => {
     for (const [key, data] of [
       ["test/part-writer/small", randomBytes(5 * MiB)],

@@ -8,15 +8,27 @@ import {
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
 
-/** S3's smallest part (all but the last). */
+/** S3's smallest part (all but the last), largest part, and most parts. */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
+export const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
+export const GROW_EVERY = 900;
+
+/** Size of part `n` (1-based): `base`, doubled every `growEvery` parts, at most 5 GiB. */
+export function partSizeAt(n: number, base: number, growEvery = GROW_EVERY): number {
+  return Math.min(MAX_PART_SIZE, base * 2 ** Math.floor((n - 1) / growEvery));
+}
 
 export interface WriteObjectOptions {
   client: S3Client;
   bucket: string;
   key: string;
-  /** Bytes per part (at least 5 MiB); a body that fits one part is sent with a single PutObject. */
+  /**
+   * Bytes per part (at least 5 MiB), doubled every `growEvery` parts so that a body larger than
+   * expected still fits S3's 10,000 parts; a body that fits one part is sent with a single PutObject.
+   */
   partSize: number;
+  growEvery?: number;
   /** Parts uploading at once. */
   queueSize: number;
   contentType?: string;
@@ -33,7 +45,8 @@ export interface WriteObjectOptions {
  * Streams `body` into one object: a PutObject when it fits one part, otherwise a multipart upload with
  * up to `queueSize` parts in flight. Parts are filled by copying into a fixed pool of `queueSize + 1`
  * buffers that are reused once their upload (and tap) completes, so the memory held is
- * (queueSize + 1) × partSize whatever the body's size and chunking, and nothing is left for the GC.
+ * (queueSize + 1) × partSize whatever the body's chunking (more only once parts grow, for bodies
+ * beyond partSize × growEvery), and nothing is left for the GC.
  * On failure the multipart upload is aborted: no part is left behind.
  */
 export async function writeObject(
@@ -67,15 +80,19 @@ export async function writeObject(
     signal.throwIfAborted();
   };
 
-  /** A free part buffer: from the pool, newly allocated up to queueSize + 1, or once a part completes. */
-  const take = async (): Promise<Uint8Array> => {
+  /**
+   * A free buffer of `size` bytes: from the pool, newly allocated up to queueSize + 1 buffers, or once
+   * a part completes. Buffers too small for grown parts are dropped as they come back.
+   */
+  const take = async (size: number): Promise<Uint8Array> => {
     for (;;) {
       check();
       const buf = free.pop();
-      if (buf) return buf;
+      if (buf && buf.byteLength >= size) return buf.subarray(0, size);
+      if (buf) allocated--;
       if (allocated <= queueSize) {
         allocated++;
-        return new Uint8Array(new SharedArrayBuffer(o.partSize));
+        return new Uint8Array(new SharedArrayBuffer(size));
       }
       await Promise.race(inflight);
     }
@@ -109,7 +126,8 @@ export async function writeObject(
       });
     const done: Promise<void> = Promise.all([sent, tapped])
       .then(
-        () => void free.push(buf),
+        // The whole buffer goes back, whatever part of it this part used.
+        () => void free.push(new Uint8Array(buf.buffer)),
         (err: unknown) => fail(err),
       )
       .finally(() => inflight.delete(done));
@@ -118,10 +136,12 @@ export async function writeObject(
 
   let current: Uint8Array | undefined;
   let fill = 0;
+  // Size of the part being filled: that of part partNumber + 1.
+  const nextSize = () => partSizeAt(partNumber + 1, o.partSize, o.growEvery);
   try {
     for await (const chunk of body) {
       for (let at = 0; at < chunk.byteLength; ) {
-        if (current && fill === o.partSize) {
+        if (current && fill === current.byteLength) {
           // A full part and more bytes behind it: the body is multipart.
           // Not abortable: an upload created while the request was being abandoned would be left
           // behind with an id never seen. It is short; the abort is honoured right after.
@@ -135,8 +155,8 @@ export async function writeObject(
           current = undefined;
           fill = 0;
         }
-        current ??= await take();
-        const n = Math.min(chunk.byteLength - at, o.partSize - fill);
+        current ??= await take(nextSize());
+        const n = Math.min(chunk.byteLength - at, current.byteLength - fill);
         current.set(chunk.subarray(at, at + n), fill);
         fill += n;
         at += n;

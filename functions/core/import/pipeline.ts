@@ -216,8 +216,9 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   };
   let pass = startPass();
   const tap = (bytes: Uint8Array) => pass.storedDigests.update(bytes);
-  // A gzip-wrapped upload's output: bounded by the gzip-bomb check, which stops the upload beyond this ratio.
-  const gzipHint = Math.min(policy.maxVirtualSize, size * policy.maxGzipRatio);
+  // A gzip-wrapped upload's output size is unknown until it is unwrapped: the store starts with parts
+  // sized for the upload and grows them as needed (S3 allows 10,000), so memory stays that of small parts.
+  const gzipHint = size;
   const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
   /** Converts `source` to the preferred format into the output key, hashing what is stored. */
   const convertInto = async (source: ConvertSource): Promise<{ size: number }> => {

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { partSizeFor } from "../../../functions/adapters/s3/object-store.ts";
+import { partSizeAt } from "../../../functions/adapters/s3/part-writer.ts";
 
 const MiB = 1024 * 1024;
 
@@ -20,5 +21,23 @@ describe("partSizeFor", () => {
         );
       }),
     );
+  });
+});
+
+describe("partSizeAt", () => {
+  it("starts at the base size and doubles every 900 parts, up to S3's 5 GiB", () => {
+    expect(partSizeAt(1, 8 * MiB)).toBe(8 * MiB);
+    expect(partSizeAt(900, 8 * MiB)).toBe(8 * MiB);
+    expect(partSizeAt(901, 8 * MiB)).toBe(16 * MiB);
+    expect(partSizeAt(3, 5 * MiB, 2)).toBe(10 * MiB);
+    expect(partSizeAt(10_000, 1024 * MiB)).toBe(5 * 1024 * MiB);
+  });
+
+  it("lets 10,000 parts from any base of at least 5 MiB hold S3's largest object, 5 TiB", () => {
+    for (const base of [5, 8, 16]) {
+      let total = 0;
+      for (let n = 1; n <= 10_000; n++) total += partSizeAt(n, base * MiB);
+      expect(total, `base ${base} MiB`).toBeGreaterThanOrEqual(5 * 1024 ** 4);
+    }
   });
 });
