@@ -176,11 +176,18 @@ export class S3ObjectStore implements ObjectStore {
     signal?: AbortSignal,
     options: WriteOptions = {},
   ): Promise<{ size: number }> {
+    const partSize = partSizeFor(options.sizeHint, this.options.partSize);
+    // A hinted body keeps its part size while it stays within the hint, then grows its parts fast; an
+    // unhinted one grows them slowly from the start (both reach S3's limits within 10,000 parts).
+    const growth = options.sizeHint
+      ? { growAfter: Math.ceil(options.sizeHint / partSize), growEvery: 100 }
+      : { growAfter: 0 };
     return writeObject(body, {
       client: this.writer,
       bucket: this.bucket,
       key,
-      partSize: partSizeFor(options.sizeHint, this.options.partSize),
+      partSize,
+      ...growth,
       queueSize: this.options.queueSize ?? 4,
       contentType: "application/octet-stream",
       ...(signal ? { signal } : {}),

@@ -14,9 +14,12 @@ export const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
 export const GROW_EVERY = 900;
 
-/** Size of part `n` (1-based): `base`, doubled every `growEvery` parts, at most 5 GiB. */
-export function partSizeAt(n: number, base: number, growEvery = GROW_EVERY): number {
-  return Math.min(MAX_PART_SIZE, base * 2 ** Math.floor((n - 1) / growEvery));
+/**
+ * Size of part `n` (1-based): `base` for the first `growAfter` parts, then doubled every `growEvery`
+ * parts, at most 5 GiB.
+ */
+export function partSizeAt(n: number, base: number, growAfter = 0, growEvery = GROW_EVERY): number {
+  return Math.min(MAX_PART_SIZE, base * 2 ** Math.floor(Math.max(0, n - 1 - growAfter) / growEvery));
 }
 
 export interface WriteObjectOptions {
@@ -24,10 +27,12 @@ export interface WriteObjectOptions {
   bucket: string;
   key: string;
   /**
-   * Bytes per part (at least 5 MiB), doubled every `growEvery` parts so that a body larger than
-   * expected still fits S3's 10,000 parts; a body that fits one part is sent with a single PutObject.
+   * Bytes per part (at least 5 MiB); a body that fits one part is sent with a single PutObject. After
+   * `growAfter` parts (default 0) parts double every `growEvery` (default 900), so that a body larger
+   * than expected still fits S3's 10,000 parts.
    */
   partSize: number;
+  growAfter?: number;
   growEvery?: number;
   /** Parts uploading at once. */
   queueSize: number;
@@ -45,8 +50,8 @@ export interface WriteObjectOptions {
  * Streams `body` into one object: a PutObject when it fits one part, otherwise a multipart upload with
  * up to `queueSize` parts in flight. Parts are filled by copying into a fixed pool of `queueSize + 1`
  * buffers that are reused once their upload (and tap) completes, so the memory held is
- * (queueSize + 1) × partSize whatever the body's chunking (more only once parts grow, for bodies
- * beyond partSize × growEvery), and nothing is left for the GC.
+ * (queueSize + 1) × partSize whatever the body's chunking (more only once parts grow), and nothing is
+ * left for the GC.
  * On failure the multipart upload is aborted: no part is left behind.
  */
 export async function writeObject(
@@ -137,7 +142,7 @@ export async function writeObject(
   let current: Uint8Array | undefined;
   let fill = 0;
   // Size of the part being filled: that of part partNumber + 1.
-  const nextSize = () => partSizeAt(partNumber + 1, o.partSize, o.growEvery);
+  const nextSize = () => partSizeAt(partNumber + 1, o.partSize, o.growAfter, o.growEvery);
   try {
     for await (const chunk of body) {
       for (let at = 0; at < chunk.byteLength; ) {

@@ -216,9 +216,6 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   };
   let pass = startPass();
   const tap = (bytes: Uint8Array) => pass.storedDigests.update(bytes);
-  // A gzip-wrapped upload's output size is unknown until it is unwrapped: the store starts with parts
-  // sized for the upload and grows them as needed (S3 allows 10,000), so memory stays that of small parts.
-  const gzipHint = size;
   const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
   /** Converts `source` to the preferred format into the output key, hashing what is stored. */
   const convertInto = async (source: ConvertSource): Promise<{ size: number }> => {
@@ -267,7 +264,9 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       written = await objects.write(input.outputKey, pass.read.stream(), signal, { sizeHint: size, tap });
     } else if (!convert) {
       const output = gunzipSource(pass.read).stream(signal);
-      written = await objects.write(input.outputKey, output, signal, { sizeHint: gzipHint, tap });
+      // The unwrapped size is unknown: no size hint, so the store starts with its smallest parts and
+      // grows them as the body does (S3 allows 10,000).
+      written = await objects.write(input.outputKey, output, signal, { tap });
     } else if (!gzip) {
       const range: RangeReader = {
         size,
@@ -285,7 +284,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
         pass = startPass();
         spooled = true;
         const unwrapped = gunzipSource(pass.read).stream(signal);
-        const spool = await objects.write(input.spoolKey, unwrapped, signal, { sizeHint: gzipHint });
+        const spool = await objects.write(input.spoolKey, unwrapped, signal);
         const range: RangeReader = {
           size: spool.size,
           read: (offset, length, s) => objects.readRange(input.spoolKey, offset, length, s ?? signal),

@@ -29,7 +29,11 @@ describe("partSizeAt", () => {
     expect(partSizeAt(1, 8 * MiB)).toBe(8 * MiB);
     expect(partSizeAt(900, 8 * MiB)).toBe(8 * MiB);
     expect(partSizeAt(901, 8 * MiB)).toBe(16 * MiB);
-    expect(partSizeAt(3, 5 * MiB, 2)).toBe(10 * MiB);
+    expect(partSizeAt(3, 5 * MiB, 0, 2)).toBe(10 * MiB);
+    // After `growAfter` parts only: a body within its hint keeps one part size.
+    expect(partSizeAt(1024, 8 * MiB, 1024, 100)).toBe(8 * MiB);
+    expect(partSizeAt(1025, 8 * MiB, 1024, 100)).toBe(8 * MiB);
+    expect(partSizeAt(1125, 8 * MiB, 1024, 100)).toBe(16 * MiB);
     expect(partSizeAt(10_000, 1024 * MiB)).toBe(5 * 1024 * MiB);
   });
 
