@@ -14,6 +14,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type { ObjectInfo, ObjectStore, PresignedRequest, WriteOptions } from "../../core/ports.ts";
+import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { writeObject } from "./part-writer.ts";
 
 export interface S3StoreOptions {
@@ -67,12 +68,11 @@ export function createWriterClient(region: string, endpoint?: string): S3Client 
   return unsignedPayloads(createS3Client(region, endpoint));
 }
 
-const MiB = 1024 * 1024;
 /** Parts for a body of `hint` bytes: the configured size, larger when 9,000 of them (S3 allows 10,000,
  * kept in reserve for an output a little larger than hinted) would not hold it; at most S3's 5 GiB. */
 export function partSizeFor(hint: number | undefined, configured: number): number {
   if (!hint || hint <= 0) return configured;
-  return Math.min(5 * 1024 * MiB, Math.max(configured, Math.ceil(hint / 9000 / MiB) * MiB));
+  return Math.min(MAX_PART_SIZE, Math.max(configured, Math.ceil(hint / 9000 / MIB) * MIB));
 }
 
 const isNotFound = (err: unknown) =>

@@ -7,10 +7,8 @@ import {
   type S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
+import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
 
-/** S3's smallest part (all but the last), largest part, and most parts. */
-export const MIN_PART_SIZE = 5 * 1024 * 1024;
-export const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
 export const GROW_EVERY = 900;
 

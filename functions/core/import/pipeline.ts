@@ -247,6 +247,11 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     output = await peek(output);
     return objects.write(input.outputKey, output, signal, { sizeHint: virtualSize ?? size, tap });
   };
+  /** Ranged reads of a stored object, for converters that need random access. */
+  const rangeOf = (object: string, objectSize: number): RangeReader => ({
+    size: objectSize,
+    read: (offset, length, s) => objects.readRange(object, offset, length, s ?? signal),
+  });
   let spooled = false;
 
   try {
@@ -268,11 +273,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       // grows them as the body does (S3 allows 10,000).
       written = await objects.write(input.outputKey, output, signal, { tap });
     } else if (!gzip) {
-      const range: RangeReader = {
-        size,
-        read: (offset, length, s) => objects.readRange(key, offset, length, s ?? signal),
-      };
-      written = await convertInto({ range, sequential: pass.read, size });
+      written = await convertInto({ range: rangeOf(key, size), sequential: pass.read, size });
     } else {
       try {
         written = await convertInto({ sequential: gunzipSource(pass.read) });
@@ -285,11 +286,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
         spooled = true;
         const unwrapped = gunzipSource(pass.read).stream(signal);
         const spool = await objects.write(input.spoolKey, unwrapped, signal);
-        const range: RangeReader = {
-          size: spool.size,
-          read: (offset, length, s) => objects.readRange(input.spoolKey, offset, length, s ?? signal),
-        };
-        written = await convertInto({ range });
+        written = await convertInto({ range: rangeOf(input.spoolKey, spool.size) });
       }
     }
     const { read, inspector, storedDigests, uploadDigests } = pass;
