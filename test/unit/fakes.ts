@@ -355,3 +355,37 @@ export function multipartFixture() {
   });
   return { common, images, objects, storage, multipart, service, clock };
 }
+
+/** A complete image record for pure-logic tests: an active, shared raw image of 100 bytes, with `over` applied. */
+export function imageRecord(over: Partial<ImageRecord> = {}): ImageRecord {
+  return {
+    id: "00000000-0000-4000-8000-000000000000",
+    name: null,
+    status: "active",
+    visibility: "shared",
+    protected: false,
+    os_hidden: false,
+    owner: "p",
+    disk_format: "raw",
+    container_format: "bare",
+    size: 100,
+    virtual_size: null,
+    checksum: null,
+    os_hash_algo: null,
+    os_hash_value: null,
+    min_disk: 0,
+    min_ram: 0,
+    tags: [],
+    created_at: "2026-01-01T00:00:00.000Z",
+    updated_at: "2026-01-01T00:00:00.000Z",
+    properties: {},
+    upload_size: null,
+    upload_sha256: null,
+    source_format: null,
+    converted: null,
+    failure: null,
+    import_progress: null,
+    import_lease_until: null,
+    ...over,
+  };
+}

@@ -7,38 +7,21 @@ import {
 } from "../../../functions/core/errors.ts";
 import type { ImageRecord } from "../../../functions/core/image/image.ts";
 import { applyImagePatch, type PatchOperation } from "../../../functions/core/image/patch.ts";
+import { imageRecord } from "../fakes.ts";
 
 const alice = { userId: "alice", projectId: "p-alice", roles: ["member"] };
 const admin = { userId: "admin", projectId: "p-admin", roles: ["admin"] };
-const base = {
+const base = imageRecord({
   id: "00000000-0000-4000-8000-000000000001",
   name: "n",
   status: "queued",
-  visibility: "shared",
-  protected: false,
-  os_hidden: false,
   owner: "p-alice",
   disk_format: null,
   container_format: null,
   size: null,
-  virtual_size: null,
-  checksum: null,
-  os_hash_algo: null,
-  os_hash_value: null,
-  min_disk: 0,
-  min_ram: 0,
   tags: ["red"],
-  created_at: "2026-01-01T00:00:00.000Z",
-  updated_at: "2026-01-01T00:00:00.000Z",
   properties: { os_distro: "debian" },
-  upload_size: null,
-  upload_sha256: null,
-  source_format: null,
-  converted: null,
-  failure: null,
-  import_progress: null,
-  import_lease_until: null,
-} satisfies ImageRecord;
+});
 const NOW = "2026-02-02T00:00:00.000Z";
 const patch = (ops: PatchOperation[], image: ImageRecord = base, caller = alice) =>
   applyImagePatch(image, ops, caller, { maxUploadSize: 1000, now: NOW });

@@ -2,39 +2,9 @@ import { describe, expect, it } from "vitest";
 import { InvalidRequestError } from "../../../functions/core/errors.ts";
 import type { ImageRecord } from "../../../functions/core/image/image.ts";
 import { paginate, parseListQuery, splitInList } from "../../../functions/core/list-query.ts";
+import { imageRecord } from "../fakes.ts";
 
-function image(over: Partial<ImageRecord>): ImageRecord {
-  return {
-    id: "00000000-0000-4000-8000-000000000000",
-    name: null,
-    status: "active",
-    visibility: "shared",
-    protected: false,
-    os_hidden: false,
-    owner: "p",
-    disk_format: "raw",
-    container_format: "bare",
-    size: 100,
-    virtual_size: null,
-    checksum: null,
-    os_hash_algo: null,
-    os_hash_value: null,
-    min_disk: 0,
-    min_ram: 0,
-    tags: [],
-    created_at: "2026-01-01T00:00:00.000Z",
-    updated_at: "2026-01-01T00:00:00.000Z",
-    properties: {},
-    upload_size: null,
-    upload_sha256: null,
-    source_format: null,
-    converted: null,
-    failure: null,
-    import_progress: null,
-    import_lease_until: null,
-    ...over,
-  };
-}
+const image = imageRecord;
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
 const q = (s: string) => parseListQuery([...new URLSearchParams(s).entries()]);
 const matches = (query: string, img: ImageRecord) => q(query).filters.every((f) => f(img));
