@@ -16,7 +16,8 @@ export type Extent =
       readonly length: number;
       readonly host: number;
       readonly hostLength: number;
-      readonly decode: (stored: Uint8Array) => Uint8Array;
+      /** May run asynchronously (zlib on libuv's pool): the engine decodes several at once. */
+      readonly decode: (stored: Uint8Array) => Uint8Array | Promise<Uint8Array>;
     };
 
 /** A source image as a map from guest offsets to host bytes. One implementation per format. */

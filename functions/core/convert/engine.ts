@@ -20,12 +20,19 @@ export interface PlanOptions {
    */
   recycle?: boolean;
   recycleLag?: number;
+  /**
+   * Guest bytes of encoded extents being decoded at once, ahead of the one being yielded (at least
+   * one extent). Asynchronous decoders (zlib on libuv's pool) then use every core.
+   */
+  decodeAhead?: number;
   signal?: AbortSignal;
 }
 
 export const DEFAULT_WINDOW = 8 << 20;
 export const DEFAULT_GAP = 256 << 10;
 export const DEFAULT_READ_AHEAD = 3;
+/** 64 qcow2 clusters of 64 KiB, or two of 2 MiB. */
+export const DEFAULT_DECODE_AHEAD = 4 << 20;
 
 /** Guest bytes: `bytes` is absent for zeros. */
 export interface Piece {
@@ -56,7 +63,7 @@ function* splitData(e: Extent, max: number): Generator<Extent> {
 /** Groups consecutive extents whose host ranges fit one window, merging runs of zeros and of adjacent data. */
 async function* planGroups(
   map: DiskMap,
-  o: Required<Omit<PlanOptions, "signal" | "recycle" | "recycleLag">>,
+  o: Required<Omit<PlanOptions, "signal" | "recycle" | "recycleLag" | "decodeAhead">>,
   signal?: AbortSignal,
 ) {
   let g: Group = { hostStart: -1, hostEnd: -1, items: [] };
@@ -109,10 +116,10 @@ async function* planGroups(
   }
 }
 
-function decodeItem(e: Extent & { kind: "encoded" }, stored: Uint8Array): Uint8Array {
+async function decodeItem(e: Extent & { kind: "encoded" }, stored: Uint8Array): Promise<Uint8Array> {
   let out: Uint8Array;
   try {
-    out = e.decode(stored);
+    out = await e.decode(stored);
   } catch (err) {
     if (err instanceof HangarError) throw err;
     throw new CorruptImageError(`a compressed block at offset ${e.host} cannot be decoded`, { cause: err });
@@ -183,6 +190,9 @@ export async function* pieces(
       queue.push(buffer ? { group, bytes, buffer } : { group, bytes });
     }
   };
+  const decodeAhead = Math.max(1, options.decodeAhead ?? DEFAULT_DECODE_AHEAD);
+  // Decodes started for the head window's items, by item index; observed in order as they are yielded.
+  const decoding = new Map<number, Promise<Uint8Array>>();
   try {
     await fill();
     while (queue.length > 0) {
@@ -191,7 +201,28 @@ export async function* pieces(
       if (!head) break;
       const window = await head.bytes;
       const { group } = head;
-      for (const e of group.items) {
+      const items = group.items;
+      let started = 0;
+      let decodingBytes = 0;
+      /** Starts decodes after item `at` while they hold less than `decodeAhead` guest bytes. */
+      const startDecodes = (at: number) => {
+        if (!window) return;
+        started = Math.max(started, at);
+        while (started < items.length && (decodingBytes < decodeAhead || started === at)) {
+          const e = items[started];
+          if (e?.kind === "encoded") {
+            const from = e.host - group.hostStart;
+            const p = decodeItem(e, window.subarray(from, from + e.hostLength));
+            // Observed when its turn comes; this keeps a failure ahead of it from being reported as unhandled.
+            p.catch(() => undefined);
+            decoding.set(started, p);
+            decodingBytes += e.length;
+          }
+          started++;
+        }
+      };
+      for (let i = 0; i < items.length; i++) {
+        const e = items[i] as Extent;
         signal.throwIfAborted();
         if (e.kind === "zero") {
           yield { length: e.length };
@@ -202,9 +233,14 @@ export async function* pieces(
         yielded += e.length;
         if (e.kind === "data") {
           yield { length: e.length, bytes: window.subarray(from, from + e.length) };
-        } else {
-          yield { length: e.length, bytes: decodeItem(e, window.subarray(from, from + e.hostLength)) };
+          continue;
         }
+        startDecodes(i);
+        const bytes = await (decoding.get(i) as Promise<Uint8Array>);
+        decoding.delete(i);
+        decodingBytes -= e.length;
+        startDecodes(i + 1);
+        yield { length: e.length, bytes };
       }
       // The consumer has asked for the piece after this window's last: its buffer is free again once
       // `lag` more bytes of data have gone out.
@@ -214,7 +250,7 @@ export async function* pieces(
   } finally {
     outer?.removeEventListener("abort", onAbort);
     controller.abort();
-    await Promise.allSettled(queue.map((q) => q.bytes));
+    await Promise.allSettled([...queue.map((q) => q.bytes), ...decoding.values()]);
     await groups.return?.(undefined).catch(() => undefined);
   }
 }

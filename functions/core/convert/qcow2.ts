@@ -1,4 +1,5 @@
-import { constants, inflateRawSync } from "node:zlib";
+import { promisify } from "node:util";
+import { constants, inflateRaw } from "node:zlib";
 import { parseQcow2Header, QCOW2_INCOMPAT, QCOW2_KNOWN_INCOMPAT_MASK } from "../formats/qcow2.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
@@ -28,6 +29,8 @@ export interface Qcow2Geometry {
   virtualSize: number;
   l1Offset: number;
 }
+
+const inflateRawAsync = promisify(inflateRaw);
 
 const bit = (features: bigint, n: bigint) => (features >> n) & 1n;
 
@@ -86,11 +89,11 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
   const csizeShift = 62 - (h.clusterBits - 8);
   const csizeMask = 2 ** (h.clusterBits - 8) - 1;
 
-  const decode = (stored: Uint8Array): Uint8Array => {
-    // Like QEMU, accept a stream that fills the cluster without a final block (Z_SYNC_FLUSH), and cap
-    // the output so a hostile cluster cannot inflate beyond one cluster.
-    return inflateRawSync(stored, { finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
-  };
+  // Inflated on libuv's pool, so that the engine's decodes ahead use every core (qemu-img too spreads
+  // compressed clusters over its threads). Like QEMU, accept a stream that fills the cluster without a
+  // final block (Z_SYNC_FLUSH), and cap the output so a hostile cluster cannot inflate beyond one cluster.
+  const decode = (stored: Uint8Array): Promise<Uint8Array> =>
+    inflateRawAsync(stored, { finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: clusterSize });
 
   async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
     const l1 = view(await range.read(h.l1Offset, l1Used * 8, sig));
@@ -131,7 +134,7 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
             length,
             host: hostOffset,
             hostLength,
-            decode: length === clusterSize ? decode : (s) => decode(s).subarray(0, length),
+            decode: length === clusterSize ? decode : async (s) => (await decode(s)).subarray(0, length),
           });
           continue;
         }

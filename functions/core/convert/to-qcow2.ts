@@ -1,12 +1,12 @@
 import { QCOW2_MAGIC } from "../formats/qcow2.ts";
 import { ceilDiv } from "./binary.ts";
 import type { DiskMap } from "./disk-map.ts";
-import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
+import { type Piece, pieces } from "./engine.ts";
 import { UnsupportedImageError } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
-import { type ConvertOptions, DEFAULT_CHUNK, rechunk, recycling } from "./to-raw.ts";
+import { type ConvertOptions, DEFAULT_CHUNK, planOptions, rechunk } from "./to-raw.ts";
 
 // Output: qcow2 v3 (compat 1.1), 64 KiB clusters, 16-bit refcounts, no extensions, no snapshots.
 const CLUSTER_BITS = 16;
@@ -221,14 +221,7 @@ export async function* convertToQcow2(
     opts.onMap?.(first);
     const layout = await planQcow2Layout(first, opts.signal);
     const map = await openDiskMap(format, opened.meta, opts.signal);
-    const data = pieces(map, opened.data, {
-      windowSize: opts.windowSize ?? DEFAULT_WINDOW,
-      maxGap: opts.maxGap ?? DEFAULT_GAP,
-      readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
-      forwardOnly: opened.forwardOnly,
-      ...recycling(opts),
-      signal: opts.signal,
-    });
+    const data = pieces(map, opened.data, planOptions(opts, opened.forwardOnly));
     yield* rechunk(
       concat(metadata(layout), allocatedData(data, layout)),
       opts.chunkSize ?? DEFAULT_CHUNK,

@@ -1,5 +1,13 @@
 import type { DiskMap } from "./disk-map.ts";
-import { DEFAULT_GAP, DEFAULT_READ_AHEAD, DEFAULT_WINDOW, type Piece, pieces } from "./engine.ts";
+import {
+  DEFAULT_DECODE_AHEAD,
+  DEFAULT_GAP,
+  DEFAULT_READ_AHEAD,
+  DEFAULT_WINDOW,
+  type Piece,
+  type PlanOptions,
+  pieces,
+} from "./engine.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
@@ -19,6 +27,8 @@ export interface ConvertOptions {
   onMap?: (map: DiskMap) => void;
   /** Host gap read through rather than split (default 256 KiB). */
   maxGap?: number;
+  /** Guest bytes of compressed blocks decoded at once, on libuv's pool (default 4 MiB). */
+  decodeAhead?: number;
   /**
    * Reuse buffers rather than allocate them per window and per chunk. The consumer then promises to
    * be done with a chunk once it has asked for chunks holding `heldBytes` more bytes after it (default
@@ -31,14 +41,21 @@ export interface ConvertOptions {
 export const DEFAULT_CHUNK = 4 << 20;
 
 /**
- * The engine's recycling options for a consumer that holds `heldBytes` of output behind its last
- * chunk: output bytes include every data byte, and rechunk may hold one chunk's worth not yet yielded.
+ * The read planner's options for these conversion options. A consumer that holds `heldBytes` of
+ * output behind its last chunk holds data that many bytes back, plus one chunk rechunk has not yet
+ * yielded: window buffers are recycled only after that lag.
  */
-export function recycling(opts: ConvertOptions): { recycle: boolean; recycleLag: number } {
+export function planOptions(opts: ConvertOptions, forwardOnly: boolean): PlanOptions {
   const held = opts.heldBytes ?? 0;
   return {
+    windowSize: opts.windowSize ?? DEFAULT_WINDOW,
+    maxGap: opts.maxGap ?? DEFAULT_GAP,
+    readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
+    decodeAhead: opts.decodeAhead ?? DEFAULT_DECODE_AHEAD,
+    forwardOnly,
     recycle: opts.recycle ?? false,
     recycleLag: held > 0 ? held + (opts.chunkSize ?? DEFAULT_CHUNK) : 0,
+    signal: opts.signal,
   };
 }
 
@@ -111,14 +128,7 @@ export async function* convertToRaw(
     checkVirtualSize(map, opts.maxVirtualSize);
     opts.onMap?.(map);
     yield* rechunk(
-      pieces(map, opened.data, {
-        windowSize: opts.windowSize ?? DEFAULT_WINDOW,
-        maxGap: opts.maxGap ?? DEFAULT_GAP,
-        readAhead: opts.readAhead ?? DEFAULT_READ_AHEAD,
-        forwardOnly: opened.forwardOnly,
-        ...recycling(opts),
-        signal: opts.signal,
-      }),
+      pieces(map, opened.data, planOptions(opts, opened.forwardOnly)),
       opts.chunkSize ?? DEFAULT_CHUNK,
       opts.signal,
       // An accumulated chunk is reused only by a consumer done with each chunk at the next.

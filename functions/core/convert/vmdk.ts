@@ -1,4 +1,5 @@
-import { inflateSync } from "node:zlib";
+import { promisify } from "node:util";
+import { inflate } from "node:zlib";
 import {
   looksLikeVmdkDescriptor,
   parseVmdkSparseHeader,
@@ -11,6 +12,8 @@ import type { DiskMap, Extent } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
+
+const inflateAsync = promisify(inflate);
 
 // The sparse header is parsed by the inspector's module; this file reads the grain directory and
 // tables (VMware "Virtual Disk Format 1.1", little-endian) and decodes stream grains.
@@ -87,7 +90,7 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
   const zeroGte = (h.flags & FLAG_ZERO_GRAIN_GTE) !== 0;
   const capacity = h.capacity;
 
-  const decodeGrain = (length: number) => (stored: Uint8Array) => {
+  const decodeGrain = (length: number) => async (stored: Uint8Array) => {
     let data = stored;
     if (markers) {
       if (stored.length < MARKER_HEADER) throw new CorruptImageError("vmdk grain marker is truncated");
@@ -96,7 +99,7 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
         throw new CorruptImageError("vmdk grain marker size is invalid");
       data = stored.subarray(MARKER_HEADER, MARKER_HEADER + size);
     }
-    const out = inflateSync(data, { maxOutputLength: grainBytes });
+    const out = await inflateAsync(data, { maxOutputLength: grainBytes });
     if (out.length < length) throw new CorruptImageError("vmdk compressed grain is short");
     return out.length === length ? out : out.subarray(0, length);
   };

@@ -19,7 +19,9 @@ const IMAGES: { name: string; format: SourceFormat; qemu: string; options: strin
   { name: "dynamic.vhdx", format: "vhdx", qemu: "vhdx", options: ["subformat=dynamic", "block_size=1M"] },
 ];
 
-describe("chunk, window and read-ahead sizes do not change the output", { timeout: 120_000 }, () => {
+describe("chunk, window, read-ahead and decode-ahead sizes do not change the output", {
+  timeout: 120_000,
+}, () => {
   for (const img of IMAGES) {
     it(img.name, async () => {
       const path = makeImage(img.name, img.qemu, img.options, img.extra);
@@ -32,6 +34,7 @@ describe("chunk, window and read-ahead sizes do not change the output", { timeou
             windowSize: fc.integer({ min: 512, max: 16 << 20 }),
             readAhead: fc.integer({ min: 1, max: 5 }),
             maxGap: fc.integer({ min: 0, max: 1 << 20 }),
+            decodeAhead: fc.integer({ min: 1, max: 8 << 20 }),
             sequentialChunk: fc.option(fc.integer({ min: 1000, max: 3 << 20 }), { nil: undefined }),
           }),
           async ({ sequentialChunk, ...opts }) => {
