@@ -12,11 +12,21 @@
  * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
+import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
 const RUNS = Math.max(3, Number(process.env.BENCH_RUNS ?? 5));
@@ -24,6 +34,7 @@ const E2E_RUNS = Math.max(3, Number(process.env.BENCH_E2E_RUNS ?? 5));
 // Outputs go to tmpfs when there is one: disk writeback and discard make file timings swing ±100 %.
 const OUT_DIR = process.env.BENCH_OUT_DIR ?? (existsSync("/dev/shm") ? "/dev/shm" : WORK);
 const MiB = 1 << 20;
+const GiB = 2 ** 30;
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 64 * MiB });
@@ -66,6 +77,49 @@ function ensureImages(): { small: string; big: string } {
   return { small, big };
 }
 
+/**
+ * A cloud image's layout: 1 GiB virtual, 512 MiB of text-like data (words from a seeded generator,
+ * about 3:1 under zlib) in the same stretches as the reference image, every cluster compressed
+ * (`qemu-img convert -c`).
+ */
+function ensureCompressedImage(): string {
+  const path = join(WORK, "ref-1g-c.qcow2");
+  if (existsSync(path)) return path;
+  const raw = join(WORK, "ref-c.raw");
+  let seed = 0x9e3779b9;
+  const next = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return seed >>> 0;
+  };
+  const words = Array.from({ length: 4096 }, () =>
+    Buffer.from(
+      Array.from({ length: 2 + (next() % 9) }, () => String.fromCharCode(97 + (next() % 26))).join(""),
+    ),
+  );
+  const fd = openSync(raw, "w");
+  try {
+    ftruncateSync(fd, GiB);
+    const stretch = Buffer.alloc(8 * MiB);
+    for (let i = 0; i < 64; i++) {
+      let at = 0;
+      while (at < stretch.length) {
+        const w = words[next() % words.length] as Buffer;
+        at += w.copy(stretch, at);
+        if (at < stretch.length) stretch[at++] = next() % 11 === 0 ? 10 : 32;
+      }
+      writeSync(fd, stretch, 0, stretch.length, 2 * i * 8 * MiB);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  sh("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2", raw, `${path}.tmp`]);
+  sh("mv", [`${path}.tmp`, path]);
+  rmSync(raw);
+  return path;
+}
+
 /** Runs a process under /usr/bin/time: wall seconds and CPU seconds (user + system) of the whole process. */
 function timed(cmd: string, args: string[]): { seconds: number; cpu: number; stdout: string } {
   const timeFile = join(WORK, "time.txt");
@@ -73,7 +127,7 @@ function timed(cmd: string, args: string[]): { seconds: number; cpu: number; std
     encoding: "utf8",
     maxBuffer: 16 * MiB,
     // Reads and writes share libuv's pool; qemu-img runs more I/O threads than libuv's default 4.
-    env: { ...process.env, UV_THREADPOOL_SIZE: "8" },
+    env: benchChildEnv({ UV_THREADPOOL_SIZE: "8" }),
   });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr}`);
   const [wall, user, sys] = readFileSync(timeFile, "utf8").trim().split(/\s+/).slice(-3).map(Number);
@@ -86,7 +140,6 @@ interface ChildReport {
   maxRssKiB: number;
 }
 
-const GiB = 2 ** 30;
 const BANNER =
   "import { createRequire as __benchCreateRequire } from 'module'; const require = __benchCreateRequire(import.meta.url);";
 
@@ -112,7 +165,7 @@ async function bundle(name: string, format: "esm" | "cjs" = "esm"): Promise<stri
 }
 
 /** (a) and the converter's own peak RSS. */
-async function measureConverter(small: string, big: string) {
+async function measureConverter(small: string, big: string, compressed: string) {
   // CommonJS: Node starts it about 0.1 s sooner than an ES module, and start-up is part of what is timed.
   const child = await bundle("convert-child", "cjs");
   const outQemu = join(OUT_DIR, "hangar-bench-qemu.raw");
@@ -149,6 +202,18 @@ async function measureConverter(small: string, big: string) {
     oursSeq.push(runOurs(small, outOurs, "sequential").wall);
     rmSync(outOurs, { force: true });
   }
+  // The compressed image: inflation bounds both, qemu-img on its thread pool, the converter on libuv's.
+  runQemu(compressed, outQemu);
+  runOurs(compressed, outOurs);
+  sh("cmp", [outQemu, outOurs]);
+  const qemuC: number[] = [];
+  const oursC: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    rmSync(outQemu, { force: true });
+    qemuC.push(runQemu(compressed, outQemu).seconds);
+    rmSync(outOurs, { force: true });
+    oursC.push(runOurs(compressed, outOurs).wall);
+  }
   rmSync(outQemu, { force: true });
   rmSync(outOurs, { force: true });
 
@@ -176,6 +241,12 @@ async function measureConverter(small: string, big: string) {
       converterGBps: GiB / median(ours) / 1e9,
       qemuImgGBps: GiB / median(qemu) / 1e9,
       samples: { qemu, qemuCpu, ours, oursCpu, oursSeq, oursInner },
+    },
+    compressed: {
+      qemuImgMedianSeconds: median(qemuC),
+      converterMedianSeconds: median(oursC),
+      ratio: median(oursC) / median(qemuC),
+      samples: { qemu: qemuC, ours: oursC },
     },
     converterRss: {
       converterMaxRssMiB1G: rss1 / 1024,
@@ -262,7 +333,7 @@ async function main(): Promise<void> {
     console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
   log(`load average ${loadBefore.map((x) => x.toFixed(2)).join(" ")}`);
 
-  const converter = only === "e2e" ? undefined : await measureConverter(small, big);
+  const converter = only === "e2e" ? undefined : await measureConverter(small, big, ensureCompressedImage());
   if (converter) log(`(a) done: ratio ${converter.a.ratio.toFixed(3)}`);
 
   let e2e: ReturnType<typeof summarizeEndToEnd> | undefined;
@@ -292,6 +363,7 @@ async function main(): Promise<void> {
     loadAverageAfter: loadavg(),
     totalSeconds: (performance.now() - started) / 1000,
     a: converter?.a,
+    aCompressed: converter?.compressed,
     b: { ...e2e?.b, ...converter?.converterRss },
     c: e2e?.c,
   };
@@ -321,6 +393,8 @@ async function main(): Promise<void> {
     "(a) ratio sequential / qemu-img": f(a?.ratioSequential),
     "(a) ratio converter in-process / qemu-img": f(a?.ratioInProcess),
     "(a) ratio CPU seconds converter / qemu-img": f(a?.ratioCpu),
+    "zlib-compressed qcow2: qemu-img / converter (s)": `${f(converter?.compressed.qemuImgMedianSeconds)} / ${f(converter?.compressed.converterMedianSeconds)}`,
+    "ratio converter / qemu-img, zlib-compressed qcow2": f(converter?.compressed.ratio),
     "node startup alone (s)": f(a?.nodeStartupSeconds),
     "(b) importer peak RSS, 1 GiB qcow2 (MiB)": mib(b.importerMaxRssMiB1G),
     "(b) importer peak RSS, 8 GiB-virtual qcow2 (MiB)": mib(b.importerMaxRssMiB8G),
