@@ -20,6 +20,11 @@ export async function readPadded(
   return out;
 }
 
+/** `range`, with what lies past its end read as zeros. */
+export function paddedRange(range: RangeReader): RangeReader {
+  return { size: range.size, read: (o, l, s, into) => readPadded(range, o, l, s, into) };
+}
+
 /**
  * A RangeReader over one sequential stream. Reads must come in (roughly) increasing offset order:
  * a read behind the retained tail goes to `fallback` (a ranged GET) or fails with
@@ -168,6 +173,5 @@ export function openSource(source: ConvertSource, signal?: AbortSignal): OpenedS
     };
   }
   if (!range) throw new TypeError("a conversion source needs a range reader or a sequential stream");
-  const padded: RangeReader = { size: range.size, read: (o, l, s, into) => readPadded(range, o, l, s, into) };
-  return { meta: range, data: padded, forwardOnly: false, close: async () => undefined };
+  return { meta: range, data: paddedRange(range), forwardOnly: false, close: async () => undefined };
 }

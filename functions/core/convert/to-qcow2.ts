@@ -5,7 +5,7 @@ import { type Piece, pieces } from "./engine.ts";
 import { UnsupportedImageError } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, SourceFormat } from "./ports.ts";
-import { openSource } from "./source.ts";
+import { openSource, paddedRange } from "./source.ts";
 import { type ConvertOptions, DEFAULT_CHUNK, planOptions, rechunk } from "./to-raw.ts";
 
 // Output: qcow2 v3 (compat 1.1), 64 KiB clusters, 16-bit refcounts, no extensions, no snapshots.
@@ -42,25 +42,54 @@ function isSet(bits: Uint8Array, i: number): boolean {
   return (((bits[i >> 3] ?? 0) >> (i & 7)) & 1) === 1;
 }
 
-/** Computes the output layout from the source's allocation map (reads metadata only, no data). */
-export async function planQcow2Layout(map: DiskMap, signal?: AbortSignal): Promise<Qcow2Layout> {
+const ZEROS = new Uint8Array(CLUSTER);
+
+/** True when `bytes` (at most one cluster) are all zero; memcmp speed. */
+function allZero(bytes: Uint8Array): boolean {
+  return Buffer.compare(bytes, ZEROS.subarray(0, bytes.length)) === 0;
+}
+
+/**
+ * Computes the output layout. From the source's allocation map alone (metadata only, no data), every
+ * cluster a stored extent touches counts as allocated; from `contents`, the map's guest bytes in
+ * order, only clusters holding a non-zero byte do.
+ */
+export async function planQcow2Layout(
+  map: DiskMap,
+  signal?: AbortSignal,
+  contents?: AsyncIterable<Piece>,
+): Promise<Qcow2Layout> {
   const { virtualSize } = map;
   const guestClusters = ceilDiv(virtualSize, CLUSTER);
   const allocated = new Uint8Array(ceilDiv(guestClusters, 8));
-  let guest = 0;
   let dataClusters = 0;
-  for await (const batch of map.batches(signal)) {
-    for (const e of batch) {
-      if (e.kind !== "zero" && e.length > 0) {
-        const last = Math.floor((guest + e.length - 1) / CLUSTER);
-        for (let c = Math.floor(guest / CLUSTER); c <= last; c++) {
-          if (!isSet(allocated, c)) {
-            allocated[c >> 3] = (allocated[c >> 3] ?? 0) | (1 << (c & 7));
-            dataClusters++;
-          }
-        }
+  const mark = (c: number) => {
+    if (!isSet(allocated, c)) {
+      allocated[c >> 3] = (allocated[c >> 3] ?? 0) | (1 << (c & 7));
+      dataClusters++;
+    }
+  };
+  let guest = 0;
+  if (contents) {
+    for await (const piece of contents) {
+      const bytes = piece.bytes;
+      for (let at = 0; bytes && at < piece.length; ) {
+        const c = Math.floor((guest + at) / CLUSTER);
+        const end = Math.min(piece.length, (c + 1) * CLUSTER - guest);
+        if (!isSet(allocated, c) && !allZero(bytes.subarray(at, end))) mark(c);
+        at = end;
       }
-      guest += e.length;
+      guest += piece.length;
+    }
+  } else {
+    for await (const batch of map.batches(signal)) {
+      for (const e of batch) {
+        if (e.kind !== "zero" && e.length > 0) {
+          const last = Math.floor((guest + e.length - 1) / CLUSTER);
+          for (let c = Math.floor(guest / CLUSTER); c <= last; c++) mark(c);
+        }
+        guest += e.length;
+      }
     }
   }
   const l1Entries = ceilDiv(guestClusters, L2_ENTRIES);
@@ -201,9 +230,10 @@ async function* concat(first: Iterable<Piece>, rest: AsyncIterable<Piece>): Asyn
 
 /**
  * Converts a disk image (any supported format, raw included) to a qcow2 v3 file written strictly
- * sequentially. A first pass over the source's metadata finds the allocated 64 KiB clusters; the
- * layout is then fixed: header, L1, refcount table, refcount blocks, L2 tables, data clusters in guest
- * order. Unallocated and zero extents are omitted; a raw source counts as fully allocated.
+ * sequentially. A first pass finds the 64 KiB clusters to write: by default it reads the data and
+ * keeps clusters holding a non-zero byte (`detectZeros`), otherwise it reads metadata only and keeps
+ * every cluster a stored extent touches. The layout is then fixed: header, L1, refcount table,
+ * refcount blocks, L2 tables, data clusters in guest order. Unallocated and zero extents are omitted.
  * Memory: that of `convertToRaw` plus one bit per guest cluster (2 KiB per GiB of virtual size).
  */
 export async function* convertToQcow2(
@@ -219,9 +249,18 @@ export async function* convertToQcow2(
     const first = await openDiskMap(format, opened.meta, opts.signal);
     checkVirtualSize(first, opts.maxVirtualSize);
     opts.onMap?.(first);
-    const layout = await planQcow2Layout(first, opts.signal);
+    const detectZeros = opts.detectZeros ?? true;
+    // The scan is done with each piece when it asks for the next: its buffers are reused.
+    const contents = detectZeros
+      ? pieces(first, opened.data, planOptions({ ...opts, recycle: true, heldBytes: 0 }, opened.forwardOnly))
+      : undefined;
+    const layout = await planQcow2Layout(first, opts.signal, contents);
     const map = await openDiskMap(format, opened.meta, opts.signal);
-    const data = pieces(map, opened.data, planOptions(opts, opened.forwardOnly));
+    // After a scan the sequential stream, if any, is spent: the data is read again with ranged reads.
+    const data =
+      detectZeros && source.range
+        ? pieces(map, paddedRange(source.range), planOptions(opts, false))
+        : pieces(map, opened.data, planOptions(opts, opened.forwardOnly));
     yield* rechunk(
       concat(metadata(layout), allocatedData(data, layout)),
       opts.chunkSize ?? DEFAULT_CHUNK,

@@ -30,6 +30,13 @@ export interface ConvertOptions {
   /** Guest bytes of compressed blocks decoded at once, on libuv's pool (default 4 MiB). */
   decodeAhead?: number;
   /**
+   * `convertToQcow2` only: read the data once before writing, to leave out 64 KiB clusters that hold
+   * only zeros, as qemu-img does (default true). Without it, every cluster a stored extent touches is
+   * written, and a raw source is written whole. With a sequential stream, that first read takes it
+   * and the second uses ranged reads.
+   */
+  detectZeros?: boolean;
+  /**
    * Reuse buffers rather than allocate them per window and per chunk. The consumer then promises to
    * be done with a chunk once it has asked for chunks holding `heldBytes` more bytes after it (default
    * 0: when it asks for the next, having copied or written it first).

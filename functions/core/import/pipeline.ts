@@ -253,6 +253,13 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     read: (offset, length, s) => objects.readRange(object, offset, length, s ?? signal),
   });
   let spooled = false;
+  /** Unwraps the gzip upload into the spool object, then converts that with ranged reads. */
+  const unwrapThenConvert = async () => {
+    spooled = true;
+    const unwrapped = gunzipSource(pass.read).stream(signal);
+    const spool = await objects.write(input.spoolKey, unwrapped, signal);
+    return convertInto({ range: rangeOf(input.spoolKey, spool.size) });
+  };
 
   try {
     if (detected.format === "luks") {
@@ -275,19 +282,21 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     } else if (!gzip) {
       written = await convertInto({ range: rangeOf(key, size), sequential: pass.read, size });
     } else {
-      try {
-        written = await convertInto({ sequential: gunzipSource(pass.read) });
-      } catch (err) {
-        if (!(err instanceof NonMonotonicSourceError)) throw err;
-        // The image inside is not stored in order, which a gzip stream cannot seek: unwrap the whole
-        // upload into a spool object (read again from the start), then convert that with ranged reads.
-        await closePass(pass);
-        pass = startPass();
-        spooled = true;
-        const unwrapped = gunzipSource(pass.read).stream(signal);
-        const spool = await objects.write(input.spoolKey, unwrapped, signal);
-        written = await convertInto({ range: rangeOf(input.spoolKey, spool.size) });
+      // A gzip stream cannot seek. Conversion to qcow2 reads its source twice, and an image stored out
+      // of order needs ranged reads: either way the upload is unwrapped into a spool object first,
+      // which is then converted with ranged reads.
+      let streamed: { size: number } | undefined;
+      if (storedFormat !== "qcow2") {
+        try {
+          streamed = await convertInto({ sequential: gunzipSource(pass.read) });
+        } catch (err) {
+          if (!(err instanceof NonMonotonicSourceError)) throw err;
+          // Found out part way: read the upload again from the start.
+          await closePass(pass);
+          pass = startPass();
+        }
       }
+      written = streamed ?? (await unwrapThenConvert());
     }
     const { read, inspector, storedDigests, uploadDigests } = pass;
     await read.drain();

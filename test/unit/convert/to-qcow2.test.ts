@@ -1,4 +1,5 @@
-import { createWriteStream, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createWriteStream, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -66,6 +67,71 @@ describe("→ qcow2 passes qemu-img check and compares equal", { timeout: 60_000
         "virtual-size": number;
       };
       expect(info["virtual-size"]).toBe(srcInfo["virtual-size"]);
+    });
+  }
+});
+
+/** Guest ranges that hold data in a qcow2, as `qemu-img map` reports them, merged. */
+function dataRanges(file: string): [number, number][] {
+  const map = JSON.parse(qemuImg("map", "--output=json", "-f", "qcow2", file)) as {
+    start: number;
+    length: number;
+    data: boolean;
+  }[];
+  const out: [number, number][] = [];
+  for (const m of map.filter((e) => e.data)) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === m.start) last[1] += m.length;
+    else out.push([m.start, m.length]);
+  }
+  return out;
+}
+
+describe("→ qcow2 leaves out clusters that hold only zeros, as qemu-img convert does", {
+  timeout: 60_000,
+}, () => {
+  // A raw whose zeros are written (a raw has no allocation map), and a qcow2 whose allocated clusters
+  // hold zeros (qemu-io writes them as data), each with a non-zero byte at the very end of one cluster.
+  const sources: { name: string; format: SourceFormat; qemu: string; make: () => string }[] = [
+    { name: "raw", format: "raw", qemu: "raw", make: baseRaw },
+    {
+      name: "qcow2 with allocated zeros",
+      format: "qcow2",
+      qemu: "qcow2",
+      make: () => {
+        const file = join(FIXTURES, `allocated-zeros.${process.pid}.qcow2`);
+        qemuImg("create", "-q", "-f", "qcow2", file, "4M");
+        execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0 0 2M", "-c", "write -P 7 3M 4k", file]);
+        execFileSync("qemu-io", ["-f", "qcow2", "-c", `write -P 9 ${2 * 1024 * 1024 - 1} 1`, file]);
+        onTestFinished(() => rmSync(file, { force: true }));
+        return file;
+      },
+    },
+  ];
+  for (const c of sources) {
+    it(c.name, async () => {
+      const src = c.make();
+      const ours = join(FIXTURES, `sparse-ours.${process.pid}.qcow2`);
+      const whole = join(FIXTURES, `sparse-whole.${process.pid}.qcow2`);
+      const reference = join(FIXTURES, `sparse-qemu.${process.pid}.qcow2`);
+      onTestFinished(() => {
+        for (const f of [ours, whole, reference]) rmSync(f, { force: true });
+      });
+      const range = await fileRange(src);
+      try {
+        await pipeline(convertToQcow2(c.format, { range }), createWriteStream(ours));
+        await pipeline(convertToQcow2(c.format, { range }, { detectZeros: false }), createWriteStream(whole));
+      } finally {
+        await range.close();
+      }
+      qemuImg("convert", "-f", c.qemu, "-O", "qcow2", src, reference);
+      expect(qemuImg("compare", "-f", c.qemu, "-F", "qcow2", src, ours)).toContain("identical");
+      expect(dataRanges(ours)).toEqual(dataRanges(reference));
+      // Without the scan, written zeros are stored: the comparison above has something to find.
+      const wholeData = dataRanges(whole).reduce((n, [, l]) => n + l, 0);
+      const oursData = dataRanges(ours).reduce((n, [, l]) => n + l, 0);
+      expect(wholeData).toBeGreaterThan(oursData);
+      expect(statSync(ours).size).toBeLessThan(statSync(whole).size);
     });
   }
 });

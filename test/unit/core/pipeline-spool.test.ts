@@ -63,3 +63,46 @@ describe("a gzip-wrapped image stored out of order", () => {
     expect(objects.objects.has("spool/x")).toBe(false);
   });
 });
+
+describe("a gzip-wrapped image when the operator prefers qcow2", () => {
+  it("is unwrapped into the spool first, since conversion to qcow2 reads its source twice", async () => {
+    const raw = Buffer.alloc(3 * 1024 * 1024);
+    randomBytes(200_000).copy(raw, 1024 * 1024 + 512);
+    const gz = gzipSync(raw);
+    const objects = new MemoryObjects(64 * 1024);
+    objects.objects.set("staging/y/upload", gz);
+    const result = await runPipeline({
+      key: "staging/y/upload",
+      outputKey: "images/y",
+      spoolKey: "spool/y",
+      size: gz.length,
+      declaredFormat: null,
+      declaredSha256: false,
+      osHashAlgo: "sha512",
+      policy: {
+        preferredFormat: "qcow2",
+        acceptedFormats: ["qcow2"],
+        maxVirtualSize: 2 ** 40,
+        maxGzipRatio: 64,
+      },
+      objects,
+      signal: new AbortController().signal,
+      onProgress: () => {},
+    });
+    const stored = objects.objects.get("images/y") ?? new Uint8Array();
+    expect(result).toMatchObject({
+      storedFormat: "qcow2",
+      converted: true,
+      spooled: true,
+      storedSize: stored.length,
+      stored: { md5: hex("md5", stored), sha512: hex("sha512", stored) },
+    });
+    expect(objects.objects.has("spool/y")).toBe(false);
+    const file = join(dir, "y.qcow2");
+    writeFileSync(file, stored);
+    writeFileSync(join(dir, "y.raw"), raw);
+    execFileSync("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", join(dir, "y.raw"), file]);
+    // Only the clusters holding the random bytes are stored: four 64 KiB clusters and the metadata.
+    expect(stored.length).toBeLessThan(12 * 64 * 1024);
+  });
+});
