@@ -22,6 +22,22 @@ export function qemuImg(...args: string[]): string {
   return execFileSync("qemu-img", args, { encoding: "utf8", maxBuffer: 64 * MiB });
 }
 
+/** Guest ranges that hold data in a qcow2, as `qemu-img map` reports them, merged. */
+export function qcow2DataRanges(file: string): [number, number][] {
+  const map = JSON.parse(qemuImg("map", "--output=json", "-f", "qcow2", file)) as {
+    start: number;
+    length: number;
+    data: boolean;
+  }[];
+  const out: [number, number][] = [];
+  for (const m of map.filter((e) => e.data)) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === m.start) last[1] += m.length;
+    else out.push([m.start, m.length]);
+  }
+  return out;
+}
+
 /**
  * A raw disk with random data, holes, explicit zeros, a compressible stretch and a size that is not a
  * multiple of any cluster size. Written once and cached.

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { convertToQcow2, type SourceFormat } from "../../../functions/core/convert/index.ts";
-import { baseRaw, FIXTURES, fileRange, makeImage, qemuImg } from "./helpers.ts";
+import { baseRaw, FIXTURES, fileRange, makeImage, qcow2DataRanges, qemuImg } from "./helpers.ts";
 
 const CASES: { name: string; format: SourceFormat; qemu: string; make: () => string }[] = [
   { name: "raw", format: "raw", qemu: "raw", make: baseRaw },
@@ -71,22 +71,6 @@ describe("→ qcow2 passes qemu-img check and compares equal", { timeout: 60_000
   }
 });
 
-/** Guest ranges that hold data in a qcow2, as `qemu-img map` reports them, merged. */
-function dataRanges(file: string): [number, number][] {
-  const map = JSON.parse(qemuImg("map", "--output=json", "-f", "qcow2", file)) as {
-    start: number;
-    length: number;
-    data: boolean;
-  }[];
-  const out: [number, number][] = [];
-  for (const m of map.filter((e) => e.data)) {
-    const last = out[out.length - 1];
-    if (last && last[0] + last[1] === m.start) last[1] += m.length;
-    else out.push([m.start, m.length]);
-  }
-  return out;
-}
-
 describe("→ qcow2 leaves out clusters that hold only zeros, as qemu-img convert does", {
   timeout: 60_000,
 }, () => {
@@ -126,10 +110,10 @@ describe("→ qcow2 leaves out clusters that hold only zeros, as qemu-img conver
       }
       qemuImg("convert", "-f", c.qemu, "-O", "qcow2", src, reference);
       expect(qemuImg("compare", "-f", c.qemu, "-F", "qcow2", src, ours)).toContain("identical");
-      expect(dataRanges(ours)).toEqual(dataRanges(reference));
+      expect(qcow2DataRanges(ours)).toEqual(qcow2DataRanges(reference));
       // Without the scan, written zeros are stored: the comparison above has something to find.
-      const wholeData = dataRanges(whole).reduce((n, [, l]) => n + l, 0);
-      const oursData = dataRanges(ours).reduce((n, [, l]) => n + l, 0);
+      const wholeData = qcow2DataRanges(whole).reduce((n, [, l]) => n + l, 0);
+      const oursData = qcow2DataRanges(ours).reduce((n, [, l]) => n + l, 0);
       expect(wholeData).toBeGreaterThan(oursData);
       expect(statSync(ours).size).toBeLessThan(statSync(whole).size);
     });
