@@ -60,6 +60,9 @@ export interface EndToEndInput {
   rawMd5: string;
   /** The 8 GiB-virtual qcow2 (imported once, for peak RSS). */
   bigQcow2: string;
+  /** The zlib-compressed qcow2 (a cloud image's layout, imported once) and the md5 of its raw. */
+  compressedQcow2: string;
+  compressedMd5: string;
   runs: number;
   repoRoot: string;
   log: (line: string) => void;
@@ -71,6 +74,7 @@ export interface EndToEndResult {
   importQcow2: Measured[];
   importRaw: Measured[];
   importBig: Measured | undefined;
+  importCompressed: Measured;
   stackLog: string;
 }
 
@@ -78,6 +82,7 @@ const SRC = {
   qcow2: "bench/src/ref-1g.qcow2",
   raw: "bench/src/ref-1g.raw",
   big: "bench/src/ref-8g.qcow2",
+  compressed: "bench/src/ref-1g-c.qcow2",
 };
 
 export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndResult> {
@@ -138,6 +143,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     await put(SRC.qcow2, input.qcow2);
     await put(SRC.raw, input.raw);
     await put(SRC.big, input.bigQcow2);
+    await put(SRC.compressed, input.compressedQcow2);
     input.log(`sources uploaded in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
 
     const childEnv: Record<string, string> = {
@@ -224,7 +230,19 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     const importBig = process.env.BENCH_E2E_BIG === "0" ? undefined : await importOnce(SRC.big, "qcow2");
     if (importBig)
       input.log(`import 8 GiB-virtual qcow2: ${importBig.seconds.toFixed(2)} s, ${rssMiB(importBig)}`);
-    return { copy, copyWriter, importQcow2, importRaw, importBig, stackLog: stackLog.join("\n") };
+    const importCompressed = await importOnce(SRC.compressed, "qcow2", input.compressedMd5);
+    input.log(
+      `import zlib-compressed qcow2: ${importCompressed.seconds.toFixed(2)} s, ${rssMiB(importCompressed)}`,
+    );
+    return {
+      copy,
+      copyWriter,
+      importQcow2,
+      importRaw,
+      importBig,
+      importCompressed,
+      stackLog: stackLog.join("\n"),
+    };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");
     throw new Error(`end-to-end bench failed: ${err instanceof Error ? err.message : String(err)}\n${tail}`, {

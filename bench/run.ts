@@ -256,6 +256,18 @@ async function measureConverter(small: string, big: string, compressed: string) 
   };
 }
 
+/** The md5 of qemu-img's raw of `image`, kept beside it. */
+function rawMd5Of(image: string): string {
+  const saved = `${image}.raw-md5`;
+  if (existsSync(saved)) return readFileSync(saved, "utf8").trim();
+  const raw = join(WORK, "md5-of.raw");
+  sh("qemu-img", ["convert", "-O", "raw", image, raw]);
+  const md5 = sh("md5sum", [raw]).split(/\s+/)[0] ?? "";
+  rmSync(raw);
+  writeFileSync(saved, `${md5}\n`);
+  return md5;
+}
+
 /** The qemu-img raw of the 1 GiB image (sparse file; the plain copy's source) and its md5. */
 function ensureRaw(small: string): { raw: string; md5: string } {
   const raw = join(WORK, "ref-1g.raw");
@@ -281,6 +293,7 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importerMaxRssMiB1G: Math.max(...rss(e.importQcow2)),
       importerMaxRssMiB1GRaw: Math.max(...rss(e.importRaw)),
       importerMaxRssMiB8G: e.importBig ? e.importBig.maxRssKiB / 1024 : undefined,
+      importerMaxRssMiBCompressed: e.importCompressed.maxRssKiB / 1024,
       plainCopyMaxRssMiB: Math.max(...rss(e.copy)),
       writerCopyMaxRssMiB: Math.max(...rss(e.copyWriter)),
       targetMiB: 256,
@@ -300,6 +313,8 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importQcow2MBps: GiB / qcow2 / 1e6,
       importRawMBps: GiB / raw / 1e6,
       import8GVirtualSeconds: e.importBig?.seconds,
+      importCompressedSeconds: e.importCompressed.seconds,
+      ratioCompressedVsCopy: e.importCompressed.seconds / copy,
       cpuSeconds: {
         copy: { process: cpu(e.copy), minio: minio(e.copy) },
         copyWriter: { process: cpu(e.copyWriter), minio: minio(e.copyWriter) },
@@ -333,7 +348,8 @@ async function main(): Promise<void> {
     console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
   log(`load average ${loadBefore.map((x) => x.toFixed(2)).join(" ")}`);
 
-  const converter = only === "e2e" ? undefined : await measureConverter(small, big, ensureCompressedImage());
+  const compressed = ensureCompressedImage();
+  const converter = only === "e2e" ? undefined : await measureConverter(small, big, compressed);
   if (converter) log(`(a) done: ratio ${converter.a.ratio.toFixed(3)}`);
 
   let e2e: ReturnType<typeof summarizeEndToEnd> | undefined;
@@ -346,6 +362,8 @@ async function main(): Promise<void> {
       raw,
       rawMd5: md5,
       bigQcow2: big,
+      compressedQcow2: compressed,
+      compressedMd5: rawMd5Of(compressed),
       runs: E2E_RUNS,
       repoRoot: join(import.meta.dirname, ".."),
       log,
@@ -411,6 +429,8 @@ async function main(): Promise<void> {
     "(c) same, whole processes qcow2 / raw": `${f(c?.ratioQcow2WholeProcess)} / ${f(c?.ratioRawWholeProcess)}`,
     "ratios against the copy through Hangar's writer, qcow2 / raw": `${f(c?.ratioQcow2VsWriterCopy)} / ${f(c?.ratioRawVsWriterCopy)}`,
     "import 8 GiB-virtual qcow2 (s)": f(c?.import8GVirtualSeconds),
+    "import zlib-compressed qcow2, once (s) / ratio to the plain copy": `${f(c?.importCompressedSeconds)} / ${f(c?.ratioCompressedVsCopy)}`,
+    "importer peak RSS, zlib-compressed qcow2 (MiB)": mib(b.importerMaxRssMiBCompressed),
     "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });

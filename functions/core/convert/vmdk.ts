@@ -99,7 +99,8 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
         throw new CorruptImageError("vmdk grain marker size is invalid");
       data = stored.subarray(MARKER_HEADER, MARKER_HEADER + size);
     }
-    const out = await inflateAsync(data, { maxOutputLength: grainBytes });
+    // One output chunk of a whole grain (see qcow2.ts).
+    const out = await inflateAsync(data, { maxOutputLength: grainBytes, chunkSize: grainBytes });
     if (out.length < length) throw new CorruptImageError("vmdk compressed grain is short");
     return out.length === length ? out : out.subarray(0, length);
   };
