@@ -70,6 +70,7 @@ async function main(): Promise<void> {
       chunkSize: CHUNK,
       windowSize: Number(process.env.BENCH_WINDOW ?? 8 << 20),
       readAhead: Number(process.env.BENCH_READ_AHEAD ?? 3),
+      ...(process.env.BENCH_DECODE_AHEAD ? { decodeAhead: Number(process.env.BENCH_DECODE_AHEAD) } : {}),
       // Buffers are reused; the chunks of the writes still in flight are held.
       recycle,
       heldBytes: WRITES_IN_FLIGHT * CHUNK,
