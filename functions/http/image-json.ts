@@ -158,7 +158,8 @@ export const IMAGE_SCHEMA = {
     }),
     import_progress: nullable("object", {
       readOnly: true,
-      description: "Hangar: bytes read while importing",
+      description:
+        "Hangar: while importing, bytes of the upload read so far (bytes_read of total, updated_at); an import that reads the upload again starts from 0, and one converting to qcow2 reads it whole before writing its data",
     }),
     staged_size: nullable("integer", {
       readOnly: true,
