@@ -11,11 +11,16 @@ export class CorruptImageError extends HangarError {
 }
 
 /**
- * A forward-only source (gzip-wrapped upload) was asked for bytes it has already passed.
- * The importer may spool the decompressed bytes to temporary storage and retry with a RangeReader.
+ * A forward-only source (a gzip-wrapped upload) cannot give what this image needs: its end (a
+ * footer) or bytes it has already passed. The importer then spools the decompressed bytes to
+ * temporary storage and converts them with a RangeReader.
  */
-export class NonMonotonicSourceError extends HangarError {
+export class NeedsRangedReadsError extends HangarError {
   readonly reason: ImportFailureReason = "UNSUPPORTED_FORMAT";
+}
+
+/** A forward-only source was asked for bytes it has already passed. */
+export class NonMonotonicSourceError extends NeedsRangedReadsError {
   constructor(
     readonly requested: number,
     readonly retainedFrom: number,

@@ -1,5 +1,10 @@
 export type { DiskMap, Extent } from "./disk-map.ts";
-export { CorruptImageError, NonMonotonicSourceError, UnsupportedImageError } from "./errors.ts";
+export {
+  CorruptImageError,
+  NeedsRangedReadsError,
+  NonMonotonicSourceError,
+  UnsupportedImageError,
+} from "./errors.ts";
 export { gunzipSource } from "./gzip.ts";
 export { openDiskMap } from "./open.ts";
 export type { ConvertSource, RangeReader, SequentialSource, SourceFormat } from "./ports.ts";

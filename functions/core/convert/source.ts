@@ -98,7 +98,10 @@ export class ForwardReader implements RangeReader {
       const chunk = await this.pull();
       if (chunk) this.chunks.push(chunk);
     }
-    if (this.bufEnd < end && this.size === Number.POSITIVE_INFINITY) {
+    // A read that starts past the end of a stream of unknown length: metadata pointing beyond the
+    // image. One that only runs past it (a compressed block read with an upper-bound length, like a
+    // VMDK grain) gets zeros for the rest, as readPadded gives a ranged source.
+    if (offset >= this.bufEnd && length > 0 && this.size === Number.POSITIVE_INFINITY) {
       throw new CorruptImageError(
         `the image ends at ${this.bufEnd} but its metadata refers to offset ${end}`,
       );

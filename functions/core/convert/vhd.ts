@@ -10,7 +10,7 @@ import {
 } from "../formats/vhd.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
-import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
+import { CorruptImageError, NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
@@ -33,7 +33,10 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
   let footer = await range.read(0, Math.min(FOOTER_SIZE, range.size), signal);
   let fixedTail = false;
   if (!isFooter(footer)) {
-    if (!Number.isFinite(range.size) || range.size < FOOTER_SIZE) {
+    if (!Number.isFinite(range.size)) {
+      throw new NeedsRangedReadsError("a fixed vhd keeps its footer at the end of the stream");
+    }
+    if (range.size < FOOTER_SIZE) {
       throw new UnsupportedImageError(
         "a fixed vhd keeps its footer at the end, which this source cannot reach",
       );

@@ -9,7 +9,7 @@ import {
 } from "../formats/vmdk.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
-import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
+import { CorruptImageError, NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
@@ -69,7 +69,12 @@ function parseHeader(bytes: Uint8Array): VmdkHeader {
 export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promise<DiskMap> {
   let h = parseHeader(await range.read(0, Math.min(VMDK_HEADER_SIZE, range.size), signal));
   if (h.gdSector === VMDK_GD_AT_END) {
-    if (!Number.isFinite(range.size) || range.size < VMDK_HEADER_SIZE + FOOTER_FROM_END) {
+    if (!Number.isFinite(range.size)) {
+      throw new NeedsRangedReadsError(
+        "this streamOptimized vmdk keeps its grain directory in a footer, at the end of the stream",
+      );
+    }
+    if (range.size < VMDK_HEADER_SIZE + FOOTER_FROM_END) {
       throw new UnsupportedImageError(
         "this streamOptimized vmdk keeps its grain directory in a footer that cannot be reached",
       );

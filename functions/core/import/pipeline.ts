@@ -2,7 +2,7 @@ import {
   convertToQcow2,
   convertToRaw,
   gunzipSource,
-  NonMonotonicSourceError,
+  NeedsRangedReadsError,
   type SourceFormat,
 } from "../convert/index.ts";
 import type { ConvertSource, SequentialSource } from "../convert/ports.ts";
@@ -147,6 +147,47 @@ async function inspectorVerdict(read: SharedRead, inspector: Inspector): Promise
   }
 }
 
+/**
+ * Passes an unwrapped gzip upload on, keeping its last `TAIL_PROBE` bytes back until the end: there it
+ * detects the image again from both its ends (a fixed vhd's footer is the last 512 bytes) and, when
+ * that says another format than `expected`, throws NeedsRangedReadsError instead of passing them on,
+ * so the store aborts the write.
+ */
+async function* detectedAgainAtEnd(
+  source: AsyncIterable<Uint8Array>,
+  expected: string,
+): AsyncGenerator<Uint8Array> {
+  const head = new Uint8Array(HEAD_PROBE);
+  let headLength = 0;
+  let held = new Uint8Array(0);
+  let total = 0;
+  for await (const chunk of source) {
+    if (headLength < HEAD_PROBE) {
+      const n = Math.min(HEAD_PROBE - headLength, chunk.length);
+      head.set(chunk.subarray(0, n), headLength);
+      headLength += n;
+    }
+    total += chunk.length;
+    if (chunk.length >= TAIL_PROBE) {
+      if (held.length > 0) yield held;
+      if (chunk.length > TAIL_PROBE) yield chunk.subarray(0, chunk.length - TAIL_PROBE);
+      held = chunk.slice(chunk.length - TAIL_PROBE);
+    } else {
+      const joined = new Uint8Array(held.length + chunk.length);
+      joined.set(held);
+      joined.set(chunk, held.length);
+      const excess = Math.max(0, joined.length - TAIL_PROBE);
+      if (excess > 0) yield joined.subarray(0, excess);
+      held = joined.slice(excess);
+    }
+  }
+  const again = detectFormat(head.subarray(0, headLength), held, total);
+  if (again.format !== expected) {
+    throw new NeedsRangedReadsError(`the unwrapped image ends like ${again.format}, not ${expected}`);
+  }
+  if (held.length > 0) yield held;
+}
+
 /** Starts an iterable (so its first chunk is ready) and gives back one that yields everything. */
 async function peek(source: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array>> {
   const it = source[Symbol.asyncIterator]();
@@ -168,18 +209,33 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   const head = await objects.readRange(key, 0, Math.min(size, HEAD_PROBE), signal);
   const tailStart = Math.max(0, size - TAIL_PROBE);
   const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
-  const detected = detectFormat(head, tail, size);
-  if (input.declaredFormat !== null && !declaredMatches(input.declaredFormat, detected.format)) {
-    throw new ImportRejectedError(
-      "FORMAT_MISMATCH",
-      `The image declares disk_format ${input.declaredFormat} but the upload is ${detected.format}` +
-        `${detected.compression === "gzip" ? " (gzip-compressed)" : ""}.`,
-    );
-  }
+  let detected = detectFormat(head, tail, size);
   const gzip = detected.compression === "gzip";
+  // Inside gzip only the image's start can be seen, and a fixed vhd keeps its footer at the end: an
+  // image that starts like raw is known only once it is unwrapped.
+  const endUnseen = gzip && detected.format === "raw";
+  const checkDeclared = () => {
+    if (input.declaredFormat !== null && !declaredMatches(input.declaredFormat, detected.format)) {
+      throw new ImportRejectedError(
+        "FORMAT_MISMATCH",
+        `The image declares disk_format ${input.declaredFormat} but the upload is ${detected.format}` +
+          `${detected.compression === "gzip" ? " (gzip-compressed)" : ""}.`,
+      );
+    }
+  };
+  const declaredOther = input.declaredFormat !== null && !declaredMatches(input.declaredFormat, "raw");
+  if (!(endUnseen && declaredOther)) checkDeclared();
   // Converted when the format is not accepted as it is; a gzip-wrapped upload is at least unwrapped.
-  const convert = !policy.acceptedFormats.includes(detected.format);
-  const storedFormat = convert ? policy.preferredFormat : detected.format;
+  let convert = false;
+  let storedFormat = "";
+  let from: SourceFormat = "raw";
+  const decide = (d: DetectionResult) => {
+    detected = d;
+    convert = !policy.acceptedFormats.includes(d.format);
+    storedFormat = convert ? policy.preferredFormat : d.format;
+    from = d.format === "iso" ? "raw" : (d.format as SourceFormat);
+  };
+  decide(detected);
   const transformed = convert || gzip;
 
   const storedNames: DigestName[] = ["md5", input.osHashAlgo];
@@ -216,7 +272,6 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
   };
   let pass = startPass();
   const tap = (bytes: Uint8Array) => pass.storedDigests.update(bytes);
-  const from: SourceFormat = detected.format === "iso" ? "raw" : (detected.format as SourceFormat);
   /** Converts `source` to the preferred format into the output key, hashing what is stored. */
   const convertInto = async (source: ConvertSource): Promise<{ size: number }> => {
     let virtualSize: number | undefined;
@@ -253,12 +308,36 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     read: (offset, length, s) => objects.readRange(object, offset, length, s ?? signal),
   });
   let spooled = false;
-  /** Unwraps the gzip upload into the spool object, then converts that with ranged reads. */
-  const unwrapThenConvert = async () => {
+  /**
+   * Unwraps the gzip upload into the spool object, detects the image again from both its ends, then
+   * stores it (accepted format) or converts it with ranged reads.
+   */
+  const unwrapThenStore = async () => {
     spooled = true;
     const unwrapped = gunzipSource(pass.read).stream(signal);
     const spool = await objects.write(input.spoolKey, unwrapped, signal);
+    const innerHead = await objects.readRange(input.spoolKey, 0, Math.min(spool.size, HEAD_PROBE), signal);
+    const innerTailStart = Math.max(0, spool.size - TAIL_PROBE);
+    const innerTail = await objects.readRange(
+      input.spoolKey,
+      innerTailStart,
+      spool.size - innerTailStart,
+      signal,
+    );
+    decide({ ...detectFormat(innerHead, innerTail, spool.size), compression: "gzip" });
+    checkDeclared();
+    if (!convert) {
+      return objects.write(input.outputKey, objects.read(input.spoolKey, signal), signal, {
+        sizeHint: spool.size,
+        tap,
+      });
+    }
     return convertInto({ range: rangeOf(input.spoolKey, spool.size) });
+  };
+  /** Restarts the read of the upload from its start. */
+  const restartPass = async () => {
+    await closePass(pass);
+    pass = startPass();
   };
 
   try {
@@ -274,29 +353,36 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     let written: { size: number };
     if (!convert && !gzip) {
       written = await objects.write(input.outputKey, pass.read.stream(), signal, { sizeHint: size, tap });
-    } else if (!convert) {
-      const output = gunzipSource(pass.read).stream(signal);
+    } else if (!convert && !(endUnseen && declaredOther)) {
       // The unwrapped size is unknown: no size hint, so the store starts with its smallest parts and
       // grows them as the body does (S3 allows 10,000).
-      written = await objects.write(input.outputKey, output, signal, { tap });
+      try {
+        const output = detectedAgainAtEnd(gunzipSource(pass.read).stream(signal), detected.format);
+        written = await objects.write(input.outputKey, output, signal, { tap });
+      } catch (err) {
+        // The unwrapped image's end says it is another format (a fixed vhd): start again, by the spool.
+        if (!(err instanceof NeedsRangedReadsError)) throw err;
+        await restartPass();
+        written = await unwrapThenStore();
+      }
     } else if (!gzip) {
       written = await convertInto({ range: rangeOf(key, size), sequential: pass.read, size });
     } else {
-      // A gzip stream cannot seek. Conversion to qcow2 reads its source twice, and an image stored out
-      // of order needs ranged reads: either way the upload is unwrapped into a spool object first,
-      // which is then converted with ranged reads.
+      // A gzip stream cannot seek. Conversion to qcow2 reads its source twice, and some images need
+      // ranged reads: then the upload is unwrapped into a spool object first, which is then converted
+      // with ranged reads.
       let streamed: { size: number } | undefined;
-      if (storedFormat !== "qcow2") {
+      if (storedFormat !== "qcow2" && !endUnseen) {
         try {
           streamed = await convertInto({ sequential: gunzipSource(pass.read) });
         } catch (err) {
-          if (!(err instanceof NonMonotonicSourceError)) throw err;
-          // Found out part way: read the upload again from the start.
-          await closePass(pass);
-          pass = startPass();
+          // An image stored out of order, or one that needs its end first (a streamOptimized vmdk's
+          // footer): read the upload again from the start.
+          if (!(err instanceof NeedsRangedReadsError)) throw err;
+          await restartPass();
         }
       }
-      written = streamed ?? (await unwrapThenConvert());
+      written = streamed ?? (await unwrapThenStore());
     }
     const { read, inspector, storedDigests, uploadDigests } = pass;
     await read.drain();

@@ -106,3 +106,83 @@ describe("a gzip-wrapped image when the operator prefers qcow2", () => {
     expect(stored.length).toBeLessThan(12 * 64 * 1024);
   });
 });
+
+describe("a gzip-wrapped fixed vhd, whose footer only the unwrapped end shows", () => {
+  const fixedVhd = () => {
+    const raw = Buffer.alloc(2 * 1024 * 1024);
+    randomBytes(300_000).copy(raw, 4096);
+    writeFileSync(join(dir, "f.raw"), raw);
+    execFileSync("qemu-img", [
+      "convert",
+      "-f",
+      "raw",
+      "-O",
+      "vpc",
+      "-o",
+      "subformat=fixed",
+      join(dir, "f.raw"),
+      join(dir, "f.vhd"),
+    ]);
+    execFileSync("qemu-img", [
+      "convert",
+      "-f",
+      "vpc",
+      "-O",
+      "raw",
+      join(dir, "f.vhd"),
+      join(dir, "f.vhd.raw"),
+    ]);
+    return { vhd: readFileSync(join(dir, "f.vhd")), expected: readFileSync(join(dir, "f.vhd.raw")) };
+  };
+  const run = (gz: Uint8Array, declaredFormat: string | null, acceptedFormats = ["raw", "iso"]) => {
+    const objects = new MemoryObjects(64 * 1024);
+    objects.objects.set("staging/v/upload", gz);
+    const result = runPipeline({
+      key: "staging/v/upload",
+      outputKey: "images/v",
+      spoolKey: "spool/v",
+      size: gz.length,
+      declaredFormat,
+      declaredSha256: false,
+      osHashAlgo: "sha512",
+      policy: { preferredFormat: "raw", acceptedFormats, maxVirtualSize: 2 ** 40, maxGzipRatio: 64 },
+      objects,
+      signal: new AbortController().signal,
+      onProgress: () => {},
+    });
+    return { objects, result };
+  };
+
+  it("is found out at the end of the stream and converted through the spool", async () => {
+    const { vhd, expected } = fixedVhd();
+    for (const declared of [null, "vhd"]) {
+      const { objects, result } = run(gzipSync(vhd), declared);
+      expect(await result).toMatchObject({
+        detected: { format: "vhd", compression: "gzip" },
+        storedFormat: "raw",
+        spooled: true,
+        storedSize: expected.length,
+        stored: { md5: hex("md5", expected), sha512: hex("sha512", expected) },
+      });
+      expect(hex("sha256", objects.objects.get("images/v") ?? new Uint8Array())).toBe(
+        hex("sha256", expected),
+      );
+      expect(objects.objects.has("spool/v")).toBe(false);
+    }
+  });
+
+  it("is stored unwrapped, footer and all, when the operator accepts vhd", async () => {
+    const { vhd } = fixedVhd();
+    const { objects, result } = run(gzipSync(vhd), null, ["raw", "vhd"]);
+    expect(await result).toMatchObject({ storedFormat: "vhd", stored: { md5: hex("md5", vhd) } });
+    expect(hex("sha256", objects.objects.get("images/v") ?? new Uint8Array())).toBe(hex("sha256", vhd));
+  });
+
+  it("is refused as FORMAT_MISMATCH when declared as another format, and so is a raw declared as vhd", async () => {
+    const { vhd } = fixedVhd();
+    await expect(run(gzipSync(vhd), "qcow2").result).rejects.toMatchObject({ reason: "FORMAT_MISMATCH" });
+    const raw = Buffer.alloc(1024 * 1024);
+    randomBytes(1000).copy(raw, 0);
+    await expect(run(gzipSync(raw), "vhd").result).rejects.toMatchObject({ reason: "FORMAT_MISMATCH" });
+  });
+});
