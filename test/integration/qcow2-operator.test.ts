@@ -135,6 +135,14 @@ const CASES: { label: string; sourceFormat: string; make: (file: string) => Uint
     },
   },
   {
+    label: "gzip-wrapped vhd fixed",
+    sourceFormat: "vhd+gzip",
+    make: (file) => {
+      qemuImg("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", source, file);
+      return gzipSync(readFileSync(file));
+    },
+  },
+  {
     label: "vhd dynamic",
     sourceFormat: "vhd",
     make: (file) => {
@@ -142,6 +150,20 @@ const CASES: { label: string; sourceFormat: string; make: (file: string) => Uint
       return readFileSync(file);
     },
   },
+  ...(
+    [
+      ["vmdk monolithicSparse", "vmdk", ["-O", "vmdk"]],
+      ["vhdx", "vhdx", ["-O", "vhdx"]],
+      ["vdi", "vdi", ["-O", "vdi"]],
+    ] as const
+  ).map(([label, sourceFormat, args]) => ({
+    label,
+    sourceFormat,
+    make: (file: string) => {
+      qemuImg("convert", "-f", "raw", ...args, source, file);
+      return readFileSync(file);
+    },
+  })),
 ];
 
 describe("an operator who prefers qcow2", { timeout: 60_000 }, () => {
@@ -158,7 +180,7 @@ describe("an operator who prefers qcow2", { timeout: 60_000 }, () => {
         converted: true,
         size: out.length,
         // A VHD's size is rounded up to its disk geometry: qemu-img says by how much.
-        virtual_size: c.sourceFormat === "vhd" ? virtualSize(upload, "vpc") : 8 * 1024 * 1024,
+        virtual_size: c.sourceFormat.split("+")[0] === "vhd" ? virtualSize(upload, "vpc") : 8 * 1024 * 1024,
         checksum: hex("md5", out),
         os_hash_algo: "sha512",
         os_hash_value: hex("sha512", out),
