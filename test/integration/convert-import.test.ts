@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildIso } from "../fixtures/generate-tools.ts";
-import { api, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
+import { api, getStack, s3Client, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
 
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
 const qemuImg = (...args: string[]) => execFileSync("qemu-img", args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -36,18 +36,7 @@ async function upload(bytes: Uint8Array, body: Record<string, unknown>) {
     { method: "POST", body: JSON.stringify(body) },
     getStack().tokens.alice,
   );
-  expect(res.status, await res.clone().text()).toBe(201);
-  const created = (await res.json()) as {
-    id: string;
-    upload: { url: string; headers: Record<string, string> };
-  };
-  const put = await fetch(created.upload.url, {
-    method: "PUT",
-    headers: created.upload.headers,
-    body: bytes,
-  });
-  expect(put.status).toBe(200);
-  return created.id;
+  return (await uploadThroughLink(res, bytes)).id;
 }
 
 async function storedBytes(id: string): Promise<Uint8Array> {

@@ -3,7 +3,7 @@ import { gunzipSync, constants as zlibConstants } from "node:zlib";
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { beforeAll, describe, expect, it } from "vitest";
 import { generateHostileCorpus, type HostileImage } from "../fixtures/hostile/build-hostile.ts";
-import { api, getStack, mintToken, s3Client, waitForStatus } from "./setup/stack.ts";
+import { api, getStack, mintToken, s3Client, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
 
 // Generated (or read from the cache) while the file is collected, so each image is a test of its own.
 const corpus: HostileImage[] = generateHostileCorpus();
@@ -16,17 +16,7 @@ beforeAll(async () => {
 
 async function importOne(image: HostileImage): Promise<Record<string, unknown>> {
   const res = await api("/v2/images", { method: "POST", body: JSON.stringify({ name: image.name }) }, token);
-  expect(res.status).toBe(201);
-  const created = (await res.json()) as {
-    id: string;
-    upload: { url: string; headers: Record<string, string> };
-  };
-  const put = await fetch(created.upload.url, {
-    method: "PUT",
-    headers: created.upload.headers,
-    body: readFileSync(image.path),
-  });
-  expect(put.status).toBe(200);
+  const created = await uploadThroughLink(res, readFileSync(image.path));
   return waitForStatus(created.id, ["killed", "active"], token, 60_000);
 }
 

@@ -16,7 +16,7 @@ import type { Logger } from "../../functions/core/ports.ts";
 import { createHangar, type Hangar } from "../../functions/wiring.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
 import { qcow2DataRanges } from "../unit/convert/helpers.ts";
-import { getStack, mintToken, s3Client, signingKey } from "./setup/stack.ts";
+import { getStack, mintToken, s3Client, signingKey, uploadThroughLink } from "./setup/stack.ts";
 
 // An operator who prefers qcow2 and accepts qcow2 as it is. The shared stack's importer follows the
 // default policy (raw), so this file runs its own Hangar in-process against the same MinIO and
@@ -84,20 +84,12 @@ async function call(path: string, init: RequestInit = {}): Promise<Response> {
 
 /** Creates an image, uploads `bytes` to its link and delivers the object's event to the importer. */
 async function importBytes(bytes: Uint8Array, name: string): Promise<Record<string, unknown>> {
-  const res = await call("/v2/images", { method: "POST", body: JSON.stringify({ name }) });
-  expect(res.status, await res.clone().text()).toBe(201);
-  const created = (await res.json()) as {
-    id: string;
-    upload: { url: string; headers: Record<string, string> };
-  };
-  const put = await fetch(created.upload.url, {
-    method: "PUT",
-    headers: created.upload.headers,
-    body: bytes,
-  });
-  expect(put.status).toBe(200);
+  const created = await uploadThroughLink(
+    await call("/v2/images", { method: "POST", body: JSON.stringify({ name }) }),
+    bytes,
+  );
   // Path-style link: /<bucket>/<key>.
-  const key = decodeURIComponent(new URL(created.upload.url).pathname).slice(bucket.length + 2);
+  const key = decodeURIComponent(new URL(created.url).pathname).slice(bucket.length + 2);
   const outcomes = await hangar.handleStorageEvent({
     Records: [
       {

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
-import { inject } from "vitest";
+import { expect, inject } from "vitest";
 import type { LocalInfo } from "../../../infra/local/stack.ts";
 import { type SignOptions, signToken, type TokenClaims } from "../../../infra/local/tokens.ts";
 import type { ProvidedStack } from "./context.ts";
@@ -129,4 +129,22 @@ export async function waitForLog(text: string, timeoutMs = 15_000): Promise<stri
       throw new Error(`no stack log line containing ${JSON.stringify(text)} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Takes the answer to `POST /v2/images` (201 expected), uploads `bytes` to the image's `upload` link
+ * as a client would, and returns the image's id and that link.
+ */
+export async function uploadThroughLink(
+  created: Response,
+  bytes: Uint8Array,
+): Promise<{ id: string; url: string }> {
+  expect(created.status, await created.clone().text()).toBe(201);
+  const image = (await created.json()) as {
+    id: string;
+    upload: { url: string; headers: Record<string, string> };
+  };
+  const put = await fetch(image.upload.url, { method: "PUT", headers: image.upload.headers, body: bytes });
+  expect(put.status).toBe(200);
+  return { id: image.id, url: image.upload.url };
 }

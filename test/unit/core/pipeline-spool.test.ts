@@ -5,13 +5,46 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
-import { runPipeline } from "../../../functions/core/import/pipeline.ts";
+import { type ImportPolicy, runPipeline } from "../../../functions/core/import/pipeline.ts";
 import { MemoryObjects } from "../fakes.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hangar-spool-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
+
+/**
+ * Runs the pipeline on `upload`, staged in memory as image `id`, under the default policy changed by
+ * `policy`; the outputs are in `objects`.
+ */
+function pipelineOn(
+  id: string,
+  upload: Uint8Array,
+  options: { declaredFormat?: string | null; declaredSha256?: boolean; policy?: Partial<ImportPolicy> } = {},
+) {
+  const objects = new MemoryObjects(64 * 1024);
+  objects.objects.set(`staging/${id}/upload`, upload);
+  const result = runPipeline({
+    key: `staging/${id}/upload`,
+    outputKey: `images/${id}`,
+    spoolKey: `spool/${id}`,
+    size: upload.length,
+    declaredFormat: options.declaredFormat ?? null,
+    declaredSha256: options.declaredSha256 ?? false,
+    osHashAlgo: "sha512",
+    policy: {
+      preferredFormat: "raw",
+      acceptedFormats: ["raw", "iso"],
+      maxVirtualSize: 2 ** 40,
+      maxGzipRatio: 64,
+      ...options.policy,
+    },
+    objects,
+    signal: new AbortController().signal,
+    onProgress: () => {},
+  });
+  return { objects, result };
+}
 
 /** A qcow2 whose four 1 MiB stretches were written back to front: host order is the reverse of guest order. */
 function reversedQcow2(): { qcow2: Buffer; raw: Buffer } {
@@ -30,27 +63,8 @@ describe("a gzip-wrapped image stored out of order", () => {
   it("is unwrapped into the spool, converted from it with ranged reads, and the spool is deleted", async () => {
     const { qcow2, raw } = reversedQcow2();
     const gz = gzipSync(qcow2);
-    const objects = new MemoryObjects(64 * 1024);
-    objects.objects.set("staging/x/upload", gz);
-    const result = await runPipeline({
-      key: "staging/x/upload",
-      outputKey: "images/x",
-      spoolKey: "spool/x",
-      size: gz.length,
-      declaredFormat: null,
-      declaredSha256: true,
-      osHashAlgo: "sha512",
-      policy: {
-        preferredFormat: "raw",
-        acceptedFormats: ["raw", "iso"],
-        maxVirtualSize: 2 ** 40,
-        maxGzipRatio: 64,
-      },
-      objects,
-      signal: new AbortController().signal,
-      onProgress: () => {},
-    });
-    expect(result).toMatchObject({
+    const { objects, result } = pipelineOn("x", gz, { declaredSha256: true });
+    expect(await result).toMatchObject({
       storedFormat: "raw",
       converted: true,
       spooled: true,
@@ -69,28 +83,12 @@ describe("a gzip-wrapped image when the operator prefers qcow2", () => {
     const raw = Buffer.alloc(3 * 1024 * 1024);
     randomBytes(200_000).copy(raw, 1024 * 1024 + 512);
     const gz = gzipSync(raw);
-    const objects = new MemoryObjects(64 * 1024);
-    objects.objects.set("staging/y/upload", gz);
-    const result = await runPipeline({
-      key: "staging/y/upload",
-      outputKey: "images/y",
-      spoolKey: "spool/y",
-      size: gz.length,
-      declaredFormat: null,
-      declaredSha256: false,
-      osHashAlgo: "sha512",
-      policy: {
-        preferredFormat: "qcow2",
-        acceptedFormats: ["qcow2"],
-        maxVirtualSize: 2 ** 40,
-        maxGzipRatio: 64,
-      },
-      objects,
-      signal: new AbortController().signal,
-      onProgress: () => {},
+    const { objects, result } = pipelineOn("y", gz, {
+      policy: { preferredFormat: "qcow2", acceptedFormats: ["qcow2"] },
     });
+    const outcome = await result;
     const stored = objects.objects.get("images/y") ?? new Uint8Array();
-    expect(result).toMatchObject({
+    expect(outcome).toMatchObject({
       storedFormat: "qcow2",
       converted: true,
       spooled: true,
@@ -134,24 +132,8 @@ describe("a gzip-wrapped fixed vhd, whose footer only the unwrapped end shows", 
     ]);
     return { vhd: readFileSync(join(dir, "f.vhd")), expected: readFileSync(join(dir, "f.vhd.raw")) };
   };
-  const run = (gz: Uint8Array, declaredFormat: string | null, acceptedFormats = ["raw", "iso"]) => {
-    const objects = new MemoryObjects(64 * 1024);
-    objects.objects.set("staging/v/upload", gz);
-    const result = runPipeline({
-      key: "staging/v/upload",
-      outputKey: "images/v",
-      spoolKey: "spool/v",
-      size: gz.length,
-      declaredFormat,
-      declaredSha256: false,
-      osHashAlgo: "sha512",
-      policy: { preferredFormat: "raw", acceptedFormats, maxVirtualSize: 2 ** 40, maxGzipRatio: 64 },
-      objects,
-      signal: new AbortController().signal,
-      onProgress: () => {},
-    });
-    return { objects, result };
-  };
+  const run = (gz: Uint8Array, declaredFormat: string | null, acceptedFormats = ["raw", "iso"]) =>
+    pipelineOn("v", gz, { declaredFormat, policy: { acceptedFormats } });
 
   it("is found out at the end of the stream and converted through the spool", async () => {
     const { vhd, expected } = fixedVhd();
