@@ -5,7 +5,15 @@ import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { marshall } from "@aws-sdk/util-dynamodb";
 import { describe, expect, it } from "vitest";
-import { api, dynamoDbClient, getStack, mintToken, s3Client, waitForStatus } from "./setup/stack.ts";
+import {
+  api,
+  dynamoDbClient,
+  getStack,
+  mintToken,
+  s3Client,
+  uploadThroughLink,
+  waitForStatus,
+} from "./setup/stack.ts";
 
 const run = promisify(execFile);
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
@@ -41,15 +49,7 @@ async function create(token: string, body: Record<string, unknown>) {
 }
 
 async function createAndUpload(token: string, bytes: Uint8Array, body: Record<string, unknown> = {}) {
-  const res = await create(token, { name: "q", ...body });
-  expect(res.status, await res.clone().text()).toBe(201);
-  const image = (await res.json()) as {
-    id: string;
-    upload: { url: string; headers: Record<string, string> };
-  };
-  const put = await fetch(image.upload.url, { method: "PUT", headers: image.upload.headers, body: bytes });
-  expect(put.status).toBe(200);
-  return image.id;
+  return (await uploadThroughLink(await create(token, { name: "q", ...body }), bytes)).id;
 }
 
 describe("quotas", () => {
