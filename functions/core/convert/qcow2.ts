@@ -93,7 +93,7 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
   // compressed clusters over its threads). Like QEMU, accept a stream that fills the cluster without a
   // final block (Z_SYNC_FLUSH), and cap the output so a hostile cluster cannot inflate beyond one cluster.
   // One output chunk of a whole cluster: zlib's default 16 KiB chunks cost a callback each and a
-  // concatenation per cluster (0.6 CPU-s more per 256 MiB in a micro-benchmark).
+  // concatenation per cluster (0.36 CPU-s more per 256 MiB in a micro-benchmark).
   const decode = (stored: Uint8Array): Promise<Uint8Array> =>
     inflateRawAsync(stored, {
       finishFlush: constants.Z_SYNC_FLUSH,
