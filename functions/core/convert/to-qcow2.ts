@@ -1,6 +1,6 @@
 import { QCOW2_MAGIC } from "../formats/qcow2.ts";
 import { ceilDiv } from "./binary.ts";
-import type { DiskMap } from "./disk-map.ts";
+import type { DiskMap, Extent } from "./disk-map.ts";
 import { type Piece, pieces } from "./engine.ts";
 import { UnsupportedImageError } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
@@ -198,29 +198,63 @@ function* metadata(l: Qcow2Layout): Generator<Piece> {
   }
 }
 
+/** Cuts guest bytes `[start, start + length)` into runs of clusters the layout keeps, or leaves out. */
+function* allocationRuns(
+  l: Qcow2Layout,
+  start: number,
+  length: number,
+): Generator<{ at: number; length: number; keep: boolean }> {
+  for (let at = 0; at < length; ) {
+    const keep = isSet(l.allocated, Math.floor((start + at) / CLUSTER));
+    let end = Math.min(length, (Math.floor((start + at) / CLUSTER) + 1) * CLUSTER - start);
+    while (end < length && isSet(l.allocated, Math.floor((start + end) / CLUSTER)) === keep) {
+      end = Math.min(length, end + CLUSTER);
+    }
+    yield { at, length: end - at, keep };
+    at = end;
+  }
+}
+
 /** Keeps the guest bytes of allocated clusters only, padding the last one to a whole cluster. */
 async function* allocatedData(source: AsyncIterable<Piece>, l: Qcow2Layout): AsyncGenerator<Piece> {
   let guest = 0;
   for await (const piece of source) {
-    let done = 0;
-    while (done < piece.length) {
-      const at = guest + done;
-      const cluster = Math.floor(at / CLUSTER);
-      // Extend the run while clusters keep the same allocation state.
-      const want = isSet(l.allocated, cluster);
-      let end = Math.min(guest + piece.length, (cluster + 1) * CLUSTER);
-      while (end < guest + piece.length && isSet(l.allocated, Math.floor(end / CLUSTER)) === want) {
-        end = Math.min(guest + piece.length, end + CLUSTER);
-      }
-      const n = end - at;
-      if (want)
-        yield piece.bytes ? { length: n, bytes: piece.bytes.subarray(done, done + n) } : { length: n };
-      done += n;
+    for (const run of allocationRuns(l, guest, piece.length)) {
+      if (!run.keep) continue;
+      const { at, length } = run;
+      yield piece.bytes ? { length, bytes: piece.bytes.subarray(at, at + length) } : { length };
     }
     guest += piece.length;
   }
   const tail = guest % CLUSTER;
   if (tail !== 0 && isSet(l.allocated, Math.floor(guest / CLUSTER))) yield { length: CLUSTER - tail };
+}
+
+/**
+ * `map` with the stored runs of clusters the layout leaves out turned into zeros, so that the pass
+ * that writes the data does not read them again (a sparse raw is then read whole once, and its data
+ * twice). Encoded extents are kept: they cannot be read in part.
+ */
+function leavingOut(map: DiskMap, l: Qcow2Layout): DiskMap {
+  return {
+    format: map.format,
+    virtualSize: map.virtualSize,
+    async *batches(signal?: AbortSignal) {
+      let guest = 0;
+      for await (const batch of map.batches(signal)) {
+        const out: Extent[] = [];
+        for (const e of batch) {
+          if (e.kind === "data") {
+            for (const { at, length, keep } of allocationRuns(l, guest, e.length)) {
+              out.push(keep ? { kind: "data", host: e.host + at, length } : { kind: "zero", length });
+            }
+          } else out.push(e);
+          guest += e.length;
+        }
+        yield out;
+      }
+    },
+  };
 }
 
 async function* concat(first: Iterable<Piece>, rest: AsyncIterable<Piece>): AsyncGenerator<Piece> {
@@ -256,10 +290,11 @@ export async function* convertToQcow2(
       : undefined;
     const layout = await planQcow2Layout(first, opts.signal, contents);
     const map = await openDiskMap(format, opened.meta, opts.signal);
-    // After a scan the sequential stream, if any, is spent: the data is read again with ranged reads.
+    // After a scan the sequential stream, if any, is spent: the data is read again with ranged reads,
+    // only where the scan found some.
     const data =
       detectZeros && source.range
-        ? pieces(map, paddedRange(source.range), planOptions(opts, false))
+        ? pieces(leavingOut(map, layout), paddedRange(source.range), planOptions(opts, false))
         : pieces(map, opened.data, planOptions(opts, opened.forwardOnly));
     yield* rechunk(
       concat(metadata(layout), allocatedData(data, layout)),

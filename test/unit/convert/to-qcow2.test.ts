@@ -1,10 +1,11 @@
 import { execFileSync } from "node:child_process";
-import { createWriteStream, rmSync, statSync } from "node:fs";
+import { createWriteStream, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { convertToQcow2, type SourceFormat } from "../../../functions/core/convert/index.ts";
-import { baseRaw, FIXTURES, fileRange, makeImage, qcow2DataRanges, qemuImg } from "./helpers.ts";
+import type { RangeReader } from "../../../functions/core/convert/ports.ts";
+import { baseRaw, FIXTURES, fileRange, makeImage, memoryRange, qcow2DataRanges, qemuImg } from "./helpers.ts";
 
 const CASES: { name: string; format: SourceFormat; qemu: string; make: () => string }[] = [
   { name: "raw", format: "raw", qemu: "raw", make: baseRaw },
@@ -118,4 +119,33 @@ describe("→ qcow2 leaves out clusters that hold only zeros, as qemu-img conver
       expect(statSync(ours).size).toBeLessThan(statSync(whole).size);
     });
   }
+});
+
+describe("→ qcow2 of a sparse raw reads its data a second time, not its zeros", () => {
+  it("reads the whole raw once to find the data, then only the clusters that hold it", async () => {
+    const raw = new Uint8Array(16 * 1024 * 1024);
+    raw.fill(0x11, 3 * 1024 * 1024, 3 * 1024 * 1024 + 100);
+    raw.fill(0x22, 12 * 1024 * 1024 + 70_000, 12 * 1024 * 1024 + 70_001);
+    const inner = memoryRange(raw);
+    let bytesRead = 0;
+    const range: RangeReader = {
+      size: inner.size,
+      read: (offset, length, signal, into) => {
+        bytesRead += length;
+        return inner.read(offset, length, signal, into);
+      },
+    };
+    const out = join(FIXTURES, `sparse-reads.${process.pid}.qcow2`);
+    const rawFile = join(FIXTURES, `sparse-reads.${process.pid}.raw`);
+    onTestFinished(() => {
+      rmSync(out, { force: true });
+      rmSync(rawFile, { force: true });
+    });
+    await pipeline(convertToQcow2("raw", { range }), createWriteStream(out));
+    writeFileSync(rawFile, raw);
+    expect(qemuImg("compare", "-f", "raw", "-F", "qcow2", rawFile, out)).toContain("identical");
+    // The scan reads 16 MiB; the second pass two 64 KiB clusters (one read each: they are far apart).
+    expect(bytesRead).toBeGreaterThanOrEqual(raw.length);
+    expect(bytesRead).toBeLessThanOrEqual(raw.length + 2 * 64 * 1024);
+  });
 });
