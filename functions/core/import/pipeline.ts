@@ -188,6 +188,19 @@ async function* detectedAgainAtEnd(
   if (held.length > 0) yield held;
 }
 
+/** Detects the format of a stored object from its two ends. */
+async function detectStored(
+  objects: ObjectStore,
+  key: string,
+  size: number,
+  signal: AbortSignal,
+): Promise<DetectionResult> {
+  const head = await objects.readRange(key, 0, Math.min(size, HEAD_PROBE), signal);
+  const tailStart = Math.max(0, size - TAIL_PROBE);
+  const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
+  return detectFormat(head, tail, size);
+}
+
 /** Starts an iterable (so its first chunk is ready) and gives back one that yields everything. */
 async function peek(source: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Uint8Array>> {
   const it = source[Symbol.asyncIterator]();
@@ -206,10 +219,7 @@ async function peek(source: AsyncIterable<Uint8Array>): Promise<AsyncIterable<Ui
  */
 export async function runPipeline(input: PipelineInput): Promise<PipelineResult> {
   const { objects, key, size, policy, signal } = input;
-  const head = await objects.readRange(key, 0, Math.min(size, HEAD_PROBE), signal);
-  const tailStart = Math.max(0, size - TAIL_PROBE);
-  const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
-  let detected = detectFormat(head, tail, size);
+  let detected = await detectStored(objects, key, size, signal);
   const gzip = detected.compression === "gzip";
   // Inside gzip only the image's start can be seen, and a fixed vhd keeps its footer at the end: an
   // image that starts like raw is known only once it is unwrapped.
@@ -316,15 +326,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     spooled = true;
     const unwrapped = gunzipSource(pass.read).stream(signal);
     const spool = await objects.write(input.spoolKey, unwrapped, signal);
-    const innerHead = await objects.readRange(input.spoolKey, 0, Math.min(spool.size, HEAD_PROBE), signal);
-    const innerTailStart = Math.max(0, spool.size - TAIL_PROBE);
-    const innerTail = await objects.readRange(
-      input.spoolKey,
-      innerTailStart,
-      spool.size - innerTailStart,
-      signal,
-    );
-    decide({ ...detectFormat(innerHead, innerTail, spool.size), compression: "gzip" });
+    decide({ ...(await detectStored(objects, input.spoolKey, spool.size, signal)), compression: "gzip" });
     checkDeclared();
     if (!convert) {
       return objects.write(input.outputKey, objects.read(input.spoolKey, signal), signal, {
