@@ -32,6 +32,14 @@ export interface Qcow2Geometry {
 
 const inflateRawAsync = promisify(inflateRaw);
 
+const RUN_NONE = 0;
+const RUN_ZERO = 1;
+const RUN_DATA = 2;
+
+function runExtent(kind: number, length: number, host: number): Extent {
+  return kind === RUN_ZERO ? { kind: "zero", length } : { kind: "data", length, host };
+}
+
 const bit = (features: bigint, n: bigint) => (features >> n) & 1n;
 
 /** Parses the qcow2 header and refuses what the converter does not implement. */
@@ -101,6 +109,10 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
       chunkSize: clusterSize,
     });
 
+  // Only the image's last cluster can be partial; its decode is cut to the guest bytes it holds.
+  const decodeTo = (length: number) =>
+    length === clusterSize ? decode : async (s: Uint8Array) => (await decode(s)).subarray(0, length);
+
   async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
     const l1 = view(await range.read(h.l1Offset, l1Used * 8, sig));
     for (let i = 0; i < l1Used; i++) {
@@ -122,10 +134,26 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
       const l2 = view(await range.read(l2Host, clusterSize, sig));
       const count = Math.ceil(tableGuest / clusterSize);
       const out: Extent[] = [];
+      // The current run of zero clusters, or of data clusters stored back to back, is kept in locals
+      // (no closure captures them, so they stay in registers): a table of 8,192 entries makes tens of
+      // extents. The loop runs mostly unoptimised (the first table is walked before the first byte is
+      // out), where it took 5–9 ms a table when it made an extent per cluster.
+      let runKind = RUN_NONE;
+      let runHost = 0;
+      let runLength = 0;
       for (let j = 0; j < count; j++) {
-        const length = Math.min(clusterSize, tableGuest - j * clusterSize);
         const ehi = l2.getUint32(j * 8);
         const elo = l2.getUint32(j * 8 + 4);
+        const length = j === count - 1 ? tableGuest - j * clusterSize : clusterSize;
+        if (ehi === 0 && elo === 0) {
+          if (runKind !== RUN_ZERO) {
+            if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
+            runKind = RUN_ZERO;
+            runLength = 0;
+          }
+          runLength += length;
+          continue;
+        }
         if (ehi & HI_COMPRESSED) {
           const hostOffset = (ehi & (2 ** (csizeShift - 32) - 1)) * 2 ** 32 + (elo >>> 0);
           const sectors = ((ehi & 0x3fffffff) >>> (csizeShift - 32)) & csizeMask;
@@ -135,18 +163,19 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
               `qcow2 compressed cluster at guest ${guestBase + j * clusterSize} lies outside the file`,
             );
           }
-          out.push({
-            kind: "encoded",
-            length,
-            host: hostOffset,
-            hostLength,
-            decode: length === clusterSize ? decode : async (s) => (await decode(s)).subarray(0, length),
-          });
+          if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
+          runKind = RUN_NONE;
+          out.push({ kind: "encoded", length, host: hostOffset, hostLength, decode: decodeTo(length) });
           continue;
         }
         const host = (ehi & HI_OFFSET_MASK) * 2 ** 32 + ((elo & LO_OFFSET_MASK) >>> 0);
         if (elo & LO_ZERO || host === 0) {
-          out.push({ kind: "zero", length });
+          if (runKind !== RUN_ZERO) {
+            if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
+            runKind = RUN_ZERO;
+            runLength = 0;
+          }
+          runLength += length;
           continue;
         }
         if (host % clusterSize !== 0 || host >= fileSize) {
@@ -154,8 +183,15 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
             `qcow2 data cluster at guest ${guestBase + j * clusterSize} has an invalid host offset`,
           );
         }
-        out.push({ kind: "data", length, host });
+        if (runKind !== RUN_DATA || runHost + runLength !== host) {
+          if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
+          runKind = RUN_DATA;
+          runHost = host;
+          runLength = 0;
+        }
+        runLength += length;
       }
+      if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
       yield out;
     }
   }
