@@ -165,16 +165,21 @@ export async function* pieces(
   let yielded = 0;
   const groups = planGroups(map, o, signal)[Symbol.asyncIterator]();
   let done = false;
+  let closed = false;
+  // Called when the planner has queued a window (or finished a round): the consumer waiting for one.
+  let wake: (() => void) | undefined;
   const fill = async () => {
-    while (retired.length > 0 && yielded - (retired[0]?.at ?? 0) >= lag) {
-      spare.push((retired.shift() as { buffer: Uint8Array }).buffer);
-    }
-    while (!done && queue.length < o.readAhead) {
+    while (!done && !closed && queue.length < o.readAhead) {
+      while (retired.length > 0 && yielded - (retired[0]?.at ?? 0) >= lag) {
+        spare.push((retired.shift() as { buffer: Uint8Array }).buffer);
+      }
       const next = await groups.next();
       if (next.done) {
         done = true;
         break;
       }
+      // Closed while the planner waited for a metadata read: nothing more is read.
+      if (closed) break;
       const group = next.value;
       const length = group.hostEnd - group.hostStart;
       const buffer =
@@ -188,17 +193,49 @@ export async function* pieces(
       // Observed later; this keeps an early failure from being reported as unhandled.
       bytes.catch(() => undefined);
       queue.push(buffer ? { group, bytes, buffer } : { group, bytes });
+      wake?.();
     }
+  };
+  // The planner runs beside the consumer rather than in its path: a metadata read (the next qcow2
+  // L2 table, the next stretch of a VHD's BAT) then waits while the windows already read are yielded,
+  // instead of stalling the output. A failure of the planner is reported once those are out.
+  let planning: Promise<void> | undefined;
+  let planFailure: { error: unknown } | undefined;
+  const plan = (): Promise<void> | undefined => {
+    if (!planning && !done && !closed && !planFailure && queue.length < o.readAhead) {
+      planning = fill()
+        .catch((error: unknown) => {
+          planFailure = { error };
+        })
+        .finally(() => {
+          planning = undefined;
+          // The consumer may have taken a window while this round was finishing.
+          plan();
+        });
+    }
+    return planning;
   };
   const decodeAhead = Math.max(1, options.decodeAhead ?? DEFAULT_DECODE_AHEAD);
   // Decodes started for the head window's items, by item index; observed in order as they are yielded.
   const decoding = new Map<number, Promise<Uint8Array>>();
   try {
-    await fill();
-    while (queue.length > 0) {
+    plan();
+    for (;;) {
       signal.throwIfAborted();
       const head = queue.shift();
-      if (!head) break;
+      if (!head) {
+        if (planFailure) throw planFailure.error;
+        if (done) break;
+        const round = plan();
+        if (!round) throw new Error("unreachable: nothing queued and no planner running");
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          void round.then(resolve);
+        });
+        wake = undefined;
+        continue;
+      }
+      plan();
       const window = await head.bytes;
       const { group } = head;
       const items = group.items;
@@ -245,11 +282,12 @@ export async function* pieces(
       // The consumer has asked for the piece after this window's last: its buffer is free again once
       // `lag` more bytes of data have gone out.
       if (head.buffer) retired.push({ buffer: head.buffer, at: yielded });
-      await fill();
     }
   } finally {
+    closed = true;
     outer?.removeEventListener("abort", onAbort);
     controller.abort();
+    await planning;
     await Promise.allSettled([...queue.map((q) => q.bytes), ...decoding.values()]);
     await groups.return?.(undefined).catch(() => undefined);
   }

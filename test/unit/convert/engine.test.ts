@@ -142,3 +142,67 @@ describe("encoded blocks are decoded ahead, several at once, and yielded in orde
     expect(stats.running).toBe(0);
   });
 });
+
+/**
+ * Four data extents, each a window of its own, then a second batch whose metadata read (`gate`) is
+ * answered only when `open` is called. `events` records the pieces yielded and the gate opening. The
+ * planner holds a batch's last window until the next batch is read (it may continue it).
+ */
+function gatedMap() {
+  const stored = new Uint8Array(4 * 4096).map((_, i) => (i >> 12) + 1);
+  const events: string[] = [];
+  let open = () => {};
+  const gate = new Promise<void>((resolve) => {
+    open = () => {
+      events.push("metadata");
+      resolve();
+    };
+  });
+  let closedAfterGate = false;
+  const map: DiskMap = {
+    format: "qcow2",
+    virtualSize: 4 * 16 + 64,
+    async *batches() {
+      yield [0, 1, 2, 3].map((i): Extent => ({ kind: "data", host: i * 4096, length: 16 }));
+      await gate;
+      closedAfterGate = true;
+      yield [{ kind: "zero", length: 64 }];
+    },
+  };
+  return { map, range: memoryRange(stored), events, open: () => open(), gateDone: () => closedAfterGate };
+}
+
+describe("metadata reads run beside the output", () => {
+  it("yields the windows already read while the next table is still being read", async () => {
+    const { map, range, events, open } = gatedMap();
+    // Were the planner in the consumer's path, the second window would wait for the gate, which this
+    // timer then opens: the events would show it right after the first piece.
+    const fallback = setTimeout(open, 500);
+    try {
+      let n = 0;
+      for await (const p of pieces(map, range, { windowSize: 16, maxGap: 0, readAhead: 3 })) {
+        events.push(p.bytes ? `data ${p.bytes[0]}` : `zero ${p.length}`);
+        if (++n === 3) open();
+      }
+    } finally {
+      clearTimeout(fallback);
+    }
+    expect(events).toEqual(["data 1", "data 2", "data 3", "metadata", "data 4", "zero 64"]);
+  });
+
+  it("stops the planner when the consumer returns while a metadata read is pending", async () => {
+    const { map, range, open, gateDone } = gatedMap();
+    const got: number[] = [];
+    const it = pieces(map, range, { windowSize: 16, maxGap: 0, readAhead: 3 });
+    for await (const p of it) {
+      got.push(p.bytes?.[0] ?? 0);
+      if (got.length === 2) {
+        // The generator's return waits for the planner, which waits for the gate.
+        setTimeout(open, 10);
+        break;
+      }
+    }
+    expect(got).toEqual([1, 2]);
+    expect(gateDone()).toBe(true);
+  });
+});
