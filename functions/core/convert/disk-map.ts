@@ -31,3 +31,56 @@ export interface DiskMap {
    */
   batches(signal?: AbortSignal): AsyncIterable<readonly Extent[]>;
 }
+
+/**
+ * Builds one batch of extents from per-cluster entries, merging zeros with zeros and data stored back
+ * to back: a qcow2 L2 table of 8,192 entries makes tens of extents rather than 8,192. Format loops walk
+ * their tables mostly unoptimised (the first is walked before the first byte is out), so the run is
+ * kept in three fields rather than in an extent object per entry.
+ */
+export class ExtentRuns {
+  readonly extents: Extent[] = [];
+  private kind: "zero" | "data" | undefined;
+  private host = 0;
+  private length = 0;
+
+  zero(length: number): void {
+    if (this.kind === "zero") {
+      this.length += length;
+      return;
+    }
+    this.flush();
+    this.kind = "zero";
+    this.length = length;
+  }
+
+  data(host: number, length: number): void {
+    if (this.kind === "data" && this.host + this.length === host) {
+      this.length += length;
+      return;
+    }
+    this.flush();
+    this.kind = "data";
+    this.host = host;
+    this.length = length;
+  }
+
+  /** An extent that never merges (an encoded block). */
+  push(e: Extent): void {
+    this.flush();
+    this.kind = undefined;
+    this.extents.push(e);
+  }
+
+  /** The batch, with the last run in it. */
+  done(): Extent[] {
+    this.flush();
+    this.kind = undefined;
+    return this.extents;
+  }
+
+  private flush(): void {
+    if (this.kind === "zero") this.extents.push({ kind: "zero", length: this.length });
+    else if (this.kind === "data") this.extents.push({ kind: "data", host: this.host, length: this.length });
+  }
+}

@@ -2,7 +2,7 @@ import { promisify } from "node:util";
 import { constants, inflateRaw } from "node:zlib";
 import { parseQcow2Header, QCOW2_INCOMPAT, QCOW2_KNOWN_INCOMPAT_MASK } from "../formats/qcow2.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 
@@ -31,14 +31,6 @@ export interface Qcow2Geometry {
 }
 
 const inflateRawAsync = promisify(inflateRaw);
-
-const RUN_NONE = 0;
-const RUN_ZERO = 1;
-const RUN_DATA = 2;
-
-function runExtent(kind: number, length: number, host: number): Extent {
-  return kind === RUN_ZERO ? { kind: "zero", length } : { kind: "data", length, host };
-}
 
 const bit = (features: bigint, n: bigint) => (features >> n) & 1n;
 
@@ -133,25 +125,13 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
       checkRange(l2Host, clusterSize, fileSize, `qcow2 L2 table ${i}`);
       const l2 = view(await range.read(l2Host, clusterSize, sig));
       const count = Math.ceil(tableGuest / clusterSize);
-      const out: Extent[] = [];
-      // The current run of zero clusters, or of data clusters stored back to back, is kept in locals
-      // (no closure captures them, so they stay in registers): a table of 8,192 entries makes tens of
-      // extents. The loop runs mostly unoptimised (the first table is walked before the first byte is
-      // out), where it took 5–9 ms a table when it made an extent per cluster.
-      let runKind = RUN_NONE;
-      let runHost = 0;
-      let runLength = 0;
+      const runs = new ExtentRuns();
       for (let j = 0; j < count; j++) {
         const ehi = l2.getUint32(j * 8);
         const elo = l2.getUint32(j * 8 + 4);
         const length = j === count - 1 ? tableGuest - j * clusterSize : clusterSize;
         if (ehi === 0 && elo === 0) {
-          if (runKind !== RUN_ZERO) {
-            if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
-            runKind = RUN_ZERO;
-            runLength = 0;
-          }
-          runLength += length;
+          runs.zero(length);
           continue;
         }
         if (ehi & HI_COMPRESSED) {
@@ -163,19 +143,12 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
               `qcow2 compressed cluster at guest ${guestBase + j * clusterSize} lies outside the file`,
             );
           }
-          if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
-          runKind = RUN_NONE;
-          out.push({ kind: "encoded", length, host: hostOffset, hostLength, decode: decodeTo(length) });
+          runs.push({ kind: "encoded", length, host: hostOffset, hostLength, decode: decodeTo(length) });
           continue;
         }
         const host = (ehi & HI_OFFSET_MASK) * 2 ** 32 + ((elo & LO_OFFSET_MASK) >>> 0);
         if (elo & LO_ZERO || host === 0) {
-          if (runKind !== RUN_ZERO) {
-            if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
-            runKind = RUN_ZERO;
-            runLength = 0;
-          }
-          runLength += length;
+          runs.zero(length);
           continue;
         }
         if (host % clusterSize !== 0 || host >= fileSize) {
@@ -183,16 +156,9 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
             `qcow2 data cluster at guest ${guestBase + j * clusterSize} has an invalid host offset`,
           );
         }
-        if (runKind !== RUN_DATA || runHost + runLength !== host) {
-          if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
-          runKind = RUN_DATA;
-          runHost = host;
-          runLength = 0;
-        }
-        runLength += length;
+        runs.data(host, length);
       }
-      if (runKind !== RUN_NONE) out.push(runExtent(runKind, runLength, runHost));
-      yield out;
+      yield runs.done();
     }
   }
 

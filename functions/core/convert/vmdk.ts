@@ -8,7 +8,7 @@ import {
   VMDK_OFFSET,
 } from "../formats/vmdk.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -123,12 +123,12 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
       const count = Math.ceil(tableGuest / grainBytes);
       checkRange(gtSector * SECTOR, count * 4, fileSize, `vmdk grain table ${i}`);
       const gt = view(await range.read(gtSector * SECTOR, count * 4, sig));
-      const out: Extent[] = [];
+      const runs = new ExtentRuns();
       for (let j = 0; j < count; j++) {
         const length = Math.min(grainBytes, tableGuest - j * grainBytes);
         const sector = gt.getUint32(j * 4, true);
         if (sector === 0 || (zeroGte && sector === GTE_ZEROED)) {
-          out.push({ kind: "zero", length });
+          runs.zero(length);
           continue;
         }
         const host = sector * SECTOR;
@@ -137,13 +137,13 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
           const hostLength = Math.min(2 * grainBytes, fileSize - host);
           if (hostLength <= 0)
             throw new CorruptImageError(`vmdk grain ${guestBase / grainBytes + j} lies outside the file`);
-          out.push({ kind: "encoded", length, host, hostLength, decode: decodeGrain(length) });
+          runs.push({ kind: "encoded", length, host, hostLength, decode: decodeGrain(length) });
         } else {
           checkRange(host, length, fileSize, `vmdk grain ${guestBase / grainBytes + j}`);
-          out.push({ kind: "data", length, host });
+          runs.data(host, length);
         }
       }
-      yield out;
+      yield runs.done();
     }
   }
 

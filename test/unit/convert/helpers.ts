@@ -91,6 +91,27 @@ export function makeImage(
   return path;
 }
 
+/**
+ * An image of `format` created empty and then written through qemu-io, which goes through the
+ * format's driver as a guest's writes would (allocation in write order, zero flags, discards).
+ */
+export function guestWritten(
+  name: string,
+  format: string,
+  options: string[],
+  size: number,
+  commands: string[],
+): string {
+  const path = join(FIXTURES, name);
+  if (existsSync(path)) return path;
+  mkdirSync(FIXTURES, { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  qemuImg("create", "-f", format, "-o", options.join(","), tmp, String(size));
+  execFileSync("qemu-io", ["-f", format, ...commands.flatMap((c) => ["-c", c]), tmp], { stdio: "ignore" });
+  renameSync(tmp, path);
+  return path;
+}
+
 /** sha256 of qemu-img's raw conversion of `path`: the expected output of every differential test. */
 export function qemuRawSha256(path: string, format: string): { sha256: string; size: number } {
   const out = `${path}.qemu.raw`;
