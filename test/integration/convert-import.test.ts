@@ -55,6 +55,7 @@ function referenceRaw(file: string, format?: string): Buffer {
 const CASES: [string, string, string[]][] = [
   ["qcow2 (v3)", "qcow2", ["-O", "qcow2"]],
   ["qcow2 v2, compressed clusters", "qcow2", ["-O", "qcow2", "-c", "-o", "compat=0.10"]],
+  ["qcow2, zstd-compressed clusters", "qcow2", ["-O", "qcow2", "-c", "-o", "compression_type=zstd"]],
   ["vmdk monolithicSparse", "vmdk", ["-O", "vmdk"]],
   ["vmdk streamOptimized", "vmdk", ["-O", "vmdk", "-o", "subformat=streamOptimized"]],
   ["vhd dynamic", "vhd", ["-O", "vpc"]],

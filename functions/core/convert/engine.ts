@@ -116,20 +116,40 @@ async function* planGroups(
   }
 }
 
-async function decodeItem(e: Extent & { kind: "encoded" }, stored: Uint8Array): Promise<Uint8Array> {
-  let out: Uint8Array;
+function decodeFailure(e: Extent & { kind: "encoded" }, err: unknown): unknown {
+  if (err instanceof HangarError) return err;
+  return new CorruptImageError(`a compressed block at offset ${e.host} cannot be decoded`, { cause: err });
+}
+
+/**
+ * Starts decoding `e`. `sync` tells that the decoder did all its work before returning (zstd in
+ * JavaScript): decoding such blocks ahead only holds their output longer, so the engine then decodes
+ * each when its turn comes.
+ */
+function startDecode(
+  e: Extent & { kind: "encoded" },
+  stored: Uint8Array,
+): { result: Promise<Uint8Array>; sync: boolean } {
+  let out: Uint8Array | Promise<Uint8Array>;
   try {
-    out = await e.decode(stored);
+    out = e.decode(stored);
   } catch (err) {
-    if (err instanceof HangarError) throw err;
-    throw new CorruptImageError(`a compressed block at offset ${e.host} cannot be decoded`, { cause: err });
+    return { result: Promise.reject(decodeFailure(e, err)), sync: true };
   }
-  if (out.length !== e.length) {
-    throw new CorruptImageError(
-      `a compressed block at offset ${e.host} decodes to ${out.length} bytes, expected ${e.length}`,
-    );
-  }
-  return out;
+  const result = Promise.resolve(out).then(
+    (bytes) => {
+      if (bytes.length !== e.length) {
+        throw new CorruptImageError(
+          `a compressed block at offset ${e.host} decodes to ${bytes.length} bytes, expected ${e.length}`,
+        );
+      }
+      return bytes;
+    },
+    (err: unknown) => {
+      throw decodeFailure(e, err);
+    },
+  );
+  return { result, sync: !(out instanceof Promise) };
 }
 
 /**
@@ -216,6 +236,7 @@ export async function* pieces(
     return planning;
   };
   const decodeAhead = Math.max(1, options.decodeAhead ?? DEFAULT_DECODE_AHEAD);
+  let syncDecodes = false;
   // Decodes started for the head window's items, by item index; observed in order as they are yielded.
   const decoding = new Map<number, Promise<Uint8Array>>();
   try {
@@ -245,11 +266,12 @@ export async function* pieces(
       const startDecodes = (at: number) => {
         if (!window) return;
         started = Math.max(started, at);
-        while (started < items.length && (decodingBytes < decodeAhead || started === at)) {
+        while (started < items.length && (started === at || (!syncDecodes && decodingBytes < decodeAhead))) {
           const e = items[started];
           if (e?.kind === "encoded") {
             const from = e.host - group.hostStart;
-            const p = decodeItem(e, window.subarray(from, from + e.hostLength));
+            const { result: p, sync } = startDecode(e, window.subarray(from, from + e.hostLength));
+            if (sync) syncDecodes = true;
             // Observed when its turn comes; this keeps a failure ahead of it from being reported as unhandled.
             p.catch(() => undefined);
             decoding.set(started, p);

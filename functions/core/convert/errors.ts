@@ -1,6 +1,6 @@
 import { HangarError, type ImportFailureReason } from "../errors.ts";
 
-/** The image uses a feature the converters do not implement (zstd clusters, backing files, ...). */
+/** The image uses a feature the converters do not implement (backing files, encryption, ...). */
 export class UnsupportedImageError extends HangarError {
   readonly reason: ImportFailureReason = "UNSUPPORTED_FORMAT";
 }

@@ -206,3 +206,39 @@ describe("metadata reads run beside the output", () => {
     expect(gateDone()).toBe(true);
   });
 });
+
+describe("synchronous decoders", () => {
+  it("are called when their block's turn comes, not ahead of it", async () => {
+    const count = 40;
+    const calls: number[] = [];
+    const yieldedBefore: number[] = [];
+    let yieldedCount = 0;
+    const extents: Extent[] = Array.from({ length: count }, (_, i) => ({
+      kind: "encoded" as const,
+      host: i * STORED,
+      hostLength: STORED,
+      length: 8,
+      decode: () => {
+        calls.push(i);
+        yieldedBefore.push(yieldedCount);
+        return new Uint8Array(8).fill(i);
+      },
+    }));
+    const map: DiskMap = {
+      format: "vhd",
+      virtualSize: count * 8,
+      async *batches() {
+        yield extents;
+      },
+    };
+    const got: number[] = [];
+    for await (const p of pieces(map, memoryRange(new Uint8Array(count * STORED)))) {
+      got.push(p.bytes?.[0] ?? -1);
+      yieldedCount++;
+    }
+    expect(got).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(calls).toEqual(got);
+    // Block i is decoded once the i - 1 before it are out (the first decode learns it is synchronous).
+    expect(yieldedBefore.slice(1)).toEqual(Array.from({ length: count - 1 }, (_, i) => i));
+  });
+});

@@ -11,6 +11,17 @@ const CASES: { name: string; options: string[]; extra?: string[] }[] = [
   { name: "v3-64k-c.qcow2", options: ["compat=1.1"], extra: ["-c"] },
   { name: "v2-4k-c.qcow2", options: ["compat=0.10", "cluster_size=4096"], extra: ["-c"] },
   { name: "v3-1m-c.qcow2", options: ["compat=1.1", "cluster_size=1M"], extra: ["-c"] },
+  { name: "v3-64k-zstd.qcow2", options: ["compat=1.1", "compression_type=zstd"], extra: ["-c"] },
+  {
+    name: "v3-4k-zstd.qcow2",
+    options: ["compat=1.1", "cluster_size=4096", "compression_type=zstd"],
+    extra: ["-c"],
+  },
+  {
+    name: "v3-2m-zstd.qcow2",
+    options: ["compat=1.1", "cluster_size=2M", "compression_type=zstd"],
+    extra: ["-c"],
+  },
 ];
 
 describe("qcow2 → raw matches qemu-img", { timeout: 60_000 }, () => {
