@@ -63,6 +63,9 @@ export interface EndToEndInput {
   /** The zlib-compressed qcow2 (a cloud image's layout, imported once) and the md5 of its raw. */
   compressedQcow2: string;
   compressedMd5: string;
+  /** The same with zstd-compressed clusters, imported once. */
+  zstdQcow2: string;
+  zstdMd5: string;
   runs: number;
   repoRoot: string;
   log: (line: string) => void;
@@ -75,6 +78,7 @@ export interface EndToEndResult {
   importRaw: Measured[];
   importBig: Measured | undefined;
   importCompressed: Measured;
+  importZstd: Measured;
   stackLog: string;
 }
 
@@ -83,6 +87,7 @@ const SRC = {
   raw: "bench/src/ref-1g.raw",
   big: "bench/src/ref-8g.qcow2",
   compressed: "bench/src/ref-1g-c.qcow2",
+  zstd: "bench/src/ref-1g-z.qcow2",
 };
 
 export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndResult> {
@@ -144,6 +149,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     await put(SRC.raw, input.raw);
     await put(SRC.big, input.bigQcow2);
     await put(SRC.compressed, input.compressedQcow2);
+    await put(SRC.zstd, input.zstdQcow2);
     input.log(`sources uploaded in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
 
     const childEnv: Record<string, string> = {
@@ -234,6 +240,8 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
     input.log(
       `import zlib-compressed qcow2: ${importCompressed.seconds.toFixed(2)} s, ${rssMiB(importCompressed)}`,
     );
+    const importZstd = await importOnce(SRC.zstd, "qcow2", input.zstdMd5);
+    input.log(`import zstd-compressed qcow2: ${importZstd.seconds.toFixed(2)} s, ${rssMiB(importZstd)}`);
     return {
       copy,
       copyWriter,
@@ -241,6 +249,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       importRaw,
       importBig,
       importCompressed,
+      importZstd,
       stackLog: stackLog.join("\n"),
     };
   } catch (err) {

@@ -9,6 +9,8 @@
  *      through the real importer, vs a plain SDK GET → lib-storage Upload of the same output bytes with
  *      the importer's part size and payload signing (and, for reference, the same GET into Hangar's own
  *      writer); medians of BENCH_E2E_RUNS (default 5) interleaved rounds.
+ * For reference, the same image with text-like data and zlib-compressed clusters, and again with
+ * zstd-compressed clusters, is converted against qemu-img and imported once each.
  * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -120,6 +122,15 @@ function ensureCompressedImage(): string {
   return path;
 }
 
+/** The same image with zstd-compressed clusters (`-o compression_type=zstd`). */
+function ensureZstdImage(compressed: string): string {
+  const path = join(WORK, "ref-1g-z.qcow2");
+  if (existsSync(path)) return path;
+  sh("qemu-img", ["convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", compressed, `${path}.tmp`]);
+  sh("mv", [`${path}.tmp`, path]);
+  return path;
+}
+
 /** Runs a process under /usr/bin/time: wall seconds and CPU seconds (user + system) of the whole process. */
 function timed(cmd: string, args: string[]): { seconds: number; cpu: number; stdout: string } {
   const timeFile = join(WORK, "time.txt");
@@ -165,7 +176,7 @@ async function bundle(name: string, format: "esm" | "cjs" = "esm"): Promise<stri
 }
 
 /** (a) and the converter's own peak RSS. */
-async function measureConverter(small: string, big: string, compressed: string) {
+async function measureConverter(small: string, big: string, compressed: string, zstd: string) {
   // CommonJS: Node starts it about 0.1 s sooner than an ES module, and start-up is part of what is timed.
   const child = await bundle("convert-child", "cjs");
   const outQemu = join(OUT_DIR, "hangar-bench-qemu.raw");
@@ -202,20 +213,33 @@ async function measureConverter(small: string, big: string, compressed: string) 
     oursSeq.push(runOurs(small, outOurs, "sequential").wall);
     rmSync(outOurs, { force: true });
   }
-  // The compressed image: inflation bounds both, qemu-img on its thread pool, the converter on libuv's.
-  runQemu(compressed, outQemu);
-  runOurs(compressed, outOurs);
-  sh("cmp", [outQemu, outOurs]);
-  const qemuC: number[] = [];
-  const oursC: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
+  /** A/B whole-process times of `runs` conversions of `image`, after one checked against qemu-img's. */
+  const pairs = (image: string, runs: number) => {
+    runQemu(image, outQemu);
+    runOurs(image, outOurs);
+    sh("cmp", [outQemu, outOurs]);
+    const q: number[] = [];
+    const o: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      rmSync(outQemu, { force: true });
+      q.push(runQemu(image, outQemu).seconds);
+      rmSync(outOurs, { force: true });
+      o.push(runOurs(image, outOurs).wall);
+    }
     rmSync(outQemu, { force: true });
-    qemuC.push(runQemu(compressed, outQemu).seconds);
     rmSync(outOurs, { force: true });
-    oursC.push(runOurs(compressed, outOurs).wall);
-  }
-  rmSync(outQemu, { force: true });
-  rmSync(outOurs, { force: true });
+    return {
+      qemuImgMedianSeconds: median(q),
+      converterMedianSeconds: median(o),
+      ratio: median(o) / median(q),
+      samples: { qemu: q, ours: o },
+    };
+  };
+  // The compressed image: inflation bounds both, qemu-img on its thread pool, the converter on libuv's.
+  const compressedPairs = pairs(compressed, RUNS);
+  // zstd clusters: libzstd on qemu-img's threads against fzstd on the converter's main thread (slow:
+  // about 10 s a run, so three runs).
+  const zstdPairs = pairs(zstd, Math.min(RUNS, 3));
 
   const rss1 = runOurs(small, "/dev/null").report.maxRssKiB;
   const rss8 = runOurs(big, "/dev/null").report.maxRssKiB;
@@ -242,12 +266,8 @@ async function measureConverter(small: string, big: string, compressed: string) 
       qemuImgGBps: GiB / median(qemu) / 1e9,
       samples: { qemu, qemuCpu, ours, oursCpu, oursSeq, oursInner },
     },
-    compressed: {
-      qemuImgMedianSeconds: median(qemuC),
-      converterMedianSeconds: median(oursC),
-      ratio: median(oursC) / median(qemuC),
-      samples: { qemu: qemuC, ours: oursC },
-    },
+    compressed: compressedPairs,
+    zstd: zstdPairs,
     converterRss: {
       converterMaxRssMiB1G: rss1 / 1024,
       converterMaxRssMiB8G: rss8 / 1024,
@@ -294,6 +314,7 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importerMaxRssMiB1GRaw: Math.max(...rss(e.importRaw)),
       importerMaxRssMiB8G: e.importBig ? e.importBig.maxRssKiB / 1024 : undefined,
       importerMaxRssMiBCompressed: e.importCompressed.maxRssKiB / 1024,
+      importerMaxRssMiBZstd: e.importZstd.maxRssKiB / 1024,
       plainCopyMaxRssMiB: Math.max(...rss(e.copy)),
       writerCopyMaxRssMiB: Math.max(...rss(e.copyWriter)),
       targetMiB: 256,
@@ -314,6 +335,7 @@ function summarizeEndToEnd(e: EndToEndResult) {
       importRawMBps: GiB / raw / 1e6,
       import8GVirtualSeconds: e.importBig?.seconds,
       importCompressedSeconds: e.importCompressed.seconds,
+      importZstdSeconds: e.importZstd.seconds,
       ratioCompressedVsCopy: e.importCompressed.seconds / copy,
       cpuSeconds: {
         copy: { process: cpu(e.copy), minio: minio(e.copy) },
@@ -349,7 +371,8 @@ async function main(): Promise<void> {
   log(`load average ${loadBefore.map((x) => x.toFixed(2)).join(" ")}`);
 
   const compressed = ensureCompressedImage();
-  const converter = only === "e2e" ? undefined : await measureConverter(small, big, compressed);
+  const zstd = ensureZstdImage(compressed);
+  const converter = only === "e2e" ? undefined : await measureConverter(small, big, compressed, zstd);
   if (converter) log(`(a) done: ratio ${converter.a.ratio.toFixed(3)}`);
 
   let e2e: ReturnType<typeof summarizeEndToEnd> | undefined;
@@ -364,6 +387,8 @@ async function main(): Promise<void> {
       bigQcow2: big,
       compressedQcow2: compressed,
       compressedMd5: rawMd5Of(compressed),
+      zstdQcow2: zstd,
+      zstdMd5: rawMd5Of(zstd),
       runs: E2E_RUNS,
       repoRoot: join(import.meta.dirname, ".."),
       log,
@@ -382,6 +407,7 @@ async function main(): Promise<void> {
     totalSeconds: (performance.now() - started) / 1000,
     a: converter?.a,
     aCompressed: converter?.compressed,
+    aZstd: converter?.zstd,
     b: { ...e2e?.b, ...converter?.converterRss },
     c: e2e?.c,
   };
@@ -413,6 +439,7 @@ async function main(): Promise<void> {
     "(a) ratio CPU seconds converter / qemu-img": f(a?.ratioCpu),
     "zlib-compressed qcow2: qemu-img / converter (s)": `${f(converter?.compressed.qemuImgMedianSeconds)} / ${f(converter?.compressed.converterMedianSeconds)}`,
     "ratio converter / qemu-img, zlib-compressed qcow2": f(converter?.compressed.ratio),
+    "zstd-compressed qcow2: qemu-img / converter (s)": `${f(converter?.zstd.qemuImgMedianSeconds)} / ${f(converter?.zstd.converterMedianSeconds)}`,
     "node startup alone (s)": f(a?.nodeStartupSeconds),
     "(b) importer peak RSS, 1 GiB qcow2 (MiB)": mib(b.importerMaxRssMiB1G),
     "(b) importer peak RSS, 8 GiB-virtual qcow2 (MiB)": mib(b.importerMaxRssMiB8G),
@@ -431,6 +458,7 @@ async function main(): Promise<void> {
     "import 8 GiB-virtual qcow2 (s)": f(c?.import8GVirtualSeconds),
     "import zlib-compressed qcow2, once (s) / ratio to the plain copy": `${f(c?.importCompressedSeconds)} / ${f(c?.ratioCompressedVsCopy)}`,
     "importer peak RSS, zlib-compressed qcow2 (MiB)": mib(b.importerMaxRssMiBCompressed),
+    "import zstd-compressed qcow2, once (s) / peak RSS (MiB)": `${f(c?.importZstdSeconds)} / ${mib(b.importerMaxRssMiBZstd)}`,
     "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
