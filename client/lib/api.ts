@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /** An error answer from Hangar's API, with Glance's `reason` code when the body has one. */
 export class HangarApiError extends Error {

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 
 /** Identities whose demo tokens the local stack writes to `local.json`. */
 export const IDENTITIES = ["admin", "alice", "bob"] as const;

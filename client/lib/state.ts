@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 
 /** What identifies "the same upload" across runs: the file as it is now, sent to the same API, named the same. */
 export interface FileIdentity {

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { MAX_NAME, propertyValue, settableFields } from "../core/image/fields.ts";
 import { isImageId } from "../core/image/image.ts";
 import { MEMBER_STATUSES } from "../core/image/members.ts";

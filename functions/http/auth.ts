@@ -1,5 +1,5 @@
 import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from "jose";
-import { z } from "zod";
+import * as z from "zod";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
 

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { CONTAINER_FORMATS, DISK_FORMATS } from "../../config.ts";
 import { VISIBILITIES } from "./image.ts";
 

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { ConflictError, ForbiddenError, InvalidRequestError, LimitExceededError } from "../errors.ts";
 import { type Caller, isAdmin } from "./access.ts";
 import {

@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import type { z } from "zod";
+import type * as z from "zod";
 import { InvalidRequestError, UnsupportedMediaTypeError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import type { ImageMember } from "../../core/image/members.ts";

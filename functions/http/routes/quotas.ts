@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import type { Caller } from "../../core/image/access.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
 import type { ProjectUsage, QuotaService } from "../../core/quotas.ts";

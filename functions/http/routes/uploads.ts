@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import { z } from "zod";
+import * as z from "zod";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_PARTS_PER_REQUEST, type MultipartUploadService } from "../../core/uploads/multipart.ts";
