@@ -22,7 +22,7 @@ import {
 import { Upload } from "@aws-sdk/lib-storage";
 import { imageKey, stagingKey } from "../functions/core/image/image.ts";
 import type { Logger } from "../functions/core/ports.ts";
-import { createHangar } from "../functions/wiring.ts";
+import { createInProcessHangar as createHangar } from "../infra/local/in-process.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 

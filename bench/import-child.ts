@@ -19,7 +19,7 @@ import { createS3Client, createWriterClient } from "../functions/adapters/s3/obj
 import { writeObject } from "../functions/adapters/s3/part-writer.ts";
 import { loadConfig } from "../functions/config.ts";
 import type { Logger } from "../functions/core/ports.ts";
-import { createHangar } from "../functions/wiring.ts";
+import { createInProcessHangar as createHangar } from "../infra/local/in-process.ts";
 
 /** Parts in flight in S3ObjectStore.write (its default, not configurable through Config). */
 const QUEUE_SIZE = 4;

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import type { Limits } from "./core/quota.ts";
 
 /** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
@@ -31,11 +31,8 @@ const list = (fallback: string) =>
 const limit = () => z.coerce.number().int().min(-1).default(-1);
 const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
-/**
- * Environment variables Hangar reads. Names are the contract with serverless.yml and the local stack.
- * Optional endpoints are only set locally (MinIO, DynamoDB Local).
- */
-const EnvSchema = z.object({
+/** Every function: where the records and bytes live, and the default per-project limits. */
+const StoreEnv = z.object({
   HANGAR_TABLE: z.string().min(1),
   HANGAR_BUCKET: z.string().min(1),
   AWS_REGION: z.string().min(1).default("us-east-1"),
@@ -43,9 +40,17 @@ const EnvSchema = z.object({
   /** Endpoint written into presigned links when clients reach storage by another address than the functions. */
   HANGAR_S3_PUBLIC_ENDPOINT: z.url().optional(),
   HANGAR_DYNAMODB_ENDPOINT: z.url().optional(),
-  /** Seconds a presigned upload or download link stays valid. */
-  HANGAR_UPLOAD_URL_TTL: int(3600),
-  HANGAR_DOWNLOAD_URL_TTL: int(300),
+  /** Least part size of the multipart write of stored images (larger for images that need it). */
+  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
+  /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
+  HANGAR_QUOTA_IMAGE_SIZE_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
+  HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
+});
+
+/** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
+const PolicyEnv = z.object({
   HANGAR_OS_HASH_ALGO: z.enum(HASH_ALGOS).default("sha512"),
   HANGAR_PREFERRED_FORMAT: z.enum(DISK_FORMATS).default("raw"),
   HANGAR_ACCEPTED_FORMATS: list("raw,iso").pipe(z.array(z.enum(DISK_FORMATS)).min(1)),
@@ -53,8 +58,13 @@ const EnvSchema = z.object({
   HANGAR_MAX_VIRTUAL_SIZE: int(2 ** 40),
   /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
   HANGAR_MAX_GZIP_RATIO: int(64),
-  /** Least part size of the multipart write of stored images (larger for images that need it). */
-  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
+});
+
+/** Upload and download links (the API) and how long an idle upload is kept (API and sweeper). */
+const UploadsEnv = z.object({
+  /** Seconds a presigned upload or download link stays valid. */
+  HANGAR_UPLOAD_URL_TTL: int(3600),
+  HANGAR_DOWNLOAD_URL_TTL: int(300),
   /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
   HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
   /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */
@@ -68,55 +78,71 @@ const EnvSchema = z.object({
   HANGAR_PART_URL_TTL: int(900),
   /** Seconds without a new part (or since a staged object arrived) after which the sweeper removes an upload. */
   HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
+});
+
+/** Housekeeping (the sweeper). */
+const SweepEnv = z.object({
+  HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
   /** Seconds after an import lease expired before the sweeper kills the stalled import. */
   HANGAR_STALLED_IMPORT_GRACE: int(3600),
-  /** JWT verification: a JWKS URL (AWS) or a public JWK as JSON (local stack). */
-  /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
-  HANGAR_QUOTA_IMAGE_SIZE_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
+});
+
+/** JWT verification (the API): a JWKS URL (AWS) or a public JWK as JSON (local stack). */
+const JwtEnv = z.object({
   HANGAR_JWT_ISSUER: z.string().min(1),
   HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
   HANGAR_JWT_JWKS_URL: z.url().optional(),
   HANGAR_JWT_PUBLIC_JWK: z.string().optional(),
-  /** web-download: largest body fetched (bytes, default 64 GiB) and the whole fetch's time limit (seconds). */
+});
+
+/** web-download: what the API promises and the web-download function enforces. */
+const WebDownloadEnv = z.object({
+  /** Largest body fetched (bytes, default 64 GiB) and the whole fetch's time limit (seconds). */
   HANGAR_WEB_DOWNLOAD_MAX_BYTES: int(64 * 1024 ** 3),
   HANGAR_WEB_DOWNLOAD_TIMEOUT: int(840),
   /** Test-only: "1" lets web-download fetch from loopback (the integration harness's source server). */
   HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z.enum(["0", "1"]).default("0"),
-  /** AWS: the function that runs web-download jobs (invoked asynchronously); unset, jobs run in-process. */
+  /** The function that runs web-download jobs, invoked asynchronously through the Lambda API. */
   HANGAR_WEB_DOWNLOAD_FUNCTION: z.string().min(1).optional(),
+  /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
+  HANGAR_LAMBDA_ENDPOINT: z.url().optional(),
 });
 
-export type Config = Readonly<{
+export type StoreConfig = Readonly<{
   table: string;
   bucket: string;
   region: string;
   s3Endpoint: string | undefined;
   s3PublicEndpoint: string | undefined;
   dynamodbEndpoint: string | undefined;
-  uploadUrlTtlSeconds: number;
-  downloadUrlTtlSeconds: number;
+  partSize: number;
+  /** Default quota limits per project (-1: unlimited). */
+  quotaDefaults: Readonly<Limits>;
+}>;
+
+export type PolicyConfig = Readonly<{
   osHashAlgo: (typeof HASH_ALGOS)[number];
   preferredFormat: (typeof DISK_FORMATS)[number];
   acceptedFormats: readonly (typeof DISK_FORMATS)[number][];
   maxVirtualSize: number;
   maxGzipRatio: number;
-  /** Default quota limits per project (-1: unlimited). */
-  quotaDefaults: Readonly<Limits>;
-  partSize: number;
+}>;
+
+export type UploadsConfig = Readonly<{
+  uploadUrlTtlSeconds: number;
+  downloadUrlTtlSeconds: number;
   multipartThreshold: number;
   multipartPartSize: number;
   partUrlTtlSeconds: number;
   abandonUploadsAfterSeconds: number;
+}>;
+
+export type SweepConfig = Readonly<{
+  abandonUploadsAfterSeconds: number;
   stalledImportGraceSeconds: number;
-  webDownload: Readonly<{
-    maxBytes: number;
-    timeoutSeconds: number;
-    allowLoopback: boolean;
-    functionName: string | undefined;
-  }>;
+}>;
+
+export type JwtConfig = Readonly<{
   jwt: Readonly<{
     issuer: string;
     audience: string;
@@ -125,58 +151,139 @@ export type Config = Readonly<{
   }>;
 }>;
 
+export type WebDownloadConfig = Readonly<{
+  webDownload: Readonly<{
+    maxBytes: number;
+    timeoutSeconds: number;
+    allowLoopback: boolean;
+    functionName: string | undefined;
+    lambdaEndpoint: string | undefined;
+  }>;
+}>;
+
+/** What each function reads: a slice of the environment, nothing more (the importer needs no JWT settings). */
+export type ApiConfig = StoreConfig & PolicyConfig & UploadsConfig & JwtConfig & WebDownloadConfig;
+export type ImporterConfig = StoreConfig & PolicyConfig;
+export type SweeperConfig = StoreConfig & SweepConfig;
+export type ReconcilerConfig = StoreConfig;
+export type WebDownloadFunctionConfig = StoreConfig & WebDownloadConfig;
+/** Every setting (scripts and tests that build several functions' pieces). */
+export type Config = ApiConfig & SweeperConfig;
+
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-/** Reads the configuration once from an environment map; the error names every bad or missing variable. */
-export function loadConfig(env: Record<string, string | undefined>): Config {
-  const parsed = EnvSchema.safeParse(env);
+type Env = Record<string, string | undefined>;
+
+function parse<S extends z.ZodType>(schema: S, env: Env): z.output<S> {
+  const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
     throw new ConfigError(`invalid Hangar configuration: ${problems}`);
   }
-  const e = parsed.data;
-  if (!e.HANGAR_JWT_JWKS_URL && !e.HANGAR_JWT_PUBLIC_JWK) {
-    throw new ConfigError("invalid Hangar configuration: set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK");
-  }
-  return Object.freeze({
+  return parsed.data;
+}
+
+function store(env: Env): StoreConfig {
+  const e = parse(StoreEnv, env);
+  return {
     table: e.HANGAR_TABLE,
     bucket: e.HANGAR_BUCKET,
     region: e.AWS_REGION,
     s3Endpoint: e.HANGAR_S3_ENDPOINT,
     s3PublicEndpoint: e.HANGAR_S3_PUBLIC_ENDPOINT,
     dynamodbEndpoint: e.HANGAR_DYNAMODB_ENDPOINT,
-    uploadUrlTtlSeconds: e.HANGAR_UPLOAD_URL_TTL,
-    downloadUrlTtlSeconds: e.HANGAR_DOWNLOAD_URL_TTL,
-    osHashAlgo: e.HANGAR_OS_HASH_ALGO,
-    preferredFormat: e.HANGAR_PREFERRED_FORMAT,
-    acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]),
-    maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
-    maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
+    partSize: e.HANGAR_PART_SIZE,
     quotaDefaults: Object.freeze({
       image_size_total: e.HANGAR_QUOTA_IMAGE_SIZE_TOTAL,
       image_stage_total: e.HANGAR_QUOTA_IMAGE_STAGE_TOTAL,
       image_count_total: e.HANGAR_QUOTA_IMAGE_COUNT_TOTAL,
       image_count_uploading: e.HANGAR_QUOTA_IMAGE_COUNT_UPLOADING,
     }),
-    partSize: e.HANGAR_PART_SIZE,
+  };
+}
+
+function policy(env: Env): PolicyConfig {
+  const e = parse(PolicyEnv, env);
+  return {
+    osHashAlgo: e.HANGAR_OS_HASH_ALGO,
+    preferredFormat: e.HANGAR_PREFERRED_FORMAT,
+    acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]),
+    maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
+    maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
+  };
+}
+
+function uploads(env: Env): UploadsConfig {
+  const e = parse(UploadsEnv, env);
+  return {
+    uploadUrlTtlSeconds: e.HANGAR_UPLOAD_URL_TTL,
+    downloadUrlTtlSeconds: e.HANGAR_DOWNLOAD_URL_TTL,
     multipartThreshold: e.HANGAR_MULTIPART_THRESHOLD,
     multipartPartSize: e.HANGAR_MULTIPART_PART_SIZE,
     partUrlTtlSeconds: e.HANGAR_PART_URL_TTL,
     abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
+  };
+}
+
+function sweep(env: Env): SweepConfig {
+  const e = parse(SweepEnv, env);
+  return {
+    abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
     stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
-    webDownload: Object.freeze({
-      maxBytes: e.HANGAR_WEB_DOWNLOAD_MAX_BYTES,
-      timeoutSeconds: e.HANGAR_WEB_DOWNLOAD_TIMEOUT,
-      allowLoopback: e.HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK === "1",
-      functionName: e.HANGAR_WEB_DOWNLOAD_FUNCTION,
-    }),
+  };
+}
+
+function jwt(env: Env): JwtConfig {
+  const e = parse(JwtEnv, env);
+  if (!e.HANGAR_JWT_JWKS_URL && !e.HANGAR_JWT_PUBLIC_JWK) {
+    throw new ConfigError("invalid Hangar configuration: set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK");
+  }
+  return {
     jwt: Object.freeze({
       issuer: e.HANGAR_JWT_ISSUER,
       audience: e.HANGAR_JWT_AUDIENCE,
       jwksUrl: e.HANGAR_JWT_JWKS_URL,
       publicJwk: e.HANGAR_JWT_PUBLIC_JWK,
     }),
-  });
+  };
 }
+
+function webDownload(env: Env): WebDownloadConfig {
+  const e = parse(WebDownloadEnv, env);
+  return {
+    webDownload: Object.freeze({
+      maxBytes: e.HANGAR_WEB_DOWNLOAD_MAX_BYTES,
+      timeoutSeconds: e.HANGAR_WEB_DOWNLOAD_TIMEOUT,
+      allowLoopback: e.HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK === "1",
+      functionName: e.HANGAR_WEB_DOWNLOAD_FUNCTION,
+      lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
+    }),
+  };
+}
+
+/** Reads the slices `parts` from an environment map, once; the error names every bad or missing variable. */
+function load<T>(env: Env, ...parts: ((env: Env) => object)[]): T {
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const part of parts) {
+    try {
+      Object.assign(out, part(env));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(err.message.replace(/^invalid Hangar configuration: /, ""));
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid Hangar configuration: ${problems.join("; ")}`);
+  return Object.freeze(out) as T;
+}
+
+export const loadApiConfig = (env: Env): ApiConfig => load(env, store, policy, uploads, jwt, webDownload);
+export const loadImporterConfig = (env: Env): ImporterConfig => load(env, store, policy);
+export const loadSweeperConfig = (env: Env): SweeperConfig => load(env, store, sweep);
+export const loadReconcilerConfig = (env: Env): ReconcilerConfig => load(env, store);
+export const loadWebDownloadConfig = (env: Env): WebDownloadFunctionConfig => load(env, store, webDownload);
+/** Every slice at once (scripts and tests that compose several functions' pieces). */
+export const loadConfig = (env: Env): Config => load(env, store, policy, uploads, sweep, jwt, webDownload);
+export const loadJwtConfig = (env: Env): JwtConfig => load(env, jwt);

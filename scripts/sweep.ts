@@ -6,18 +6,18 @@
 import { readFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../functions/config.ts";
-import { createHangar } from "../functions/wiring.ts";
+import { loadSweeperConfig } from "../functions/config.ts";
+import { createSweeperFunction } from "../functions/roots/sweeper.ts";
 import { hangarEnv, type LocalInfo } from "../infra/local/stack.ts";
 import { loadOrCreateSigningKey } from "../infra/local/tokens.ts";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const home = resolve(process.env.HANGAR_HOME || join(repoRoot, ".hangar"));
 const info = JSON.parse(await readFile(join(home, "local.json"), "utf8")) as LocalInfo;
-// The sweep verifies no token, but the configuration wants the stack's key all the same.
+// hangarEnv names the signing key too; the sweeper reads only its own slice of the configuration.
 const key = await loadOrCreateSigningKey(join(home, "jwt-key.json"));
 process.env.AWS_ACCESS_KEY_ID = info.accessKeyId;
 process.env.AWS_SECRET_ACCESS_KEY = info.secretAccessKey;
-const config = loadConfig({ ...process.env, ...hangarEnv(info, key) });
-const report = await createHangar(config).sweep();
+const config = loadSweeperConfig({ ...process.env, ...hangarEnv(info, key) });
+const report = await createSweeperFunction(config).sweep();
 process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -1,8 +1,8 @@
 import { handle } from "hono/aws-lambda";
-import { loadConfig } from "../config.ts";
-import { createHangar } from "../wiring.ts";
+import { loadApiConfig } from "../config.ts";
+import { createApiFunction } from "../roots/api.ts";
 
-const hangar = createHangar(loadConfig(process.env));
+const api = createApiFunction(loadApiConfig(process.env));
 
-/** API Gateway HTTP API → the Glance v2 app. */
-export const handler = handle(hangar.app);
+/** API Gateway HTTP API (payload 2.0) → the Glance v2 app. */
+export const handler = handle(api.app);

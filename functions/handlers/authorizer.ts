@@ -5,7 +5,7 @@ import type {
   APIGatewaySimpleAuthorizerWithContextResult,
 } from "aws-lambda";
 import { errors } from "jose";
-import { loadConfig } from "../config.ts";
+import { loadJwtConfig } from "../config.ts";
 import { createTokenVerifier, type TokenVerifier, tokenFrom } from "../http/auth.ts";
 
 /**
@@ -29,7 +29,7 @@ let verifier: TokenVerifier | undefined;
 // Built on first use, once per container: a configuration error then fails the request (500) with the
 // variable named in the log, and jose keeps the fetched JWKS between invocations.
 function getVerifier(): TokenVerifier {
-  verifier ??= createTokenVerifier(loadConfig(process.env).jwt);
+  verifier ??= createTokenVerifier(loadJwtConfig(process.env).jwt);
   return verifier;
 }
 

@@ -1,9 +1,9 @@
-import { loadConfig } from "../config.ts";
-import { createHangar } from "../wiring.ts";
+import { loadSweeperConfig } from "../config.ts";
+import { createSweeperFunction } from "../roots/sweeper.ts";
 
-const hangar = createHangar(loadConfig(process.env));
+const sweeper = createSweeperFunction(loadSweeperConfig(process.env));
 
 /** Scheduled (EventBridge) housekeeping: abandoned uploads, stale staged objects, stalled imports. */
 export const handler = async (): Promise<void> => {
-  await hangar.sweep();
+  await sweeper.sweep();
 };

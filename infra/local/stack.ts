@@ -77,7 +77,7 @@ export interface LocalInfo {
   tokens: { admin: string; alice: string; bob: string };
 }
 
-/** The part of `functions/wiring.ts`'s Hangar the local stack drives. */
+/** The functions the local stack drives. */
 export interface HangarApp {
   app: { fetch(request: Request): Response | Promise<Response> };
   /** Resolves with what became of each object named by the envelope (logged, not interpreted). */
@@ -106,7 +106,7 @@ export interface StackOptions {
   sweepIntervalMs?: number;
   /** Forward every line MinIO and DynamoDB Local print to `log`. */
   verboseChildren?: boolean;
-  /** Builds the application; defaults to `createHangar` from functions/wiring.ts. */
+  /** Builds the application; defaults to the API, importer and sweeper composed in this process. */
   createHangar?: (config: Config) => HangarApp | Promise<HangarApp>;
 }
 
@@ -266,7 +266,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
     await ensureBucket(s3Endpoint, credentials, bucket);
     await ensureTable(dynamodbEndpoint, credentials, table);
 
-    // The SDK clients built by the wiring find credentials in the default chain, i.e. here.
+    // The SDK clients built by the composition roots find credentials in the default chain, i.e. here.
     process.env.AWS_ACCESS_KEY_ID = LOCAL_ACCESS_KEY_ID;
     process.env.AWS_SECRET_ACCESS_KEY = LOCAL_SECRET_ACCESS_KEY;
     const config = loadConfig(env);
@@ -346,8 +346,8 @@ function scheduleSweeps(
 }
 
 async function defaultCreateHangar(config: Config): Promise<HangarApp> {
-  const { createHangar } = await import("../../functions/wiring.ts");
-  return createHangar(config);
+  const { createInProcessHangar } = await import("./in-process.ts");
+  return createInProcessHangar(config);
 }
 
 async function ensureBucket(

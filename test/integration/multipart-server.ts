@@ -2,7 +2,10 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { loadConfig } from "../../functions/config.ts";
-import { createHangar, type Hangar } from "../../functions/wiring.ts";
+import {
+  createInProcessHangar as createHangar,
+  type InProcessHangar as Hangar,
+} from "../../infra/local/in-process.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
 import { assertLoopback, getStack, signingKey } from "./setup/stack.ts";
 

@@ -13,7 +13,10 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../functions/config.ts";
 import type { Logger } from "../../functions/core/ports.ts";
-import { createHangar, type Hangar } from "../../functions/wiring.ts";
+import {
+  createInProcessHangar as createHangar,
+  type InProcessHangar as Hangar,
+} from "../../infra/local/in-process.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
 import { qcow2DataRanges } from "../unit/convert/helpers.ts";
 import { getStack, mintToken, s3Client, signingKey, uploadThroughLink } from "./setup/stack.ts";

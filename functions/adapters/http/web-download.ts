@@ -78,18 +78,24 @@ export class InProcessWebDownloads implements WebDownloadDispatcher {
 }
 
 /**
- * AWS: invokes the web-download function asynchronously (InvocationType Event), so the fetch outlives the
- * API request and gets its own timeout and retries. The SDK client is loaded on first use only.
+ * Invokes the web-download function asynchronously (InvocationType Event) through the Lambda API (AWS's,
+ * or the local stack's), so the fetch outlives the API request and gets its own timeout and retries. The
+ * SDK client is loaded on first use only.
  */
 export class LambdaWebDownloads implements WebDownloadDispatcher {
   constructor(
     private readonly functionName: string,
     private readonly region: string,
+    /** The Lambda API's address when it is not AWS's (the local stack's stand-in). */
+    private readonly endpoint?: string,
   ) {}
 
   async dispatch(job: WebDownloadJob): Promise<void> {
     const { LambdaClient, InvokeCommand } = await import("@aws-sdk/client-lambda");
-    const client = new LambdaClient({ region: this.region });
+    const client = new LambdaClient({
+      region: this.region,
+      ...(this.endpoint ? { endpoint: this.endpoint } : {}),
+    });
     await client.send(
       new InvokeCommand({
         FunctionName: this.functionName,

@@ -1,4 +1,5 @@
-import { z } from "zod";
+import * as z from "zod";
+import type { StorageObjectEvent } from "../../core/import/storage-events.ts";
 
 /** One record of an S3 (or MinIO) bucket notification; only the fields Hangar reads. */
 const RecordSchema = z.object({
@@ -11,11 +12,6 @@ const RecordSchema = z.object({
 
 /** Both envelopes: S3's `{Records}` and MinIO's webhook `{EventName, Key, Records}`. */
 const EnvelopeSchema = z.object({ Records: z.array(RecordSchema) }).loose();
-
-export interface StorageObjectEvent {
-  bucket: string;
-  key: string;
-}
 
 export class InvalidStorageEventError extends Error {
   override name = "InvalidStorageEventError";

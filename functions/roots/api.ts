@@ -1,0 +1,79 @@
+import { randomUUID } from "node:crypto";
+import { DynamoMemberRepository } from "../adapters/dynamodb/member-repository.ts";
+import { InProcessWebDownloads, LambdaWebDownloads, systemResolver } from "../adapters/http/web-download.ts";
+import { S3MultipartUploads } from "../adapters/s3/multipart.ts";
+import type { ApiConfig } from "../config.ts";
+import { createImageService } from "../core/images.ts";
+import type { Logger } from "../core/ports.ts";
+import { createQuotaService } from "../core/quotas.ts";
+import { createMultipartUploads } from "../core/uploads/multipart.ts";
+import { MAX_OBJECT_SIZE } from "../core/uploads/plan.ts";
+import { createApp } from "../http/app.ts";
+import { createTokenVerifier } from "../http/auth.ts";
+import { createStore } from "./store.ts";
+import { createWebDownloadFunction } from "./web-download.ts";
+
+/** The API function's composition root: the Glance v2 app over the store, links and quotas. */
+export function createApiFunction(config: ApiConfig, options: { log?: Logger } = {}) {
+  const store = createStore(config, options);
+  const { images, objects, clock, log } = store;
+  const multipart = createMultipartUploads({
+    images,
+    objects,
+    uploads: new S3MultipartUploads({
+      bucket: config.bucket,
+      region: config.region,
+      endpoint: config.s3Endpoint,
+      publicEndpoint: config.s3PublicEndpoint,
+    }),
+    clock,
+    log,
+    threshold: config.multipartThreshold,
+    minPartSize: config.multipartPartSize,
+    partUrlTtlSeconds: config.partUrlTtlSeconds,
+    abandonAfterSeconds: config.abandonUploadsAfterSeconds,
+  });
+  const { functionName, lambdaEndpoint } = config.webDownload;
+  // Tests that build the app in-process have no Lambda to invoke; they run the job in this process.
+  const dispatcher = functionName
+    ? new LambdaWebDownloads(functionName, config.region, lambdaEndpoint)
+    : new InProcessWebDownloads(createWebDownloadFunction(config, { log }).run, log);
+  const imageService = createImageService({
+    images,
+    objects,
+    clock,
+    log,
+    newId: randomUUID,
+    uploadUrlTtlSeconds: config.uploadUrlTtlSeconds,
+    downloadUrlTtlSeconds: config.downloadUrlTtlSeconds,
+    multipart,
+    members: new DynamoMemberRepository(store.dynamo, config.table),
+    maxUploadSize: MAX_OBJECT_SIZE,
+    webDownload: { dispatcher, resolve: systemResolver, allowLoopback: config.webDownload.allowLoopback },
+  });
+  const policy = {
+    preferredFormat: config.preferredFormat,
+    acceptedFormats: config.acceptedFormats,
+    maxVirtualSize: config.maxVirtualSize,
+    maxGzipRatio: config.maxGzipRatio,
+  };
+  const app = createApp({
+    images: imageService,
+    quotas: createQuotaService({ quota: store.quota, images, objects, log }),
+    verifyToken: createTokenVerifier(config.jwt),
+    log,
+    // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
+    maxUploadSize: MAX_OBJECT_SIZE,
+    uploads: multipart,
+    policy: {
+      ...policy,
+      maxUploadSize: MAX_OBJECT_SIZE,
+      webDownload: {
+        enabled: true,
+        maxBytes: config.webDownload.maxBytes,
+        timeoutSeconds: config.webDownload.timeoutSeconds,
+      },
+    },
+  });
+  return { app, log, dispatcher };
+}

@@ -1,0 +1,18 @@
+import type { ReconcilerConfig } from "../config.ts";
+import type { Logger } from "../core/ports.ts";
+import { createQuotaService } from "../core/quotas.ts";
+import { createStore } from "./store.ts";
+
+/** The reconciler function's composition root: quota usage recomputed from records and storage. */
+export function createReconcilerFunction(config: ReconcilerConfig, options: { log?: Logger } = {}) {
+  const store = createStore(config, options);
+  return {
+    log: store.log,
+    quotas: createQuotaService({
+      quota: store.quota,
+      images: store.images,
+      objects: store.objects,
+      log: store.log,
+    }),
+  };
+}
