@@ -71,6 +71,7 @@ export const IMPORT_FAILURE_REASONS = [
   "QUOTA_EXCEEDED",
   "EMPTY_UPLOAD",
   "FETCH_FAILED",
+  "IMPORT_CRASHED",
 ] as const;
 export type ImportFailureReason = (typeof IMPORT_FAILURE_REASONS)[number];
 

@@ -193,7 +193,14 @@ export const READ_ONLY_FIELDS = new Set(
   Object.entries(IMAGE_SCHEMA.properties)
     .filter(([, p]) => "readOnly" in p && p.readOnly)
     .map(([k]) => k)
-    .concat(["locations", "direct_url", "import_lease_until", "multipart_upload_id", "multipart_started_at"]),
+    .concat([
+      "locations",
+      "direct_url",
+      "import_lease_until",
+      "import_takeovers",
+      "multipart_upload_id",
+      "multipart_started_at",
+    ]),
 );
 
 /** Core fields with a type of their own; every other key in a body is an extra string property. */

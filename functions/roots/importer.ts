@@ -5,8 +5,14 @@ import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
 import { createStore } from "./store.ts";
 
-/** How long one importer holds an image before a redelivered event may take it over. */
-const LEASE_SECONDS = 16 * 60;
+/**
+ * An import lease lasts a minute without renewal (docs/reliability.md): a live importer renews it every
+ * 20 s, and the image of one that died is taken over by the next delivery about a minute later, which is
+ * when Lambda's first retry comes.
+ */
+const LEASE_SECONDS = 60;
+/** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
+const MAX_TAKEOVERS = 3;
 
 /** The importer function's composition root: S3 notification → import of each staged object. */
 export function createImporterFunction(config: ImporterConfig, options: { log?: Logger } = {}) {
@@ -18,6 +24,7 @@ export function createImporterFunction(config: ImporterConfig, options: { log?: 
     log: store.log,
     osHashAlgo: config.osHashAlgo,
     leaseSeconds: LEASE_SECONDS,
+    maxTakeovers: MAX_TAKEOVERS,
     policy: {
       preferredFormat: config.preferredFormat,
       acceptedFormats: config.acceptedFormats,

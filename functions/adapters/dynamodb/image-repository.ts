@@ -275,7 +275,7 @@ export class DynamoImageRepository implements ImageRepository {
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string } = {},
+    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string; leaseIs?: string } = {},
   ): Promise<ImageRecord> {
     const edge = TRANSITIONS[name];
     const parts = updateParts({ ...changes, status: edge.to });
@@ -289,6 +289,10 @@ export class DynamoImageRepository implements ImageRepository {
       condition = `attribute_exists(pk) AND (#status IN (${from.join(", ")}) OR (#status = :leaseFrom AND #lease < :now))`;
       values[":leaseFrom"] = options.allowExpiredLeaseFrom;
       values[":now"] = options.now;
+    }
+    if (options.leaseIs !== undefined) {
+      condition = `${condition} AND #lease = :leaseIs`;
+      values[":leaseIs"] = options.leaseIs;
     }
     return this.write(id, { ...changes, status: edge.to }, parts, condition, values, edge.from);
   }

@@ -66,6 +66,7 @@ export const READ_ONLY_FIELDS: ReadonlySet<string> = new Set([
   "failure",
   "import_progress",
   "import_lease_until",
+  "import_takeovers",
 ]);
 
 /** Names Glance reserves; setting them is refused as reserved, not read-only. */

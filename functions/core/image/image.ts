@@ -48,8 +48,13 @@ export interface ImageRecord {
   converted: boolean | null;
   failure: ImageFailure | null;
   import_progress: ImportProgress | null;
-  /** ISO time until which an importer holds the image; a later event may take it over after. */
+  /**
+   * ISO time until which an importer holds the image. A live importer renews it (heartbeat); a later
+   * event may take the image over once it has passed. Its exact value identifies the holder's lease.
+   */
   import_lease_until: string | null;
+  /** How often an import was taken over from an importer that died holding it; internal. */
+  import_takeovers?: number;
   /** Storage multipart upload filling the staging key (large uploads); internal, never shown to clients. */
   multipart_upload_id?: string | null;
   /** When that multipart upload was started; its plan's `expires_at` counts from here. */

@@ -17,6 +17,10 @@ const isPermanent = (err: unknown): err is PermanentError =>
   err instanceof HangarError && (IMPORT_FAILURE_REASONS as readonly string[]).includes(err.reason);
 
 const TAKES_UPLOADS = new Set(["queued", "importing"]);
+/** How often an event that found the image held looks at its lease again. */
+const WATCH_POLL_MS = 2000;
+/** Bounds the watch: enough rounds to wait out several leases. */
+const MAX_ACQUIRE_ROUNDS = 256;
 
 export interface ImporterDeps {
   images: ImageRepository;
@@ -24,11 +28,23 @@ export interface ImporterDeps {
   clock: Clock;
   log: Logger;
   osHashAlgo: "sha256" | "sha384" | "sha512";
-  /** How long one importer holds an image before a redelivered event may take it over. */
+  /**
+   * How long an import lease lasts without renewal. A live importer renews it every third of that
+   * (heartbeat); one that died loses it this long after its last renewal, and the next event takes over.
+   */
   leaseSeconds: number;
+  /** Imports of one image taken over from an importer that died holding it, before the image is killed. */
+  maxTakeovers: number;
   policy: ImportPolicy;
   /** Least interval between two writes of import progress to the record. */
   progressIntervalMs: number;
+  /** Waits `ms`; injected so tests can run the lease clock. */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** The import lease this importer held was renewed by nobody or taken over: stop, and touch nothing. */
+export class LeaseLostError extends Error {
+  override name = "LeaseLostError";
 }
 
 export type ImportOutcome =
@@ -46,24 +62,44 @@ export type ImportOutcome =
 export function createImporter(deps: ImporterDeps) {
   const { images, objects, clock, log } = deps;
 
-  /** Takes the image for this import; `killed` when the project's quota cannot take the upload. */
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const leaseFrom = (now: Date) => new Date(now.getTime() + deps.leaseSeconds * 1000).toISOString();
+
+  /**
+   * Takes the image for this import, from `queued` or from an importer whose lease expired (a takeover,
+   * counted: an image whose importers keep dying is killed). `killed` when the project's quota cannot take
+   * the upload or the takeovers are spent; undefined when the image is not free.
+   */
   async function begin(
-    id: string,
+    current: ImageRecord,
     key: string,
     size: number,
   ): Promise<ImageRecord | { killed: ImageRecord } | undefined> {
+    const id = current.id;
     const now = clock.now();
-    const leaseUntil = new Date(now.getTime() + deps.leaseSeconds * 1000).toISOString();
+    const takeover = current.status === "importing";
+    const takeovers = (current.import_takeovers ?? 0) + (takeover ? 1 : 0);
+    if (takeover && takeovers > deps.maxTakeovers) {
+      const killed = await stopCrashing(current, key, takeovers - 1);
+      return killed ? { killed } : undefined;
+    }
     try {
       return await images.transition(
         id,
         "startImport",
         {
           updated_at: now.toISOString(),
-          import_lease_until: leaseUntil,
+          import_lease_until: leaseFrom(now),
           import_progress: { bytes_read: 0, total: size, updated_at: now.toISOString() },
+          ...(takeover ? { import_takeovers: takeovers } : {}),
         },
-        { allowExpiredLeaseFrom: "importing", now: now.toISOString() },
+        takeover
+          ? {
+              allowExpiredLeaseFrom: "importing",
+              now: now.toISOString(),
+              leaseIs: current.import_lease_until ?? "",
+            }
+          : {},
       );
     } catch (err) {
       if (err instanceof StaleStatusError) return undefined;
@@ -87,15 +123,94 @@ export function createImporter(deps: ImporterDeps) {
     }
   }
 
-  async function kill(image: ImageRecord, stagedKey: string, err: PermanentError): Promise<ImageRecord> {
+  /** Kills an image whose importers died holding it `times` times (out of memory, out of time, a crash). */
+  async function stopCrashing(image: ImageRecord, stagedKey: string, times: number) {
+    const message = `The import stopped without finishing ${times} times (the importer ran out of memory or time, or crashed). Upload the image again; if it fails again, ask the operator.`;
+    try {
+      const killed = await images.transition(
+        image.id,
+        "failImport",
+        {
+          updated_at: clock.now().toISOString(),
+          failure: { reason: "IMPORT_CRASHED", message },
+          import_lease_until: null,
+        },
+        { leaseIs: image.import_lease_until ?? "" },
+      );
+      await objects.delete(stagedKey);
+      log.warn("import rejected", { imageId: image.id, reason: "IMPORT_CRASHED", takeovers: times });
+      return killed;
+    } catch (e) {
+      if (e instanceof StaleStatusError) return undefined;
+      throw e;
+    }
+  }
+
+  async function kill(
+    image: ImageRecord,
+    stagedKey: string,
+    err: PermanentError,
+    lease: string,
+  ): Promise<ImageRecord> {
     await objects.delete(imageKey(image.id));
     await objects.delete(stagedKey);
     log.warn("import rejected", { imageId: image.id, reason: err.reason, detail: err.message });
-    return images.transition(image.id, "failImport", {
-      updated_at: clock.now().toISOString(),
-      failure: { reason: err.reason, message: err.message },
-      import_lease_until: null,
-    });
+    return images.transition(
+      image.id,
+      "failImport",
+      {
+        updated_at: clock.now().toISOString(),
+        failure: { reason: err.reason, message: err.message },
+        import_lease_until: null,
+      },
+      { leaseIs: lease },
+    );
+  }
+
+  /**
+   * Renews the import lease every third of its length while the import runs. When the lease is lost
+   * (taken over, the image deleted) or cannot be renewed before it runs out, `onLost` is called once.
+   */
+  function heartbeat(id: string, firstLease: string, onLost: (why: unknown) => void) {
+    let lease = firstLease;
+    let stopped = false;
+    const every = Math.max(1, Math.floor((deps.leaseSeconds * 1000) / 3));
+    const beat = async () => {
+      const next = leaseFrom(clock.now());
+      try {
+        await images.update(id, { import_lease_until: next }, ["importing"], {
+          unchanged: { import_lease_until: lease },
+        });
+        lease = next;
+      } catch (err) {
+        if (err instanceof StaleStatusError) {
+          onLost(err);
+          stopped = true;
+          return;
+        }
+        // Storage or database trouble: keep trying while the lease lasts; past it, someone may take over.
+        log.warn("import lease not renewed", { imageId: id, error: String(err) });
+        if (Date.parse(lease) <= clock.now().getTime()) {
+          onLost(err);
+          stopped = true;
+        }
+      }
+    };
+    let running: Promise<void> = Promise.resolve();
+    const timer = setInterval(() => {
+      if (stopped) return;
+      running = running.then(beat);
+    }, every);
+    timer.unref?.();
+    return {
+      /** The lease as last renewed: the one the final write must still hold. */
+      current: () => lease,
+      async stop() {
+        stopped = true;
+        clearInterval(timer);
+        await running;
+      },
+    };
   }
 
   /** Writes import progress at most every `progressIntervalMs`; advisory, so failures are only logged. */
@@ -111,7 +226,12 @@ export function createImporter(deps: ImporterDeps) {
     };
   }
 
-  async function run(image: ImageRecord, stagedKey: string, size: number): Promise<ImageRecord> {
+  async function run(
+    image: ImageRecord,
+    stagedKey: string,
+    size: number,
+    lease: { signal: AbortSignal; current(): string; stop(): Promise<void> },
+  ): Promise<ImageRecord> {
     if (size === 0) {
       throw new ImportRejectedError("EMPTY_UPLOAD", "The uploaded object is empty.");
     }
@@ -122,6 +242,8 @@ export function createImporter(deps: ImporterDeps) {
       );
     }
     const controller = new AbortController();
+    const stopOnLostLease = () => controller.abort(lease.signal.reason);
+    lease.signal.addEventListener("abort", stopOnLostLease, { once: true });
     let result: PipelineResult;
     try {
       result = await runPipeline({
@@ -138,8 +260,12 @@ export function createImporter(deps: ImporterDeps) {
         onProgress: progressReporter(image, size),
       });
     } finally {
+      lease.signal.removeEventListener("abort", stopOnLostLease);
       controller.abort();
     }
+    // The last write must name the lease as it stands: no renewal may slip in between.
+    await lease.stop();
+    lease.signal.throwIfAborted();
     const sha256 = result.upload.sha256;
     if (image.upload_sha256 !== null && sha256 !== image.upload_sha256) {
       throw new ImportRejectedError(
@@ -157,20 +283,62 @@ export function createImporter(deps: ImporterDeps) {
       spooled: result.spooled,
       checks: result.inspection.checks.map((c) => c.name),
     });
-    return images.transition(image.id, "finishImport", {
-      updated_at: now,
-      size: result.storedSize,
-      virtual_size: result.inspection.virtualSize,
-      disk_format: result.storedFormat,
-      checksum: result.stored.md5 ?? null,
-      os_hash_algo: deps.osHashAlgo,
-      os_hash_value: result.stored[deps.osHashAlgo] ?? null,
-      source_format:
-        result.detected.compression === "gzip" ? `${result.detected.format}+gzip` : result.detected.format,
-      converted: result.converted,
-      import_progress: { bytes_read: result.uploadBytes, total: size, updated_at: now },
-      import_lease_until: null,
-    });
+    return images.transition(
+      image.id,
+      "finishImport",
+      {
+        updated_at: now,
+        size: result.storedSize,
+        virtual_size: result.inspection.virtualSize,
+        disk_format: result.storedFormat,
+        checksum: result.stored.md5 ?? null,
+        os_hash_algo: deps.osHashAlgo,
+        os_hash_value: result.stored[deps.osHashAlgo] ?? null,
+        source_format:
+          result.detected.compression === "gzip" ? `${result.detected.format}+gzip` : result.detected.format,
+        converted: result.converted,
+        import_progress: { bytes_read: result.uploadBytes, total: size, updated_at: now },
+        import_lease_until: null,
+      },
+      { leaseIs: lease.current() },
+    );
+  }
+
+  /**
+   * Takes the image, or finds out why not. An image held under a live lease belongs to that importer:
+   * when its lease is renewed while we watch, this event is a duplicate. When the lease runs out
+   * unrenewed, its importer died and this event takes over.
+   */
+  async function acquire(
+    id: string,
+    key: string,
+    size: number,
+  ): Promise<ImageRecord | { killed: ImageRecord } | { ignored: string }> {
+    let watched: string | null | undefined;
+    // Bounded: each round either takes the image, or sees it move, or waits out part of one lease.
+    for (let round = 0; round < MAX_ACQUIRE_ROUNDS; round++) {
+      const current = await images.get(id);
+      if (!current || !TAKES_UPLOADS.has(current.status)) {
+        // A late or repeated upload for an image that is done (or gone) is garbage: free the storage.
+        await objects.delete(key);
+        return { ignored: `image ${id} is ${current?.status ?? "gone"}, not waiting for an upload` };
+      }
+      const leaseEnd = current.import_lease_until ? Date.parse(current.import_lease_until) : 0;
+      const nowMs = clock.now().getTime();
+      // Expired means strictly past (the write's condition is `lease < now`).
+      if (current.status === "importing" && leaseEnd >= nowMs) {
+        if (watched !== undefined && current.import_lease_until !== watched) {
+          return { ignored: `image ${id} is being imported by a live importer` };
+        }
+        watched = current.import_lease_until;
+        // Polls often: the holder may be a web-download that gives the image back right after staging.
+        await sleep(Math.min(leaseEnd - nowMs + 250, (deps.leaseSeconds * 1000) / 6, WATCH_POLL_MS));
+        continue;
+      }
+      const taken = await begin(current, key, size);
+      if (taken) return taken;
+    }
+    return { ignored: `image ${id} kept changing while this import tried to take it` };
   }
 
   return {
@@ -179,22 +347,17 @@ export function createImporter(deps: ImporterDeps) {
       if (!id) return { outcome: "ignored", why: `not a staging key Hangar generated: ${key}` };
       const info = await objects.head(key);
       if (!info) return { outcome: "ignored", why: `staged object ${key} is gone` };
-      const image = await begin(id, key, info.size);
-      if (image && "killed" in image) return { outcome: "killed", image: image.killed };
-      if (!image) {
-        const current = await images.get(id);
-        // A late or repeated upload for an image that is done (or gone) is garbage: free the storage.
-        // One still `queued` or `importing` belongs to the importer holding it.
-        if (!current || !TAKES_UPLOADS.has(current.status)) await objects.delete(key);
-        return {
-          outcome: "ignored",
-          why: `image ${id} is ${current?.status ?? "gone"}, not waiting for an upload`,
-        };
-      }
-      log.info("import started", { imageId: id, size: info.size });
+      const image = await acquire(id, key, info.size);
+      if ("killed" in image) return { outcome: "killed", image: image.killed };
+      if ("ignored" in image) return { outcome: "ignored", why: image.ignored };
+      log.info("import started", { imageId: id, size: info.size, takeovers: image.import_takeovers ?? 0 });
       const started = Date.now();
+      const lost = new AbortController();
+      const lease = heartbeat(id, image.import_lease_until ?? "", (why) =>
+        lost.abort(new LeaseLostError(`the import lease of image ${id} was lost`, { cause: why })),
+      );
       try {
-        const done = await run(image, key, info.size);
+        const done = await run(image, key, info.size, { signal: lost.signal, ...lease });
         await objects.delete(key);
         const seconds = (Date.now() - started) / 1000;
         log.info("import finished", {
@@ -206,25 +369,35 @@ export function createImporter(deps: ImporterDeps) {
         });
         return { outcome: "active", image: done };
       } catch (err) {
-        if (isPermanent(err)) {
+        await lease.stop();
+        if (isPermanent(err) && !lost.signal.aborted) {
           try {
-            return { outcome: "killed", image: await kill(image, key, err) };
+            return { outcome: "killed", image: await kill(image, key, err, lease.current()) };
           } catch (e) {
             if (e instanceof StaleStatusError)
               return { outcome: "ignored", why: "image changed while importing" };
             throw e;
           }
         }
-        await objects.delete(imageKey(id)).catch(() => undefined);
-        if (err instanceof StaleStatusError) {
-          // Deleted (or taken over) while importing: whatever was written is not ours to keep.
+        if (lost.signal.aborted || err instanceof StaleStatusError) {
+          const now = await images.get(id).catch(() => undefined);
+          if (now?.status === "importing") {
+            // Taken over: the output key is the new importer's now; leave it and the upload alone.
+            log.warn("import lease lost, stopping", { imageId: id });
+            return { outcome: "ignored", why: `image ${id} was taken over by another importer` };
+          }
+          // Deleted (or otherwise changed) while importing: whatever was written is not ours to keep.
+          await objects.delete(imageKey(id)).catch(() => undefined);
           return { outcome: "ignored", why: `image ${id} changed while importing` };
         }
+        await objects.delete(imageKey(id)).catch(() => undefined);
         await images
-          .transition(id, "releaseImport", {
-            updated_at: clock.now().toISOString(),
-            import_lease_until: null,
-          })
+          .transition(
+            id,
+            "releaseImport",
+            { updated_at: clock.now().toISOString(), import_lease_until: null },
+            { leaseIs: lease.current() },
+          )
           .catch((e: unknown) => log.warn("could not release image", { imageId: id, error: String(e) }));
         if (!(err instanceof HangarError))
           log.error("import failed, will be retried", { imageId: id, error: String(err) });

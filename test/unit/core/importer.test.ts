@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { beforeEach, describe, expect, it } from "vitest";
 import { imageKey, stagingKey } from "../../../functions/core/image/image.ts";
 import { createImageService } from "../../../functions/core/images.ts";
-import { createImporter } from "../../../functions/core/import/import-uploaded-image.ts";
+import { createImporter, type ImporterDeps } from "../../../functions/core/import/import-uploaded-image.ts";
 import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
 
 const alice = { userId: "alice", projectId: "p-alice", roles: ["member"] };
@@ -26,10 +26,19 @@ describe("importStagedObject", () => {
       uploadUrlTtlSeconds: 60,
       downloadUrlTtlSeconds: 60,
     });
-    importer = createImporter({
-      ...deps,
+    importer = makeImporter();
+  });
+
+  /** An importer over the test's fakes; waiting for a lease runs the fake clock instead of real time. */
+  function makeImporter(overrides: Partial<ImporterDeps> = {}) {
+    return createImporter({
+      images,
+      objects,
+      clock,
+      log: silentLog,
       osHashAlgo: "sha512",
       leaseSeconds: 60,
+      maxTakeovers: 3,
       progressIntervalMs: 0,
       policy: {
         preferredFormat: "raw",
@@ -37,8 +46,12 @@ describe("importStagedObject", () => {
         maxVirtualSize: 2 ** 40,
         maxGzipRatio: 64,
       },
+      sleep: async (ms) => {
+        clock.advance(ms);
+      },
+      ...overrides,
     });
-  });
+  }
 
   async function staged(bytes: Uint8Array, extra: Parameters<typeof service.create>[0] = {}) {
     const { image } = await service.create({ name: "x", ...extra }, alice);
@@ -119,14 +132,79 @@ describe("importStagedObject", () => {
     expect((await images.get(id))?.status).toBe("queued");
   });
 
-  it("an event while another importer holds the lease is ignored; after the lease expires it takes over", async () => {
+  const leaseIn = (ms: number) => new Date(clock.now().getTime() + ms).toISOString();
+
+  it("an event while a live importer renews its lease is a duplicate and is ignored", async () => {
+    const id = await staged(randomBytes(10));
+    await images.transition(id, "startImport", { import_lease_until: leaseIn(60_000) });
+    // The holder's heartbeat: every wait of the second importer sees the lease renewed.
+    const watcher = makeImporter({
+      sleep: async (ms) => {
+        clock.advance(ms);
+        await images.update(id, { import_lease_until: leaseIn(60_000) }, ["importing"]);
+      },
+    });
+    const out = await watcher.importStagedObject(stagingKey(id));
+    expect(out).toMatchObject({ outcome: "ignored", why: expect.stringContaining("live importer") });
+    expect((await images.get(id))?.status).toBe("importing");
+  });
+
+  it("an image whose importer died is taken over once its lease runs out unrenewed, and counted", async () => {
+    const id = await staged(randomBytes(10));
+    await images.transition(id, "startImport", { import_lease_until: leaseIn(60_000) });
+    const started = clock.now().getTime();
+    expect(await importer.importStagedObject(stagingKey(id))).toMatchObject({ outcome: "active" });
+    // It waited out the dead importer's lease, no less.
+    expect(clock.now().getTime() - started).toBeGreaterThanOrEqual(60_000);
+    expect((await images.get(id))?.import_takeovers).toBe(1);
+  });
+
+  it("an image whose importers keep dying is killed with IMPORT_CRASHED after the allowed takeovers", async () => {
     const id = await staged(randomBytes(10));
     await images.transition(id, "startImport", {
-      import_lease_until: new Date(clock.now().getTime() + 60_000).toISOString(),
+      import_lease_until: leaseIn(-1),
+      import_takeovers: 3,
     });
-    expect((await importer.importStagedObject(stagingKey(id))).outcome).toBe("ignored");
-    clock.advance(61_000);
-    expect((await importer.importStagedObject(stagingKey(id))).outcome).toBe("active");
+    const out = await importer.importStagedObject(stagingKey(id));
+    expect(out.outcome).toBe("killed");
+    expect(await images.get(id)).toMatchObject({
+      status: "killed",
+      failure: { reason: "IMPORT_CRASHED", message: expect.stringContaining("3 times") },
+    });
+    expect(objects.objects.has(stagingKey(id))).toBe(false);
+  });
+
+  it("renews its lease while it runs, and stops without touching the output when the lease is taken", async () => {
+    const bytes = randomBytes(64 * 1024);
+    const id = await staged(bytes);
+    // A real-time heartbeat: a lease of 0.3 s renewed every 0.1 s, over an import held open for 0.5 s.
+    const live = makeImporter({ leaseSeconds: 0.3, clock: { now: () => new Date() } });
+    const leases = new Set<string>();
+    const realWrite = objects.write.bind(objects);
+    objects.write = async (key, body, signal, options) => {
+      for (let i = 0; i < 5; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        leases.add(String((await images.get(id))?.import_lease_until));
+      }
+      return realWrite(key, body, signal, options);
+    };
+    expect((await live.importStagedObject(stagingKey(id))).outcome).toBe("active");
+    expect(leases.size).toBeGreaterThanOrEqual(3);
+
+    const id2 = await staged(bytes);
+    objects.write = async (key, body, signal, options) => {
+      // Another importer takes the image over mid-import.
+      await images.update(id2, { import_lease_until: "taken" }, ["importing"]);
+      await new Promise((r) => setTimeout(r, 400));
+      return realWrite(key, body, signal, options);
+    };
+    objects.objects.set(imageKey(id2), new Uint8Array([1, 2, 3]));
+    const out = await live.importStagedObject(stagingKey(id2));
+    expect(out).toMatchObject({ outcome: "ignored", why: expect.stringContaining("taken over") });
+    const after = await images.get(id2);
+    expect(after).toMatchObject({ status: "importing", import_lease_until: "taken" });
+    // The output key belongs to the importer that took over: left alone.
+    expect(objects.objects.get(imageKey(id2))).toEqual(new Uint8Array([1, 2, 3]));
   });
 
   it("an image deleted while importing does not come back, and its output is removed", async () => {
