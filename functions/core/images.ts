@@ -56,7 +56,15 @@ export interface ImageServiceDeps {
   /** Largest `upload_size` a client may declare (PATCH validates it too); default 5 GiB. */
   maxUploadSize?: number | undefined;
   /** The web-download import method; without it `import` is refused. */
-  webDownload?: { dispatcher: WebDownloadDispatcher; resolve: Resolver; allowLoopback: boolean } | undefined;
+  webDownload?:
+    | {
+        dispatcher: WebDownloadDispatcher;
+        resolve: Resolver;
+        allowLoopback: boolean;
+        /** How long a fetch may hold the image (its whole time limit, with a margin). */
+        leaseSeconds: number;
+      }
+    | undefined;
   /** Large declared uploads get a multipart plan instead of a single PUT; without it, always a single PUT. */
   multipart?: MultipartUploadService;
 }
@@ -474,7 +482,36 @@ export function createImageService(deps: ImageServiceDeps) {
         });
       }
       await checkTarget(url, deps.webDownload.resolve, deps.webDownload);
-      await deps.webDownload.dispatcher.dispatch({ imageId: id, uri: url.href });
+      // One import at a time: the image leaves `queued` now, held by the fetch until it has staged the
+      // bytes. A second request, or an upload through the link, finds it `importing` and is refused.
+      const started = clock.now();
+      const lease = new Date(started.getTime() + deps.webDownload.leaseSeconds * 1000).toISOString();
+      await images
+        .transition(id, "startImport", { updated_at: started.toISOString(), import_lease_until: lease })
+        .catch((err: unknown) => {
+          if (err instanceof StaleStatusError)
+            throw new ConflictError(
+              `Image ${id} is no longer queued; another import started.`,
+              "NOT_QUEUED",
+              {
+                cause: err,
+              },
+            );
+          throw err;
+        });
+      try {
+        await deps.webDownload.dispatcher.dispatch({ imageId: id, uri: url.href, lease });
+      } catch (err) {
+        await images
+          .transition(
+            id,
+            "releaseImport",
+            { updated_at: now(), import_lease_until: null },
+            { leaseIs: lease },
+          )
+          .catch((e: unknown) => deps.log.warn("could not release image", { imageId: id, error: String(e) }));
+        throw err;
+      }
       deps.log.info("web-download started", { imageId: id, host: url.host });
     },
 

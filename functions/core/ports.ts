@@ -16,13 +16,14 @@ export interface ImageRepository {
   listAll(): Promise<ImageRecord[]>;
   /**
    * Moves the image along a lifecycle edge, writing `changes` in the same conditional write.
-   * `condition` may further restrict the write (e.g. an expired import lease).
+   * `allowExpiredLeaseFrom` (with `now`) also allows the edge from that status once its import lease has
+   * expired; `leaseIs` allows it only while the import lease is still exactly that one (the caller's).
    */
   transition(
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options?: { allowExpiredLeaseFrom?: ImageStatus; now?: string },
+    options?: { allowExpiredLeaseFrom?: ImageStatus; now?: string; leaseIs?: string },
   ): Promise<ImageRecord>;
   /**
    * Writes fields that do not change the status, only if the status is one of `whileIn` and the
@@ -126,6 +127,8 @@ export interface MemberRepository {
 export interface WebDownloadJob {
   imageId: string;
   uri: string;
+  /** The import lease the API took for this fetch; the fetch gives the image back under it. */
+  lease: string;
 }
 
 /**
@@ -134,4 +137,12 @@ export interface WebDownloadJob {
  */
 export interface WebDownloadDispatcher {
   dispatch(job: WebDownloadJob): Promise<void>;
+}
+
+/**
+ * Hands a staged upload to the importer again without waiting for the import: an asynchronous invocation
+ * of the importer function with the storage event S3 would have sent.
+ */
+export interface ImportTrigger {
+  importStaged(key: string): Promise<void>;
 }

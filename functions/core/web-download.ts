@@ -170,6 +170,18 @@ export async function runWebDownload(
         res.contentLength !== undefined ? { sizeHint: res.contentLength } : {},
       );
       deps.log.info("web-download stored", { imageId: job.imageId, size });
+      // The bytes are staged: hand the image to the importer, whose storage event waits for this.
+      await deps.images
+        .transition(
+          job.imageId,
+          "releaseImport",
+          { updated_at: deps.clock.now().toISOString(), import_lease_until: null },
+          { leaseIs: job.lease },
+        )
+        .catch((e: unknown) => {
+          // Deleted or killed meanwhile: the importer finds it so and discards the staged bytes.
+          if (!(e instanceof StaleStatusError)) throw e;
+        });
       return "stored";
     }
   } catch (err) {
@@ -181,10 +193,16 @@ export async function runWebDownload(
           : `The download failed: ${err instanceof Error ? err.message : String(err)}`;
     deps.log.warn("web-download failed", { imageId: job.imageId, message });
     try {
-      await deps.images.transition(job.imageId, "failImport", {
-        failure: { reason: "FETCH_FAILED", message },
-        updated_at: deps.clock.now().toISOString(),
-      });
+      await deps.images.transition(
+        job.imageId,
+        "failImport",
+        {
+          failure: { reason: "FETCH_FAILED", message },
+          updated_at: deps.clock.now().toISOString(),
+          import_lease_until: null,
+        },
+        { leaseIs: job.lease },
+      );
     } catch (e) {
       if (!(e instanceof StaleStatusError)) throw e;
       deps.log.info("web-download failure not recorded: the image moved on", { imageId: job.imageId });

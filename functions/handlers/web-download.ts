@@ -4,7 +4,7 @@ import { createWebDownloadFunction } from "../roots/web-download.ts";
 
 const webDownload = createWebDownloadFunction(loadWebDownloadConfig(process.env));
 
-const Job = z.object({ imageId: z.uuid(), uri: z.string().min(1).max(2048) });
+const Job = z.object({ imageId: z.uuid(), uri: z.string().min(1).max(2048), lease: z.iso.datetime() });
 
 /** Asynchronous invocation from the API: fetch one web-download URL into the image's staging key. */
 export async function handler(event: unknown): Promise<{ outcome: "stored" | "failed" }> {

@@ -49,7 +49,13 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
     multipart,
     members: new DynamoMemberRepository(store.dynamo, config.table),
     maxUploadSize: MAX_OBJECT_SIZE,
-    webDownload: { dispatcher, resolve: systemResolver, allowLoopback: config.webDownload.allowLoopback },
+    webDownload: {
+      dispatcher,
+      resolve: systemResolver,
+      allowLoopback: config.webDownload.allowLoopback,
+      // The fetch's whole time limit, and a minute for the function to start and to give the image back.
+      leaseSeconds: config.webDownload.timeoutSeconds + 60,
+    },
   });
   const policy = {
     preferredFormat: config.preferredFormat,

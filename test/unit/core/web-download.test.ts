@@ -113,6 +113,9 @@ describe("runWebDownload", () => {
       downloadUrlTtlSeconds: 60,
     });
     const { image } = await service.create({ name: "w" }, alice);
+    // What the API does when it starts the fetch: the image leaves `queued` under the fetch's lease.
+    const lease = "2026-01-01T00:15:00.000Z";
+    await images.transition(image.id, "startImport", { import_lease_until: lease });
     const deps = {
       images,
       objects,
@@ -122,7 +125,7 @@ describe("runWebDownload", () => {
       fetch,
       policy: { maxBytes: 100, timeoutMs: 5000, allowLoopback: false },
     };
-    return { images, objects, id: image.id, deps };
+    return { images, objects, id: image.id, lease, deps };
   }
 
   it("follows redirects, connecting to the validated address each time, and stores the body in staging", async () => {
@@ -132,8 +135,10 @@ describe("runWebDownload", () => {
       if (url.pathname === "/a") return response(302, { location: "/b" });
       return response(200, { body: chunks(bytes(30), bytes(20)), contentLength: 50 });
     };
-    const { objects, id, deps } = await setup(fetch);
-    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/a" })).toBe("stored");
+    const { images, objects, id, lease, deps } = await setup(fetch);
+    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/a", lease })).toBe("stored");
+    // Handed back to the importer, whose storage event takes it from `queued`.
+    expect(await images.get(id)).toMatchObject({ status: "queued", import_lease_until: null });
     expect(calls).toEqual([
       ["http://example.test/a", "93.184.216.34"],
       ["http://example.test/b", "93.184.216.34"],
@@ -144,8 +149,8 @@ describe("runWebDownload", () => {
   });
 
   it("gives no size hint when the length is not announced (the store grows its parts)", async () => {
-    const { objects, id, deps } = await setup(async () => response(200, { body: chunks(bytes(30)) }));
-    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/" })).toBe("stored");
+    const { objects, id, lease, deps } = await setup(async () => response(200, { body: chunks(bytes(30)) }));
+    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/", lease })).toBe("stored");
     expect(objects.writeOptions.get(stagingKey(id))).toEqual({});
   });
 
@@ -155,8 +160,8 @@ describe("runWebDownload", () => {
     message: RegExp,
     table?: Record<string, string[]>,
   ) {
-    const { images, objects, id, deps } = await setup(fetch, table);
-    expect(await runWebDownload(deps, { imageId: id, uri })).toBe("failed");
+    const { images, objects, id, lease, deps } = await setup(fetch, table);
+    expect(await runWebDownload(deps, { imageId: id, uri, lease })).toBe("failed");
     const image = await images.get(id);
     expect(image?.status).toBe("killed");
     expect(image?.failure?.reason).toBe("FETCH_FAILED");
@@ -203,10 +208,17 @@ describe("runWebDownload", () => {
   });
 
   it("leaves an image that moved on alone (the failure write is conditional)", async () => {
-    const { images, id, deps } = await setup(async () => response(500));
-    await images.transition(id, "startImport", {});
+    const { images, id, lease, deps } = await setup(async () => response(500));
     await images.transition(id, "finishImport", {});
-    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/" })).toBe("failed");
+    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/", lease })).toBe("failed");
     expect((await images.get(id))?.status).toBe("active");
+  });
+
+  it("gives nothing back under a lease that is not its own (the image was taken over)", async () => {
+    const { images, id, deps } = await setup(async () => response(500));
+    expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/", lease: "another" })).toBe(
+      "failed",
+    );
+    expect((await images.get(id))?.status).toBe("importing");
   });
 });

@@ -208,12 +208,35 @@ describe("actions and import", () => {
     expect(
       (await imp({ method: { name: "web-download", uri: "https://images.example/a.img" } })).status,
     ).toBe(202);
-    expect(h.jobs.at(-1)).toEqual({ imageId: id, uri: "https://images.example/a.img" });
-    await h.images.transition(id, "startImport", {});
+    expect(h.jobs.at(-1)).toEqual({
+      imageId: id,
+      uri: "https://images.example/a.img",
+      lease: expect.any(String),
+    });
+    // The image left `queued` when the fetch started: a second import is refused, and starts no fetch.
+    expect(await h.images.get(id)).toMatchObject({
+      status: "importing",
+      import_lease_until: h.jobs.at(-1)?.lease,
+    });
+    const jobs = h.jobs.length;
     await glanceError(
       await imp({ method: { name: "web-download", uri: "https://images.example/a.img" } }),
       409,
     );
+    expect(h.jobs.length).toBe(jobs);
+  });
+
+  it("web-download: of ten concurrent imports of one queued image, one starts a fetch", async () => {
+    const id = await create({ name: "w10" });
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        h.call("POST", `/v2/images/${id}/import`, alice, {
+          method: { name: "web-download", uri: "https://images.example/a.img" },
+        }),
+      ),
+    );
+    expect(answers.map((a) => a.status).sort()).toEqual([202, ...Array(9).fill(409)]);
+    expect(h.jobs.filter((j) => j.imageId === id)).toHaveLength(1);
   });
 });
 

@@ -42,6 +42,7 @@ export async function testApp() {
         return a;
       },
       allowLoopback: false,
+      leaseSeconds: 900,
     },
   });
   const quotas = createQuotaService({ quota: new MemoryQuota(images), images, objects, log: silentLog });
