@@ -5,15 +5,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
 import { loadConfig } from "../../functions/config.ts";
+import { publicJwk, type SignOptions, signToken, type TokenClaims } from "../../infra/local/tokens.ts";
+import { httpApiEvent, invokeBundle as invoke, seen } from "../built-bundle.ts";
 
 // Builds the bundles (scripts/build.mjs) and packages serverless.yml with osls, offline, then checks the
 // CloudFormation that `osls deploy` would submit: what triggers the importer, what each role may touch,
 // and how the bucket and table are set up. It also loads every built bundle under plain Node, as Lambda
-// does, and runs the authorizer's against signed tokens.
+// does, and runs the API's against signed tokens in API Gateway's payload-2.0 events.
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -170,7 +172,9 @@ describe("bundles under Node", () => {
 
 describe("functions", () => {
   it("are one per handler in functions/handlers, each deploying its own artifact", () => {
-    expect(HANDLERS).toEqual(expect.arrayContaining(["api", "authorizer", "importer"]));
+    expect(HANDLERS).toEqual(expect.arrayContaining(["api", "importer"]));
+    // The API function verifies tokens itself (docs/decisions/0001-authorizer.md).
+    expect(HANDLERS).not.toContain("authorizer");
     const fns = ofType("AWS::Lambda::Function");
     expect(fns.map(([id]) => id).sort()).toEqual(HANDLERS.map(functionId).sort());
     for (const name of HANDLERS) {
@@ -325,11 +329,6 @@ describe("IAM", () => {
     }
   });
 
-  it("gives the authorizer nothing but its logs", () => {
-    const actions = statementsOf("AuthorizerRole").flatMap((s) => asList(s.Action));
-    expect(actions.every((a) => a.startsWith("logs:"))).toBe(true);
-  });
-
   it("lets the API sign uploads to staging/ but never write images/", () => {
     expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
@@ -423,123 +422,129 @@ describe("image table", () => {
 describe("HTTP API", () => {
   const UNAUTHENTICATED = ["GET /", "GET /versions", "GET /openapi.json", "OPTIONS /v2/{proxy+}"];
 
-  it("authorizes with the authorizer function, uncached, reading either token header", () => {
-    const authorizers = ofType("AWS::ApiGatewayV2::Authorizer");
-    expect(authorizers).toHaveLength(1);
-    const [, authorizer] = authorizers[0] ?? [];
-    const p = authorizer?.Properties ?? {};
-    expect(p.AuthorizerType).toBe("REQUEST");
-    expect(p.AuthorizerPayloadFormatVersion).toBe("2.0");
-    expect(p.EnableSimpleResponses).toBe(true);
-    expect(p.AuthorizerResultTtlInSeconds).toBe(0);
-    // An identity source would make API Gateway answer 401 itself when that one header is absent.
-    expect(p.IdentitySource).toEqual([]);
-    expect(JSON.stringify(p.AuthorizerUri)).toContain("AuthorizerLambdaFunction");
-  });
-
-  it("leaves only the version and API documents and browser preflights unauthenticated", () => {
-    const [authorizerId] = ofType("AWS::ApiGatewayV2::Authorizer")[0] ?? [];
+  it("has no gateway authorizer: the API function answers every request, a bad token with Glance's 401", () => {
+    expect(ofType("AWS::ApiGatewayV2::Authorizer")).toEqual([]);
     const routes = ofType("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties ?? {});
     expect(routes.map((r) => r.RouteKey).sort()).toEqual([...UNAUTHENTICATED, "ANY /v2/{proxy+}"].sort());
     for (const route of routes) {
-      if (UNAUTHENTICATED.includes(String(route.RouteKey))) {
-        expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
-      } else {
-        expect(route.AuthorizationType, String(route.RouteKey)).toBe("CUSTOM");
-        expect(route.AuthorizerId).toEqual({ Ref: authorizerId });
-      }
+      expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
+      expect(route.AuthorizerId, String(route.RouteKey)).toBeUndefined();
     }
+  });
+
+  it("sends every route, /v2 included, to the API function", () => {
+    const integrations = ofType("AWS::ApiGatewayV2::Integration").map(([, r]) => r.Properties ?? {});
+    expect(integrations).toHaveLength(1);
+    expect(JSON.stringify(integrations[0]?.IntegrationUri)).toContain("ApiLambdaFunction");
+    expect(integrations[0]?.PayloadFormatVersion).toBe("2.0");
   });
 });
 
-describe("authorizer bundle under Node", () => {
+describe("the api bundle answers tokens as the local stack does", () => {
   const ISSUER = "https://issuer.test/";
   const AUDIENCE = "hangar";
-
-  // Runs dist/authorizer/index.mjs as Lambda would (plain ESM, no test runner in between).
-  async function invoke(env: Record<string, string>, events: unknown[]): Promise<unknown[]> {
-    const script = `
-      const { handler } = await import(${JSON.stringify(pathToFileURL(path.join(root, "dist/authorizer/index.mjs")).href)});
-      const results = [];
-      for (const event of JSON.parse(process.env.EVENTS)) {
-        try { results.push(await handler(event)); } catch (e) { results.push({ threw: e.name }); }
-      }
-      process.stdout.write(JSON.stringify(results));`;
-    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        POWERTOOLS_LOG_LEVEL: "SILENT",
-        HANGAR_TABLE: "t",
-        HANGAR_BUCKET: "b",
-        HANGAR_JWT_ISSUER: ISSUER,
-        HANGAR_JWT_AUDIENCE: AUDIENCE,
-        EVENTS: JSON.stringify(events),
-        ...env,
+  const UNAUTHORIZED = {
+    status: 401,
+    type: "application/json",
+    body: {
+      error: {
+        code: 401,
+        title: "Unauthorized",
+        message: "The request you have made requires authentication.",
+        reason: "UNAUTHENTICATED",
       },
-      timeout: SPAWN_TIMEOUT,
-    });
-    return JSON.parse(stdout);
-  }
-
-  const event = (headers: Record<string, string>) => ({
-    version: "2.0",
-    routeKey: "ANY /v2/{proxy+}",
-    headers,
+    },
+  };
+  const api = () => path.join(root, "dist/api/index.mjs");
+  // Storage endpoints on the discard port: a request that got past the token check would fail loudly.
+  const env = (jwt: Record<string, string>) => ({
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
+    AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
+    HANGAR_TABLE: "hangar-test",
+    HANGAR_BUCKET: BUCKET,
+    HANGAR_S3_ENDPOINT: "http://127.0.0.1:9",
+    HANGAR_DYNAMODB_ENDPOINT: "http://127.0.0.1:9",
+    HANGAR_JWT_ISSUER: ISSUER,
+    HANGAR_JWT_AUDIENCE: AUDIENCE,
+    ...jwt,
   });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    httpApiEvent({ method: "GET", path, headers });
 
   it(
-    "accepts X-Auth-Token or Authorization: Bearer and passes the claims on; denies anything else",
+    "401 with Glance's body for a missing, expired, forged, misaddressed or malformed token; 200 for a good one",
     async () => {
-      const { privateKey, publicKey } = await generateKeyPair("ES256");
-      const sign = (claims: Record<string, unknown>, audience = AUDIENCE) =>
-        new SignJWT(claims)
-          .setProtectedHeader({ alg: "ES256" })
-          .setSubject("alice")
-          .setIssuer(ISSUER)
-          .setAudience(audience)
-          .setExpirationTime("5m")
-          .sign(privateKey);
-      const good = await sign({ project_id: "p1", roles: ["member", "reader"] });
-      const results = await invoke({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) }, [
-        event({ "x-auth-token": good }),
-        event({ authorization: `Bearer ${good}` }),
-        event({ authorization: `bearer ${good}` }),
-        event({}),
-        event({ authorization: `Basic ${good}` }),
-        event({ "x-auth-token": await sign({ project_id: "p1", roles: [] }, "someone-else") }),
-        event({ "x-auth-token": await sign({ roles: ["admin"] }) }),
-        event({ "x-auth-token": `${good.slice(0, -4)}AAAA` }),
-      ]);
-      const granted = {
-        isAuthorized: true,
-        context: { sub: "alice", project_id: "p1", roles: "member,reader" },
-      };
-      expect(results).toEqual([
-        granted,
-        granted,
-        granted,
-        ...Array.from({ length: 5 }, () => ({ isAuthorized: false })),
-      ]);
+      const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+      const { privateKey: otherKey } = await generateKeyPair("ES256", { extractable: true });
+      const key = await exportJWK(privateKey);
+      const alice = { sub: "alice", project_id: "p1", roles: ["member"] };
+      const sign = (opts: SignOptions = {}, claims: TokenClaims = alice, jwk = key) =>
+        signToken(jwk, claims, { issuer: ISSUER, audience: AUDIENCE, expiresIn: "5m", ...opts });
+      const good = await sign();
+      const bad: [string, Record<string, string>][] = [
+        ["no token", {}],
+        ["expired", { "x-auth-token": await sign({ expiresIn: "-1m" }) }],
+        ["signed by another key", { "x-auth-token": await sign({}, alice, await exportJWK(otherKey)) }],
+        ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }],
+        ["another issuer", { "x-auth-token": await sign({ issuer: "https://elsewhere.test/" }) }],
+        ["another audience", { authorization: `Bearer ${await sign({ audience: "someone-else" })}` }],
+        [
+          "no project",
+          { "x-auth-token": await sign({}, { sub: "alice", roles: [] } as unknown as TokenClaims) },
+        ],
+        ["garbage", { "x-auth-token": "not-a-token" }],
+        ["Basic scheme", { authorization: `Basic ${good}` }],
+      ];
+      const { results } = await invoke(
+        api(),
+        env({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(key)) }),
+        [
+          ...bad.map(([, headers]) => get("/v2/images", headers)),
+          get("/v2/schemas/image", { "x-auth-token": good }),
+          get("/v2/schemas/image", { authorization: `bearer ${good}` }),
+        ],
+      );
+      const answers = results.map(seen);
+      for (const [i, [what]] of bad.entries()) expect(answers[i], what).toEqual(UNAUTHORIZED);
+      for (const answer of answers.slice(bad.length)) {
+        expect(answer.status).toBe(200);
+        expect(answer.body).toMatchObject({ name: "image" });
+      }
     },
     SPAWN_TIMEOUT,
   );
 
   it(
-    "fails (500) rather than denying when the key set cannot be fetched",
+    "500 with the generic body, not a 401, when the key set cannot be fetched",
     async () => {
-      const { privateKey } = await generateKeyPair("ES256");
-      const token = await new SignJWT({ project_id: "p1" })
-        .setProtectedHeader({ alg: "ES256", kid: "k1" })
-        .setSubject("alice")
-        .setIssuer(ISSUER)
-        .setAudience(AUDIENCE)
-        .setExpirationTime("5m")
-        .sign(privateKey);
+      const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+      const token = await signToken(
+        { ...(await exportJWK(privateKey)), kid: "k1" },
+        { sub: "alice", project_id: "p1", roles: [] },
+        { issuer: ISSUER, audience: AUDIENCE, expiresIn: "5m" },
+      );
       // Nothing listens on the discard port: the fetch is refused at once, on loopback.
-      const results = await invoke({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }, [
-        event({ "x-auth-token": token }),
+      const { results, log } = await invoke(
+        api(),
+        env({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }),
+        [get("/v2/images", { "x-auth-token": token })],
+      );
+      expect(results.map(seen)).toEqual([
+        {
+          status: 500,
+          type: "application/json",
+          body: {
+            error: {
+              code: 500,
+              title: "Internal Server Error",
+              message: "The server could not complete the request.",
+              reason: "INTERNAL_ERROR",
+            },
+          },
+        },
       ]);
-      expect(results).toEqual([{ threw: "TokenKeysUnavailableError" }]);
+      expect(log).toContain("TokenKeysUnavailableError");
     },
     SPAWN_TIMEOUT,
   );
