@@ -1,10 +1,12 @@
 import { execFile, execFileSync } from "node:child_process";
-import { readdirSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { existsSync, readdirSync } from "node:fs";
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { inflateRawSync } from "node:zlib";
 import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
@@ -12,10 +14,12 @@ import { loadConfig } from "../../functions/config.ts";
 import { publicJwk, type SignOptions, signToken, type TokenClaims } from "../../infra/local/tokens.ts";
 import { httpApiEvent, invokeBundle as invoke, seen } from "../built-bundle.ts";
 
-// Builds the bundles (scripts/build.mjs) and packages serverless.yml with osls, offline, then checks the
-// CloudFormation that `osls deploy` would submit: what triggers the importer, what each role may touch,
-// and how the bucket and table are set up. It also loads every built bundle under plain Node, as Lambda
-// does, and runs the API's against signed tokens in API Gateway's payload-2.0 events.
+// Packages serverless.yml with osls, offline, in a copy of the working tree that has no dist/ of its
+// own (as in a fresh clone), so the bundles are the ones osls's build plugin makes from the current
+// source. It then checks the CloudFormation that `osls deploy` would submit: what triggers the
+// importer, what each role may touch, and how the bucket and table are set up. It also loads every
+// packaged bundle under plain Node, as Lambda does, and runs the API's against signed tokens in API
+// Gateway's payload-2.0 events.
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -92,24 +96,36 @@ function resolve(value: Json | undefined): string {
 
 const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
-/** Central-directory names of a zip file (enough to see what a Lambda artifact holds). */
-function zipEntries(zip: Buffer): string[] {
+/** The files of a zip (stored or deflated), from its central directory: what a Lambda artifact holds. */
+function unzip(zip: Buffer): Map<string, Buffer> {
   const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
   if (eocd < 0) throw new Error("not a zip file");
   const count = zip.readUInt16LE(eocd + 10);
   let at = zip.readUInt32LE(eocd + 16);
-  const names: string[] = [];
+  const files = new Map<string, Buffer>();
   for (let i = 0; i < count; i++) {
     if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error("corrupt central directory");
+    const method = zip.readUInt16LE(at + 10);
+    const compressedSize = zip.readUInt32LE(at + 20);
     const nameLength = zip.readUInt16LE(at + 28);
-    names.push(zip.toString("utf8", at + 46, at + 46 + nameLength));
+    const local = zip.readUInt32LE(at + 42);
+    const name = zip.toString("utf8", at + 46, at + 46 + nameLength);
+    if (zip.readUInt32LE(local) !== 0x04034b50) throw new Error(`corrupt local header for ${name}`);
+    const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+    const data = zip.subarray(start, start + compressedSize);
+    if (method !== 0 && method !== 8) throw new Error(`${name}: unsupported compression ${method}`);
+    files.set(name, method === 8 ? inflateRawSync(data) : Buffer.from(data));
     at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
   }
-  return names;
+  return files;
 }
 
 let workDir: string;
+/** The copy of the working tree that was packaged; its dist/ is what the build plugin made. */
+let tree: string;
 let template: Template;
+/** What osls recorded as each function's artifact (serverless-state.json), by function key. */
+let artifacts: Record<string, string>;
 let resources: Record<string, Resource>;
 
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
@@ -119,27 +135,73 @@ const props = (id: string): Record<string, Json> => {
   return r.Properties;
 };
 
+// A line appended to the copy's API handler, unique to this run: a bundle holding it was built from
+// the source as packaged, not taken from an earlier build.
+const PROBE = `hangar-package-probe-${process.pid}-${Date.now()}`;
+
+/** Copies the working tree's files that git knows or would add (no dist/, .serverless/, node_modules/). */
+async function copyWorkingTree(to: string): Promise<void> {
+  const { stdout } = await run("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+    cwd: root,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  for (const file of new Set(stdout.split("\0").filter(Boolean))) {
+    const from = path.join(root, file);
+    if (!existsSync(from)) continue; // deleted, not yet committed
+    await mkdir(path.dirname(path.join(to, file)), { recursive: true });
+    await copyFile(from, path.join(to, file));
+  }
+  await symlink(path.join(root, "node_modules"), path.join(to, "node_modules"), "dir");
+}
+
 beforeAll(async () => {
   workDir = await mkdtemp(path.join(tmpdir(), "hangar-package-"));
-  await run(process.execPath, ["scripts/build.mjs"], { cwd: root, timeout: 60_000 });
+  tree = path.join(workDir, "tree");
+  await copyWorkingTree(tree);
+  await appendFile(
+    path.join(tree, "functions/handlers/api.ts"),
+    `\nexport const packageProbe = "${PROBE}";\n`,
+  );
+  // A stale build lying around, as after building an older commit: packaging must replace it.
+  await mkdir(path.join(tree, "dist"), { recursive: true });
+  await copyFile(path.join(tree, "package.json"), path.join(tree, "dist/api.zip"));
   const out = path.join(workDir, "package");
   await run(
     "npx",
     ["--no", "--", "osls", "package", "--stage", STAGE, "--region", REGION, "--package", out],
-    { cwd: root, env: offlineEnv(workDir), timeout: 90_000 },
+    { cwd: tree, env: offlineEnv(workDir), timeout: 120_000 },
   );
   template = JSON.parse(await readFile(path.join(out, "cloudformation-template-update-stack.json"), "utf8"));
   resources = template.Resources;
-}, 150_000);
+  const state = JSON.parse(await readFile(path.join(out, "serverless-state.json"), "utf8")) as {
+    service: { functions: Record<string, { package?: { artifact?: string } }> };
+  };
+  artifacts = Object.fromEntries(
+    Object.entries(state.service.functions).map(([name, f]) => [name, f.package?.artifact ?? ""]),
+  );
+}, 180_000);
 
 afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-describe("built artifacts", () => {
-  it.each(HANDLERS)("dist/%s.zip holds the bundle and its source map at the root", async (name) => {
-    const entries = zipEntries(await readFile(path.join(root, "dist", `${name}.zip`)));
-    expect(entries.sort()).toEqual(["index.mjs", "index.mjs.map"]);
+describe("packaged artifacts", () => {
+  const camel = (file: string) => file.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+  it.each(HANDLERS)(
+    "%s: dist/<name>.zip, holding the bundle and its source map at the root",
+    async (name) => {
+      expect(artifacts[camel(name)]).toBe(`dist/${name}.zip`);
+      const files = unzip(await readFile(path.join(tree, "dist", `${name}.zip`)));
+      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map"]);
+    },
+  );
+
+  it("were built from the source as packaged (osls package runs the build), not an earlier build", async () => {
+    const files = unzip(await readFile(path.join(tree, artifacts.api ?? "")));
+    expect(files.get("index.mjs")?.toString()).toContain(PROBE);
+    // And the bundle built from the repository's own source does not have it: the probe is this run's.
+    expect(await readFile(path.join(root, "functions/handlers/api.ts"), "utf8")).not.toContain(PROBE);
   });
 });
 
@@ -149,7 +211,7 @@ describe("bundles under Node", () => {
   it.each(HANDLERS)(
     "dist/%s/index.mjs loads and exports a handler",
     async (name) => {
-      const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
+      const url = pathToFileURL(path.join(tree, "dist", name, "index.mjs")).href;
       const script = `const m = await import(${JSON.stringify(url)}); process.stdout.write(typeof m.handler);`;
       const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
         env: {
@@ -455,7 +517,7 @@ describe("the api bundle answers tokens as the local stack does", () => {
       },
     },
   };
-  const api = () => path.join(root, "dist/api/index.mjs");
+  const api = () => path.join(tree, "dist/api/index.mjs");
   // Storage endpoints on the discard port: a request that got past the token check would fail loudly.
   const env = (jwt: Record<string, string>) => ({
     AWS_REGION: REGION,
@@ -548,6 +610,51 @@ describe("the api bundle answers tokens as the local stack does", () => {
     },
     SPAWN_TIMEOUT,
   );
+});
+
+describe("build plugin (infra/serverless/build-plugin.cjs)", () => {
+  type Hook = () => Promise<void>;
+  const load = () =>
+    createRequire(import.meta.url)(path.join(root, "infra/serverless/build-plugin.cjs")) as new (
+      serverless: unknown,
+      options: Record<string, string>,
+      utils: unknown,
+    ) => { hooks: Record<string, Hook> };
+  // The functions as osls hands them over: keyed by function name, artifacts as serverless.yml writes them.
+  const serverless = (functions: Record<string, string | undefined>) => ({
+    serviceDir: tree,
+    service: {
+      getAllFunctions: () => Object.keys(functions),
+      getFunction: (name: string) => ({ package: { artifact: functions[name] } }),
+    },
+  });
+  const quiet = { log: { notice: () => {} } };
+  const Plugin = load();
+
+  it(
+    "`deploy function -f webDownload` rebuilds that function's bundle and no other",
+    async () => {
+      const mtime = async (file: string) => (await stat(path.join(tree, "dist", file))).mtimeMs;
+      const before = { web: await mtime("web-download/index.mjs"), api: await mtime("api/index.mjs") };
+      const plugin = new Plugin(
+        serverless({ api: "dist/api.zip", webDownload: "dist/web-download.zip", other: "elsewhere.zip" }),
+        { function: "webDownload" },
+        quiet,
+      );
+      await plugin.hooks["before:package:function:package"]?.();
+      expect(await mtime("web-download/index.mjs")).toBeGreaterThan(before.web);
+      expect(await mtime("api/index.mjs")).toBe(before.api);
+      // A function whose artifact is not a Hangar bundle is left to osls.
+      const other = new Plugin(serverless({ other: "elsewhere.zip" }), { function: "other" }, quiet);
+      await expect(other.hooks["before:package:function:package"]?.()).resolves.toBeUndefined();
+    },
+    SPAWN_TIMEOUT * 2,
+  );
+
+  it("fails the packaging when an artifact names a handler that does not exist", async () => {
+    const plugin = new Plugin(serverless({ ghost: "dist/ghost.zip" }), {}, quiet);
+    await expect(plugin.hooks["before:package:createDeploymentArtifacts"]?.()).rejects.toThrow(/ghost/);
+  });
 });
 
 describe("CloudFormation lint", () => {
