@@ -13,6 +13,15 @@ import { fileURLToPath } from "node:url";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const forTests = process.argv.includes("--test");
 
+// Node 20.19+ and 22 (what Lambda runs); docs/deploy.md, "Node.js versions", says when that changes.
+const [major, minor] = process.versions.node.split(".").map(Number);
+if (major < 20 || (major === 20 && minor < 19)) {
+  console.error(
+    `ensure-deps: Hangar needs Node.js 20.19 or later (22 recommended); this is ${process.version}`,
+  );
+  process.exit(1);
+}
+
 function mtime(path) {
   try {
     return statSync(path).mtimeMs;

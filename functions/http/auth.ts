@@ -1,4 +1,4 @@
-import { createLocalJWKSet, createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from "jose";
+import { createLocalJWKSet, createRemoteJWKSet, errors, type JWTVerifyGetKey, jwtVerify } from "jose";
 import * as z from "zod";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
@@ -16,7 +16,25 @@ export interface TokenVerifierOptions {
   publicJwk?: string | undefined;
 }
 
-/** Verifies Hangar JWTs (signature, issuer, audience, expiry) and returns the caller they name. */
+/**
+ * The signing keys could not be fetched (JWKS unreachable, timed out or malformed): an outage on our
+ * side, not a bad token, so it is not a HangarError and the API answers a generic 500 and logs why.
+ */
+export class TokenKeysUnavailableError extends Error {
+  override name = "TokenKeysUnavailableError";
+}
+
+/** Faults of the key source, not of the token. */
+function isKeySourceFault(cause: unknown): boolean {
+  if (cause instanceof errors.JWKSTimeout || cause instanceof errors.JWKSInvalid) return true;
+  // Anything jose or the claims schema rejected is the token's fault; anything else (fetch failing) is ours.
+  return !(cause instanceof errors.JOSEError || cause instanceof z.ZodError);
+}
+
+/**
+ * Verifies Hangar JWTs (signature, issuer, audience, expiry) and returns the caller they name. A bad
+ * token throws UnauthenticatedError (401); keys that cannot be fetched throw TokenKeysUnavailableError.
+ */
 export type TokenVerifier = (token: string) => Promise<Caller>;
 
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
@@ -47,6 +65,12 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       const claims = Claims.parse(payload);
       return { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };
     } catch (err) {
+      if (isKeySourceFault(err)) {
+        const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+        throw new TokenKeysUnavailableError(`cannot fetch the token signing keys (${detail})`, {
+          cause: err,
+        });
+      }
       throw new UnauthenticatedError("The request you have made requires authentication.", { cause: err });
     }
   };

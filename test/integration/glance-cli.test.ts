@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, getStack, waitForStatus } from "./setup/stack.ts";
+import { api, getStack, mintToken, waitForStatus } from "./setup/stack.ts";
 
 /**
  * The real python-glanceclient 4.1 and openstackclient 6.0 against the local stack, unchanged: endpoint and
@@ -295,6 +295,21 @@ describe("glance CLI", () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/bogus/);
     await fails(glance(["image-list"], "not-a-token"), /Invalid OpenStack Identity credentials/);
+  });
+
+  it("glance and openstack print an expired token's 401 readably (Glance's body, not a gateway's)", async () => {
+    const expired = await mintToken(
+      { sub: "alice", project_id: "project-alice", roles: ["member"] },
+      { expiresIn: "-1m" },
+    );
+    const r = await fails(glance(["image-list"], expired), /Invalid OpenStack Identity credentials/);
+    // What glanceclient printed for API Gateway's flat 403 {"message": "Forbidden"}.
+    expect(r.stderr).not.toMatch(/has no attribute|Forbidden/);
+    // openstackclient prints the status and the body's message.
+    await fails(
+      openstack(["image", "list"], expired),
+      /401.*The request you have made requires authentication/,
+    );
   });
 });
 

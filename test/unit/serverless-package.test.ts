@@ -1,19 +1,25 @@
 import { execFile, execFileSync } from "node:child_process";
-import { readdirSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { existsSync, readdirSync } from "node:fs";
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { inflateRawSync } from "node:zlib";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
 import { loadConfig } from "../../functions/config.ts";
+import { publicJwk, type SignOptions, signToken, type TokenClaims } from "../../infra/local/tokens.ts";
+import { httpApiEvent, invokeBundle as invoke, seen } from "../built-bundle.ts";
 
-// Builds the bundles (scripts/build.mjs) and packages serverless.yml with osls, offline, then checks the
-// CloudFormation that `osls deploy` would submit: what triggers the importer, what each role may touch,
-// and how the bucket and table are set up. It also loads every built bundle under plain Node, as Lambda
-// does, and runs the authorizer's against signed tokens.
+// Packages serverless.yml with osls, offline, in a copy of the working tree that has no dist/ of its
+// own (as in a fresh clone), so the bundles are the ones osls's build plugin makes from the current
+// source. It then checks the CloudFormation that `osls deploy` would submit: what triggers the
+// importer, what each role may touch, and how the bucket and table are set up. It also loads every
+// packaged bundle under plain Node, as Lambda does, and runs the API's against signed tokens in API
+// Gateway's payload-2.0 events.
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -90,24 +96,36 @@ function resolve(value: Json | undefined): string {
 
 const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
-/** Central-directory names of a zip file (enough to see what a Lambda artifact holds). */
-function zipEntries(zip: Buffer): string[] {
+/** The files of a zip (stored or deflated), from its central directory: what a Lambda artifact holds. */
+function unzip(zip: Buffer): Map<string, Buffer> {
   const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
   if (eocd < 0) throw new Error("not a zip file");
   const count = zip.readUInt16LE(eocd + 10);
   let at = zip.readUInt32LE(eocd + 16);
-  const names: string[] = [];
+  const files = new Map<string, Buffer>();
   for (let i = 0; i < count; i++) {
     if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error("corrupt central directory");
+    const method = zip.readUInt16LE(at + 10);
+    const compressedSize = zip.readUInt32LE(at + 20);
     const nameLength = zip.readUInt16LE(at + 28);
-    names.push(zip.toString("utf8", at + 46, at + 46 + nameLength));
+    const local = zip.readUInt32LE(at + 42);
+    const name = zip.toString("utf8", at + 46, at + 46 + nameLength);
+    if (zip.readUInt32LE(local) !== 0x04034b50) throw new Error(`corrupt local header for ${name}`);
+    const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+    const data = zip.subarray(start, start + compressedSize);
+    if (method !== 0 && method !== 8) throw new Error(`${name}: unsupported compression ${method}`);
+    files.set(name, method === 8 ? inflateRawSync(data) : Buffer.from(data));
     at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
   }
-  return names;
+  return files;
 }
 
 let workDir: string;
+/** The copy of the working tree that was packaged; its dist/ is what the build plugin made. */
+let tree: string;
 let template: Template;
+/** What osls recorded as each function's artifact (serverless-state.json), by function key. */
+let artifacts: Record<string, string>;
 let resources: Record<string, Resource>;
 
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
@@ -117,27 +135,73 @@ const props = (id: string): Record<string, Json> => {
   return r.Properties;
 };
 
+// A line appended to the copy's API handler, unique to this run: a bundle holding it was built from
+// the source as packaged, not taken from an earlier build.
+const PROBE = `hangar-package-probe-${process.pid}-${Date.now()}`;
+
+/** Copies the working tree's files that git knows or would add (no dist/, .serverless/, node_modules/). */
+async function copyWorkingTree(to: string): Promise<void> {
+  const { stdout } = await run("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+    cwd: root,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  for (const file of new Set(stdout.split("\0").filter(Boolean))) {
+    const from = path.join(root, file);
+    if (!existsSync(from)) continue; // deleted, not yet committed
+    await mkdir(path.dirname(path.join(to, file)), { recursive: true });
+    await copyFile(from, path.join(to, file));
+  }
+  await symlink(path.join(root, "node_modules"), path.join(to, "node_modules"), "dir");
+}
+
 beforeAll(async () => {
   workDir = await mkdtemp(path.join(tmpdir(), "hangar-package-"));
-  await run(process.execPath, ["scripts/build.mjs"], { cwd: root, timeout: 60_000 });
+  tree = path.join(workDir, "tree");
+  await copyWorkingTree(tree);
+  await appendFile(
+    path.join(tree, "functions/handlers/api.ts"),
+    `\nexport const packageProbe = "${PROBE}";\n`,
+  );
+  // A stale build lying around, as after building an older commit: packaging must replace it.
+  await mkdir(path.join(tree, "dist"), { recursive: true });
+  await copyFile(path.join(tree, "package.json"), path.join(tree, "dist/api.zip"));
   const out = path.join(workDir, "package");
   await run(
     "npx",
     ["--no", "--", "osls", "package", "--stage", STAGE, "--region", REGION, "--package", out],
-    { cwd: root, env: offlineEnv(workDir), timeout: 90_000 },
+    { cwd: tree, env: offlineEnv(workDir), timeout: 120_000 },
   );
   template = JSON.parse(await readFile(path.join(out, "cloudformation-template-update-stack.json"), "utf8"));
   resources = template.Resources;
-}, 150_000);
+  const state = JSON.parse(await readFile(path.join(out, "serverless-state.json"), "utf8")) as {
+    service: { functions: Record<string, { package?: { artifact?: string } }> };
+  };
+  artifacts = Object.fromEntries(
+    Object.entries(state.service.functions).map(([name, f]) => [name, f.package?.artifact ?? ""]),
+  );
+}, 180_000);
 
 afterAll(async () => {
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
-describe("built artifacts", () => {
-  it.each(HANDLERS)("dist/%s.zip holds the bundle and its source map at the root", async (name) => {
-    const entries = zipEntries(await readFile(path.join(root, "dist", `${name}.zip`)));
-    expect(entries.sort()).toEqual(["index.mjs", "index.mjs.map"]);
+describe("packaged artifacts", () => {
+  const camel = (file: string) => file.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+  it.each(HANDLERS)(
+    "%s: dist/<name>.zip, holding the bundle and its source map at the root",
+    async (name) => {
+      expect(artifacts[camel(name)]).toBe(`dist/${name}.zip`);
+      const files = unzip(await readFile(path.join(tree, "dist", `${name}.zip`)));
+      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map"]);
+    },
+  );
+
+  it("were built from the source as packaged (osls package runs the build), not an earlier build", async () => {
+    const files = unzip(await readFile(path.join(tree, artifacts.api ?? "")));
+    expect(files.get("index.mjs")?.toString()).toContain(PROBE);
+    // And the bundle built from the repository's own source does not have it: the probe is this run's.
+    expect(await readFile(path.join(root, "functions/handlers/api.ts"), "utf8")).not.toContain(PROBE);
   });
 });
 
@@ -147,7 +211,7 @@ describe("bundles under Node", () => {
   it.each(HANDLERS)(
     "dist/%s/index.mjs loads and exports a handler",
     async (name) => {
-      const url = pathToFileURL(path.join(root, "dist", name, "index.mjs")).href;
+      const url = pathToFileURL(path.join(tree, "dist", name, "index.mjs")).href;
       const script = `const m = await import(${JSON.stringify(url)}); process.stdout.write(typeof m.handler);`;
       const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
         env: {
@@ -170,7 +234,9 @@ describe("bundles under Node", () => {
 
 describe("functions", () => {
   it("are one per handler in functions/handlers, each deploying its own artifact", () => {
-    expect(HANDLERS).toEqual(expect.arrayContaining(["api", "authorizer", "importer"]));
+    expect(HANDLERS).toEqual(expect.arrayContaining(["api", "importer"]));
+    // The API function verifies tokens itself (docs/decisions/0001-authorizer.md).
+    expect(HANDLERS).not.toContain("authorizer");
     const fns = ofType("AWS::Lambda::Function");
     expect(fns.map(([id]) => id).sort()).toEqual(HANDLERS.map(functionId).sort());
     for (const name of HANDLERS) {
@@ -325,11 +391,6 @@ describe("IAM", () => {
     }
   });
 
-  it("gives the authorizer nothing but its logs", () => {
-    const actions = statementsOf("AuthorizerRole").flatMap((s) => asList(s.Action));
-    expect(actions.every((a) => a.startsWith("logs:"))).toBe(true);
-  });
-
   it("lets the API sign uploads to staging/ but never write images/", () => {
     expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ApiRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
@@ -423,126 +484,177 @@ describe("image table", () => {
 describe("HTTP API", () => {
   const UNAUTHENTICATED = ["GET /", "GET /versions", "GET /openapi.json", "OPTIONS /v2/{proxy+}"];
 
-  it("authorizes with the authorizer function, uncached, reading either token header", () => {
-    const authorizers = ofType("AWS::ApiGatewayV2::Authorizer");
-    expect(authorizers).toHaveLength(1);
-    const [, authorizer] = authorizers[0] ?? [];
-    const p = authorizer?.Properties ?? {};
-    expect(p.AuthorizerType).toBe("REQUEST");
-    expect(p.AuthorizerPayloadFormatVersion).toBe("2.0");
-    expect(p.EnableSimpleResponses).toBe(true);
-    expect(p.AuthorizerResultTtlInSeconds).toBe(0);
-    // An identity source would make API Gateway answer 401 itself when that one header is absent.
-    expect(p.IdentitySource).toEqual([]);
-    expect(JSON.stringify(p.AuthorizerUri)).toContain("AuthorizerLambdaFunction");
-  });
-
-  it("leaves only the version and API documents and browser preflights unauthenticated", () => {
-    const [authorizerId] = ofType("AWS::ApiGatewayV2::Authorizer")[0] ?? [];
+  it("has no gateway authorizer: the API function answers every request, a bad token with Glance's 401", () => {
+    expect(ofType("AWS::ApiGatewayV2::Authorizer")).toEqual([]);
     const routes = ofType("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties ?? {});
     expect(routes.map((r) => r.RouteKey).sort()).toEqual([...UNAUTHENTICATED, "ANY /v2/{proxy+}"].sort());
     for (const route of routes) {
-      if (UNAUTHENTICATED.includes(String(route.RouteKey))) {
-        expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
-      } else {
-        expect(route.AuthorizationType, String(route.RouteKey)).toBe("CUSTOM");
-        expect(route.AuthorizerId).toEqual({ Ref: authorizerId });
-      }
+      expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
+      expect(route.AuthorizerId, String(route.RouteKey)).toBeUndefined();
     }
+  });
+
+  it("sends every route, /v2 included, to the API function", () => {
+    const integrations = ofType("AWS::ApiGatewayV2::Integration").map(([, r]) => r.Properties ?? {});
+    expect(integrations).toHaveLength(1);
+    expect(JSON.stringify(integrations[0]?.IntegrationUri)).toContain("ApiLambdaFunction");
+    expect(integrations[0]?.PayloadFormatVersion).toBe("2.0");
   });
 });
 
-describe("authorizer bundle under Node", () => {
+describe("the api bundle answers tokens as the local stack does", () => {
   const ISSUER = "https://issuer.test/";
   const AUDIENCE = "hangar";
-
-  // Runs dist/authorizer/index.mjs as Lambda would (plain ESM, no test runner in between).
-  async function invoke(env: Record<string, string>, events: unknown[]): Promise<unknown[]> {
-    const script = `
-      const { handler } = await import(${JSON.stringify(pathToFileURL(path.join(root, "dist/authorizer/index.mjs")).href)});
-      const results = [];
-      for (const event of JSON.parse(process.env.EVENTS)) {
-        try { results.push(await handler(event)); } catch (e) { results.push({ threw: e.name }); }
-      }
-      process.stdout.write(JSON.stringify(results));`;
-    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        POWERTOOLS_LOG_LEVEL: "SILENT",
-        HANGAR_TABLE: "t",
-        HANGAR_BUCKET: "b",
-        HANGAR_JWT_ISSUER: ISSUER,
-        HANGAR_JWT_AUDIENCE: AUDIENCE,
-        EVENTS: JSON.stringify(events),
-        ...env,
+  const UNAUTHORIZED = {
+    status: 401,
+    type: "application/json",
+    body: {
+      error: {
+        code: 401,
+        title: "Unauthorized",
+        message: "The request you have made requires authentication.",
+        reason: "UNAUTHENTICATED",
       },
-      timeout: SPAWN_TIMEOUT,
-    });
-    return JSON.parse(stdout);
-  }
-
-  const event = (headers: Record<string, string>) => ({
-    version: "2.0",
-    routeKey: "ANY /v2/{proxy+}",
-    headers,
+    },
+  };
+  const api = () => path.join(tree, "dist/api/index.mjs");
+  // Storage endpoints on the discard port: a request that got past the token check would fail loudly.
+  const env = (jwt: Record<string, string>) => ({
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: "AKIAHANGAROFFLINE000",
+    AWS_SECRET_ACCESS_KEY: "offline-packaging-only",
+    HANGAR_TABLE: "hangar-test",
+    HANGAR_BUCKET: BUCKET,
+    HANGAR_S3_ENDPOINT: "http://127.0.0.1:9",
+    HANGAR_DYNAMODB_ENDPOINT: "http://127.0.0.1:9",
+    HANGAR_JWT_ISSUER: ISSUER,
+    HANGAR_JWT_AUDIENCE: AUDIENCE,
+    ...jwt,
   });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    httpApiEvent({ method: "GET", path, headers });
 
   it(
-    "accepts X-Auth-Token or Authorization: Bearer and passes the claims on; denies anything else",
+    "401 with Glance's body for a missing, expired, forged, misaddressed or malformed token; 200 for a good one",
     async () => {
-      const { privateKey, publicKey } = await generateKeyPair("ES256");
-      const sign = (claims: Record<string, unknown>, audience = AUDIENCE) =>
-        new SignJWT(claims)
-          .setProtectedHeader({ alg: "ES256" })
-          .setSubject("alice")
-          .setIssuer(ISSUER)
-          .setAudience(audience)
-          .setExpirationTime("5m")
-          .sign(privateKey);
-      const good = await sign({ project_id: "p1", roles: ["member", "reader"] });
-      const results = await invoke({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) }, [
-        event({ "x-auth-token": good }),
-        event({ authorization: `Bearer ${good}` }),
-        event({ authorization: `bearer ${good}` }),
-        event({}),
-        event({ authorization: `Basic ${good}` }),
-        event({ "x-auth-token": await sign({ project_id: "p1", roles: [] }, "someone-else") }),
-        event({ "x-auth-token": await sign({ roles: ["admin"] }) }),
-        event({ "x-auth-token": `${good.slice(0, -4)}AAAA` }),
-      ]);
-      const granted = {
-        isAuthorized: true,
-        context: { sub: "alice", project_id: "p1", roles: "member,reader" },
-      };
-      expect(results).toEqual([
-        granted,
-        granted,
-        granted,
-        ...Array.from({ length: 5 }, () => ({ isAuthorized: false })),
-      ]);
+      const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+      const { privateKey: otherKey } = await generateKeyPair("ES256", { extractable: true });
+      const key = await exportJWK(privateKey);
+      const alice = { sub: "alice", project_id: "p1", roles: ["member"] };
+      const sign = (opts: SignOptions = {}, claims: TokenClaims = alice, jwk = key) =>
+        signToken(jwk, claims, { issuer: ISSUER, audience: AUDIENCE, expiresIn: "5m", ...opts });
+      const good = await sign();
+      const bad: [string, Record<string, string>][] = [
+        ["no token", {}],
+        ["expired", { "x-auth-token": await sign({ expiresIn: "-1m" }) }],
+        ["signed by another key", { "x-auth-token": await sign({}, alice, await exportJWK(otherKey)) }],
+        ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }],
+        ["another issuer", { "x-auth-token": await sign({ issuer: "https://elsewhere.test/" }) }],
+        ["another audience", { authorization: `Bearer ${await sign({ audience: "someone-else" })}` }],
+        [
+          "no project",
+          { "x-auth-token": await sign({}, { sub: "alice", roles: [] } as unknown as TokenClaims) },
+        ],
+        ["garbage", { "x-auth-token": "not-a-token" }],
+        ["Basic scheme", { authorization: `Basic ${good}` }],
+      ];
+      const { results } = await invoke(
+        api(),
+        env({ HANGAR_JWT_PUBLIC_JWK: JSON.stringify(publicJwk(key)) }),
+        [
+          ...bad.map(([, headers]) => get("/v2/images", headers)),
+          get("/v2/schemas/image", { "x-auth-token": good }),
+          get("/v2/schemas/image", { authorization: `bearer ${good}` }),
+        ],
+      );
+      const answers = results.map(seen);
+      for (const [i, [what]] of bad.entries()) expect(answers[i], what).toEqual(UNAUTHORIZED);
+      for (const answer of answers.slice(bad.length)) {
+        expect(answer.status).toBe(200);
+        expect(answer.body).toMatchObject({ name: "image" });
+      }
     },
     SPAWN_TIMEOUT,
   );
 
   it(
-    "fails (500) rather than denying when the key set cannot be fetched",
+    "500 with the generic body, not a 401, when the key set cannot be fetched",
     async () => {
-      const { privateKey } = await generateKeyPair("ES256");
-      const token = await new SignJWT({ project_id: "p1" })
-        .setProtectedHeader({ alg: "ES256", kid: "k1" })
-        .setSubject("alice")
-        .setIssuer(ISSUER)
-        .setAudience(AUDIENCE)
-        .setExpirationTime("5m")
-        .sign(privateKey);
+      const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+      const token = await signToken(
+        { ...(await exportJWK(privateKey)), kid: "k1" },
+        { sub: "alice", project_id: "p1", roles: [] },
+        { issuer: ISSUER, audience: AUDIENCE, expiresIn: "5m" },
+      );
       // Nothing listens on the discard port: the fetch is refused at once, on loopback.
-      const results = await invoke({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }, [
-        event({ "x-auth-token": token }),
+      const { results, log } = await invoke(
+        api(),
+        env({ HANGAR_JWT_JWKS_URL: "http://127.0.0.1:9/jwks.json" }),
+        [get("/v2/images", { "x-auth-token": token })],
+      );
+      expect(results.map(seen)).toEqual([
+        {
+          status: 500,
+          type: "application/json",
+          body: {
+            error: {
+              code: 500,
+              title: "Internal Server Error",
+              message: "The server could not complete the request.",
+              reason: "INTERNAL_ERROR",
+            },
+          },
+        },
       ]);
-      expect(results).toEqual([{ threw: "TokenKeysUnavailableError" }]);
+      expect(log).toContain("TokenKeysUnavailableError");
     },
     SPAWN_TIMEOUT,
   );
+});
+
+describe("build plugin (infra/serverless/build-plugin.cjs)", () => {
+  type Hook = () => Promise<void>;
+  const load = () =>
+    createRequire(import.meta.url)(path.join(root, "infra/serverless/build-plugin.cjs")) as new (
+      serverless: unknown,
+      options: Record<string, string>,
+      utils: unknown,
+    ) => { hooks: Record<string, Hook> };
+  // The functions as osls hands them over: keyed by function name, artifacts as serverless.yml writes them.
+  const serverless = (functions: Record<string, string | undefined>) => ({
+    serviceDir: tree,
+    service: {
+      getAllFunctions: () => Object.keys(functions),
+      getFunction: (name: string) => ({ package: { artifact: functions[name] } }),
+    },
+  });
+  const quiet = { log: { notice: () => {} } };
+  const Plugin = load();
+
+  it(
+    "`deploy function -f webDownload` rebuilds that function's bundle and no other",
+    async () => {
+      const mtime = async (file: string) => (await stat(path.join(tree, "dist", file))).mtimeMs;
+      const before = { web: await mtime("web-download/index.mjs"), api: await mtime("api/index.mjs") };
+      const plugin = new Plugin(
+        serverless({ api: "dist/api.zip", webDownload: "dist/web-download.zip", other: "elsewhere.zip" }),
+        { function: "webDownload" },
+        quiet,
+      );
+      await plugin.hooks["before:package:function:package"]?.();
+      expect(await mtime("web-download/index.mjs")).toBeGreaterThan(before.web);
+      expect(await mtime("api/index.mjs")).toBe(before.api);
+      // A function whose artifact is not a Hangar bundle is left to osls.
+      const other = new Plugin(serverless({ other: "elsewhere.zip" }), { function: "other" }, quiet);
+      await expect(other.hooks["before:package:function:package"]?.()).resolves.toBeUndefined();
+    },
+    SPAWN_TIMEOUT * 2,
+  );
+
+  it("fails the packaging when an artifact names a handler that does not exist", async () => {
+    const plugin = new Plugin(serverless({ ghost: "dist/ghost.zip" }), {}, quiet);
+    await expect(plugin.hooks["before:package:createDeploymentArtifacts"]?.()).rejects.toThrow(/ghost/);
+  });
 });
 
 describe("CloudFormation lint", () => {
