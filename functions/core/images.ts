@@ -209,6 +209,8 @@ export function createImageService(deps: ImageServiceDeps) {
   return {
     /** Creates the record in `queued` and returns it with its upload link. */
     async create(input: NewImage, caller: Caller): Promise<ImageView> {
+      // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
+      if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
       checkVisibilityAllowed(input.visibility, caller);
       const at = now();
       const image: ImageRecord = {
