@@ -75,7 +75,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
         ),
     }),
   );
-  app.notFound((c) => errorResponse(c, 404, `The resource could not be found: ${c.req.path}`, "NOT_FOUND"));
+  app.notFound((c) =>
+    errorResponse(c, 404, `The resource could not be found: ${clip(c.req.path, 200)}`, "NOT_FOUND"),
+  );
 
   const base = (url: string) => new URL(url).origin;
   app.get("/", (c) => c.json(versions(base(c.req.url)), 300));
