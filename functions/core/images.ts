@@ -25,11 +25,11 @@ import {
   type ImageRecord,
   type ImageStatus,
   imageKey,
+  isImageId,
   stagingKey,
-  type Visibility,
 } from "./image/image.ts";
 import { type ImageMember, MAX_MEMBERS_PER_IMAGE } from "./image/members.ts";
-import { applyImagePatch, type PatchOperation } from "./image/patch.ts";
+import { applyImageChanges, applyImagePatch, type PatchOperation } from "./image/patch.ts";
 import { type ListQuery, paginate } from "./list-query.ts";
 import type {
   Clock,
@@ -69,22 +69,11 @@ export interface ImageServiceDeps {
   multipart?: MultipartUploadService;
 }
 
-/** What a client may set when creating an image (already validated at the HTTP edge). */
-export interface NewImage {
-  id?: string | undefined;
-  name?: string | null | undefined;
-  visibility?: Visibility | undefined;
-  protected?: boolean | undefined;
-  os_hidden?: boolean | undefined;
-  disk_format?: string | null | undefined;
-  container_format?: string | null | undefined;
-  min_disk?: number | undefined;
-  min_ram?: number | undefined;
-  tags?: string[] | undefined;
-  properties?: Record<string, string> | undefined;
-  upload_size?: number | undefined;
-  upload_sha256?: string | undefined;
-}
+/**
+ * A new image as the client sent it: Glance's fields and extra properties by name, and optionally `id`
+ * (a UUID). Checked by the same rules as a patch (`applyImageChanges`).
+ */
+export type NewImage = Readonly<Record<string, unknown>>;
 
 /** An image as a caller sees it, with the link to upload to when the caller may use one. */
 export interface ImageView {
@@ -110,13 +99,6 @@ const NO_MEMBERS: MemberRepository = {
   },
   removeAll: async () => {},
 };
-
-/** Glance refuses `public` to non-admins (policy `publicize_image`). */
-function checkVisibilityAllowed(visibility: Visibility | undefined, caller: Caller): void {
-  if (visibility === "public" && !isAdmin(caller)) {
-    throw new ForbiddenError("You are not authorized to complete publicize_image action.");
-  }
-}
 
 /** Times a read-modify-write is computed again after a concurrent change before it gives up (409). */
 const MAX_MODIFY_ATTEMPTS = 16;
@@ -217,36 +199,58 @@ export function createImageService(deps: ImageServiceDeps) {
   return {
     /** Creates the record in `queued` and returns it with its upload link. */
     async create(input: NewImage, caller: Caller): Promise<ImageView> {
-      checkVisibilityAllowed(input.visibility, caller);
+      // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
+      if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
+      const { id, ...fields } = input;
+      if (id !== undefined && (typeof id !== "string" || !isImageId(id))) {
+        throw new InvalidRequestError("Invalid image: id must be a lowercase UUID.");
+      }
+      if (
+        fields.owner !== undefined &&
+        fields.owner !== null &&
+        fields.owner !== caller.projectId &&
+        !isAdmin(caller)
+      ) {
+        throw new ForbiddenError("You are not permitted to create images owned by another project.");
+      }
       const at = now();
-      const image: ImageRecord = {
-        id: input.id ?? deps.newId(),
-        name: input.name ?? null,
+      const blank: ImageRecord = {
+        id: id ?? deps.newId(),
+        name: null,
         status: "queued",
-        visibility: input.visibility ?? "shared",
-        protected: input.protected ?? false,
-        os_hidden: input.os_hidden ?? false,
+        visibility: "shared",
+        protected: false,
+        os_hidden: false,
         owner: caller.projectId,
-        disk_format: input.disk_format ?? null,
-        container_format: input.container_format ?? null,
+        disk_format: null,
+        container_format: null,
         size: null,
         virtual_size: null,
         checksum: null,
         os_hash_algo: null,
         os_hash_value: null,
-        min_disk: input.min_disk ?? 0,
-        min_ram: input.min_ram ?? 0,
-        tags: [...new Set(input.tags ?? [])],
+        min_disk: 0,
+        min_ram: 0,
+        tags: [],
         created_at: at,
         updated_at: at,
-        properties: input.properties ?? {},
-        upload_size: input.upload_size ?? null,
-        upload_sha256: input.upload_sha256?.toLowerCase() ?? null,
+        properties: {},
+        upload_size: null,
+        upload_sha256: null,
         source_format: null,
         converted: null,
         failure: null,
         import_progress: null,
         import_lease_until: null,
+      };
+      // Every key is an `add` to the blank record: the rules of a patch, so create accepts what PATCH does.
+      // An absent or null owner means the caller's project.
+      const changes = Object.entries(fields)
+        .filter(([name, value]) => value !== undefined && !(name === "owner" && value === null))
+        .map(([name, value]) => ({ op: "add" as const, name, value }));
+      const image: ImageRecord = {
+        ...blank,
+        ...applyImageChanges(blank, changes, caller, { maxUploadSize, now: at }),
       };
       // A large upload's storage multipart upload starts with the image; its id stays on the record.
       if (deps.multipart) Object.assign(image, await deps.multipart.prepare(image));

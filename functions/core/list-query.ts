@@ -1,6 +1,6 @@
 import { InvalidRequestError } from "./errors.ts";
 import type { MemberStatus } from "./image/access.ts";
-import { IMAGE_STATUSES, type ImageRecord, VISIBILITIES, type Visibility } from "./image/image.ts";
+import { IMAGE_STATUSES, type ImageRecord, isImageId, VISIBILITIES, type Visibility } from "./image/image.ts";
 import { MEMBER_STATUSES } from "./image/members.ts";
 
 /** Glance's `limit_param_default` and `api_limit_max`. glanceclient asks for 200 per page. */
@@ -70,16 +70,18 @@ const TIME_OPS = { gt: 1, gte: 1, lt: 1, lte: 1, eq: 1, neq: 1 } as const;
 type TimeOp = keyof typeof TIME_OPS;
 
 const bad = (message: string) => new InvalidRequestError(message);
+/** At most 80 characters of a client's value, for a message that quotes it. */
+const clip = (value: string): string => (value.length > 80 ? `${value.slice(0, 80)}…` : value);
 
 function parseBoolean(name: string, value: string): boolean {
   const v = value.toLowerCase();
   if (["true", "1", "yes", "on"].includes(v)) return true;
   if (["false", "0", "no", "off"].includes(v)) return false;
-  throw bad(`Invalid value for ${name}: '${value}'; it must be true or false.`);
+  throw bad(`Invalid value for ${name}: '${clip(value)}'; it must be true or false.`);
 }
 
 function parseInteger(name: string, value: string): number {
-  if (!/^\d+$/.test(value)) throw bad(`${name} param must be a non-negative integer, not '${value}'.`);
+  if (!/^\d+$/.test(value)) throw bad(`${name} param must be a non-negative integer, not '${clip(value)}'.`);
   return Number(value);
 }
 
@@ -110,7 +112,7 @@ function fieldText(image: ImageRecord, field: string): string | undefined {
 function equalityFilter(field: string, value: string): (image: ImageRecord) => boolean {
   const read = RECORD_FIELDS.has(field)
     ? (i: ImageRecord) => fieldText(i, field)
-    : (i: ImageRecord) => i.properties[field];
+    : (i: ImageRecord) => (Object.hasOwn(i.properties, field) ? i.properties[field] : undefined);
   if (value.startsWith("in:")) {
     const set = new Set(splitInList(value.slice(3)));
     return (i) => {
@@ -124,15 +126,17 @@ function equalityFilter(field: string, value: string): (image: ImageRecord) => b
 /** `created_at=gte:2024-01-01T00:00:00Z`; a value without an operator means `eq`. */
 function timeFilter(field: "created_at" | "updated_at", value: string): (image: ImageRecord) => boolean {
   const m = /^([a-z]+):(.*)$/.exec(value);
-  const op = (m && m[1] !== undefined && m[1] in TIME_OPS ? m[1] : "eq") as TimeOp;
-  if (m && !(m[1] !== undefined && m[1] in TIME_OPS) && !/^\d/.test(value)) {
-    throw bad(`Unable to filter ${field} on the unknown operator '${m[1]}'.`);
+  // Own keys only: `constructor:` or `__proto__:` are no operators (`in` would find them on the prototype).
+  const known = m?.[1] !== undefined && Object.hasOwn(TIME_OPS, m[1]);
+  const op = (m && known ? m[1] : "eq") as TimeOp;
+  if (m && !known && !/^\d/.test(value)) {
+    throw bad(`Unable to filter ${field} on the unknown operator '${clip(m[1] ?? "")}'.`);
   }
   const text = m && op === m[1] ? (m[2] ?? "") : value;
   const at = Date.parse(text);
   if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(at)) {
     throw bad(
-      `Invalid ${field} filter '${value}': expected an ISO 8601 time, e.g. gte:2024-01-31T00:00:00Z.`,
+      `Invalid ${field} filter '${clip(value)}': expected an ISO 8601 time, e.g. gte:2024-01-31T00:00:00Z.`,
     );
   }
   const cmp: Record<TimeOp, (a: number) => boolean> = {
@@ -153,12 +157,13 @@ function parseSort(params: [string, string][]): SortSpec[] {
   const combined = params.filter(([k]) => k === "sort").map(([, v]) => v);
   const checkKey = (k: string): SortKey => {
     if (!(SORT_KEYS as readonly string[]).includes(k)) {
-      throw bad(`Invalid sort key: '${k}'. It must be one of: ${SORT_KEYS.join(", ")}.`);
+      throw bad(`Invalid sort key: '${clip(k)}'. It must be one of: ${SORT_KEYS.join(", ")}.`);
     }
     return k as SortKey;
   };
   const checkDir = (d: string): SortDir => {
-    if (d !== "asc" && d !== "desc") throw bad(`Invalid sort direction: '${d}'. It must be asc or desc.`);
+    if (d !== "asc" && d !== "desc")
+      throw bad(`Invalid sort direction: '${clip(d)}'. It must be asc or desc.`);
     return d;
   };
   let sort: SortSpec[];
@@ -208,14 +213,14 @@ export function parseListQuery(params: [string, string][]): ListQuery {
 
   const visibilityText = one("visibility");
   if (visibilityText !== undefined && !["all", ...VISIBILITIES].includes(visibilityText)) {
-    throw bad(`Invalid visibility value: ${visibilityText}`);
+    throw bad(`Invalid visibility value: ${clip(visibilityText)}`);
   }
   const visibility = visibilityText as Visibility | "all" | undefined;
   if (visibility !== undefined && visibility !== "all") filters.push((i) => i.visibility === visibility);
 
   const memberStatusText = one("member_status") ?? "accepted";
   if (!["all", ...MEMBER_STATUSES].includes(memberStatusText)) {
-    throw bad(`Invalid status value: ${memberStatusText}`);
+    throw bad(`Invalid status value: ${clip(memberStatusText)}`);
   }
 
   // Hidden images leave the default list; `os_hidden=true` lists only them (Glance's filter is equality).
@@ -246,7 +251,7 @@ export function parseListQuery(params: [string, string][]): ListQuery {
       }
       case "status":
         if (!value.startsWith("in:") && !(IMAGE_STATUSES as readonly string[]).includes(value)) {
-          throw bad(`Invalid status value: ${value}`);
+          throw bad(`Invalid status value: ${clip(value)}`);
         }
         filters.push(equalityFilter(key, value));
         break;
@@ -260,9 +265,15 @@ export function parseListQuery(params: [string, string][]): ListQuery {
     }
   }
 
+  // Markers are image ids; anything else names no image (and is never sent to storage as a key).
+  const marker = one("marker");
+  if (marker !== undefined && !isImageId(marker)) {
+    throw new InvalidRequestError(`The marker ${clip(marker)} could not be found.`, "BAD_MARKER");
+  }
+
   return {
     limit,
-    marker: one("marker"),
+    marker,
     sort: parseSort(params),
     visibility,
     memberStatus: memberStatusText as MemberStatus | "all",

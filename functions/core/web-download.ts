@@ -40,22 +40,70 @@ export class FetchFailedError extends HangarError {
   readonly reason = "FETCH_FAILED";
 }
 
+/** An IPv4 address from two 16-bit groups of an IPv6 address. */
+const ipv4Of = (hi: number, lo: number): ipaddr.IPv4 =>
+  new ipaddr.IPv4([hi >> 8, hi & 0xff, lo >> 8, lo & 0xff]);
+
+/**
+ * The IPv4 addresses an IPv6 address carries, with the form's name: IPv4-compatible `::a.b.c.d` and
+ * IPv4-mapped `::ffff:a.b.c.d` (RFC 4291), IPv4-translated `::ffff:0:a.b.c.d` (RFC 6145), NAT64
+ * `64:ff9b::/96` (RFC 6052), 6to4 `2002::/16` (RFC 3056), Teredo `2001::/32` (RFC 4380: the server in bits
+ * 32-63, the client in the last 32 bits inverted). The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215)
+ * comes back with no address: where it embeds one is the local network's choice. Undefined for other IPv6.
+ */
+export function embeddedIPv4(address: ipaddr.IPv6): { form: string; addresses: ipaddr.IPv4[] } | undefined {
+  const p = address.parts as [number, number, number, number, number, number, number, number];
+  const zero = (from: number, to: number) => p.slice(from, to).every((x) => x === 0);
+  const last32 = [ipv4Of(p[6], p[7])];
+  if (zero(0, 5) && p[5] === 0xffff) return { form: "IPv4-mapped IPv6", addresses: last32 };
+  if (zero(0, 4) && p[4] === 0xffff && p[5] === 0) return { form: "IPv4-translated IPv6", addresses: last32 };
+  // `::` and `::1` are IPv6's own unspecified and loopback addresses, classed as such.
+  if (zero(0, 6) && !(p[6] === 0 && p[7] <= 1)) return { form: "IPv4-compatible IPv6", addresses: last32 };
+  if (p[0] === 0x64 && p[1] === 0xff9b) {
+    if (zero(2, 6)) return { form: "NAT64", addresses: last32 };
+    if (p[2] === 1) return { form: "local-use NAT64", addresses: [] };
+  }
+  if (p[0] === 0x2002) return { form: "6to4", addresses: [ipv4Of(p[1], p[2])] };
+  if (p[0] === 0x2001 && p[1] === 0) {
+    return { form: "Teredo", addresses: [ipv4Of(p[2], p[3]), ipv4Of(p[6] ^ 0xffff, p[7] ^ 0xffff)] };
+  }
+  return undefined;
+}
+
+/** Why a parsed address is refused, by its ipaddr.js range; undefined for public unicast. */
+function rangeRefusal(address: ipaddr.IPv4 | ipaddr.IPv6, allowLoopback: boolean): string | undefined {
+  const range = address.range();
+  if (range === "unicast") return undefined;
+  if (range === "loopback" && allowLoopback) return undefined;
+  return `is a ${range} address`;
+}
+
 /**
  * Why an address may not be fetched from, or undefined when it is a public unicast address. Everything
  * ipaddr.js does not class as `unicast` is refused: loopback, private, link-local (169.254.169.254, the
  * metadata service), unique-local (fd00:ec2::254), CGNAT, multicast, broadcast, unspecified, reserved and
- * documentation ranges, and IPv6 forms that embed IPv4 (NAT64, 6to4, Teredo) whose target we cannot vouch for.
+ * documentation ranges. An IPv6 address that embeds IPv4 (compatible, mapped, translated, NAT64, 6to4,
+ * Teredo) is judged by every IPv4 address it embeds, since that is where its packets end up:
+ * `[::169.254.169.254]` reaches the metadata service on hosts that route it. The local-use NAT64 prefix is
+ * refused whole: its translator belongs to a local network.
  */
 export function addressRefusal(address: string, allowLoopback = false): string | undefined {
   if (!ipaddr.isValid(address)) return "is not an IP address";
-  let parsed = ipaddr.parse(address);
-  if (parsed.kind() === "ipv6" && (parsed as ipaddr.IPv6).isIPv4MappedAddress()) {
-    parsed = (parsed as ipaddr.IPv6).toIPv4Address();
+  const parsed = ipaddr.parse(address);
+  if (parsed.kind() === "ipv6") {
+    const embedded = embeddedIPv4(parsed as ipaddr.IPv6);
+    if (embedded) {
+      if (embedded.addresses.length === 0) {
+        return `is in the ${embedded.form} prefix 64:ff9b:1::/48, whose translator is on a local network`;
+      }
+      for (const v4 of embedded.addresses) {
+        const why = rangeRefusal(v4, allowLoopback);
+        if (why !== undefined) return `embeds ${v4} (${embedded.form}), which ${why}`;
+      }
+      return undefined;
+    }
   }
-  const range = parsed.range();
-  if (range === "unicast") return undefined;
-  if (range === "loopback" && allowLoopback) return undefined;
-  return `is a ${range} address`;
+  return rangeRefusal(parsed, allowLoopback);
 }
 
 /** The host part of a URL as DNS or an IP literal (`[::1]` → `::1`). */

@@ -1,5 +1,11 @@
 import * as z from "zod";
-import { MAX_NAME, propertyValue, settableFields } from "../core/image/fields.ts";
+import {
+  MAX_NAME,
+  MAX_PROPERTIES,
+  MAX_RECORD_BYTES,
+  propertyValue,
+  settableFields,
+} from "../core/image/fields.ts";
 import { isImageId } from "../core/image/image.ts";
 import { MEMBER_STATUSES } from "../core/image/members.ts";
 import { PatchDocument } from "../core/image/patch.ts";
@@ -29,7 +35,9 @@ export function createImageBody(maxUploadSize: number) {
       upload_sha256: f.upload_sha256.unwrap().optional(),
     })
     .catchall(propertyValue)
-    .describe("A new image; keys not listed are extra string properties.");
+    .describe(
+      `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON).`,
+    );
 }
 
 /** `PATCH /v2/images/{id}` with `application/openstack-images-v2.1-json-patch`. */

@@ -1,16 +1,19 @@
 import { randomUUID } from "node:crypto";
 import { Hono } from "hono";
-import { ForbiddenError, InvalidRequestError } from "../core/errors.ts";
+import { bodyLimit } from "hono/body-limit";
+import { InvalidRequestError } from "../core/errors.ts";
 import { type Caller, isAdmin } from "../core/image/access.ts";
-import type { ImageService, NewImage } from "../core/images.ts";
+import { MAX_NAME } from "../core/image/fields.ts";
+import { isImageId } from "../core/image/image.ts";
+import type { ImageService } from "../core/images.ts";
 import { parseListQuery } from "../core/list-query.ts";
 import type { Logger } from "../core/ports.ts";
 import type { QuotaService } from "../core/quotas.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
-import { createImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
-import { describeZod, errorResponse, toErrorResponse } from "./errors.ts";
-import { CORE_FIELDS, IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson, READ_ONLY_FIELDS } from "./image-json.ts";
+import { errorResponse, toErrorResponse } from "./errors.ts";
+import { IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson } from "./image-json.ts";
+import { clip, MAX_BODY_BYTES } from "./limits.ts";
 import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
 import { registerQuotaRoutes } from "./routes/quotas.ts";
@@ -45,7 +48,6 @@ function versions(base: string) {
 /** The Glance v2 HTTP API as one Hono app; the same app runs in Lambda and on the local stack. */
 export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
-  const createBody = createImageBody(deps.maxUploadSize);
   const policy: ImportPolicyInfo = deps.policy ?? {
     preferredFormat: "raw",
     acceptedFormats: ["raw", "iso"],
@@ -61,7 +63,21 @@ export function createApp(deps: AppDeps): Hono<Env> {
   });
 
   app.onError((err, c) => toErrorResponse(c, err, (m, f) => deps.log.error(m, f)));
-  app.notFound((c) => errorResponse(c, 404, `The resource could not be found: ${c.req.path}`, "NOT_FOUND"));
+  app.use(
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) =>
+        errorResponse(
+          c,
+          413,
+          `The request body is larger than the limit of ${MAX_BODY_BYTES} bytes.`,
+          "BODY_TOO_LARGE",
+        ),
+    }),
+  );
+  app.notFound((c) =>
+    errorResponse(c, 404, `The resource could not be found: ${clip(c.req.path, 200)}`, "NOT_FOUND"),
+  );
 
   const base = (url: string) => new URL(url).origin;
   app.get("/", (c) => c.json(versions(base(c.req.url)), 300));
@@ -81,51 +97,46 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get("/v2/schemas/image", (c) => c.json(IMAGE_SCHEMA));
   app.get("/v2/schemas/images", (c) => c.json(IMAGES_SCHEMA));
 
+  // Image ids are UUIDs: anything else names no image, and is never sent to storage as a key.
+  const imageIdGuard = async (c: import("hono").Context<Env>, next: () => Promise<void>) => {
+    const id = c.req.param("id") ?? "";
+    if (!isImageId(id)) {
+      return errorResponse(c, 404, `No image found with ID ${clip(id)}`, "NOT_FOUND");
+    }
+    await next();
+  };
+  app.use("/v2/images/:id", imageIdGuard);
+  app.use("/v2/images/:id/*", imageIdGuard);
+  // Member ids are project ids (at most 255 characters, like every name): a longer one is no member.
+  app.use("/v2/images/:id/members/:member", async (c, next) => {
+    const member = c.req.param("member");
+    if (member.length === 0 || member.length > MAX_NAME) {
+      return errorResponse(
+        c,
+        404,
+        `Member ${clip(member)} of image ${c.req.param("id")} not found.`,
+        "MEMBER_NOT_FOUND",
+      );
+    }
+    await next();
+  });
+
   app.post("/v2/images", async (c) => {
     const caller = c.get("caller");
     let raw: unknown;
     try {
-      raw = await c.req.json();
+      raw = JSON.parse(await c.req.text());
     } catch {
       throw new InvalidRequestError("The request body is not valid JSON.");
     }
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       throw new InvalidRequestError("The request body must be a JSON object.");
     }
-    for (const key of Object.keys(raw)) {
-      if (READ_ONLY_FIELDS.has(key))
-        throw new ForbiddenError(`Attribute '${key}' is read-only.`, "READ_ONLY");
-    }
-    const parsed = createBody.safeParse(raw);
-    if (!parsed.success) throw new InvalidRequestError(`Invalid image: ${describeZod(parsed.error)}`);
-    const body = parsed.data;
-    if (body.owner != null && body.owner !== caller.projectId && !isAdmin(caller)) {
-      throw new ForbiddenError("You are not permitted to create images owned by another project.");
-    }
-    const properties: Record<string, string> = {};
-    for (const [k, v] of Object.entries(body)) {
-      if (!CORE_FIELDS.has(k) && typeof v === "string") {
-        if (k.length > 255) throw new InvalidRequestError(`Property name '${k.slice(0, 40)}…' is too long.`);
-        properties[k] = v;
-      }
-    }
-    const input: NewImage = {
-      id: body.id,
-      name: body.name,
-      visibility: body.visibility,
-      protected: body.protected,
-      os_hidden: body.os_hidden,
-      disk_format: body.disk_format,
-      container_format: body.container_format,
-      min_disk: body.min_disk,
-      min_ram: body.min_ram,
-      tags: body.tags,
-      properties,
-      upload_size: body.upload_size,
-      upload_sha256: body.upload_sha256,
-    };
-    const owner = body.owner != null && isAdmin(caller) ? { ...caller, projectId: body.owner } : caller;
-    const view = await deps.images.create(input, owner);
+    // The fields are checked by the core, by the same rules as a PATCH of them.
+    const body = raw as Record<string, unknown>;
+    const owner =
+      typeof body.owner === "string" && isAdmin(caller) ? { ...caller, projectId: body.owner } : caller;
+    const view = await deps.images.create(body, owner);
     c.header("Location", `/v2/images/${view.image.id}`);
     return c.json(imageJson(view.image, view.upload), 201);
   });

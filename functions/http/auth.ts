@@ -3,9 +3,10 @@ import * as z from "zod";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
 
+// Project ids become storage keys and names in records: at most 255 characters, like every Glance name.
 const Claims = z.object({
-  sub: z.string().min(1),
-  project_id: z.string().min(1),
+  sub: z.string().min(1).max(255),
+  project_id: z.string().min(1).max(255),
   roles: z.array(z.string()).default([]),
 });
 

@@ -187,21 +187,3 @@ export const IMAGES_SCHEMA = {
     { rel: "describedby", href: "{schema}" },
   ],
 } as const;
-
-/** Fields clients may never set (Glance answers 403 "Attribute 'x' is read-only."). */
-export const READ_ONLY_FIELDS = new Set(
-  Object.entries(IMAGE_SCHEMA.properties)
-    .filter(([, p]) => "readOnly" in p && p.readOnly)
-    .map(([k]) => k)
-    .concat([
-      "locations",
-      "direct_url",
-      "import_lease_until",
-      "import_takeovers",
-      "multipart_upload_id",
-      "multipart_started_at",
-    ]),
-);
-
-/** Core fields with a type of their own; every other key in a body is an extra string property. */
-export const CORE_FIELDS = new Set(Object.keys(IMAGE_SCHEMA.properties));

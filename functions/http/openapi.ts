@@ -14,6 +14,7 @@ import {
   UsageJson,
 } from "./api-schemas.ts";
 import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
+import { MAX_BODY_BYTES } from "./limits.ts";
 import { LimitsBody } from "./routes/quotas.ts";
 
 /** S3's largest object; the ceiling of a declared `upload_size` (the deployed value is in /v2/info/import). */
@@ -39,7 +40,13 @@ const err = (description: string) => json("Error", description);
 const noContent = (description: string) => ({ description });
 
 const idParam = { name: "id", in: "path", required: true, schema: { type: "string", format: "uuid" } };
-const memberParam = { name: "member", in: "path", required: true, schema: { type: "string" } };
+const memberParam = {
+  name: "member",
+  in: "path",
+  required: true,
+  schema: { type: "string", minLength: 1, maxLength: 255 },
+};
+const projectSchema = { type: "string", minLength: 1, maxLength: 255 };
 const tagParam = { name: "tag", in: "path", required: true, schema: { type: "string", maxLength: 255 } };
 const q = (name: string, description: string, schema: Record<string, unknown> = { type: "string" }) => ({
   name,
@@ -49,10 +56,13 @@ const q = (name: string, description: string, schema: Record<string, unknown> = 
   schema,
 });
 
+/** Every route that reads a body answers 413 beyond the limit, as API Gateway does. */
+const BODY_TOO_LARGE = `The request body is over ${MAX_BODY_BYTES} bytes`;
+
 const STD_ERRORS = {
   "401": err("No or invalid token"),
   "403": err("Not permitted (policy, read-only attribute, protected image)"),
-  "404": err("No such image, or not visible to the caller"),
+  "404": err("No such image (an id that is not a UUID names none), or not visible to the caller"),
 };
 
 /**
@@ -117,7 +127,10 @@ export function openApiDocument() {
             "Glance's filters and sorting. Default list: own, public and accepted shared images, no community or os_hidden ones. `next`/`first` are relative paths.",
           parameters: [
             q("limit", "Page size, default 25, at most 1000", { type: "integer", minimum: 0 }),
-            q("marker", "Id of the last image of the previous page"),
+            q("marker", "Id of the last image of the previous page (a UUID; anything else is 400)", {
+              type: "string",
+              format: "uuid",
+            }),
             q("sort_key", "Repeatable: name, status, created_at, updated_at, size, id, ..."),
             q("sort_dir", "Repeatable: asc or desc"),
             q("sort", "key:dir,key:dir (not with sort_key/sort_dir)"),
@@ -144,8 +157,14 @@ export function openApiDocument() {
           requestBody: { required: true, content: { "application/json": { schema: ref("ImageCreate") } } },
           responses: {
             "201": json("Image", "The image, with `upload` to follow"),
-            "400": err("Invalid field"),
-            "403": err("Read-only attribute, or public visibility without admin"),
+            "400": err("Invalid field or extra property name"),
+            "401": err("No or invalid token"),
+            "403": err(
+              "A reader's token, a read-only or reserved attribute, or public visibility without admin (the rules of PATCH)",
+            ),
+            "413": err(
+              `More than 128 tags or extra properties, a record over the size one database item holds, or a body over ${MAX_BODY_BYTES} bytes`,
+            ),
           },
         },
       },
@@ -163,7 +182,9 @@ export function openApiDocument() {
             "400": err("Invalid value or pointer"),
             ...STD_ERRORS,
             "409": err("Extra property missing, or the image changed meanwhile"),
-            "413": err("Too many tags or properties"),
+            "413": err(
+              `More than 128 tags or extra properties, a record over the size one database item holds, or a body over ${MAX_BODY_BYTES} bytes`,
+            ),
             "415": err("Not the JSON-patch media type"),
           },
         },
@@ -205,7 +226,7 @@ export function openApiDocument() {
             "200": json("Member", "The new member"),
             ...STD_ERRORS,
             "409": err("Already a member"),
-            "413": err("Too many members"),
+            "413": err(`Too many members, or a body over ${MAX_BODY_BYTES} bytes`),
           },
         },
       },
@@ -215,7 +236,7 @@ export function openApiDocument() {
         put: {
           summary: "Accept, reject or re-pend a share (the member project only)",
           requestBody: { required: true, content: { "application/json": { schema: ref("MemberUpdate") } } },
-          responses: { "200": json("Member", "The member"), ...STD_ERRORS },
+          responses: { "200": json("Member", "The member"), ...STD_ERRORS, "413": err(BODY_TOO_LARGE) },
         },
         delete: {
           summary: "Stop sharing (owner)",
@@ -246,6 +267,7 @@ export function openApiDocument() {
             "400": err("Unsupported method, or a URL whose scheme or addresses are refused"),
             ...STD_ERRORS,
             "409": err("The image is not queued"),
+            "413": err(BODY_TOO_LARGE),
           },
         },
       },
@@ -271,7 +293,7 @@ export function openApiDocument() {
       "/v2/info/usage": {
         get: {
           summary: "The caller's usage and limits (admins: any project's, with project_id)",
-          parameters: [{ name: "project_id", in: "query", required: false, schema: { type: "string" } }],
+          parameters: [{ name: "project_id", in: "query", required: false, schema: projectSchema }],
           responses: { "200": json("Usage", "Usage"), ...STD_ERRORS },
         },
       },
@@ -290,7 +312,7 @@ export function openApiDocument() {
         },
       },
       "/v2/quotas/{project}": {
-        parameters: [{ name: "project", in: "path", required: true, schema: { type: "string" } }],
+        parameters: [{ name: "project", in: "path", required: true, schema: projectSchema }],
         get: {
           summary: "A project's usage and limits",
           responses: { "200": json("Usage", "Usage"), ...STD_ERRORS },
@@ -298,7 +320,12 @@ export function openApiDocument() {
         put: {
           summary: "Override a project's limits (-1 unlimited, null back to the default); admins only",
           requestBody: { required: true, content: { "application/json": { schema: ref("LimitsUpdate") } } },
-          responses: { "200": json("Usage", "Usage with the new limits"), ...STD_ERRORS },
+          responses: {
+            "200": json("Usage", "Usage with the new limits"),
+            "400": err("A project id over 255 characters, or an invalid limit"),
+            ...STD_ERRORS,
+            "413": err(BODY_TOO_LARGE),
+          },
         },
       },
     },

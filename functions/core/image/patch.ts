@@ -2,12 +2,15 @@ import * as z from "zod";
 import { ConflictError, ForbiddenError, InvalidRequestError, LimitExceededError } from "../errors.ts";
 import { type Caller, isAdmin } from "./access.ts";
 import {
+  DYNAMODB_ITEM_BYTES,
   isReservedName,
-  MAX_NAME,
   MAX_PROPERTIES,
+  MAX_RECORD_BYTES,
   MAX_TAGS,
+  propertyNameRefusal,
   propertyValue,
   READ_ONLY_FIELDS,
+  recordBytes,
   type SettableField,
   settableFields,
 } from "./fields.ts";
@@ -42,16 +45,41 @@ function pathRoot(path: string): string {
   return (segments[1] ?? "").replace(/~1/g, "/").replace(/~0/g, "~");
 }
 
+/** One change to one top-level attribute: what a JSON-patch operation and a key of a create body both are. */
+export interface AttributeChange {
+  op: PatchOperation["op"];
+  name: string;
+  value?: unknown;
+}
+
 /**
- * Applies a Glance JSON patch to an image and returns the changed fields (with a new `updated_at`).
- * Follows Glance's rules: read-only and reserved attributes are refused (403); `add` and `replace` set schema
- * fields whether or not the record shows them (glanceclient sends `replace` for absent ones); extra properties
- * are strings, `replace`/`remove` of a missing one is a 409; `public` needs an admin; formats change only
- * while `queued`. The caller's right to change the image at all is checked before.
+ * Applies a Glance JSON patch to an image and returns the changed fields (with a new `updated_at`), by the
+ * rules of `applyImageChanges`. The caller's right to change the image at all is checked before.
  */
 export function applyImagePatch(
   image: ImageRecord,
   ops: readonly PatchOperation[],
+  caller: Caller,
+  options: { maxUploadSize: number; now: string },
+): Partial<ImageRecord> {
+  // Decoded one at a time, so errors come in the order of the operations.
+  function* changes(): Generator<AttributeChange> {
+    for (const { op, path, value } of ops) yield { op, name: pathRoot(path), value };
+  }
+  return applyImageChanges(image, changes(), caller, options);
+}
+
+/**
+ * Glance's rules for changing an image's attributes, the one rule set of both create (every key of the body
+ * an `add` to a blank record) and PATCH: read-only and reserved attributes are refused (403); `add` and
+ * `replace` set schema fields whether or not the record shows them (glanceclient sends `replace` for absent
+ * ones); extra properties are strings with usable names, `replace`/`remove` of a missing one is a 409, at most
+ * 128 of them (413); `public` needs an admin; formats change only while `queued`; and the record must still
+ * fit in one DynamoDB item (413). Returns the changed fields with a new `updated_at`.
+ */
+export function applyImageChanges(
+  image: ImageRecord,
+  changes: Iterable<AttributeChange>,
   caller: Caller,
   options: { maxUploadSize: number; now: string },
 ): Partial<ImageRecord> {
@@ -60,13 +88,16 @@ export function applyImagePatch(
   const properties = { ...image.properties };
   let propertiesChanged = false;
 
-  for (const { op, path, value } of ops) {
-    const name = pathRoot(path);
+  for (const { op, name, value } of changes) {
     if (name === "id" || READ_ONLY_FIELDS.has(name)) {
       throw new ForbiddenError(`Attribute '${name}' is read-only.`, "READ_ONLY");
     }
     if (isReservedName(name)) throw new ForbiddenError(`Attribute '${name}' is reserved.`, "RESERVED");
     const isField = Object.hasOwn(fields, name);
+    if (!isField) {
+      const refusal = propertyNameRefusal(name);
+      if (refusal !== undefined) throw new InvalidRequestError(refusal, "INVALID_PROPERTY_NAME");
+    }
 
     if (op === "remove") {
       if (isField) throw new ForbiddenError(`Property ${name} may not be removed.`, "CORE_PROPERTY");
@@ -79,7 +110,7 @@ export function applyImagePatch(
     }
 
     if (value === undefined) {
-      throw new InvalidRequestError(`Operation '${op}' on '${path}' needs a value.`, "INVALID_PATCH");
+      throw new InvalidRequestError(`Operation '${op}' on '/${name}' needs a value.`, "INVALID_PATCH");
     }
     if (isField) {
       const field = name as SettableField;
@@ -118,13 +149,10 @@ export function applyImagePatch(
     if (op === "replace" && !Object.hasOwn(properties, name)) {
       throw new ConflictError(`Property ${name} does not exist.`, "NO_SUCH_PROPERTY");
     }
-    if (name.length > MAX_NAME) {
-      throw new InvalidRequestError(`Property name '${name.slice(0, 40)}…' is longer than ${MAX_NAME}.`);
-    }
     const parsed = propertyValue.safeParse(value);
     if (!parsed.success) {
       throw new InvalidRequestError(
-        `Invalid value for '${name}': extra properties are strings of at most 65535 characters.`,
+        `Invalid value for '${name.slice(0, 255)}': extra properties are strings of at most 65535 characters.`,
       );
     }
     if (!Object.hasOwn(properties, name) && Object.keys(properties).length >= MAX_PROPERTIES) {
@@ -134,9 +162,16 @@ export function applyImagePatch(
     propertiesChanged = true;
   }
 
-  return {
+  const changed: Partial<ImageRecord> = {
     ...(work as Partial<ImageRecord>),
     ...(propertiesChanged ? { properties } : {}),
     updated_at: options.now,
   };
+  const bytes = recordBytes({ ...image, ...changed });
+  if (bytes > MAX_RECORD_BYTES) {
+    throw new LimitExceededError(
+      `The image would take ${bytes} bytes of attributes and extra properties; at most ${MAX_RECORD_BYTES} fit in one record (DynamoDB stores at most ${DYNAMODB_ITEM_BYTES / 1024} KB per item).`,
+    );
+  }
+  return changed;
 }

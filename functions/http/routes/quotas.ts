@@ -1,6 +1,8 @@
 import type { Context, Hono } from "hono";
 import * as z from "zod";
+import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
+import { MAX_NAME } from "../../core/image/fields.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
 import type { ProjectUsage, QuotaService } from "../../core/quotas.ts";
 import { jsonBody } from "./glance.ts";
@@ -11,6 +13,17 @@ type Env = { Variables: { caller: Caller } };
 export const LimitsBody = z
   .object(Object.fromEntries(QUOTA_KEYS.map((k) => [k, z.number().int().min(-1).nullable().optional()])))
   .strict();
+
+/** A project id from a path or query, at most 255 characters like every name (it becomes a storage key). */
+function projectName(value: string): string {
+  if (value.length === 0 || value.length > MAX_NAME) {
+    throw new InvalidRequestError(
+      `A project id is 1 to ${MAX_NAME} characters long; got ${value.length}.`,
+      "INVALID_PROJECT",
+    );
+  }
+  return value;
+}
 
 /** Glance's `/v2/info/usage` shape: each counter with its limit and usage. */
 export function usageJson(u: ProjectUsage) {
@@ -26,11 +39,11 @@ export function usageJson(u: ProjectUsage) {
  */
 export function registerQuotaRoutes(app: Hono<Env>, deps: { quotas: QuotaService }): void {
   const { quotas } = deps;
-  const project = (c: Context<Env>) => c.req.param("project") ?? "";
+  const project = (c: Context<Env>) => projectName(c.req.param("project") ?? "");
 
   app.get("/v2/info/usage", async (c) => {
     const which = c.req.query("project_id");
-    return c.json(usageJson(await quotas.usage(c.get("caller"), which || undefined)));
+    return c.json(usageJson(await quotas.usage(c.get("caller"), which ? projectName(which) : undefined)));
   });
 
   app.get("/v2/quotas", async (c) => {

@@ -49,6 +49,48 @@ describe("addressRefusal", () => {
     ];
     for (const a of refused) expect(addressRefusal(a), a).toBeTypeOf("string");
   });
+  it("judges every IPv6 form that embeds IPv4 by the embedded address", () => {
+    const refused: [string, RegExp][] = [
+      // IPv4-compatible (::a.b.c.d), as the URL parser writes http://[::169.254.169.254]/.
+      ["::a9fe:a9fe", /169\.254\.169\.254.*linkLocal/],
+      ["::169.254.169.254", /169\.254\.169\.254/],
+      ["::127.0.0.1", /127\.0\.0\.1.*loopback/],
+      ["::10.0.0.1", /10\.0\.0\.1.*private/],
+      ["::0.0.0.2", /0\.0\.0\.2/],
+      // IPv4-mapped and IPv4-translated (RFC 6145).
+      ["::ffff:10.0.0.1", /10\.0\.0\.1/],
+      ["::ffff:0:10.0.0.1", /10\.0\.0\.1.*private/],
+      ["::ffff:0:a9fe:a9fe", /169\.254\.169\.254/],
+      // NAT64, well-known prefix (RFC 6052) and local-use prefix (RFC 8215).
+      ["64:ff9b::10.0.0.1", /10\.0\.0\.1/],
+      ["64:ff9b::7f00:1", /127\.0\.0\.1/],
+      ["64:ff9b:1::808:808", /local-use NAT64/],
+      ["64:ff9b:1:ffff::a9fe:a9fe", /local-use NAT64/],
+      // 6to4 (RFC 3056): the IPv4 address follows 2002:.
+      ["2002:a9fe:a9fe::1", /169\.254\.169\.254/],
+      ["2002:0a00:0001:1::5", /10\.0\.0\.1/],
+      // Teredo (RFC 4380): server in bits 32-63, client in the last 32 bits inverted.
+      ["2001:0:4136:e378:8000:63bf:f5ff:fffe", /10\.0\.0\.1/], // client 10.0.0.1
+      ["2001:0:4136:e378:8000:63bf:80ff:fffe", /127\.0\.0\.1/], // client 127.0.0.1
+      ["2001:0:a00:1:8000:63bf:f7f7:f7f7", /10\.0\.0\.1/], // server 10.0.0.1
+    ];
+    for (const [a, why] of refused) expect(addressRefusal(a), a).toMatch(why);
+    // Public IPv6, and the same forms embedding public IPv4 addresses, stay allowed.
+    for (const ok of [
+      "2606:4700::6810:85e5",
+      "2a00:1450:4001:82b::200e",
+      "2001:4860:4860::8888",
+      "::ffff:8.8.8.8",
+      "::8.8.8.8",
+      "::ffff:0:8.8.8.8",
+      "64:ff9b::8.8.8.8",
+      "2002:808:808::1",
+      "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+    ]) {
+      expect(addressRefusal(ok), ok).toBeUndefined();
+    }
+  });
+
   it("allows loopback only with the test flag, and nothing else with it", () => {
     expect(addressRefusal("127.0.0.1", true)).toBeUndefined();
     expect(addressRefusal("::1", true)).toBeUndefined();
@@ -81,6 +123,13 @@ describe("checkTarget", () => {
     // WHATWG URL parsing turns decimal and hex hosts into dotted quads before the check.
     await expect(checkTarget(new URL("http://2130706433/"), resolve, policy)).rejects.toThrow(/loopback/);
     await expect(checkTarget(new URL("http://0x7f.1/"), resolve, policy)).rejects.toThrow(/loopback/);
+    // The parser writes [::169.254.169.254] as [::a9fe:a9fe]; the embedded address decides.
+    for (const u of ["http://[::169.254.169.254]/", "http://[::127.0.0.1]/", "http://[::10.0.0.1]/"]) {
+      await expect(checkTarget(new URL(u), resolve, policy), u).rejects.toThrow(UriNotAllowedError);
+    }
+    const mapped = dns({ sneaky: ["::ffff:0:a9fe:a9fe"], nat64: ["64:ff9b::a9fe:a9fe"] });
+    await expect(checkTarget(new URL("http://sneaky/"), mapped, policy)).rejects.toThrow(/169\.254/);
+    await expect(checkTarget(new URL("http://nat64/"), mapped, policy)).rejects.toThrow(/169\.254/);
     expect((await checkTarget(new URL("https://good/img"), resolve, policy)).address).toBe("8.8.4.4");
   });
 });

@@ -3,11 +3,24 @@ import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createImageService } from "../../../functions/core/images.ts";
 import type { WebDownloadJob } from "../../../functions/core/ports.ts";
 import { createQuotaService } from "../../../functions/core/quotas.ts";
+import { createMultipartUploads } from "../../../functions/core/uploads/multipart.ts";
+import { MIB } from "../../../functions/core/uploads/plan.ts";
 import { createApp } from "../../../functions/http/app.ts";
 import { createTokenVerifier } from "../../../functions/http/auth.ts";
-import { fixedClock, MemoryImages, MemoryMembers, MemoryObjects, MemoryQuota, silentLog } from "../fakes.ts";
+import {
+  fixedClock,
+  MemoryImages,
+  MemoryMembers,
+  MemoryMultipartUploads,
+  MemoryObjects,
+  MemoryQuota,
+  silentLog,
+} from "../fakes.ts";
 
-/** The HTTP app over in-memory fakes, with a token minter and a recording web-download dispatcher. */
+/**
+ * The HTTP app over in-memory fakes, with a token minter and a recording web-download dispatcher. Declared
+ * uploads above 8 MiB get a multipart plan (5 MiB parts), so the multipart routes are there too.
+ */
 export async function testApp() {
   const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
   const token = (sub: string, project: string, roles: string[]) =>
@@ -21,6 +34,19 @@ export async function testApp() {
   const members = new MemoryMembers();
   const objects = new MemoryObjects();
   const jobs: WebDownloadJob[] = [];
+  const clock = fixedClock();
+  const storage = new MemoryMultipartUploads(objects, clock);
+  const multipart = createMultipartUploads({
+    images,
+    objects,
+    uploads: storage,
+    clock,
+    log: silentLog,
+    threshold: 8 * MIB,
+    minPartSize: 5 * MIB,
+    partUrlTtlSeconds: 600,
+    abandonAfterSeconds: 24 * 3600,
+  });
   const resolveTable: Record<string, string[]> = {
     "images.example": ["93.184.216.34"],
     "evil.example": ["10.0.0.7"],
@@ -29,7 +55,8 @@ export async function testApp() {
     images,
     objects,
     members,
-    clock: fixedClock(),
+    clock,
+    multipart,
     log: silentLog,
     newId: randomUUID,
     uploadUrlTtlSeconds: 600,
@@ -49,6 +76,7 @@ export async function testApp() {
   const app = createApp({
     images: service,
     quotas,
+    uploads: multipart,
     verifyToken: createTokenVerifier({
       issuer: "test",
       audience: "hangar",
@@ -78,7 +106,7 @@ export async function testApp() {
       headers: { "X-Auth-Token": tok, ...(body !== undefined ? { "Content-Type": contentType } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-  return { app, images, members, objects, jobs, token, call };
+  return { app, images, members, objects, storage, jobs, token, call };
 }
 
 export const PATCH_TYPE = "application/openstack-images-v2.1-json-patch";
