@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
+import { buildFunctionBundles } from "../../../infra/local/lambda/build.ts";
 import { freePort } from "../../../infra/local/services.ts";
 import { type LocalStack, startStack } from "../../../infra/local/stack.ts";
 import "./context.ts";
@@ -39,7 +40,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const durableEvents = process.env.HANGAR_TEST_DURABLE_EVENTS === "1";
   let stack: LocalStack;
   try {
+    // Built once per run; tests that start a stack of their own, and the handler tests, reuse them.
+    const bundlesDir = await buildFunctionBundles(join(home, "functions"));
+    log(`functions built in ${Date.now() - started} ms`);
     stack = await startStack({
+      bundlesDir,
       home,
       cacheDir,
       apiPort,
@@ -50,8 +55,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
       durableEvents,
       // Housekeeping on a timer would race the tests' own expectations about uploads and staged objects.
       sweepIntervalMs: 0,
-      // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise.
-      env: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+      // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise. The
+      // api function checks the address when the import is requested, the web-download function when
+      // it fetches: both get the switch, and no other function does.
+      functionEnv: {
+        api: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+        webDownload: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+      },
     });
   } catch (err) {
     const tail = await readFile(logFile, "utf8").catch(() => "");
@@ -77,6 +87,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     logFile,
     webhookUrl: stack.webhookUrl,
     cacheDir,
+    bundlesDir: join(home, "functions"),
   });
 
   return async () => {
