@@ -158,8 +158,10 @@ const DEFAULT_RETRY_DELAYS = "1,2";
 const MAX_EVENT_BYTES = 4 * 1024 * 1024;
 
 /**
- * Starts MinIO, DynamoDB Local and Hangar's API and event receiver on loopback, wires bucket events to
- * the importer, and writes `<home>/local.json` once everything answers.
+ * Starts MinIO, DynamoDB Local, Hangar's functions (built bundles, each in a process of its own), the
+ * local HTTP API and Lambda Invoke API and the event receiver on loopback, wires bucket events to the
+ * importer, and writes `<home>/local.json` once everything answers. Refuses, touching nothing, while
+ * another live process runs a stack from the same home.
  */
 export async function startStack(opts: StackOptions): Promise<LocalStack> {
   const log = opts.log ?? (() => {});
@@ -174,6 +176,87 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
   };
 
   await mkdir(home, { recursive: true });
+  const lockFile = join(home, "stack.lock");
+  // Before anything else: a second start must leave a running stack, and its local.json, alone.
+  await takeLock(lockFile, infoFile, home);
+  try {
+    return await startLocked(opts, { log, home, cacheDir, infoFile, childrenFile, dirs, lockFile });
+  } catch (err) {
+    await rm(lockFile, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Takes `<home>/stack.lock` for this process, or refuses with where the running stack is when another
+ * live process holds it. A lock left by a process that is gone is taken over.
+ */
+async function takeLock(lockFile: string, infoFile: string, home: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(
+        lockFile,
+        `${JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() })}\n`,
+        {
+          flag: "wx",
+        },
+      );
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = await readHolder(lockFile);
+    if (holder !== undefined && holder !== process.pid && (await isNodeProcess(holder))) {
+      const info = await readFile(infoFile, "utf8")
+        .then((t) => JSON.parse(t) as { apiUrl?: unknown })
+        .catch(() => undefined);
+      const where =
+        typeof info?.apiUrl === "string"
+          ? `, API ${info.apiUrl}, endpoints in ${infoFile}`
+          : " (still starting)";
+      throw new LocalStackError(
+        `a local stack is already running from ${home} (pid ${holder}${where}); it was left alone. ` +
+          `Stop it first (Ctrl-C in its terminal, or kill ${holder}), or run another one with its own HANGAR_HOME and ports.`,
+      );
+    }
+    // Left by a process that is gone: take it over.
+    await rm(lockFile, { force: true });
+  }
+  throw new LocalStackError(`cannot take ${lockFile}: another start is taking it at the same time`);
+}
+
+async function readHolder(lockFile: string): Promise<number | undefined> {
+  try {
+    const pid = (JSON.parse(await readFile(lockFile, "utf8")) as { pid?: unknown }).pid;
+    return typeof pid === "number" && Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `pid` runs Node (pids are reused: an unrelated process does not hold the lock). */
+async function isNodeProcess(pid: number): Promise<boolean> {
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
+    return /(^|\/)node(js)?\0|tsx|vitest/.test(cmdline);
+  } catch {
+    return false;
+  }
+}
+
+async function startLocked(
+  opts: StackOptions,
+  paths: {
+    log: (line: string) => void;
+    home: string;
+    cacheDir: string;
+    infoFile: string;
+    childrenFile: string;
+    dirs: { minioData: string; minioEvents: string; dynamodb: string };
+    lockFile: string;
+  },
+): Promise<LocalStack> {
+  const { log, home, cacheDir, infoFile, childrenFile, dirs, lockFile } = paths;
   await rm(infoFile, { force: true });
   const stale = await killStaleChildren(await readPids(childrenFile), home);
   if (stale.length > 0)
@@ -221,6 +304,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
       await group.stop();
       await rm(infoFile, { force: true });
       await rm(childrenFile, { force: true });
+      await rm(lockFile, { force: true });
     })();
     return stopped;
   };

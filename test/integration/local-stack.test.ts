@@ -83,6 +83,31 @@ describe("local stack", () => {
     expect((await api("/versions")).headers.get("x-openstack-request-id")).toMatch(/^req-/);
   });
 
+  it("a second start from the same home leaves the running stack alone and says where it is", async () => {
+    const { home, cacheDir, bundlesDir } = inject("hangarStack");
+    const before = JSON.parse(await readFile(join(home, "children.json"), "utf8")) as { pid: number }[];
+    await expect(
+      startStack({
+        home,
+        cacheDir,
+        bundlesDir,
+        apiPort: await freePort(),
+        s3Port: await freePort(),
+        dynamodbPort: await freePort(),
+        reset: false,
+        sweepIntervalMs: 0,
+      }),
+    ).rejects.toThrow(`a local stack is already running from ${home} (pid `);
+    await expect(
+      startStack({ home, cacheDir, bundlesDir, apiPort: 1, s3Port: 1, dynamodbPort: 1, reset: false }),
+    ).rejects.toThrow(`API ${getStack().apiUrl}, endpoints in ${join(home, "local.json")}`);
+    // Its services still run, and its local.json is still there.
+    for (const { pid } of before) expect(() => process.kill(pid, 0)).not.toThrow();
+    expect(JSON.parse(await readFile(join(home, "local.json"), "utf8"))).toEqual(getStack());
+    expect((await api("/versions")).status).toBe(200);
+    await s3.send(new HeadBucketCommand({ Bucket: getStack().bucket }));
+  });
+
   it("has created the table with Hangar's key schema", async () => {
     const { Table } = await ddb.send(new DescribeTableCommand({ TableName: getStack().table }));
     expect(Table?.TableStatus).toBe("ACTIVE");
