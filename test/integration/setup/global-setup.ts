@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
-import { buildFunctionBundles } from "../../../infra/local/lambda/build.ts";
 import { freePort } from "../../../infra/local/services.ts";
 import { type LocalStack, startStack } from "../../../infra/local/stack.ts";
 import "./context.ts";
@@ -40,11 +39,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const durableEvents = process.env.HANGAR_TEST_DURABLE_EVENTS === "1";
   let stack: LocalStack;
   try {
-    // Built once per run; tests that start a stack of their own, and the handler tests, reuse them.
-    const bundlesDir = await buildFunctionBundles(join(home, "functions"));
-    log(`functions built in ${Date.now() - started} ms`);
+    // The stack builds the functions into <home>/functions while MinIO and DynamoDB Local start; tests
+    // that start a stack of their own, and the handler tests, reuse those bundles.
     stack = await startStack({
-      bundlesDir,
       home,
       cacheDir,
       apiPort,
