@@ -53,9 +53,17 @@ export function toPayloadV2(
       );
       continue;
     }
+    // The gateway has read the whole body; the function gets it in one piece.
+    if (name === "transfer-encoding") continue;
     // Repeated headers reach the function as one, values joined by commas.
     headers[name] = headers[name] === undefined ? value : `${headers[name]},${value}`;
   }
+  // What API Gateway adds about the connection it took (here plain HTTP on loopback).
+  headers["x-forwarded-for"] = headers["x-forwarded-for"]
+    ? `${headers["x-forwarded-for"]}, ${req.sourceIp}`
+    : req.sourceIp;
+  headers["x-forwarded-proto"] = "http";
+  headers["x-forwarded-port"] = (headers.host ?? "").split(":")[1] ?? "80";
   const query: Record<string, string> = {};
   for (const [key, value] of new URLSearchParams(rawQueryString)) {
     query[key] = query[key] === undefined ? value : `${query[key]},${value}`;

@@ -68,6 +68,7 @@ describe("local API Gateway: payload 2.0 events", () => {
         timeEpoch: 0,
       },
     });
+    expect(event.headers).toMatchObject({ "x-forwarded-for": "127.0.0.1", "x-forwarded-port": "9292" });
     expect(event.headers.cookie).toBeUndefined();
     expect(event.body).toBeUndefined();
     expect(event.requestContext.requestId).toMatch(/^[0-9a-f-]{36}$/);
