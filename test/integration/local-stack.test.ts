@@ -108,6 +108,30 @@ describe("local stack", () => {
     await s3.send(new HeadBucketCommand({ Bucket: getStack().bucket }));
   });
 
+  it("serves the Lambda Invoke API on loopback: RequestResponse, Event (202) and Lambda's errors", async () => {
+    const endpoint = getStack().lambdaEndpoint;
+    assertLoopback(endpoint);
+    const invoke = (name: string, body: unknown, type?: string) =>
+      fetch(`${endpoint}/2015-03-31/functions/${name}/invocations`, {
+        method: "POST",
+        headers: type ? { "x-amz-invocation-type": type } : {},
+        body: JSON.stringify(body),
+      });
+    const empty = await invoke("hangar-local-importer", { Records: [] });
+    expect(empty.status).toBe(200);
+    expect(empty.headers.get("x-amz-function-error")).toBeNull();
+    expect(await empty.json()).toBeNull();
+    const broken = await invoke("hangar-local-importer", { Records: "no" });
+    expect(broken.status).toBe(200);
+    expect(broken.headers.get("x-amz-function-error")).toBe("Unhandled");
+    expect(await broken.json()).toMatchObject({ errorType: "InvalidStorageEventError" });
+    const unknown = await invoke("hangar-local-nothing", {}, "Event");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ __type: "ResourceNotFoundException" });
+    const queued = await invoke("hangar-local-importer", { Records: [] }, "Event");
+    expect(queued.status).toBe(202);
+  });
+
   it("has created the table with Hangar's key schema", async () => {
     const { Table } = await ddb.send(new DescribeTableCommand({ TableName: getStack().table }));
     expect(Table?.TableStatus).toBe("ACTIVE");
