@@ -21,8 +21,6 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { imageKey, stagingKey } from "../functions/core/image/image.ts";
-import type { Logger } from "../functions/core/ports.ts";
-import { createInProcessHangar as createHangar } from "../infra/local/in-process.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 
@@ -118,8 +116,6 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       durableEvents: false,
       sweepIntervalMs: 0,
       log: (line) => stackLog.push(`${new Date().toISOString()} ${line}`),
-      // The stack's own Hangar only serves the API here; its log lines would bury the bench's table.
-      createHangar: (config) => createHangar(config, { log: quietLog(stackLog) }),
     });
     const info = stack.info;
     input.log(`local stack up in ${((performance.now() - t0) / 1000).toFixed(1)} s (${info.apiUrl})`);
@@ -289,12 +285,6 @@ function minioCpu(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function quietLog(lines: string[]): Logger {
-  const keep = (level: string) => (message: string, fields?: Record<string, unknown>) =>
-    void lines.push(`${new Date().toISOString()} ${level} ${message} ${JSON.stringify(fields ?? {})}`);
-  return { info: keep("info"), warn: keep("warn"), error: keep("error") };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -15,12 +15,15 @@ import {
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { serve } from "@hono/node-server";
 import type { JWK } from "jose";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
-import { type Config, loadConfig } from "../../functions/config.ts";
 import { ensureDynamoDbLocal, ensureMinio } from "./binaries.ts";
 import { LocalStackError } from "./errors.ts";
+import { buildFunctionBundles } from "./lambda/build.ts";
+import type { FunctionKey } from "./lambda/functions.ts";
+import { functionName } from "./lambda/functions.ts";
+import { LocalLambda } from "./lambda/index.ts";
+import { MinioEnvelope, toS3Event } from "./lambda/s3-events.ts";
 import {
   assertPortFree,
   freePort,
@@ -74,16 +77,9 @@ export interface LocalInfo {
   secretAccessKey: string;
   jwtIssuer: string;
   jwtAudience: string;
+  /** The local stand-in for the Lambda API (Invoke); `npm run replay` queues failed events through it. */
+  lambdaEndpoint: string;
   tokens: { admin: string; alice: string; bob: string };
-}
-
-/** The functions the local stack drives. */
-export interface HangarApp {
-  app: { fetch(request: Request): Response | Promise<Response> };
-  /** Resolves with what became of each object named by the envelope (logged, not interpreted). */
-  handleStorageEvent(body: unknown): Promise<unknown>;
-  /** Scheduled housekeeping (hourly in AWS); run on `sweepIntervalMs` when present. */
-  sweep?(): Promise<unknown>;
 }
 
 export interface StackOptions {
@@ -95,8 +91,20 @@ export interface StackOptions {
   /** Start from empty storage and table (the signing key is kept, so old tokens stay valid). */
   reset: boolean;
   log?: (line: string) => void;
-  /** Overrides for Hangar's configuration (HANGAR_* variables), applied last. */
+  /** Overrides for Hangar's configuration (HANGAR_* variables) of every function, applied last. */
   env?: Record<string, string>;
+  /** Variables for one function only, as serverless.yml's `functions.<key>.environment`. */
+  functionEnv?: Partial<Record<FunctionKey, Record<string, string>>>;
+  /**
+   * Bundles already built (`<dir>/<handler>/index.mjs`, see `buildFunctionBundles`); by default the stack
+   * builds them into `<home>/functions` at start.
+   */
+  bundlesDir?: string;
+  /**
+   * Waits before the retries of a failed asynchronous invocation (default HANGAR_LOCAL_RETRY_DELAYS,
+   * or 1 s and 2 s; AWS waits about 1 and 2 minutes).
+   */
+  retryDelaysMs?: readonly number[];
   /**
    * Queue bucket events on disk (`<home>/minio-events`) so none is lost while the receiver is down
    * (default). MinIO polls that queue every 3 s, so `false` trades durability for immediate delivery.
@@ -106,8 +114,6 @@ export interface StackOptions {
   sweepIntervalMs?: number;
   /** Forward every line MinIO and DynamoDB Local print to `log`. */
   verboseChildren?: boolean;
-  /** Builds the application; defaults to the API, importer and sweeper composed in this process. */
-  createHangar?: (config: Config) => HangarApp | Promise<HangarApp>;
 }
 
 export interface LocalStack {
@@ -117,6 +123,8 @@ export interface LocalStack {
   infoFile: string;
   /** Where MinIO delivers bucket events (loopback, bearer-token protected); not in local.json. */
   webhookUrl: string;
+  /** The functions, their runtimes and the asynchronous invocation queue. */
+  lambda: LocalLambda;
   stop(): Promise<void>;
   /** Rejects (after tearing everything down) when a child service dies; resolves after stop(). */
   done: Promise<void>;
@@ -144,12 +152,16 @@ const STACK_OWNED = new Set([
 
 /** How long stop() waits for imports started by storage events before stopping storage under them. */
 const IN_FLIGHT_GRACE_MS = 30_000;
+/** Local retry delays of asynchronous invocations, in seconds (AWS: about 60 and 120). */
+const DEFAULT_RETRY_DELAYS = "1,2";
 /** MinIO's event envelopes are small; anything bigger is not one. */
 const MAX_EVENT_BYTES = 4 * 1024 * 1024;
 
 /**
- * Starts MinIO, DynamoDB Local and Hangar's API and event receiver on loopback, wires bucket events to
- * the importer, and writes `<home>/local.json` once everything answers.
+ * Starts MinIO, DynamoDB Local, Hangar's functions (built bundles, each in a process of its own), the
+ * local HTTP API and Lambda Invoke API and the event receiver on loopback, wires bucket events to the
+ * importer, and writes `<home>/local.json` once everything answers. Refuses, touching nothing, while
+ * another live process runs a stack from the same home.
  */
 export async function startStack(opts: StackOptions): Promise<LocalStack> {
   const log = opts.log ?? (() => {});
@@ -164,6 +176,87 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
   };
 
   await mkdir(home, { recursive: true });
+  const lockFile = join(home, "stack.lock");
+  // Before anything else: a second start must leave a running stack, and its local.json, alone.
+  await takeLock(lockFile, infoFile, home);
+  try {
+    return await startLocked(opts, { log, home, cacheDir, infoFile, childrenFile, dirs, lockFile });
+  } catch (err) {
+    await rm(lockFile, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Takes `<home>/stack.lock` for this process, or refuses with where the running stack is when another
+ * live process holds it. A lock left by a process that is gone is taken over.
+ */
+async function takeLock(lockFile: string, infoFile: string, home: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(
+        lockFile,
+        `${JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() })}\n`,
+        {
+          flag: "wx",
+        },
+      );
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const holder = await readHolder(lockFile);
+    if (holder !== undefined && holder !== process.pid && (await isNodeProcess(holder))) {
+      const info = await readFile(infoFile, "utf8")
+        .then((t) => JSON.parse(t) as { apiUrl?: unknown })
+        .catch(() => undefined);
+      const where =
+        typeof info?.apiUrl === "string"
+          ? `, API ${info.apiUrl}, endpoints in ${infoFile}`
+          : " (still starting)";
+      throw new LocalStackError(
+        `a local stack is already running from ${home} (pid ${holder}${where}); it was left alone. ` +
+          `Stop it first (Ctrl-C in its terminal, or kill ${holder}), or run another one with its own HANGAR_HOME and ports.`,
+      );
+    }
+    // Left by a process that is gone: take it over.
+    await rm(lockFile, { force: true });
+  }
+  throw new LocalStackError(`cannot take ${lockFile}: another start is taking it at the same time`);
+}
+
+async function readHolder(lockFile: string): Promise<number | undefined> {
+  try {
+    const pid = (JSON.parse(await readFile(lockFile, "utf8")) as { pid?: unknown }).pid;
+    return typeof pid === "number" && Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `pid` runs Node (pids are reused: an unrelated process does not hold the lock). */
+async function isNodeProcess(pid: number): Promise<boolean> {
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
+    return /(^|\/)node(js)?\0|tsx|vitest/.test(cmdline);
+  } catch {
+    return false;
+  }
+}
+
+async function startLocked(
+  opts: StackOptions,
+  paths: {
+    log: (line: string) => void;
+    home: string;
+    cacheDir: string;
+    infoFile: string;
+    childrenFile: string;
+    dirs: { minioData: string; minioEvents: string; dynamodb: string };
+    lockFile: string;
+  },
+): Promise<LocalStack> {
+  const { log, home, cacheDir, infoFile, childrenFile, dirs, lockFile } = paths;
   await rm(infoFile, { force: true });
   const stale = await killStaleChildren(await readPids(childrenFile), home);
   if (stale.length > 0)
@@ -185,10 +278,21 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
   }
   await Promise.all(Object.values(dirs).map((d) => mkdir(d, { recursive: true })));
 
+  const retryDelaysMs = opts.retryDelaysMs ?? retryDelaysFrom(process.env.HANGAR_LOCAL_RETRY_DELAYS);
+  // esbuild runs while MinIO and DynamoDB Local start.
+  const bundles = opts.bundlesDir
+    ? Promise.resolve(opts.bundlesDir)
+    : timed(
+        () => buildFunctionBundles(join(home, "functions")),
+        (ms) => log(`functions built in ${ms} ms`),
+      );
+  bundles.catch(() => {});
+
   const signingKey = await loadOrCreateSigningKey(join(home, "jwt-key.json"));
   const group = new ServiceGroup();
   const cleanups: (() => Promise<void>)[] = [];
   const receiver = new EventReceiver(log);
+  let lambda: LocalLambda | undefined;
   let stopped: Promise<void> | undefined;
 
   const stop = (): Promise<void> => {
@@ -196,10 +300,11 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
       for (const cleanup of cleanups.reverse()) {
         await cleanup().catch((err: unknown) => log(`stop: ${errorMessage(err)}`));
       }
-      await receiver.drain(IN_FLIGHT_GRACE_MS);
+      await lambda?.stop(IN_FLIGHT_GRACE_MS).catch((err: unknown) => log(`stop: ${errorMessage(err)}`));
       await group.stop();
       await rm(infoFile, { force: true });
       await rm(childrenFile, { force: true });
+      await rm(lockFile, { force: true });
     })();
     return stopped;
   };
@@ -266,21 +371,25 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
     await ensureBucket(s3Endpoint, credentials, bucket);
     await ensureTable(dynamodbEndpoint, credentials, table);
 
-    // The SDK clients built by the composition roots find credentials in the default chain, i.e. here.
-    process.env.AWS_ACCESS_KEY_ID = LOCAL_ACCESS_KEY_ID;
-    process.env.AWS_SECRET_ACCESS_KEY = LOCAL_SECRET_ACCESS_KEY;
-    const config = loadConfig(env);
-    const factory = opts.createHangar ?? defaultCreateHangar;
-    const hangar = await factory(config);
-    receiver.attach(hangar);
+    const region = env.AWS_REGION ?? LOCAL_REGION;
+    lambda = new LocalLambda({
+      home,
+      bundlesDir: await bundles,
+      env,
+      ...(opts.functionEnv ? { functionEnv: opts.functionEnv } : {}),
+      credentials,
+      region,
+      apiPort: opts.apiPort,
+      retryDelaysMs,
+      log,
+    });
+    await lambda.start().catch((err: unknown) => {
+      throw new LocalStackError(`cannot start the local functions: ${errorMessage(err)}`, { cause: err });
+    });
+    receiver.attach(lambda, region);
 
-    const apiServer = await listenApi(hangar, opts.apiPort);
-    cleanups.push(() => closeServer(apiServer));
     const sweepEvery = opts.sweepIntervalMs ?? 3_600_000;
-    if (hangar.sweep && sweepEvery > 0) {
-      const stopSweeping = scheduleSweeps(hangar.sweep.bind(hangar), sweepEvery, log);
-      cleanups.push(stopSweeping);
-    }
+    if (sweepEvery > 0) cleanups.push(scheduleSweeps(lambda, sweepEvery, log));
 
     const tokens = {
       admin: await signToken(signingKey, DEMO_IDENTITIES.admin),
@@ -291,13 +400,14 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
       apiUrl: `http://127.0.0.1:${opts.apiPort}`,
       s3Endpoint,
       dynamodbEndpoint,
-      region: env.AWS_REGION ?? LOCAL_REGION,
+      region,
       bucket,
       table,
       accessKeyId: LOCAL_ACCESS_KEY_ID,
       secretAccessKey: LOCAL_SECRET_ACCESS_KEY,
-      jwtIssuer: config.jwt.issuer,
-      jwtAudience: config.jwt.audience,
+      jwtIssuer: env.HANGAR_JWT_ISSUER ?? LOCAL_JWT_ISSUER,
+      jwtAudience: env.HANGAR_JWT_AUDIENCE ?? LOCAL_JWT_AUDIENCE,
+      lambdaEndpoint: lambda.lambdaEndpoint,
       tokens,
     };
 
@@ -312,7 +422,7 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
     await writeFile(tmp, `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
     await rename(tmp, infoFile);
 
-    return { info, signingKey, infoFile, webhookUrl, stop, done };
+    return { info, signingKey, infoFile, webhookUrl, lambda, stop, done };
   } catch (err) {
     await stop();
     throw err;
@@ -320,34 +430,53 @@ export async function startStack(opts: StackOptions): Promise<LocalStack> {
 }
 
 /**
- * Runs `sweep` every `everyMs`, never two at once; returns a function that cancels the schedule and
- * waits for a sweep in progress.
+ * Invokes the sweeper every `everyMs` with the scheduled event EventBridge sends, asynchronously as
+ * EventBridge does; returns a function that cancels the schedule.
  */
 function scheduleSweeps(
-  sweep: () => Promise<unknown>,
+  lambda: LocalLambda,
   everyMs: number,
   log: (line: string) => void,
 ): () => Promise<void> {
-  let running: Promise<void> | undefined;
   const timer = setInterval(() => {
-    if (running) return;
-    running = sweep()
-      .then((report) => log(`sweep: ${JSON.stringify(report ?? null)}`))
-      .catch((err: unknown) => log(`sweep failed: ${errorMessage(err)}`))
-      .finally(() => {
-        running = undefined;
-      });
+    const event = scheduledEvent(new Date(), LOCAL_REGION);
+    lambda.invoker
+      .enqueue(functionName("sweeper"), event)
+      .catch((err: unknown) => log(`sweep not scheduled: ${errorMessage(err)}`));
   }, everyMs);
   timer.unref();
-  return async () => {
-    clearInterval(timer);
-    await running;
+  return async () => clearInterval(timer);
+}
+
+/** The event an EventBridge schedule (`rate(1 hour)`) hands to its target. */
+export function scheduledEvent(time: Date, region: string): Record<string, unknown> {
+  return {
+    version: "0",
+    id: randomUUID(),
+    "detail-type": "Scheduled Event",
+    source: "aws.events",
+    account: "000000000000",
+    time: time.toISOString().replace(/\.\d{3}Z$/, "Z"),
+    region,
+    resources: [`arn:aws:events:${region}:000000000000:rule/hangar-local-sweeper`],
+    detail: {},
   };
 }
 
-async function defaultCreateHangar(config: Config): Promise<HangarApp> {
-  const { createInProcessHangar } = await import("./in-process.ts");
-  return createInProcessHangar(config);
+/** `HANGAR_LOCAL_RETRY_DELAYS="1,2"` (seconds) as milliseconds. */
+export function retryDelaysFrom(raw: string | undefined): number[] {
+  const text = raw === undefined || raw.trim() === "" ? DEFAULT_RETRY_DELAYS : raw;
+  const delays = text.split(",").map((s) => Number(s.trim()));
+  if (delays.some((d) => !Number.isFinite(d) || d < 0))
+    throw new LocalStackError(`HANGAR_LOCAL_RETRY_DELAYS=${raw} is not a comma-separated list of seconds`);
+  return delays.map((d) => Math.round(d * 1000));
+}
+
+async function timed<T>(work: () => Promise<T>, report: (ms: number) => void): Promise<T> {
+  const started = Date.now();
+  const result = await work();
+  report(Date.now() - started);
+  return result;
 }
 
 async function ensureBucket(
@@ -410,19 +539,6 @@ async function ensureTable(
   }
 }
 
-async function listenApi(hangar: HangarApp, port: number): Promise<Server> {
-  return await new Promise<Server>((resolve, reject) => {
-    const server = serve({ fetch: (req) => hangar.app.fetch(req), port, hostname: "127.0.0.1" }, () =>
-      resolve(server as Server),
-    ) as Server;
-    server.once("error", (err) =>
-      reject(
-        new LocalStackError(`cannot serve the API on 127.0.0.1:${port}: ${err.message}`, { cause: err }),
-      ),
-    );
-  });
-}
-
 async function closeServer(server: Server): Promise<void> {
   await new Promise<void>((resolve) => {
     server.close(() => resolve());
@@ -432,22 +548,23 @@ async function closeServer(server: Server): Promise<void> {
 }
 
 /**
- * The receiving end of MinIO's webhook target: checks the bearer token, answers 200 at once and hands
- * the envelope to the importer in the background, keeping track of what is still running.
+ * The receiving end of MinIO's webhook target, in the role S3 plays for Lambda: checks the bearer token,
+ * validates MinIO's envelope, turns it into the S3 event JSON AWS sends and queues it durably for the
+ * importer (Lambda's asynchronous invocation) before it answers. Only a queued event is acknowledged;
+ * anything else is refused so that MinIO keeps it and retries.
  */
 class EventReceiver {
   readonly token = randomBytes(24).toString("hex");
-  private readonly inFlight = new Set<Promise<void>>();
-  private hangar: HangarApp | undefined;
+  private target: { lambda: LocalLambda; region: string } | undefined;
 
   constructor(private readonly log: (line: string) => void) {}
 
   /**
-   * Until the app is attached (events queued by MinIO in an earlier run arrive as soon as it starts),
-   * deliveries are answered 503 so that MinIO keeps them and retries.
+   * Until the functions are attached (events queued by MinIO in an earlier run arrive as soon as it
+   * starts), deliveries are answered 503 so that MinIO keeps them and retries.
    */
-  attach(hangar: HangarApp): void {
-    this.hangar = hangar;
+  attach(lambda: LocalLambda, region: string): void {
+    this.target = { lambda, region };
   }
 
   listen(): Promise<Server> {
@@ -456,18 +573,6 @@ class EventReceiver {
       server.once("error", reject);
       server.listen({ port: 0, host: "127.0.0.1" }, () => resolve(server));
     });
-  }
-
-  async drain(timeoutMs: number): Promise<void> {
-    if (this.inFlight.size === 0) return;
-    this.log(`waiting for ${this.inFlight.size} storage event(s) still being handled`);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<"timeout">((r) => {
-      timer = setTimeout(() => r("timeout"), timeoutMs);
-    });
-    const outcome = await Promise.race([Promise.allSettled([...this.inFlight]), timedOut]);
-    clearTimeout(timer);
-    if (outcome === "timeout") this.log(`stopping with ${this.inFlight.size} storage event(s) unfinished`);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -486,8 +591,8 @@ class EventReceiver {
       req.resume();
       return;
     }
-    const hangar = this.hangar;
-    if (!hangar) {
+    const target = this.target;
+    if (!target) {
       res.writeHead(503).end();
       req.resume();
       return;
@@ -513,8 +618,24 @@ class EventReceiver {
         res.writeHead(400).end();
         return;
       }
-      res.writeHead(200).end();
-      this.dispatch(hangar, body);
+      const envelope = MinioEnvelope.safeParse(body);
+      if (!envelope.success) {
+        this.log(
+          `storage event refused: not a MinIO event envelope (${envelope.error.issues[0]?.message ?? ""})`,
+        );
+        res.writeHead(400).end();
+        return;
+      }
+      const event = toS3Event(envelope.data, target.region);
+      // Acknowledged once on disk, as S3 gets its 202 once Lambda has queued the event: the import runs
+      // after, with retries, and MinIO's one-at-a-time delivery is not held up by it.
+      target.lambda.invoker.enqueue(functionName("importer"), event).then(
+        () => res.writeHead(200).end(),
+        (err: unknown) => {
+          this.log(`storage event not queued, MinIO will retry: ${errorMessage(err)}`);
+          res.writeHead(503).end();
+        },
+      );
     });
   }
 
@@ -523,31 +644,6 @@ class EventReceiver {
     const given = Buffer.from(header ?? "");
     return given.length === expected.length && timingSafeEqual(given, expected);
   }
-
-  private dispatch(hangar: HangarApp, body: unknown): void {
-    const summary = describeEvent(body);
-    this.log(`storage event received: ${summary}`);
-    const work = (async () => {
-      try {
-        const outcome = await hangar.handleStorageEvent(body);
-        this.log(`storage event handled: ${summary}: ${JSON.stringify(outcome ?? null)}`);
-      } catch (err) {
-        this.log(`storage event failed: ${summary}: ${errorMessage(err)}`);
-      }
-    })();
-    this.inFlight.add(work);
-    void work.finally(() => this.inFlight.delete(work));
-  }
-}
-
-/** `s3:ObjectCreated:Put hangar-local/staging/<id>` from a MinIO envelope, for the log. */
-function describeEvent(body: unknown): string {
-  if (body && typeof body === "object") {
-    const { EventName, Key } = body as { EventName?: unknown; Key?: unknown };
-    if (typeof EventName === "string" || typeof Key === "string")
-      return `${String(EventName)} ${String(Key)}`;
-  }
-  return "(unrecognised envelope)";
 }
 
 async function readPids(file: string): Promise<number[]> {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DescribeTableCommand } from "@aws-sdk/client-dynamodb";
@@ -9,7 +9,6 @@ import {
   PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { Hono } from "hono";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
@@ -41,6 +40,96 @@ describe("local stack", () => {
     expect(res.status).toBe(200);
     const body = (await res.json()) as { versions: { id: string }[] };
     expect(body.versions.some((v) => v.id.startsWith("v2"))).toBe(true);
+  });
+
+  it("answers every request from the api function's own process, and starts it again when it dies", async () => {
+    const apiPid = async () => {
+      const started = (await stackLog()).filter((l) => l.includes("[api] runtime started (pid "));
+      const pid = Number(/pid (\d+)/.exec(started.at(-1) ?? "")?.[1]);
+      expect(pid).toBeGreaterThan(1);
+      return pid;
+    };
+    const pid = await apiPid();
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
+    expect(cmdline).toContain("bootstrap.mjs");
+    expect(cmdline).toContain(join("api", "index.mjs"));
+    // Frozen, the child cannot answer: the request waits for it, and is answered once it runs again.
+    process.kill(pid, "SIGSTOP");
+    let answered = false;
+    const pending = api("/versions").then((res) => {
+      answered = true;
+      return res;
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 700));
+      expect(answered).toBe(false);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    expect((await pending).status).toBe(200);
+    // A dead runtime is replaced on the next invocation, as Lambda starts a new container.
+    process.kill(pid, "SIGKILL");
+    await waitForLog(`[api] runtime exited (signal SIGKILL)`);
+    const after = await api("/versions");
+    expect(after.status).toBe(200);
+    expect(await apiPid()).not.toBe(pid);
+  });
+
+  it("answers a path no route of serverless.yml matches as API Gateway does, without the function", async () => {
+    const res = await api("/nowhere");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ message: "Not Found" });
+    expect(res.headers.get("x-openstack-request-id")).toBeNull();
+    expect((await api("/versions")).headers.get("x-openstack-request-id")).toMatch(/^req-/);
+  });
+
+  it("a second start from the same home leaves the running stack alone and says where it is", async () => {
+    const { home, cacheDir, bundlesDir } = inject("hangarStack");
+    const before = JSON.parse(await readFile(join(home, "children.json"), "utf8")) as { pid: number }[];
+    await expect(
+      startStack({
+        home,
+        cacheDir,
+        bundlesDir,
+        apiPort: await freePort(),
+        s3Port: await freePort(),
+        dynamodbPort: await freePort(),
+        reset: false,
+        sweepIntervalMs: 0,
+      }),
+    ).rejects.toThrow(`a local stack is already running from ${home} (pid `);
+    await expect(
+      startStack({ home, cacheDir, bundlesDir, apiPort: 1, s3Port: 1, dynamodbPort: 1, reset: false }),
+    ).rejects.toThrow(`API ${getStack().apiUrl}, endpoints in ${join(home, "local.json")}`);
+    // Its services still run, and its local.json is still there.
+    for (const { pid } of before) expect(() => process.kill(pid, 0)).not.toThrow();
+    expect(JSON.parse(await readFile(join(home, "local.json"), "utf8"))).toEqual(getStack());
+    expect((await api("/versions")).status).toBe(200);
+    await s3.send(new HeadBucketCommand({ Bucket: getStack().bucket }));
+  });
+
+  it("serves the Lambda Invoke API on loopback: RequestResponse, Event (202) and Lambda's errors", async () => {
+    const endpoint = getStack().lambdaEndpoint;
+    assertLoopback(endpoint);
+    const invoke = (name: string, body: unknown, type?: string) =>
+      fetch(`${endpoint}/2015-03-31/functions/${name}/invocations`, {
+        method: "POST",
+        headers: type ? { "x-amz-invocation-type": type } : {},
+        body: JSON.stringify(body),
+      });
+    const empty = await invoke("hangar-local-importer", { Records: [] });
+    expect(empty.status).toBe(200);
+    expect(empty.headers.get("x-amz-function-error")).toBeNull();
+    expect(await empty.json()).toBeNull();
+    const broken = await invoke("hangar-local-importer", { Records: "no" });
+    expect(broken.status).toBe(200);
+    expect(broken.headers.get("x-amz-function-error")).toBe("Unhandled");
+    expect(await broken.json()).toMatchObject({ errorType: "InvalidStorageEventError" });
+    const unknown = await invoke("hangar-local-nothing", {}, "Event");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ __type: "ResourceNotFoundException" });
+    const queued = await invoke("hangar-local-importer", { Records: [] }, "Event");
+    expect(queued.status).toBe(202);
   });
 
   it("has created the table with Hangar's key schema", async () => {
@@ -119,8 +208,8 @@ describe("local stack", () => {
     const staged = `staging/${randomUUID()}`;
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: outside, Body: "not an event" }));
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: staged, Body: "no image record for this" }));
-    await waitForLog(`storage event received: s3:ObjectCreated:Put ${bucket}/${staged}`);
-    // handleStorageEvent ran to an outcome: a staged object without an image record is not imported.
+    await waitForLog(`storage event received: ObjectCreated:Put ${bucket}/${staged}`);
+    // The importer function ran to an outcome: a staged object without an image record is not imported.
     const handled = await waitForLog(`${bucket}/${staged}: `);
     expect(handled).toMatch(/storage event (handled|failed)/);
     expect((await stackLog()).some((l) => l.includes(outside))).toBe(false);
@@ -182,34 +271,27 @@ describe("local stack", () => {
   });
 });
 
-describe("npm start's durable event queue", () => {
-  it("delivers through MinIO's on-disk queue, and an event still queued at stop is delivered after a restart", async () => {
+describe("npm start's durable event queues", () => {
+  it("delivers through MinIO's on-disk queue, and events still queued at stop (MinIO's or the functions') are delivered after a restart", async () => {
     const home = await mkdtemp(join(tmpdir(), "hangar-durable-"));
-    const delivered: string[] = [];
-    const app = new Hono();
+    const lines: string[] = [];
     const start = async () =>
       await startStack({
         home,
         cacheDir: inject("hangarStack").cacheDir,
+        bundlesDir: inject("hangarStack").bundlesDir,
         apiPort: await freePort(),
         s3Port: await freePort(),
         dynamodbPort: await freePort(),
         reset: false,
         durableEvents: true,
         sweepIntervalMs: 0,
-        // Only the event path is under test here: a stand-in app records what reaches it.
-        createHangar: () => ({
-          app,
-          handleStorageEvent: async (body) => {
-            delivered.push(String((body as { Key?: unknown }).Key));
-          },
-        }),
+        log: (line) => lines.push(line),
       });
-    const until = async (key: string) => {
+    const until = async (text: string) => {
       const deadline = Date.now() + 20_000;
-      while (!delivered.includes(key)) {
-        if (Date.now() > deadline)
-          throw new Error(`${key} not delivered; delivered: ${delivered.join(", ")}`);
+      while (!lines.some((l) => l.includes(text))) {
+        if (Date.now() > deadline) throw new Error(`no log line with ${text}; log:\n${lines.join("\n")}`);
         await new Promise((r) => setTimeout(r, 50));
       }
     };
@@ -218,6 +300,7 @@ describe("npm start's durable event queue", () => {
       const bucket = stack.info.bucket;
       const first = `staging/${randomUUID()}`;
       const second = `staging/${randomUUID()}`;
+      const third = `staging/${randomUUID()}`;
       const put = async (key: string) => {
         const client = new S3Client({
           endpoint: stack.info.s3Endpoint,
@@ -229,13 +312,34 @@ describe("npm start's durable event queue", () => {
         client.destroy();
       };
       await put(first);
-      await until(`${bucket}/${first}`);
+      await until(`storage event handled: ObjectCreated:Put ${bucket}/${first}`);
       // MinIO has just polled its queue (every 3 s), so this one most likely waits on disk through the stop.
       await put(second);
       await stack.stop();
+      // As if the stack had died after acknowledging an event and before the importer was done with it.
+      const queued = {
+        id: randomUUID(),
+        functionName: "hangar-local-importer",
+        event: JSON.parse(
+          (await readFile(join(import.meta.dirname, "..", "fixtures", "events", "s3-put.json"), "utf8"))
+            .replaceAll("{{bucket}}", bucket)
+            .replaceAll("staging/{{imageId}}/upload", third)
+            .replaceAll("{{etag}}", "x"),
+        ) as unknown,
+        queuedAt: new Date().toISOString(),
+        attempts: [],
+      };
+      await writeFile(
+        join(home, "async-invocations", `000000000000001-${queued.id}.json`),
+        JSON.stringify(queued),
+      );
       stack = await start();
-      await until(`${bucket}/${second}`);
-      expect(delivered.filter((k) => k === `${bucket}/${first}`)).toHaveLength(1);
+      await until(`storage event handled: ObjectCreated:Put ${bucket}/${second}`);
+      await until(`storage event redelivered after a restart: ObjectCreated:Put ${bucket}/${third}`);
+      await until(`storage event handled: ObjectCreated:Put ${bucket}/${third}`);
+      expect(
+        lines.filter((l) => l.includes(`storage event handled: ObjectCreated:Put ${bucket}/${first}`)),
+      ).toHaveLength(1);
     } finally {
       await stack.stop();
       await rm(home, { recursive: true, force: true });

@@ -10,6 +10,8 @@ export interface ProvidedStack {
   home: string;
   /** Where the verified MinIO and DynamoDB Local binaries are cached (for tests that start a stack of their own). */
   cacheDir: string;
+  /** The functions' built bundles (`<dir>/<handler>/index.mjs`), as the stack runs them. */
+  bundlesDir: string;
   /** The stack's receiver of MinIO bucket events. */
   webhookUrl: string;
   /** Every line the stack logs (storage events received, handled, failed) is appended here. */

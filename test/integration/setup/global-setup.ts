@@ -39,6 +39,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const durableEvents = process.env.HANGAR_TEST_DURABLE_EVENTS === "1";
   let stack: LocalStack;
   try {
+    // The stack builds the functions into <home>/functions while MinIO and DynamoDB Local start; tests
+    // that start a stack of their own, and the handler tests, reuse those bundles.
     stack = await startStack({
       home,
       cacheDir,
@@ -50,8 +52,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
       durableEvents,
       // Housekeeping on a timer would race the tests' own expectations about uploads and staged objects.
       sweepIntervalMs: 0,
-      // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise.
-      env: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+      // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise. The
+      // api function checks the address when the import is requested, the web-download function when
+      // it fetches: both get the switch, and no other function does.
+      functionEnv: {
+        api: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+        webDownload: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+      },
     });
   } catch (err) {
     const tail = await readFile(logFile, "utf8").catch(() => "");
@@ -77,6 +84,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     logFile,
     webhookUrl: stack.webhookUrl,
     cacheDir,
+    bundlesDir: join(home, "functions"),
   });
 
   return async () => {
