@@ -54,6 +54,21 @@ export const sdkSchemaLiteralKeys = {
   },
 };
 
+/**
+ * On Lambda the SDK's default credential chain always stops at its first link, the role's keys in the
+ * environment; its other links load nested SDK clients (SSO, STS, sign-in) that were a sixth of every
+ * bundle and most of the importer's module init. The bundles resolve `@aws-sdk/credential-provider-node`
+ * to functions/adapters/aws/lambda-credentials.ts, which reads the environment only.
+ */
+export const lambdaCredentials = {
+  name: "lambda-credentials",
+  setup(b) {
+    b.onResolve({ filter: /^@aws-sdk\/credential-provider-node$/ }, () => ({
+      path: path.join(root, "functions", "adapters", "aws", "lambda-credentials.ts"),
+    }));
+  },
+};
+
 /** Written beside each bundle for analysis; never deployed. */
 export const METAFILE = "metafile.json";
 
@@ -142,7 +157,7 @@ export async function buildHandlers(names = [], { outDir = distDir } = {}) {
     // Prefer a package's ESM entry, as Node does for `import`.
     mainFields: ["module", "main"],
     banner: { js: banner },
-    plugins: [sdkSchemaLiteralKeys],
+    plugins: [sdkSchemaLiteralKeys, lambdaCredentials],
     metafile: true,
     logLevel: "warning",
   });
