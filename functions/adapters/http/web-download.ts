@@ -114,6 +114,10 @@ const lambdaEndpoint = (region: string) =>
 
 /** Longest wait for the Lambda API to accept a job; an asynchronous invocation is queued, not run. */
 const INVOKE_TIMEOUT_MS = 10_000;
+/** Attempts and backoff base of a transient failure, as the SDK's standard retry mode (3 attempts). */
+const INVOKE_ATTEMPTS = 3;
+const RETRY_BASE_MS = 100;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The Lambda API refused the job; `status` and `type` are its HTTP status and `x-amzn-ErrorType`. */
 export class LambdaInvokeError extends Error {
@@ -132,7 +136,8 @@ export class LambdaInvokeError extends Error {
  * or the local stack's), so the fetch outlives the API request and gets its own timeout and retries.
  * One SigV4-signed POST of the Invoke operation with the SDK's signer and default credential chain: the
  * whole `@aws-sdk/client-lambda` (130 KiB of the API bundle) for this one call was most of what kept the
- * API function over its size budget (docs/deploy.md). Anything but Lambda's 202 is an error.
+ * API function over its size budget (docs/deploy.md). Anything but Lambda's 202 is an error; throttling,
+ * 5xx and lost connections are tried again, three attempts in all, as the SDK client did.
  */
 export class LambdaWebDownloads implements WebDownloadDispatcher {
   private readonly signer: SignatureV4;
@@ -156,6 +161,20 @@ export class LambdaWebDownloads implements WebDownloadDispatcher {
 
   async dispatch(job: WebDownloadJob): Promise<void> {
     const body = JSON.stringify(job);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.invoke(body);
+      } catch (error) {
+        // As the SDK's standard retry mode: throttling, Lambda's own faults and lost connections.
+        const transient =
+          !(error instanceof LambdaInvokeError) || error.status === 429 || error.status >= 500;
+        if (!transient || attempt >= INVOKE_ATTEMPTS) throw error;
+        await sleep(Math.random() * RETRY_BASE_MS * 2 ** attempt);
+      }
+    }
+  }
+
+  private async invoke(body: string): Promise<void> {
     const path = `${this.url.pathname.replace(/\/$/, "")}/2015-03-31/functions/${encodeURIComponent(this.functionName)}/invocations`;
     const signed = await this.signer.sign({
       method: "POST",
@@ -181,9 +200,10 @@ export class LambdaWebDownloads implements WebDownloadDispatcher {
     const text = await response.text();
     if (response.status === 202) return;
     const type = response.headers.get("x-amzn-errortype")?.split(":")[0] || undefined;
+    const message = errorMessage(text);
     throw new LambdaInvokeError(
       `Lambda Invoke (Event) of ${this.functionName} answered ${response.status}${type ? ` ${type}` : ""}` +
-        `${errorMessage(text) ? `: ${errorMessage(text)}` : ""}`,
+        `${message ? `: ${message}` : ""}`,
       response.status,
       type,
     );

@@ -53,7 +53,10 @@ function verifySigV4(req: Received, secret: string): boolean {
 let server: Server;
 let endpoint: string;
 const received: Received[] = [];
-let answer: { status: number; headers?: Record<string, string>; body?: string } = { status: 202 };
+type Answer = { status: number; headers?: Record<string, string>; body?: string };
+let answer: Answer = { status: 202 };
+/** Answers given before `answer`, one per request. */
+let firstAnswers: Answer[] = [];
 const saved: Record<string, string | undefined> = {};
 
 beforeAll(async () => {
@@ -73,8 +76,9 @@ beforeAll(async () => {
       };
       r.signatureValid = verifySigV4(r, CREDENTIALS.AWS_SECRET_ACCESS_KEY);
       received.push(r);
-      res.writeHead(answer.status, answer.headers ?? {});
-      res.end(answer.body ?? "");
+      const a = firstAnswers.shift() ?? answer;
+      res.writeHead(a.status, a.headers ?? {});
+      res.end(a.body ?? "");
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -92,6 +96,7 @@ afterAll(async () => {
 afterEach(() => {
   received.length = 0;
   answer = { status: 202 };
+  firstAnswers = [];
 });
 
 describe("LambdaWebDownloads", () => {
@@ -134,6 +139,31 @@ describe("LambdaWebDownloads", () => {
     expect(error.message).toBe(
       "Lambda Invoke (Event) of web-download answered 404 ResourceNotFoundException: Function not found: web-download",
     );
+  });
+
+  it("tries throttling and Lambda's own faults again, three attempts in all, each signed anew", async () => {
+    firstAnswers = [
+      { status: 429, headers: { "x-amzn-errortype": "TooManyRequestsException" } },
+      { status: 503, headers: { "x-amzn-errortype": "ServiceException" } },
+    ];
+    await new LambdaWebDownloads("f", "us-east-1", endpoint).dispatch(job);
+    expect(received.map((r) => r.signatureValid)).toEqual([true, true, true]);
+
+    received.length = 0;
+    answer = { status: 500, headers: { "x-amzn-errortype": "ServiceException" } };
+    await expect(new LambdaWebDownloads("f", "us-east-1", endpoint).dispatch(job)).rejects.toMatchObject({
+      status: 500,
+      type: "ServiceException",
+    });
+    expect(received).toHaveLength(3);
+  });
+
+  it("does not try a refusal again", async () => {
+    answer = { status: 403, headers: { "x-amzn-errortype": "AccessDeniedException" } };
+    await expect(new LambdaWebDownloads("f", "us-east-1", endpoint).dispatch(job)).rejects.toMatchObject({
+      status: 403,
+    });
+    expect(received).toHaveLength(1);
   });
 
   it("treats any answer but 202 as a failure, and a dead endpoint as one too", async () => {
