@@ -11,7 +11,11 @@
  *      writer); medians of BENCH_E2E_RUNS (default 5) interleaved rounds.
  * For reference, the same image with text-like data and zlib-compressed clusters, and again with
  * zstd-compressed clusters, is converted against qemu-img and imported once each.
- * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half. Prints a table and writes bench/results.json.
+ * First, the bundle budgets (bench/budgets.ts): every Lambda bundle built, its JavaScript and its module
+ * init (median of 5 fresh processes) against its budget.
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
+ * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
+ * Prints a table and writes bench/results.json.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import {
@@ -28,6 +32,7 @@ import {
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
+import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets, median } from "./budgets.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
@@ -40,12 +45,6 @@ const GiB = 2 ** 30;
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 64 * MiB });
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] ?? Number.NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
 
 /** 1 GiB virtual, 512 MiB of random data in 64 stretches of 8 MiB, one every 16 MiB. */
@@ -361,13 +360,81 @@ function summarizeEndToEnd(e: EndToEndResult) {
   };
 }
 
-async function main(): Promise<void> {
-  const only = process.env.BENCH_ONLY;
-  const started = performance.now();
+/** `--only <part>` on the command line, else BENCH_ONLY. */
+function onlyPart(): string | undefined {
+  const at = process.argv.indexOf("--only");
+  return at >= 0 ? process.argv[at + 1] : process.env.BENCH_ONLY;
+}
+
+const resultsPath = join(import.meta.dirname, "results.json");
+
+function writeResults(results: object): void {
+  writeFileSync(resultsPath, `${JSON.stringify(results, null, 2)}\n`);
+  // Keep the committed summary in the project's format so `biome check .` stays clean.
+  spawnSync(join(import.meta.dirname, "../node_modules/.bin/biome"), ["format", "--write", resultsPath], {
+    stdio: "ignore",
+  });
+}
+
+/** The bundle budgets: measured, printed, and what results.json keeps of them. */
+function runBudgets(log: (line: string) => void) {
   const loadBefore = loadavg();
-  const { small, big } = ensureImages();
+  const rows = measureBudgets(undefined, INIT_RUNS);
+  const findings = budgetFindings(rows);
+  log(`budgets measured${findings.length > 0 ? `, ${findings.length} over` : ", all held"}`);
+  const round = (x: number) => Math.round(x * 10) / 10;
+  const entry = {
+    date: new Date().toISOString(),
+    node: process.version,
+    initRuns: INIT_RUNS,
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: loadavg(),
+    functions: Object.fromEntries(
+      rows.map((r: BudgetRow) => [
+        r.name,
+        {
+          jsKiB: round(r.jsKiB),
+          jsBudgetKiB: r.jsBudgetKiB,
+          initMedianMs: round(r.initMs),
+          initBudgetMs: r.initBudgetMs,
+          initCpuMedianMs: round(median(r.initCpuSamplesMs)),
+          initSamplesMs: r.initSamplesMs.map(round),
+          duplicatePackages: r.duplicates,
+          ok: r.ok,
+        },
+      ]),
+    ),
+    overBudget: findings,
+  };
+  return { rows, findings, entry };
+}
+
+function printBudgets(budgets: ReturnType<typeof runBudgets>): void {
+  console.log(
+    `bundle budgets: JavaScript per bundle; module init = import of the built bundle with its configuration, ` +
+      `median of ${INIT_RUNS} fresh processes (${process.version})`,
+  );
+  console.table(budgetTable(budgets.rows));
+  for (const finding of budgets.findings) console.log(`over budget: ${finding}`);
+  if (budgets.findings.length > 0) process.exitCode = 1;
+}
+
+async function main(): Promise<void> {
+  const only = onlyPart();
+  const started = performance.now();
   const log = (line: string) =>
     console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
+  if (only === "budgets") {
+    const budgets = runBudgets(log);
+    const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
+    writeResults({ ...previous, budgets: budgets.entry });
+    printBudgets(budgets);
+    return;
+  }
+  // Before the heavy parts, while the machine is as quiet as it gets.
+  const budgets = runBudgets(log);
+  const loadBefore = loadavg();
+  const { small, big } = ensureImages();
   log(`load average ${loadBefore.map((x) => x.toFixed(2)).join(" ")}`);
 
   const compressed = ensureCompressedImage();
@@ -410,13 +477,9 @@ async function main(): Promise<void> {
     aZstd: converter?.zstd,
     b: { ...e2e?.b, ...converter?.converterRss },
     c: e2e?.c,
+    budgets: budgets.entry,
   };
-  const resultsPath = join(import.meta.dirname, "results.json");
-  writeFileSync(resultsPath, `${JSON.stringify(results, null, 2)}\n`);
-  // Keep the committed summary in the project's format so `biome check .` stays clean.
-  spawnSync(join(import.meta.dirname, "../node_modules/.bin/biome"), ["format", "--write", resultsPath], {
-    stdio: "ignore",
-  });
+  writeResults(results);
 
   const f = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(3));
   const mib = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(1));
@@ -462,6 +525,7 @@ async function main(): Promise<void> {
     "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
+  printBudgets(budgets);
 }
 
 await main();

@@ -1,4 +1,5 @@
-import * as z from "zod";
+import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import type { Limits } from "./core/quota.ts";
 
 /** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
@@ -17,29 +18,35 @@ export const DISK_FORMATS = [
 export const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "ari", "aki", "docker", "compressed"] as const;
 export const HASH_ALGOS = ["sha512", "sha384", "sha256"] as const;
 
+// zod's mini API: the same checks and messages as `zod`, built from functions a bundle keeps only when
+// used, so a function that parses nothing but its configuration does not carry all of zod (docs/deploy.md).
+// Mini loads no locale of its own; English is the one every message here is written in.
+z.config(en());
+
 const list = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((s) =>
+  z.pipe(
+    z._default(z.string(), fallback),
+    z.transform((s) =>
       s
         .split(",")
         .map((x) => x.trim())
         .filter(Boolean),
-    );
+    ),
+  );
 
-const limit = () => z.coerce.number().int().min(-1).default(-1);
-const int = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const limit = () => z._default(z.coerce.number().check(z.int(), z.minimum(-1)), -1);
+const int = (fallback: number) => z._default(z.coerce.number().check(z.int(), z.positive()), fallback);
+const nonEmpty = () => z.string().check(z.minLength(1));
 
 /** Every function: where the records and bytes live, and the default per-project limits. */
 const StoreEnv = z.object({
-  HANGAR_TABLE: z.string().min(1),
-  HANGAR_BUCKET: z.string().min(1),
-  AWS_REGION: z.string().min(1).default("us-east-1"),
-  HANGAR_S3_ENDPOINT: z.url().optional(),
+  HANGAR_TABLE: nonEmpty(),
+  HANGAR_BUCKET: nonEmpty(),
+  AWS_REGION: z._default(nonEmpty(), "us-east-1"),
+  HANGAR_S3_ENDPOINT: z.optional(z.url()),
   /** Endpoint written into presigned links when clients reach storage by another address than the functions. */
-  HANGAR_S3_PUBLIC_ENDPOINT: z.url().optional(),
-  HANGAR_DYNAMODB_ENDPOINT: z.url().optional(),
+  HANGAR_S3_PUBLIC_ENDPOINT: z.optional(z.url()),
+  HANGAR_DYNAMODB_ENDPOINT: z.optional(z.url()),
   /** Least part size of the multipart write of stored images (larger for images that need it). */
   HANGAR_PART_SIZE: int(8 * 1024 * 1024),
   /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
@@ -51,9 +58,9 @@ const StoreEnv = z.object({
 
 /** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
 const PolicyEnv = z.object({
-  HANGAR_OS_HASH_ALGO: z.enum(HASH_ALGOS).default("sha512"),
-  HANGAR_PREFERRED_FORMAT: z.enum(DISK_FORMATS).default("raw"),
-  HANGAR_ACCEPTED_FORMATS: list("raw,iso").pipe(z.array(z.enum(DISK_FORMATS)).min(1)),
+  HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), "sha512"),
+  HANGAR_PREFERRED_FORMAT: z._default(z.enum(DISK_FORMATS), "raw"),
+  HANGAR_ACCEPTED_FORMATS: z.pipe(list("raw,iso"), z.array(z.enum(DISK_FORMATS)).check(z.minLength(1))),
   /** Largest virtual size accepted (bytes); default 1 TiB. */
   HANGAR_MAX_VIRTUAL_SIZE: int(2 ** 40),
   /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
@@ -68,11 +75,9 @@ const UploadsEnv = z.object({
   /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
   HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
   /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */
-  HANGAR_MULTIPART_PART_SIZE: int(16 * 1024 * 1024).pipe(
-    z
-      .number()
-      .min(5 * 1024 * 1024)
-      .max(5 * 1024 ** 3),
+  HANGAR_MULTIPART_PART_SIZE: z.pipe(
+    int(16 * 1024 * 1024),
+    z.number().check(z.minimum(5 * 1024 * 1024), z.maximum(5 * 1024 ** 3)),
   ),
   /** Seconds a presigned part link stays valid; clients ask again for parts they have not sent yet. */
   HANGAR_PART_URL_TTL: int(900),
@@ -89,10 +94,10 @@ const SweepEnv = z.object({
 
 /** JWT verification (the API): a JWKS URL (AWS) or a public JWK as JSON (local stack). */
 const JwtEnv = z.object({
-  HANGAR_JWT_ISSUER: z.string().min(1),
-  HANGAR_JWT_AUDIENCE: z.string().min(1).default("hangar"),
-  HANGAR_JWT_JWKS_URL: z.url().optional(),
-  HANGAR_JWT_PUBLIC_JWK: z.string().optional(),
+  HANGAR_JWT_ISSUER: nonEmpty(),
+  HANGAR_JWT_AUDIENCE: z._default(nonEmpty(), "hangar"),
+  HANGAR_JWT_JWKS_URL: z.optional(z.url()),
+  HANGAR_JWT_PUBLIC_JWK: z.optional(z.string()),
 });
 
 /** web-download: what the API promises and the web-download function enforces. */
@@ -101,11 +106,11 @@ const WebDownloadEnv = z.object({
   HANGAR_WEB_DOWNLOAD_MAX_BYTES: int(64 * 1024 ** 3),
   HANGAR_WEB_DOWNLOAD_TIMEOUT: int(840),
   /** Test-only: "1" lets web-download fetch from loopback (the integration harness's source server). */
-  HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z.enum(["0", "1"]).default("0"),
+  HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z._default(z.enum(["0", "1"]), "0"),
   /** The function that runs web-download jobs, invoked asynchronously through the Lambda API. */
-  HANGAR_WEB_DOWNLOAD_FUNCTION: z.string().min(1).optional(),
+  HANGAR_WEB_DOWNLOAD_FUNCTION: z.optional(nonEmpty()),
   /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
-  HANGAR_LAMBDA_ENDPOINT: z.url().optional(),
+  HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
 });
 
 export type StoreConfig = Readonly<{
@@ -176,7 +181,7 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-function parse<S extends z.ZodType>(schema: S, env: Env): z.output<S> {
+function parse<S extends z.ZodMiniType>(schema: S, env: Env): z.output<S> {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");

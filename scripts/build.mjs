@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Bundles every Lambda entry point in functions/handlers/ into dist/<name>/index.mjs and zips it into
-// dist/<name>.zip, the artifacts serverless.yml deploys (`package.artifact`).
+// dist/<name>.zip, the artifacts serverless.yml deploys (`package.artifact`). Each bundle's esbuild
+// metafile goes beside it, dist/<name>/metafile.json (not into the zip): what each package weighs, and
+// what the bundle-budget test (test/unit/bundles.test.ts) and `npm run bench` read.
 //
-//   node scripts/build.mjs            # all handlers
-//   node scripts/build.mjs api        # only the named handlers
+//   node scripts/build.mjs                    # all handlers
+//   node scripts/build.mjs api                # only the named handlers
+//   node scripts/build.mjs --outdir /tmp/x    # somewhere other than dist/
 import { createWriteStream } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -23,6 +26,51 @@ const banner =
 // A fixed timestamp makes the zip a pure function of the bundle, so an unchanged function keeps its
 // code hash and is not redeployed.
 const ZIP_MTIME = new Date("2000-01-01T00:00:00Z");
+
+/**
+ * The AWS SDK clients describe every operation of their service in one schemas module, as arrays like
+ * `[9, n0, _GO, { [_h]: ["GET", "/{Key+}", 200] }, …]` whose keys are module constants (`const _h = "http"`).
+ * esbuild must keep any statement with a computed key (a key's conversion to string could run code), so
+ * all of them stay in every bundle, used or not: two thirds of S3's 67 KiB for the importer. Writing each
+ * such key as the string literal it names is the same object, and lets esbuild drop what no command uses.
+ * Only keys that are plain string constants of the same module are rewritten; anything else is left as is.
+ */
+export const sdkSchemaLiteralKeys = {
+  name: "sdk-schema-literal-keys",
+  setup(b) {
+    b.onLoad(
+      { filter: /[\\/]@aws-sdk[\\/][^\\/]+[\\/]dist-es[\\/](.+[\\/])?schemas[\\/]schemas_\d+\.js$/ },
+      async (args) => {
+        const source = await readFile(args.path, "utf8");
+        const constants = new Map(
+          [...source.matchAll(/^const (_\w+) = ("[^"\\\n]*");$/gm)].map((m) => [m[1], m[2]]),
+        );
+        const contents = source.replace(/\[(_\w+)\]:/g, (key, name) =>
+          constants.has(name) ? `${constants.get(name)}:` : key,
+        );
+        return { contents, loader: "js" };
+      },
+    );
+  },
+};
+
+/**
+ * On Lambda the SDK's default credential chain always stops at its first link, the role's keys in the
+ * environment; its other links load nested SDK clients (SSO, STS, sign-in) that were a sixth of every
+ * bundle and most of the importer's module init. The bundles resolve `@aws-sdk/credential-provider-node`
+ * to functions/adapters/aws/lambda-credentials.ts, which reads the environment only.
+ */
+export const lambdaCredentials = {
+  name: "lambda-credentials",
+  setup(b) {
+    b.onResolve({ filter: /^@aws-sdk\/credential-provider-node$/ }, () => ({
+      path: path.join(root, "functions", "adapters", "aws", "lambda-credentials.ts"),
+    }));
+  },
+};
+
+/** Written beside each bundle for analysis; never deployed. */
+export const METAFILE = "metafile.json";
 
 /** Entry points: `functions/handlers/<name>.ts`, excluding tests and declarations. */
 export async function findHandlers(dir = handlersDir) {
@@ -51,8 +99,24 @@ function zipDirectory(files, zipPath) {
   });
 }
 
-/** Builds the named handlers (all when empty) and returns what was written. */
-export async function buildHandlers(names = []) {
+/**
+ * The part of esbuild's combined metafile that belongs to one output: that output (and its map) and
+ * exactly the inputs it holds, so `esbuild.analyzeMetafile` and the budget test read one bundle at a time.
+ */
+function metafileOf(metafile, outputKey) {
+  const output = metafile.outputs[outputKey];
+  const inputs = Object.fromEntries(Object.keys(output.inputs).map((k) => [k, metafile.inputs[k]]));
+  const outputs = { [outputKey]: output };
+  const mapKey = `${outputKey}.map`;
+  if (metafile.outputs[mapKey]) outputs[mapKey] = metafile.outputs[mapKey];
+  return { inputs, outputs };
+}
+
+/**
+ * Builds the named handlers (all when empty) into `outDir` (dist/ by default) and returns what was
+ * written: per handler its zip and bytes, the bundle's JavaScript bytes, and its metafile.
+ */
+export async function buildHandlers(names = [], { outDir = distDir } = {}) {
   const available = await findHandlers();
   const unknown = names.filter((n) => !available.includes(n));
   if (unknown.length > 0) {
@@ -63,11 +127,11 @@ export async function buildHandlers(names = []) {
     throw new Error(`no handlers found in ${path.relative(root, handlersDir)}`);
   }
 
-  await mkdir(distDir, { recursive: true });
+  await mkdir(outDir, { recursive: true });
   await Promise.all(
     selected.flatMap((name) => [
-      rm(path.join(distDir, name), { recursive: true, force: true }),
-      rm(path.join(distDir, `${name}.zip`), { force: true }),
+      rm(path.join(outDir, name), { recursive: true, force: true }),
+      rm(path.join(outDir, `${name}.zip`), { force: true }),
     ]),
   );
 
@@ -77,15 +141,18 @@ export async function buildHandlers(names = []) {
     entryPoints: Object.fromEntries(
       selected.map((name) => [`${name}/index`, path.join(handlersDir, `${name}.ts`)]),
     ),
-    outdir: distDir,
+    outdir: outDir,
     outExtension: { ".js": ".mjs" },
     bundle: true,
     platform: "node",
     target: "node22",
     format: "esm",
     minify: true,
-    // Error and class names stay readable in logs (jose's errors, domain errors) despite minification.
-    keepNames: true,
+    // No keepNames: its defineProperty call per function and class was a tenth of the api's module init.
+    // Hangar's error classes name themselves (`override name = …`), and stack traces are mapped back to
+    // the sources on Lambda (NODE_OPTIONS=--enable-source-maps); only library classes that take their
+    // name from the constructor (jose's errors) log a minified one.
+    keepNames: false,
     sourcemap: true,
     // Source maps already point at the sources; the bundle does not need them inlined.
     sourcesContent: false,
@@ -93,28 +160,65 @@ export async function buildHandlers(names = []) {
     // Prefer a package's ESM entry, as Node does for `import`.
     mainFields: ["module", "main"],
     banner: { js: banner },
+    plugins: [sdkSchemaLiteralKeys, lambdaCredentials],
     metafile: true,
     logLevel: "warning",
   });
   if (result.errors.length > 0) throw new Error("esbuild reported errors");
 
+  const outputKeys = new Map(
+    Object.keys(result.metafile.outputs).map((key) => [path.resolve(root, key), key]),
+  );
   const built = [];
   for (const name of selected) {
-    const dir = path.join(distDir, name);
-    const files = (await readdir(dir)).sort().map((f) => ({ realPath: path.join(dir, f), name: f }));
-    const zipPath = path.join(distDir, `${name}.zip`);
+    const dir = path.join(outDir, name);
+    const bundle = path.join(dir, "index.mjs");
+    const outputKey = outputKeys.get(bundle);
+    if (!outputKey) throw new Error(`esbuild's metafile has no output ${bundle}`);
+    const files = (await readdir(dir))
+      .filter((f) => f !== METAFILE)
+      .sort()
+      .map((f) => ({ realPath: path.join(dir, f), name: f }));
+    const zipPath = path.join(outDir, `${name}.zip`);
     await zipDirectory(files, zipPath);
+    const metafilePath = path.join(dir, METAFILE);
+    await writeFile(metafilePath, JSON.stringify(metafileOf(result.metafile, outputKey)));
     const { size } = await stat(zipPath);
-    built.push({ name, zip: path.relative(root, zipPath), bytes: size });
+    built.push({
+      name,
+      zip: path.relative(root, zipPath),
+      bytes: size,
+      bundle,
+      jsBytes: result.metafile.outputs[outputKey].bytes,
+      metafile: metafilePath,
+    });
   }
   return built;
 }
 
+/** `[--outdir DIR] [name...]` */
+function parseArgs(args) {
+  const names = [];
+  let outDir;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--outdir") {
+      outDir = args[++i];
+      if (!outDir) throw new Error("--outdir needs a directory");
+    } else if (arg.startsWith("--outdir=")) outDir = arg.slice("--outdir=".length);
+    else if (arg.startsWith("-")) throw new Error(`unknown option ${arg}`);
+    else names.push(arg);
+  }
+  return { names, outDir: outDir ? path.resolve(outDir) : undefined };
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
-    const built = await buildHandlers(process.argv.slice(2));
-    for (const { zip, bytes } of built) {
-      console.log(`${zip}  ${(bytes / 1024).toFixed(0)} KiB`);
+    const { names, outDir } = parseArgs(process.argv.slice(2));
+    const built = await buildHandlers(names, { outDir });
+    const kib = (n) => `${(n / 1024).toFixed(0)} KiB`.padStart(8);
+    for (const { zip, bytes, jsBytes } of built) {
+      console.log(`${zip.padEnd(24)} zip ${kib(bytes)}   JavaScript ${kib(jsBytes)}`);
     }
   } catch (error) {
     console.error(`build failed: ${error instanceof Error ? error.message : error}`);

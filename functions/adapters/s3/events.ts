@@ -1,17 +1,21 @@
-import * as z from "zod";
+import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import type { StorageObjectEvent } from "../../core/import/storage-events.ts";
+
+// zod's mini API (functions/config.ts says why); mini loads no locale of its own.
+z.config(en());
 
 /** One record of an S3 (or MinIO) bucket notification; only the fields Hangar reads. */
 const RecordSchema = z.object({
   eventName: z.string(),
   s3: z.object({
     bucket: z.object({ name: z.string() }),
-    object: z.object({ key: z.string(), size: z.number().optional() }),
+    object: z.object({ key: z.string(), size: z.optional(z.number()) }),
   }),
 });
 
 /** Both envelopes: S3's `{Records}` and MinIO's webhook `{EventName, Key, Records}`. */
-const EnvelopeSchema = z.object({ Records: z.array(RecordSchema) }).loose();
+const EnvelopeSchema = z.looseObject({ Records: z.array(RecordSchema) });
 
 export class InvalidStorageEventError extends Error {
   override name = "InvalidStorageEventError";

@@ -1,0 +1,117 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  BUDGETS,
+  type BuiltBundle,
+  buildBundles,
+  duplicatePackages,
+  initEnv,
+  jsBytes,
+  type Metafile,
+  measureInit,
+  packageOf,
+  sizeFindings,
+} from "../../bench/budgets.ts";
+
+// Builds every Lambda bundle once (scripts/build.mjs, into a temporary directory) and holds each to its
+// JavaScript budget and to one copy of every package. Module init times are `npm run bench`'s: too
+// dependent on the machine's load for a test.
+let outDir: string;
+let bundles: BuiltBundle[];
+
+beforeAll(() => {
+  outDir = mkdtempSync(join(tmpdir(), "hangar-bundles-"));
+  bundles = buildBundles(outDir);
+}, 180_000);
+
+afterAll(() => {
+  if (outDir) rmSync(outDir, { recursive: true, force: true });
+});
+
+/** A metafile of one bundle made of `inputs` (path → bytes in the output). */
+function metafile(inputs: Record<string, number>, bytes = 1024): Metafile {
+  return {
+    inputs: Object.fromEntries(Object.keys(inputs).map((k) => [k, { bytes: 0 }])),
+    outputs: {
+      "dist/fn/index.mjs": {
+        bytes,
+        entryPoint: "functions/handlers/fn.ts",
+        inputs: Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, { bytesInOutput: v }])),
+      },
+    },
+  };
+}
+
+describe("bundle budgets", () => {
+  it("builds the functions the budgets name, at least the api and the importer", () => {
+    const names = bundles.map((b) => b.name);
+    expect(names).toEqual(expect.arrayContaining(["api", "importer"]));
+  });
+
+  it("keeps every bundle's JavaScript within its budget", () => {
+    // A budget whose function is no longer built is not checked; a function without one only reported.
+    const over = bundles.flatMap((b) => sizeFindings(b));
+    expect(over).toEqual([]);
+    for (const b of bundles) {
+      const budget = BUDGETS[b.name];
+      if (budget) expect(jsBytes(b.metafile)).toBeLessThanOrEqual(budget.jsKiB * 1024);
+    }
+  });
+
+  it("holds one copy of each package in every bundle", () => {
+    const duplicates = bundles.flatMap((b) =>
+      duplicatePackages(b.metafile).map((d) => ({ bundle: b.name, ...d })),
+    );
+    expect(duplicates).toEqual([]);
+  });
+
+  it("leaves the SDK's default credential chain out (Lambda's keys come from the environment)", () => {
+    for (const b of bundles) {
+      const chain = Object.keys(b.metafile.inputs).filter((k) =>
+        /node_modules\/@aws-sdk\/(credential-provider-node|nested-clients)\//.test(k),
+      );
+      expect({ bundle: b.name, chain }).toEqual({ bundle: b.name, chain: [] });
+    }
+  });
+
+  it("imports each bundle with its configuration, exporting a handler, without touching the network", () => {
+    for (const b of bundles) {
+      const init = measureInit(b.bundle, initEnv(b.name), 1);
+      expect({ bundle: b.name, connects: init.connects }).toEqual({ bundle: b.name, connects: [] });
+    }
+  }, 120_000);
+});
+
+describe("bundle checks", () => {
+  it("finds a package installed twice, by name, wherever it sits", () => {
+    const two = metafile({
+      "node_modules/@smithy/core/dist-es/index.js": 100,
+      "node_modules/@smithy/core/dist-es/client.js": 100,
+      "node_modules/@aws-sdk/client-s3/node_modules/@smithy/core/dist-es/index.js": 100,
+      "node_modules/zod/v4/core/core.js": 10,
+      "functions/config.ts": 10,
+    });
+    expect(duplicatePackages(two)).toEqual([
+      {
+        name: "@smithy/core",
+        dirs: ["node_modules/@aws-sdk/client-s3/node_modules/@smithy/core", "node_modules/@smithy/core"],
+      },
+    ]);
+    expect(packageOf("../main/node_modules/zod/v4/mini/schemas.js")).toEqual({
+      name: "zod",
+      dir: "../main/node_modules/zod",
+    });
+    expect(packageOf("functions/config.ts")).toBeUndefined();
+  });
+
+  it("reports a bundle over its budget, and only then", () => {
+    const bundle = { name: "api", bundle: "", metafile: metafile({}, 801 * 1024) };
+    expect(sizeFindings(bundle, { api: { jsKiB: 800 } })).toEqual([
+      "api: 801.0 KiB of JavaScript, budget 800 KiB",
+    ]);
+    expect(sizeFindings(bundle, { api: { jsKiB: 801 } })).toEqual([]);
+    expect(sizeFindings({ ...bundle, name: "sweeper" }, { api: { jsKiB: 1 } })).toEqual([]);
+  });
+});
