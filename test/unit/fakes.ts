@@ -10,6 +10,7 @@ import type {
   MemberRepository,
   ObjectInfo,
   ObjectStore,
+  PendingWrite,
   PresignedRequest,
   WriteOptions,
 } from "../../functions/core/ports.ts";
@@ -57,7 +58,7 @@ export class MemoryImages implements ImageRepository {
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string } = {},
+    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string; unlessProtected?: boolean } = {},
   ) {
     const edge = TRANSITIONS[name];
     const cur = this.items.get(id);
@@ -67,7 +68,11 @@ export class MemoryImages implements ImageRepository {
       options.now !== undefined &&
       cur.import_lease_until !== null &&
       cur.import_lease_until < options.now;
-    if (!cur || !((edge.from as readonly string[]).includes(cur.status) || leaseExpired)) {
+    if (
+      !cur ||
+      !((edge.from as readonly string[]).includes(cur.status) || leaseExpired) ||
+      (options.unlessProtected && cur.protected)
+    ) {
       throw new StaleStatusError(id, edge.from);
     }
     const next = { ...cur, ...changes, status: edge.to };
@@ -167,6 +172,17 @@ export class MemoryObjects implements ObjectStore {
   }
   async deletePrefix(prefix: string) {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);
+    for (const [id, u] of this.writes) if (u.key.startsWith(prefix)) this.writes.delete(id);
+  }
+  /** Multipart writes in progress (a test puts one here to play a crashed writer), by upload id. */
+  readonly writes = new Map<string, PendingWrite>();
+  async listUploads(prefix: string) {
+    return [...this.writes.values()].filter((u) => u.key.startsWith(prefix));
+  }
+  async abortUploads(key: string) {
+    const at = [...this.writes.values()].filter((u) => u.key === key);
+    for (const u of at) this.writes.delete(u.uploadId);
+    return at.length;
   }
 }
 
