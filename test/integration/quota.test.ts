@@ -89,6 +89,67 @@ describe("quotas", () => {
     expect(u.image_count_total).toBe(7);
   });
 
+  it("10 creates racing 10 deletes in one project all succeed, and usage stays exact", async () => {
+    const { project, member } = await freshProject();
+    await setLimits(project, { image_count_total: 20, image_stage_total: 20 * 1000 });
+    const doomed = [];
+    for (let i = 0; i < 10; i++) {
+      const res = await create(member, { name: `doomed-${i}`, upload_size: 1000 });
+      expect(res.status).toBe(201);
+      doomed.push(((await res.json()) as { id: string }).id);
+    }
+    const [creates, deletes] = await Promise.all([
+      Promise.all(
+        Array.from({ length: 10 }, (_, i) => create(member, { name: `new-${i}`, upload_size: 500 })),
+      ),
+      Promise.all(doomed.map((id) => api(`/v2/images/${id}`, { method: "DELETE" }, member))),
+    ]);
+    const bodies = await Promise.all(creates.map((r) => r.text()));
+    expect(
+      creates.map((r) => r.status),
+      bodies.find((b) => !b.includes('"id"')),
+    ).toEqual(creates.map(() => 201));
+    expect(deletes.map((r) => r.status)).toEqual(deletes.map(() => 204));
+    expect(await usage(member)).toEqual({
+      image_count_total: 10,
+      image_size_total: 0,
+      image_stage_total: 5000,
+      image_count_uploading: 10,
+    });
+  });
+
+  it("creates in a full project racing deletes get 201 or 413, never a conflict, and never pass the limit", async () => {
+    const { project, member } = await freshProject();
+    await setLimits(project, { image_count_total: 10 });
+    const live: string[] = [];
+    const seen: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      while (live.length < 10) {
+        const res = await create(member, { name: `full-${live.length}` });
+        expect(res.status).toBe(201);
+        live.push(((await res.json()) as { id: string }).id);
+      }
+      // Each delete frees the room one create needs: a create that finds the project full at that
+      // moment is written again once there is room, or refused (413) when there is none.
+      const doomed = live.splice(0);
+      const [creates, deletes] = await Promise.all([
+        Promise.all(Array.from({ length: 10 }, (_, i) => create(member, { name: `next-${round}-${i}` }))),
+        Promise.all(doomed.map((id) => api(`/v2/images/${id}`, { method: "DELETE" }, member))),
+      ]);
+      expect(deletes.map((r) => r.status)).toEqual(deletes.map(() => 204));
+      for (const r of creates) {
+        seen.push(r.status);
+        if (r.status === 201) live.push(((await r.json()) as { id: string }).id);
+      }
+      expect((await usage(member)).image_count_total).toBe(live.length);
+      expect(live.length).toBeLessThanOrEqual(10);
+    }
+    expect(
+      seen.filter((s) => s !== 201 && s !== 413),
+      seen.join(" "),
+    ).toEqual([]);
+  });
+
   it("an undeclared upload that overflows is killed with QUOTA_EXCEEDED and its object deleted", async () => {
     const { project, member } = await freshProject();
     await setLimits(project, { image_stage_total: 1000 });

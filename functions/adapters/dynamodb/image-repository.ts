@@ -176,8 +176,9 @@ export class DynamoImageRepository implements ImageRepository {
       }
       return;
     }
-    const usage = await this.usageUpdate(image.owner, held);
     for (let attempt = 0; ; attempt++) {
+      // Limits read afresh on every attempt: an admin may have changed them meanwhile.
+      const usage = await this.usageUpdate(image.owner, held);
       try {
         await this.client.send(
           new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
@@ -186,7 +187,13 @@ export class DynamoImageRepository implements ImageRepository {
       } catch (err) {
         const [imageFailed, usageFailed] = cancelled(err);
         if (imageFailed) throw duplicate(err);
-        if (usageFailed) throw await this.exceeded(image.owner, held, err);
+        if (usageFailed) {
+          const refusal = await this.exceeded(image.owner, held, err);
+          // Refused at a moment the project was full, but deletes have freed room since: write again.
+          if (refusal instanceof QuotaExceededError || attempt >= MAX_CONFLICT_RETRIES) throw refusal;
+          await backoff(attempt);
+          continue;
+        }
         if (conflicted(err) && attempt < MAX_CONFLICT_RETRIES) {
           await backoff(attempt);
           continue;
