@@ -52,6 +52,24 @@ async function expectGone(id: string, token: string): Promise<void> {
   expect(await uploadsAt(`spool/${id}`)).toEqual([]);
 }
 
+/** What an importer that died mid-write leaves behind: a multipart upload with a part at each output key. */
+async function leaveCrashedWrites(id: string): Promise<void> {
+  const s3 = s3Client();
+  for (const key of [`images/${id}`, `spool/${id}`]) {
+    const mp = await s3.send(new CreateMultipartUploadCommand({ Bucket: getStack().bucket, Key: key }));
+    await s3.send(
+      new UploadPartCommand({
+        Bucket: getStack().bucket,
+        Key: key,
+        UploadId: mp.UploadId,
+        PartNumber: 1,
+        Body: randomBytes(5 * MIB),
+      }),
+    );
+    expect(await uploadsAt(key)).toHaveLength(1);
+  }
+}
+
 const ZERO_USAGE = {
   image_count_total: 0,
   image_size_total: 0,
@@ -105,21 +123,7 @@ describe("delete", () => {
     const res = await create(member, { name: "crashed import" });
     expect(res.status).toBe(201);
     const { id } = (await res.json()) as { id: string };
-    // What an importer that died mid-write leaves behind.
-    const s3 = s3Client();
-    for (const key of [`images/${id}`, `spool/${id}`]) {
-      const mp = await s3.send(new CreateMultipartUploadCommand({ Bucket: getStack().bucket, Key: key }));
-      await s3.send(
-        new UploadPartCommand({
-          Bucket: getStack().bucket,
-          Key: key,
-          UploadId: mp.UploadId,
-          PartNumber: 1,
-          Body: randomBytes(5 * MIB),
-        }),
-      );
-      expect(await uploadsAt(key)).toHaveLength(1);
-    }
+    await leaveCrashedWrites(id);
     expect((await api(`/v2/images/${id}`, { method: "DELETE" }, member)).status).toBe(204);
     await expectGone(id, member);
   });
@@ -160,5 +164,18 @@ describe("delete", () => {
       }
     }
     expect(outcomes.deletedFirst + outcomes.protectedFirst).toBe(30);
+  });
+
+  it("an import aborts the multipart writes a crashed earlier attempt left at the image's keys", async () => {
+    const { member } = await freshProject();
+    const bytes = randomBytes(64 * 1024);
+    const res = await create(member, { name: "retried import", upload_size: bytes.length });
+    expect(res.status).toBe(201);
+    const { id } = (await res.clone().json()) as { id: string };
+    await leaveCrashedWrites(id);
+    await uploadThroughLink(res, bytes);
+    await waitForStatus(id, "active", member);
+    expect(await uploadsAt(`images/${id}`)).toEqual([]);
+    expect(await uploadsAt(`spool/${id}`)).toEqual([]);
   });
 });

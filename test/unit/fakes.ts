@@ -174,13 +174,15 @@ export class MemoryObjects implements ObjectStore {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);
     for (const [id, u] of this.writes) if (u.key.startsWith(prefix)) this.writes.delete(id);
   }
-  /** Multipart writes in progress (a test puts one here to play a crashed writer), by upload id. */
-  readonly writes = new Map<string, PendingWrite>();
-  async listUploads(prefix: string) {
-    return [...this.writes.values()].filter((u) => u.key.startsWith(prefix));
+  /** Multipart uploads in progress, by upload id (shared with `MemoryMultipartUploads` over this store). */
+  readonly writes = new Map<string, { key: string; initiated: string; parts: Map<number, StoredPart> }>();
+  async listUploads(prefix: string): Promise<PendingWrite[]> {
+    return [...this.writes.entries()]
+      .filter(([, u]) => u.key.startsWith(prefix))
+      .map(([uploadId, u]) => ({ key: u.key, uploadId }));
   }
   async abortUploads(key: string) {
-    const at = [...this.writes.values()].filter((u) => u.key === key);
+    const at = (await this.listUploads(key)).filter((u) => u.key === key);
     for (const u of at) this.writes.delete(u.uploadId);
     return at.length;
   }
@@ -188,12 +190,14 @@ export class MemoryObjects implements ObjectStore {
 
 /** In-memory multipart uploads over a `MemoryObjects`; `put` plays a client following a part link. */
 export class MemoryMultipartUploads implements MultipartUploads {
-  readonly pending = new Map<string, { key: string; initiated: string; parts: Map<number, StoredPart> }>();
+  readonly pending: MemoryObjects["writes"];
   private next = 1;
   constructor(
     private readonly objects: MemoryObjects,
     private readonly clock: { now(): Date } = { now: () => new Date() },
-  ) {}
+  ) {
+    this.pending = objects.writes;
+  }
 
   async create(key: string) {
     const id = `upload-${this.next++}`;

@@ -6,6 +6,7 @@ import {
   StaleStatusError,
 } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
+import { abortLeftoverWrites } from "../leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
 import { QuotaExceededError } from "../quota.ts";
 import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
@@ -194,7 +195,10 @@ export function createImporter(deps: ImporterDeps) {
       log.info("import started", { imageId: id, size: info.size });
       const started = Date.now();
       try {
+        // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
+        await abortLeftoverWrites(objects, id);
         const done = await run(image, key, info.size);
+        await abortLeftoverWrites(objects, id).catch(() => 0);
         await objects.delete(key);
         const seconds = (Date.now() - started) / 1000;
         log.info("import finished", {
