@@ -2,7 +2,12 @@ import { execFile } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
-import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import {
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
 import { marshall } from "@aws-sdk/util-dynamodb";
 import { describe, expect, it } from "vitest";
 import {
@@ -239,6 +244,34 @@ describe("quotas", () => {
     const mine = report.projects.find((p) => p.project === project);
     expect(mine).toMatchObject({ repaired: true, storage: { stored: 1234 } });
     expect(await usage(member)).toEqual(before);
+  });
+
+  it("npm run reconcile reports staged objects and incomplete uploads that no live image owns", async () => {
+    const { member } = await freshProject();
+    const id = await createAndUpload(member, randomBytes(2048));
+    await waitForStatus(id, "active", member);
+    const bucket = getStack().bucket;
+    const s3 = s3Client();
+    // Left by a crashed import: multipart writes of the stored image and its spool.
+    const writes: Record<string, string> = {};
+    for (const key of [`images/${id}`, `spool/${id}`]) {
+      const mp = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      writes[key] = mp.UploadId as string;
+    }
+    // A staged object whose storage event never led anywhere (a key no image owns).
+    const stray = `staging/${randomUUID()}/Stray`;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: stray, Body: randomBytes(10) }));
+    const { stdout } = await run("node", ["scripts/reconcile.mjs", "--dry-run"], {
+      env: { ...process.env, HANGAR_URL: getStack().apiUrl, HANGAR_TOKEN: getStack().tokens.admin },
+    });
+    expect(stdout).toMatch(new RegExp(`objects no image owns: .*${stray}`));
+    for (const [key, uploadId] of Object.entries(writes)) {
+      expect(stdout).toContain(
+        `incomplete upload no image owns: ${key} (upload ${uploadId}; image ${id} is active)`,
+      );
+    }
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: stray }));
+    expect((await api(`/v2/images/${id}`, { method: "DELETE" }, member)).status).toBe(204);
   });
 
   it("an admin sees another project's staged bytes and every project's usage; a member cannot", async () => {
