@@ -16,15 +16,21 @@ export interface ImageRepository {
   listAll(): Promise<ImageRecord[]>;
   /**
    * Moves the image along a lifecycle edge, writing `changes` in the same conditional write.
-   * `allowExpiredLeaseFrom` also allows the edge from that status once the import lease expired before
-   * `now`; `unlessProtected` makes the write hold only while the image is not protected (in the same
-   * conditional write, not an earlier read).
+   * `allowExpiredLeaseFrom` (with `now`) also allows the edge from that status once its import lease has
+   * expired; `leaseIs` allows it only while the import lease is still exactly that one (the caller's);
+   * `unlessProtected` only while the image is not protected (in the same conditional write, not an
+   * earlier read).
    */
   transition(
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options?: { allowExpiredLeaseFrom?: ImageStatus; now?: string; unlessProtected?: boolean },
+    options?: {
+      allowExpiredLeaseFrom?: ImageStatus;
+      now?: string;
+      leaseIs?: string;
+      unlessProtected?: boolean;
+    },
   ): Promise<ImageRecord>;
   /**
    * Writes fields that do not change the status, only if the status is one of `whileIn` and the

@@ -58,10 +58,18 @@ export class MemoryImages implements ImageRepository {
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string; unlessProtected?: boolean } = {},
+    options: {
+      allowExpiredLeaseFrom?: ImageStatus;
+      now?: string;
+      leaseIs?: string;
+      unlessProtected?: boolean;
+    } = {},
   ) {
     const edge = TRANSITIONS[name];
     const cur = this.items.get(id);
+    if (cur && options.leaseIs !== undefined && cur.import_lease_until !== options.leaseIs) {
+      throw new StaleStatusError(id, edge.from);
+    }
     const leaseExpired =
       cur !== undefined &&
       options.allowExpiredLeaseFrom === cur.status &&

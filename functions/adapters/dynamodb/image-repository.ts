@@ -326,6 +326,11 @@ export class DynamoImageRepository implements ImageRepository {
       values[":now"] = now;
       names["#lease"] = "import_lease_until";
     }
+    if (options.leaseIs !== undefined) {
+      condition = `${condition} AND #lease = :leaseIs`;
+      values[":leaseIs"] = options.leaseIs;
+      names["#lease"] = "import_lease_until";
+    }
     if (options.unlessProtected) {
       // Part of the same conditional write, so a protection set after our read still stops it.
       condition += " AND (attribute_not_exists(#protected) OR #protected = :unprotected)";
@@ -338,6 +343,7 @@ export class DynamoImageRepository implements ImageRepository {
           now !== undefined &&
           current.status === leaseFrom &&
           (current.import_lease_until ?? "") < now)) &&
+      (options.leaseIs === undefined || current.import_lease_until === options.leaseIs) &&
       !(options.unlessProtected && current.protected);
     return this.write(id, {
       changes: { ...changes, status: edge.to },
