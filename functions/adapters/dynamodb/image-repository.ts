@@ -342,7 +342,8 @@ export class DynamoImageRepository implements ImageRepository {
         (leaseFrom !== undefined &&
           now !== undefined &&
           current.status === leaseFrom &&
-          (current.import_lease_until ?? "") < now)) &&
+          current.import_lease_until != null &&
+          current.import_lease_until < now)) &&
       (options.leaseIs === undefined || current.import_lease_until === options.leaseIs) &&
       !(options.unlessProtected && current.protected);
     return this.write(id, {
