@@ -1,12 +1,22 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { QueryCommand } from "@aws-sdk/client-dynamodb";
 import {
   CreateMultipartUploadCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
+import { marshall } from "@aws-sdk/util-dynamodb";
 import { describe, expect, it } from "vitest";
-import { api, getStack, mintToken, s3Client, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
+import {
+  api,
+  dynamoDbClient,
+  getStack,
+  mintToken,
+  s3Client,
+  uploadThroughLink,
+  waitForStatus,
+} from "./setup/stack.ts";
 
 const MIB = 1024 * 1024;
 
@@ -99,6 +109,12 @@ describe("delete", () => {
     const { member } = await freshProject();
     const bytes = randomBytes(128 * MIB);
     const { id } = await uploadThroughLink(await create(member, { name: "big" }), bytes);
+    const share = await api(
+      `/v2/images/${id}/members`,
+      { method: "POST", body: JSON.stringify({ member: "another-project" }) },
+      member,
+    );
+    expect(share.status, await share.text()).toBe(200);
     const seen = await waitForStatus(id, ["importing", "active"], member, 60_000);
     expect(seen.status, "the import finished before the delete: use a bigger upload").toBe("importing");
     const res = await api(`/v2/images/${id}`, { method: "DELETE" }, member);
@@ -116,6 +132,16 @@ describe("delete", () => {
       }
     }
     expect(await usage(member)).toEqual(ZERO_USAGE);
+    // The record and its members are gone from the table, not only hidden.
+    const items = await dynamoDbClient().send(
+      new QueryCommand({
+        TableName: getStack().table,
+        KeyConditionExpression: "pk = :pk",
+        ExpressionAttributeValues: marshall({ ":pk": `IMAGE#${id}` }),
+        ConsistentRead: true,
+      }),
+    );
+    expect(items.Count).toBe(0);
   });
 
   it("aborts leftover multipart uploads of the image's stored and spool keys on delete", async () => {
