@@ -39,7 +39,12 @@ for (const p of body.projects) {
     `${p.project}: ${state}; staged ${p.storage.staged} B, stored ${p.storage.stored} B in storage`,
   );
 }
-if (body.orphans.length) console.log(`objects with no image: ${body.orphans.join(", ")}`);
+// Storage no live image owns: staged uploads nobody will import, stored bytes and spools with no image.
+if (body.orphans.length) console.log(`objects no image owns: ${body.orphans.join(", ")}`);
+for (const u of body.orphanUploads ?? []) {
+  const owner = u.imageId ? `image ${u.imageId} is ${u.status ?? "gone"}` : "no image";
+  console.log(`incomplete upload no image owns: ${u.key} (upload ${u.uploadId}; ${owner})`);
+}
 for (const m of body.mismatches)
   console.log(`image ${m.imageId}: record says ${m.recordSays} B, storage has ${m.storageHas} B`);
 if (process.argv.includes("--json")) console.log(JSON.stringify(body));

@@ -26,10 +26,12 @@ import {
   type ImageStatus,
   imageKey,
   isImageId,
+  spoolKey,
   stagingKey,
 } from "./image/image.ts";
 import { type ImageMember, MAX_MEMBERS_PER_IMAGE } from "./image/members.ts";
 import { applyImageChanges, applyImagePatch, type PatchOperation } from "./image/patch.ts";
+import { abortLeftoverWrites } from "./leftovers.ts";
 import { type ListQuery, paginate } from "./list-query.ts";
 import type {
   Clock,
@@ -519,24 +521,39 @@ export function createImageService(deps: ImageServiceDeps) {
       deps.log.info("web-download started", { imageId: id, host: url.host });
     },
 
-    /** Marks the image deleted, removes its objects, members, then the record. Protected images stay. */
+    /**
+     * Marks the image deleted (in any status, `importing` included), removes its objects, the uploads in
+     * progress at its keys, its members, then the record. Protected images stay: protection is part of the
+     * conditional write, so a protection set after our read still stops the delete.
+     */
     async delete(id: string, caller: Caller): Promise<void> {
       const image = await visibleImage(id, caller);
       if (!canModify(image, caller)) {
         throw new ForbiddenError(`You are not permitted to delete the image '${id}'.`);
       }
-      if (image.protected) {
-        // Glance's words for a protected image; the reason tells it apart from a policy refusal.
-        throw new ForbiddenError(`You are not permitted to delete the image '${id}'.`, "PROTECTED");
+      // Glance's words for a protected image; the reason tells it apart from a policy refusal.
+      const isProtected = () =>
+        new ForbiddenError(`You are not permitted to delete the image '${id}'.`, "PROTECTED");
+      if (image.protected) throw isProtected();
+      try {
+        await images.transition(id, "delete", { updated_at: now() }, { unlessProtected: true });
+      } catch (err) {
+        if (!(err instanceof StaleStatusError)) throw err;
+        const fresh = await images.get(id);
+        if (!fresh || fresh.status === "deleted") throw new ImageNotFoundError(id);
+        if (fresh.protected) throw isProtected();
+        asConflict(err, id);
       }
-      await images.transition(id, "delete", { updated_at: now() }).catch((e) => asConflict(e, id));
-      // An importer running now loses its final conditional write and removes its own output too.
+      // Quota is released by the transition above, once. An import running now loses its next
+      // conditional write and removes its own output; what it is writing right now is aborted here.
       await deps.multipart?.discard(image);
       await objects.deletePrefix(`staging/${id}/`);
+      await abortLeftoverWrites(objects, id);
       await objects.delete(imageKey(id));
+      await objects.delete(spoolKey(id));
       await members.removeAll(id);
       await images.purge(id);
-      deps.log.info("image deleted", { imageId: id });
+      deps.log.info("image deleted", { imageId: id, was: image.status });
     },
 
     /** A presigned GET of the stored bytes, refused while the image has none. */

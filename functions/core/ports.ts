@@ -17,13 +17,20 @@ export interface ImageRepository {
   /**
    * Moves the image along a lifecycle edge, writing `changes` in the same conditional write.
    * `allowExpiredLeaseFrom` (with `now`) also allows the edge from that status once its import lease has
-   * expired; `leaseIs` allows it only while the import lease is still exactly that one (the caller's).
+   * expired; `leaseIs` allows it only while the import lease is still exactly that one (the caller's);
+   * `unlessProtected` only while the image is not protected (in the same conditional write, not an
+   * earlier read).
    */
   transition(
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options?: { allowExpiredLeaseFrom?: ImageStatus; now?: string; leaseIs?: string },
+    options?: {
+      allowExpiredLeaseFrom?: ImageStatus;
+      now?: string;
+      leaseIs?: string;
+      unlessProtected?: boolean;
+    },
   ): Promise<ImageRecord>;
   /**
    * Writes fields that do not change the status, only if the status is one of `whileIn` and the
@@ -80,8 +87,21 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every object under a prefix, with its size (reconciliation). */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;
-  /** Deletes every object under a prefix, and aborts multipart uploads there. */
+  /**
+   * Deletes every object under a prefix, and aborts the multipart uploads storage lists under it (S3 lists
+   * them by prefix, MinIO only for a whole key: use `abortUploads` for keys known to be written).
+   */
   deletePrefix(prefix: string): Promise<void>;
+  /** Multipart uploads in progress under a prefix (on MinIO: only those at a key equal to `prefix`). */
+  listUploads(prefix: string): Promise<PendingWrite[]>;
+  /** Aborts every multipart upload in progress at exactly `key`; returns how many there were. */
+  abortUploads(key: string): Promise<number>;
+}
+
+/** A multipart upload that was started and neither completed nor aborted. */
+export interface PendingWrite {
+  key: string;
+  uploadId: string;
 }
 
 export interface WriteOptions {

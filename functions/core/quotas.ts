@@ -1,6 +1,14 @@
 import { ForbiddenError } from "./errors.ts";
 import { type Caller, isAdmin } from "./image/access.ts";
-import { imageIdFromStagingKey } from "./image/image.ts";
+import {
+  type ImageRecord,
+  type ImageStatus,
+  imageIdFromStagingKey,
+  imageKey,
+  spoolKey,
+  stagingKey,
+} from "./image/image.ts";
+import { writeKeyOwner } from "./leftovers.ts";
 import type { ImageRepository, Logger, ObjectStore } from "./ports.ts";
 import {
   type Counters,
@@ -30,8 +38,13 @@ export interface ReconcileReport {
     /** Bytes actually in storage for the project's images: staged uploads and stored images. */
     storage: { staged: number; stored: number };
   }[];
-  /** Objects under `staging/` or `images/` that belong to no image record. */
+  /**
+   * Objects under `staging/`, `images/` or `spool/` that no live image owns: no record, or one whose
+   * status holds no such object (a staged upload of an image already imported, a spool after its import).
+   */
   orphans: string[];
+  /** Multipart uploads in progress that no live image owns (see `owns`). */
+  orphanUploads: { key: string; uploadId: string; imageId: string | null; status: ImageStatus | null }[];
   /** Images whose stored object's size differs from what their record says. */
   mismatches: { imageId: string; key: string; recordSays: number; storageHas: number }[];
 }
@@ -41,6 +54,25 @@ export interface QuotaServiceDeps {
   images: ImageRepository;
   objects: ObjectStore;
   log: Logger;
+}
+
+type Area = "staging" | "images" | "spool";
+const AREAS: readonly Area[] = ["staging", "images", "spool"];
+
+/** Which image a key under one of the areas belongs to, if Hangar generated it. */
+function ownerOf(area: Area, key: string): string | undefined {
+  return area === "staging" ? imageIdFromStagingKey(key) : writeKeyOwner(key);
+}
+
+/**
+ * Whether an image in `status` owns storage in `area`: staged bytes while it waits for or runs its import,
+ * the stored image from its import on, a spool only while importing. An upload in progress (`upload`) is
+ * owned only while someone still writes it: the client while `queued`, the importer while `importing`.
+ */
+function owns(status: ImageStatus, area: Area, upload: boolean): boolean {
+  if (area === "staging") return upload ? status === "queued" : status === "queued" || status === "importing";
+  if (area === "spool" || upload) return status === "importing";
+  return status === "importing" || status === "active" || status === "deactivated";
 }
 
 /** Quota use cases: who may see or set usage and limits, and reconciliation against records and storage. */
@@ -56,6 +88,42 @@ export function createQuotaService(deps: QuotaServiceDeps) {
   async function projectUsage(project: string): Promise<ProjectUsage> {
     const [usage, limits] = await Promise.all([quota.usage(project), quota.limits(project)]);
     return { project, usage, limits };
+  }
+
+  /**
+   * Multipart uploads in progress that no live image owns. S3 lists them by prefix; MinIO only by whole
+   * key, so every live image's keys are asked as well (uploads of images whose record is gone are then
+   * found on S3 only, where the bucket's lifecycle rule also aborts them).
+   */
+  async function uploadsNobodyOwns(
+    records: ImageRecord[],
+    owners: Map<string, ImageRecord>,
+  ): Promise<ReconcileReport["orphanUploads"]> {
+    const found = new Map<string, { key: string; uploadId: string; area: Area }>();
+    for (const area of AREAS) {
+      for (const u of await deps.objects.listUploads(`${area}/`)) found.set(u.uploadId, { ...u, area });
+    }
+    for (const r of records) {
+      if (r.status === "deleted") continue;
+      const keys: [Area, string][] = [
+        ["staging", stagingKey(r.id)],
+        ["images", imageKey(r.id)],
+        ["spool", spoolKey(r.id)],
+      ];
+      for (const [area, key] of keys) {
+        for (const u of await deps.objects.listUploads(key)) {
+          if (u.key === key) found.set(u.uploadId, { ...u, area });
+        }
+      }
+    }
+    const out: ReconcileReport["orphanUploads"] = [];
+    for (const u of found.values()) {
+      const id = ownerOf(u.area, u.key);
+      const image = id !== undefined ? owners.get(id) : undefined;
+      if (image && owns(image.status, u.area, true)) continue;
+      out.push({ key: u.key, uploadId: u.uploadId, imageId: id ?? null, status: image?.status ?? null });
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   return {
@@ -103,16 +171,17 @@ export function createQuotaService(deps: QuotaServiceDeps) {
       }
       const orphans: string[] = [];
       const mismatches: ReconcileReport["mismatches"] = [];
-      for (const prefix of ["staging/", "images/"] as const) {
-        for await (const obj of deps.objects.list(prefix)) {
-          const id = prefix === "images/" ? obj.key.slice("images/".length) : imageIdFromStagingKey(obj.key);
+      for (const area of AREAS) {
+        for await (const obj of deps.objects.list(`${area}/`)) {
+          const id = ownerOf(area, obj.key);
           const image = id !== undefined ? owners.get(id) : undefined;
-          if (!image || image.status === "deleted") {
+          if (!image || !owns(image.status, area, false)) {
             orphans.push(obj.key);
             continue;
           }
+          if (area === "spool") continue;
           const s = storage.get(image.owner) ?? { staged: 0, stored: 0 };
-          if (prefix === "staging/") s.staged += obj.size;
+          if (area === "staging") s.staged += obj.size;
           else {
             s.stored += obj.size;
             if (image.size !== null && image.size !== obj.size && image.status !== "importing") {
@@ -127,8 +196,9 @@ export function createQuotaService(deps: QuotaServiceDeps) {
           storage.set(image.owner, s);
         }
       }
+      const orphanUploads = await uploadsNobodyOwns(records, owners);
       const projects = new Set([...recomputed.keys(), ...(await quota.listProjects())]);
-      const report: ReconcileReport = { projects: [], orphans, mismatches };
+      const report: ReconcileReport = { projects: [], orphans, orphanUploads, mismatches };
       for (const project of [...projects].sort()) {
         const recorded = await quota.usage(project);
         const want = recomputed.get(project) ?? { ...ZERO };

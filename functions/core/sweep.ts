@@ -1,5 +1,6 @@
 import { StaleStatusError } from "./errors.ts";
-import { type ImageRecord, imageIdFromStagingKey, imageKey, stagingKey } from "./image/image.ts";
+import { type ImageRecord, imageIdFromStagingKey, stagingKey } from "./image/image.ts";
+import { abortLeftoverWrites, importWriteKeys, writeKeyOwner } from "./leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
 import type { MultipartUploads, PendingUpload } from "./uploads/ports.ts";
 
@@ -89,10 +90,42 @@ export function createSweeper(deps: SweepDeps) {
     log.warn("stalled import killed", { imageId: image.id, leaseUntil: image.import_lease_until });
     await objects.delete(stagedKey);
     report.deletedObjects++;
-    // The dead importer may have left its own multipart write of the stored image behind.
-    await objects.delete(imageKey(image.id));
-    for (const u of await uploads.listPending(imageKey(image.id))) {
-      if (u.key === imageKey(image.id)) await uploads.abort(u.key, u.uploadId);
+    // The dead importer may have left its own multipart writes of the stored image and spool behind.
+    for (const key of importWriteKeys(image.id)) await objects.delete(key);
+    report.abortedUploads += await abortLeftoverWrites(objects, image.id);
+  }
+
+  /**
+   * Multipart writes of stored images and spools (`images/<id>`, `spool/<id>`) whose import is over: an
+   * importer that crashed mid-write leaves them, and only an `importing` image's importer still writes. S3
+   * lists them by prefix; MinIO only by whole key, so the keys of images an import may have just left
+   * (queued after a failed attempt, killed, or changed since `since`) are asked one by one as well.
+   */
+  async function abortOrphanedWrites(records: ImageRecord[], since: number, report: SweepReport) {
+    const found = new Map<string, PendingUpload>();
+    for (const prefix of ["images/", "spool/"]) {
+      for (const u of await uploads.listPending(prefix)) found.set(u.uploadId, u);
+    }
+    for (const image of records) {
+      const recent = Date.parse(image.updated_at) >= since;
+      if (
+        image.status === "queued" ||
+        image.status === "killed" ||
+        (recent && image.status !== "importing")
+      ) {
+        for (const key of importWriteKeys(image.id)) {
+          for (const u of await uploads.listPending(key)) if (u.key === key) found.set(u.uploadId, u);
+        }
+      }
+    }
+    for (const upload of found.values()) {
+      const id = writeKeyOwner(upload.key);
+      // Read after listing: an upload listed while its import ran is judged by where the import is now.
+      const image = id ? await images.get(id) : undefined;
+      if (image?.status === "importing") continue;
+      await uploads.abort(upload.key, upload.uploadId);
+      report.abortedUploads++;
+      log.info("orphaned image write aborted", { key: upload.key, imageId: id, status: image?.status });
     }
   }
 
@@ -100,10 +133,10 @@ export function createSweeper(deps: SweepDeps) {
    * Uploads in progress under `staging/`. S3 lists them by prefix; MinIO only for an exact key, so the keys of
    * images that may hold one (queued, killed, or recording an upload) are asked one by one as well.
    */
-  async function pendingUploads(): Promise<PendingUpload[]> {
+  async function pendingUploads(records: ImageRecord[]): Promise<PendingUpload[]> {
     const found = new Map<string, PendingUpload>();
     for (const u of await uploads.listPending(STAGING_PREFIX)) found.set(u.uploadId, u);
-    for (const image of await images.listAll()) {
+    for (const image of records) {
       if (image.status === "queued" || image.status === "killed" || image.multipart_upload_id) {
         for (const u of await uploads.listPending(stagingKey(image.id))) found.set(u.uploadId, u);
       }
@@ -123,7 +156,8 @@ export function createSweeper(deps: SweepDeps) {
         return cache.get(id);
       };
 
-      for (const upload of await pendingUploads()) {
+      const records = await images.listAll();
+      for (const upload of await pendingUploads(records)) {
         const id = imageIdFromStagingKey(upload.key);
         const image = id ? await imageOf(id) : undefined;
         if ((await lastActivity(upload, image)) >= cutoff) continue;
@@ -152,6 +186,8 @@ export function createSweeper(deps: SweepDeps) {
         report.deletedObjects++;
         log.info("stale staged object deleted", { key: object.key, imageId: id, status: image?.status });
       }
+
+      await abortOrphanedWrites(records, cutoff, report);
 
       log.info("sweep finished", { ...report });
       return report;

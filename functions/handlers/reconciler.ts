@@ -11,6 +11,7 @@ export const handler = async (): Promise<void> => {
     projects: report.projects.length,
     drifted: drifted.map((p) => ({ project: p.project, drift: p.drift, repaired: p.repaired })),
     orphans: report.orphans.length,
+    orphanUploads: report.orphanUploads.length,
     mismatches: report.mismatches.length,
   });
 };

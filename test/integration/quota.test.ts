@@ -2,7 +2,12 @@ import { execFile } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { promisify } from "node:util";
 import { UpdateItemCommand } from "@aws-sdk/client-dynamodb";
-import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import {
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
 import { marshall } from "@aws-sdk/util-dynamodb";
 import { describe, expect, it } from "vitest";
 import {
@@ -87,6 +92,67 @@ describe("quotas", () => {
     const u = await usage(member);
     expect(u.image_stage_total).toBe(7000);
     expect(u.image_count_total).toBe(7);
+  });
+
+  it("10 creates racing 10 deletes in one project all succeed, and usage stays exact", async () => {
+    const { project, member } = await freshProject();
+    await setLimits(project, { image_count_total: 20, image_stage_total: 20 * 1000 });
+    const doomed = [];
+    for (let i = 0; i < 10; i++) {
+      const res = await create(member, { name: `doomed-${i}`, upload_size: 1000 });
+      expect(res.status).toBe(201);
+      doomed.push(((await res.json()) as { id: string }).id);
+    }
+    const [creates, deletes] = await Promise.all([
+      Promise.all(
+        Array.from({ length: 10 }, (_, i) => create(member, { name: `new-${i}`, upload_size: 500 })),
+      ),
+      Promise.all(doomed.map((id) => api(`/v2/images/${id}`, { method: "DELETE" }, member))),
+    ]);
+    const bodies = await Promise.all(creates.map((r) => r.text()));
+    expect(
+      creates.map((r) => r.status),
+      bodies.find((b) => !b.includes('"id"')),
+    ).toEqual(creates.map(() => 201));
+    expect(deletes.map((r) => r.status)).toEqual(deletes.map(() => 204));
+    expect(await usage(member)).toEqual({
+      image_count_total: 10,
+      image_size_total: 0,
+      image_stage_total: 5000,
+      image_count_uploading: 10,
+    });
+  });
+
+  it("creates in a full project racing deletes get 201 or 413, never a conflict, and never pass the limit", async () => {
+    const { project, member } = await freshProject();
+    await setLimits(project, { image_count_total: 10 });
+    const live: string[] = [];
+    const seen: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      while (live.length < 10) {
+        const res = await create(member, { name: `full-${live.length}` });
+        expect(res.status).toBe(201);
+        live.push(((await res.json()) as { id: string }).id);
+      }
+      // Each delete frees the room one create needs: a create that finds the project full at that
+      // moment is written again once there is room, or refused (413) when there is none.
+      const doomed = live.splice(0);
+      const [creates, deletes] = await Promise.all([
+        Promise.all(Array.from({ length: 10 }, (_, i) => create(member, { name: `next-${round}-${i}` }))),
+        Promise.all(doomed.map((id) => api(`/v2/images/${id}`, { method: "DELETE" }, member))),
+      ]);
+      expect(deletes.map((r) => r.status)).toEqual(deletes.map(() => 204));
+      for (const r of creates) {
+        seen.push(r.status);
+        if (r.status === 201) live.push(((await r.json()) as { id: string }).id);
+      }
+      expect((await usage(member)).image_count_total).toBe(live.length);
+      expect(live.length).toBeLessThanOrEqual(10);
+    }
+    expect(
+      seen.filter((s) => s !== 201 && s !== 413),
+      seen.join(" "),
+    ).toEqual([]);
   });
 
   it("an undeclared upload that overflows is killed with QUOTA_EXCEEDED and its object deleted", async () => {
@@ -178,6 +244,34 @@ describe("quotas", () => {
     const mine = report.projects.find((p) => p.project === project);
     expect(mine).toMatchObject({ repaired: true, storage: { stored: 1234 } });
     expect(await usage(member)).toEqual(before);
+  });
+
+  it("npm run reconcile reports staged objects and incomplete uploads that no live image owns", async () => {
+    const { member } = await freshProject();
+    const id = await createAndUpload(member, randomBytes(2048));
+    await waitForStatus(id, "active", member);
+    const bucket = getStack().bucket;
+    const s3 = s3Client();
+    // Left by a crashed import: multipart writes of the stored image and its spool.
+    const writes: Record<string, string> = {};
+    for (const key of [`images/${id}`, `spool/${id}`]) {
+      const mp = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      writes[key] = mp.UploadId as string;
+    }
+    // A staged object whose storage event never led anywhere (a key no image owns).
+    const stray = `staging/${randomUUID()}/Stray`;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: stray, Body: randomBytes(10) }));
+    const { stdout } = await run("node", ["scripts/reconcile.mjs", "--dry-run"], {
+      env: { ...process.env, HANGAR_URL: getStack().apiUrl, HANGAR_TOKEN: getStack().tokens.admin },
+    });
+    expect(stdout).toMatch(new RegExp(`objects no image owns: .*${stray}`));
+    for (const [key, uploadId] of Object.entries(writes)) {
+      expect(stdout).toContain(
+        `incomplete upload no image owns: ${key} (upload ${uploadId}; image ${id} is active)`,
+      );
+    }
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: stray }));
+    expect((await api(`/v2/images/${id}`, { method: "DELETE" }, member)).status).toBe(204);
   });
 
   it("an admin sees another project's staged bytes and every project's usage; a member cannot", async () => {

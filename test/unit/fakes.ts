@@ -10,6 +10,7 @@ import type {
   MemberRepository,
   ObjectInfo,
   ObjectStore,
+  PendingWrite,
   PresignedRequest,
   WriteOptions,
 } from "../../functions/core/ports.ts";
@@ -57,7 +58,12 @@ export class MemoryImages implements ImageRepository {
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string; leaseIs?: string } = {},
+    options: {
+      allowExpiredLeaseFrom?: ImageStatus;
+      now?: string;
+      leaseIs?: string;
+      unlessProtected?: boolean;
+    } = {},
   ) {
     const edge = TRANSITIONS[name];
     const cur = this.items.get(id);
@@ -70,7 +76,11 @@ export class MemoryImages implements ImageRepository {
       options.now !== undefined &&
       cur.import_lease_until !== null &&
       cur.import_lease_until < options.now;
-    if (!cur || !((edge.from as readonly string[]).includes(cur.status) || leaseExpired)) {
+    if (
+      !cur ||
+      !((edge.from as readonly string[]).includes(cur.status) || leaseExpired) ||
+      (options.unlessProtected && cur.protected)
+    ) {
       throw new StaleStatusError(id, edge.from);
     }
     const next = { ...cur, ...changes, status: edge.to };
@@ -170,17 +180,32 @@ export class MemoryObjects implements ObjectStore {
   }
   async deletePrefix(prefix: string) {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);
+    for (const [id, u] of this.writes) if (u.key.startsWith(prefix)) this.writes.delete(id);
+  }
+  /** Multipart uploads in progress, by upload id (shared with `MemoryMultipartUploads` over this store). */
+  readonly writes = new Map<string, { key: string; initiated: string; parts: Map<number, StoredPart> }>();
+  async listUploads(prefix: string): Promise<PendingWrite[]> {
+    return [...this.writes.entries()]
+      .filter(([, u]) => u.key.startsWith(prefix))
+      .map(([uploadId, u]) => ({ key: u.key, uploadId }));
+  }
+  async abortUploads(key: string) {
+    const at = (await this.listUploads(key)).filter((u) => u.key === key);
+    for (const u of at) this.writes.delete(u.uploadId);
+    return at.length;
   }
 }
 
 /** In-memory multipart uploads over a `MemoryObjects`; `put` plays a client following a part link. */
 export class MemoryMultipartUploads implements MultipartUploads {
-  readonly pending = new Map<string, { key: string; initiated: string; parts: Map<number, StoredPart> }>();
+  readonly pending: MemoryObjects["writes"];
   private next = 1;
   constructor(
     private readonly objects: MemoryObjects,
     private readonly clock: { now(): Date } = { now: () => new Date() },
-  ) {}
+  ) {
+    this.pending = objects.writes;
+  }
 
   async create(key: string) {
     const id = `upload-${this.next++}`;

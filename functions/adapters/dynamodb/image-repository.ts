@@ -99,6 +99,32 @@ interface UpdateParts {
   values: Record<string, unknown>;
 }
 
+/** JSON with map keys sorted: equal for values DynamoDB compares as equal (lists in order, maps by key). */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+/** Options of `transition` (see ImageRepository). */
+type TransitionOptions = NonNullable<Parameters<ImageRepository["transition"]>[3]>;
+
+/** One conditional write of an image: the change, its condition, and the same condition as a predicate. */
+interface WriteSpec {
+  changes: Partial<ImageRecord>;
+  parts: UpdateParts;
+  condition: string;
+  values: Record<string, unknown>;
+  /** Attribute names the condition uses beyond `#status` and those of `parts`. */
+  names: Record<string, string>;
+  /** Statuses the write expects, named in the StaleStatusError when it loses. */
+  expected: readonly string[];
+  /** The condition, checked against a fresh read before writing. */
+  holds: (current: ImageRecord) => boolean;
+}
+
 /** Builds `SET a = :a, ... REMOVE b` from a change set; `undefined` fields are left alone. */
 function updateParts(changes: Record<string, unknown>): UpdateParts {
   const set: string[] = [];
@@ -150,8 +176,9 @@ export class DynamoImageRepository implements ImageRepository {
       }
       return;
     }
-    const usage = await this.usageUpdate(image.owner, held);
     for (let attempt = 0; ; attempt++) {
+      // Limits read afresh on every attempt: an admin may have changed them meanwhile.
+      const usage = await this.usageUpdate(image.owner, held);
       try {
         await this.client.send(
           new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
@@ -160,7 +187,13 @@ export class DynamoImageRepository implements ImageRepository {
       } catch (err) {
         const [imageFailed, usageFailed] = cancelled(err);
         if (imageFailed) throw duplicate(err);
-        if (usageFailed) throw await this.exceeded(image.owner, held, err);
+        if (usageFailed) {
+          const refusal = await this.exceeded(image.owner, held, err);
+          // Refused at a moment the project was full, but deletes have freed room since: write again.
+          if (refusal instanceof QuotaExceededError || attempt >= MAX_CONFLICT_RETRIES) throw refusal;
+          await backoff(attempt);
+          continue;
+        }
         if (conflicted(err) && attempt < MAX_CONFLICT_RETRIES) {
           await backoff(attempt);
           continue;
@@ -275,7 +308,7 @@ export class DynamoImageRepository implements ImageRepository {
     id: string,
     name: TransitionName,
     changes: Partial<ImageRecord>,
-    options: { allowExpiredLeaseFrom?: ImageStatus; now?: string; leaseIs?: string } = {},
+    options: TransitionOptions = {},
   ): Promise<ImageRecord> {
     const edge = TRANSITIONS[name];
     const parts = updateParts({ ...changes, status: edge.to });
@@ -284,17 +317,44 @@ export class DynamoImageRepository implements ImageRepository {
     edge.from.forEach((s, i) => {
       values[`:from${i}`] = s;
     });
+    const names: Record<string, string> = {};
+    const { allowExpiredLeaseFrom: leaseFrom, now } = options;
     let condition = `attribute_exists(pk) AND #status IN (${from.join(", ")})`;
-    if (options.allowExpiredLeaseFrom && options.now) {
+    if (leaseFrom && now) {
       condition = `attribute_exists(pk) AND (#status IN (${from.join(", ")}) OR (#status = :leaseFrom AND #lease < :now))`;
-      values[":leaseFrom"] = options.allowExpiredLeaseFrom;
-      values[":now"] = options.now;
+      values[":leaseFrom"] = leaseFrom;
+      values[":now"] = now;
+      names["#lease"] = "import_lease_until";
     }
     if (options.leaseIs !== undefined) {
       condition = `${condition} AND #lease = :leaseIs`;
       values[":leaseIs"] = options.leaseIs;
+      names["#lease"] = "import_lease_until";
     }
-    return this.write(id, { ...changes, status: edge.to }, parts, condition, values, edge.from);
+    if (options.unlessProtected) {
+      // Part of the same conditional write, so a protection set after our read still stops it.
+      condition += " AND (attribute_not_exists(#protected) OR #protected = :unprotected)";
+      values[":unprotected"] = false;
+      names["#protected"] = "protected";
+    }
+    const holds = (current: ImageRecord) =>
+      ((edge.from as readonly string[]).includes(current.status) ||
+        (leaseFrom !== undefined &&
+          now !== undefined &&
+          current.status === leaseFrom &&
+          current.import_lease_until != null &&
+          current.import_lease_until < now)) &&
+      (options.leaseIs === undefined || current.import_lease_until === options.leaseIs) &&
+      !(options.unlessProtected && current.protected);
+    return this.write(id, {
+      changes: { ...changes, status: edge.to },
+      parts,
+      condition,
+      values,
+      names,
+      expected: edge.from,
+      holds,
+    });
   }
 
   async update(
@@ -320,15 +380,19 @@ export class DynamoImageRepository implements ImageRepository {
       values[`:u${i}`] = value;
       conditions.push(`#u${i} = :u${i}`);
     });
-    const updated = await this.write(
-      id,
+    const updated = await this.write(id, {
       changes,
       parts,
-      conditions.join(" AND "),
+      condition: conditions.join(" AND "),
       values,
-      whileIn,
-      guardNames,
-    );
+      names: guardNames,
+      expected: whileIn,
+      holds: (current) =>
+        whileIn.includes(current.status) &&
+        Object.entries(options.unchanged ?? {}).every(
+          ([field, value]) => canonical(current[field as keyof ImageRecord]) === canonical(value),
+        ),
+    });
     if (changes.visibility !== undefined || changes.owner !== undefined) await this.reindex(updated);
     return updated;
   }
@@ -370,31 +434,27 @@ export class DynamoImageRepository implements ImageRepository {
   /**
    * A conditional update that keeps quota usage exact: reads the record, and when the change alters what
    * the image holds, writes the image (also conditioned on what it held) and the usage delta in one
-   * transaction. A concurrent change of the image is retried; a lost status condition is a StaleStatusError.
+   * transaction. A concurrent change of what the image holds is retried; a lost condition is a
+   * StaleStatusError.
    */
-  private async write(
-    id: string,
-    changes: Partial<ImageRecord>,
-    parts: UpdateParts,
-    condition: string,
-    values: Record<string, unknown>,
-    expected: readonly string[],
-    conditionNames: Record<string, string> = {},
-  ): Promise<ImageRecord> {
+  private async write(id: string, spec: WriteSpec): Promise<ImageRecord> {
+    const { changes, parts, condition, values, expected } = spec;
     if (!this.quota) {
-      const named = { ...parts, names: { ...parts.names, ...conditionNames } };
+      const named = { ...parts, names: { ...parts.names, ...spec.names } };
       return this.conditionalUpdate(id, named, condition, values, expected);
     }
     for (let attempt = 0; ; attempt++) {
       const raw = await this.rawItem(id);
       if (!raw) throw new StaleStatusError(id, expected);
       const current = toRecord(raw);
+      // What the condition would refuse is refused without a write (and without retries).
+      if (!spec.holds(current)) throw new StaleStatusError(id, expected);
       const next = { ...current, ...changes } as ImageRecord;
       const before = heldOf(raw, current);
       const after = heldBy(next);
       const delta = difference(before, after);
       const heldParts = updateParts({ ...changes, ...heldAttributes(after) });
-      Object.assign(heldParts.names, conditionNames);
+      Object.assign(heldParts.names, spec.names);
       const heldValues: Record<string, unknown> = { ...values, ...heldParts.values };
       const heldCondition = [
         condition,
@@ -418,11 +478,7 @@ export class DynamoImageRepository implements ImageRepository {
                   Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
                   UpdateExpression: heldParts.expression,
                   ConditionExpression: heldCondition,
-                  ExpressionAttributeNames: {
-                    ...heldParts.names,
-                    "#status": "status",
-                    ...(heldCondition.includes("#lease") ? { "#lease": "import_lease_until" } : {}),
-                  },
+                  ExpressionAttributeNames: { ...heldParts.names, "#status": "status" },
                   ExpressionAttributeValues: marshall(heldValues, { removeUndefinedValues: true }),
                 },
               },
@@ -433,7 +489,13 @@ export class DynamoImageRepository implements ImageRepository {
         return next;
       } catch (err) {
         const [imageFailed, usageFailed] = cancelled(err);
-        if (usageFailed && !imageFailed) throw await this.exceeded(next.owner, delta, err);
+        if (usageFailed && !imageFailed) {
+          const refusal = await this.exceeded(next.owner, delta, err);
+          // The limit held a moment ago but not now (others' writes freed room): write again.
+          if (refusal instanceof QuotaExceededError || attempt >= MAX_CONFLICT_RETRIES) throw refusal;
+          await backoff(attempt);
+          continue;
+        }
         if ((imageFailed || conflicted(err)) && attempt < MAX_CONFLICT_RETRIES) {
           await backoff(attempt);
           continue;
@@ -469,11 +531,7 @@ export class DynamoImageRepository implements ImageRepository {
           Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
           UpdateExpression: parts.expression,
           ConditionExpression: condition,
-          ExpressionAttributeNames: {
-            ...parts.names,
-            "#status": "status",
-            ...(condition.includes("#lease") ? { "#lease": "import_lease_until" } : {}),
-          },
+          ExpressionAttributeNames: { ...parts.names, "#status": "status" },
           ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
           ReturnValues: "ALL_NEW",
         }),

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
@@ -13,7 +14,13 @@ import {
   S3ServiceException,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import type { ObjectInfo, ObjectStore, PresignedRequest, WriteOptions } from "../../core/ports.ts";
+import type {
+  ObjectInfo,
+  ObjectStore,
+  PendingWrite,
+  PresignedRequest,
+  WriteOptions,
+} from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { writeObject } from "./part-writer.ts";
 
@@ -31,13 +38,38 @@ export interface S3StoreOptions {
 
 /** S3 clients configured the way Hangar's links need: no flexible-checksum query parameters in URLs. */
 export function createS3Client(region: string, endpoint?: string): S3Client {
-  return new S3Client({
-    region,
-    ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
-    // The SDK otherwise adds x-amz-checksum-* parameters to presigned PUTs, which clients cannot satisfy.
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-  });
+  return contentMd5ForDeletes(
+    new S3Client({
+      region,
+      ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      // The SDK otherwise adds x-amz-checksum-* parameters to presigned PUTs, which clients cannot satisfy.
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+    }),
+  );
+}
+
+/**
+ * Adds `Content-MD5` to `DeleteObjects` requests. Storage requires an integrity header on that call; the SDK
+ * now sends only a CRC32 flexible checksum, which MinIO (RELEASE.2024-01-01) does not accept there
+ * (`MissingContentMD5`). S3 accepts both headers together, so one client works against either. The header
+ * is added before signing, so it is signed like the rest.
+ */
+function contentMd5ForDeletes(client: S3Client): S3Client {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown };
+      if (context.commandName === "DeleteObjectsCommand" && request.headers) {
+        const body = request.body;
+        if (typeof body === "string" || body instanceof Uint8Array) {
+          request.headers["content-md5"] = createHash("md5").update(body).digest("base64");
+        }
+      }
+      return next(args);
+    },
+    { step: "build", name: "hangarContentMd5ForDeletes" },
+  );
+  return client;
 }
 
 /**
@@ -224,15 +256,47 @@ export class S3ObjectStore implements ObjectStore {
       }
       token = out.NextContinuationToken;
     } while (token);
-    const uploads = await this.client.send(
-      new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix }),
-    );
-    for (const u of uploads.Uploads ?? []) {
-      if (u.Key && u.UploadId) {
-        await this.client.send(
-          new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
-        );
+    // S3 lists uploads by prefix; MinIO only for a whole key, so callers abort known keys with `abortUploads`.
+    for (const u of await this.listUploads(prefix)) await this.abortUpload(u.key, u.uploadId);
+  }
+
+  async listUploads(prefix: string): Promise<PendingWrite[]> {
+    const found: PendingWrite[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const out = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+          ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+        }),
+      );
+      for (const u of out.Uploads ?? []) {
+        if (u.Key?.startsWith(prefix) && u.UploadId) found.push({ key: u.Key, uploadId: u.UploadId });
       }
+      if (!out.IsTruncated || out.NextKeyMarker === undefined) break;
+      keyMarker = out.NextKeyMarker;
+      uploadIdMarker = out.NextUploadIdMarker;
+    }
+    return found;
+  }
+
+  async abortUploads(key: string): Promise<number> {
+    const uploads = (await this.listUploads(key)).filter((u) => u.key === key);
+    for (const u of uploads) await this.abortUpload(u.key, u.uploadId);
+    return uploads.length;
+  }
+
+  private async abortUpload(key: string, uploadId: string): Promise<void> {
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
+      );
+    } catch (err) {
+      // Aborted meanwhile (by the writer that owned it, or another cleanup): the goal is reached.
+      if (!(err instanceof S3ServiceException && err.name === "NoSuchUpload")) throw err;
     }
   }
 }

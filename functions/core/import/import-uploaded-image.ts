@@ -6,6 +6,7 @@ import {
   StaleStatusError,
 } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
+import { abortLeftoverWrites } from "../leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
 import { QuotaExceededError } from "../quota.ts";
 import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
@@ -357,7 +358,10 @@ export function createImporter(deps: ImporterDeps) {
         lost.abort(new LeaseLostError(`the import lease of image ${id} was lost`, { cause: why })),
       );
       try {
+        // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
+        await abortLeftoverWrites(objects, id);
         const done = await run(image, key, info.size, { signal: lost.signal, ...lease });
+        await abortLeftoverWrites(objects, id).catch(() => 0);
         await objects.delete(key);
         const seconds = (Date.now() - started) / 1000;
         log.info("import finished", {

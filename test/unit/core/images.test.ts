@@ -80,6 +80,30 @@ describe("image service", () => {
     await expect(service.delete(p.image.id, alice)).rejects.toMatchObject({ reason: "PROTECTED" });
   });
 
+  it("delete is refused (403 PROTECTED) when protection lands between its read and its write", async () => {
+    const { image } = await service.create({ name: "n" }, alice);
+    // An admin's PATCH protected=true lands right after the delete read the record.
+    const get = images.get.bind(images);
+    images.get = async (id: string) => {
+      const read = await get(id);
+      images.get = get;
+      await images.update(id, { protected: true }, ["queued"]);
+      return read;
+    };
+    await expect(service.delete(image.id, alice)).rejects.toMatchObject({ reason: "PROTECTED" });
+    expect(await images.get(image.id)).toMatchObject({ status: "queued", protected: true });
+  });
+
+  it("delete takes an importing image, and aborts the multipart writes at its keys", async () => {
+    const { image } = await service.create({ name: "n" }, alice);
+    await images.transition(image.id, "startImport", {});
+    objects.writes.set("w1", { key: `images/${image.id}`, initiated: "", parts: new Map() });
+    objects.writes.set("w2", { key: `spool/${image.id}`, initiated: "", parts: new Map() });
+    await service.delete(image.id, alice);
+    expect(await images.get(image.id)).toBeUndefined();
+    expect(objects.writes.size).toBe(0);
+  });
+
   it("download needs data, and is refused for deactivated images except to admins", async () => {
     const { image } = await service.create({ name: "n" }, alice);
     await expect(service.downloadLink(image.id, alice)).rejects.toThrow(/no data/);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Caller } from "../../../functions/core/image/access.ts";
-import { imageKey, stagingKey } from "../../../functions/core/image/image.ts";
+import { imageKey, spoolKey, stagingKey } from "../../../functions/core/image/image.ts";
 import { createSweeper } from "../../../functions/core/sweep.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
 import { multipartFixture } from "../fakes.ts";
@@ -91,5 +91,46 @@ describe("sweeper", () => {
       import_lease_until: null,
     });
     expect(s.objects.objects.size).toBe(0);
+  });
+
+  /** Images in four situations, each with a multipart write a crashed importer left at its keys. */
+  async function crashedWrites(s: ReturnType<typeof setup>) {
+    const create = async (name: string) => (await s.service.create({ name }, alice)).image.id;
+    const importing = await create("importing");
+    await s.images.transition(importing, "startImport", {
+      import_lease_until: new Date(s.clock.now().getTime() + 60_000).toISOString(),
+    });
+    const queued = await create("released");
+    const killed = await create("killed");
+    await s.images.transition(killed, "failImport", {});
+    const gone = "00000000-0000-4000-8000-00000000dead";
+    const writes = {
+      importing: await s.storage.create(imageKey(importing)),
+      queued: await s.storage.create(spoolKey(queued)),
+      killed: await s.storage.create(imageKey(killed)),
+      gone: await s.storage.create(imageKey(gone)),
+    };
+    return writes;
+  }
+
+  it("aborts multipart writes of stored images and spools whose import is over, not a running one's", async () => {
+    const s = setup();
+    const writes = await crashedWrites(s);
+    const report = await s.sweeper.sweep();
+    expect(report.abortedUploads).toBe(3);
+    expect([...s.storage.pending.keys()]).toEqual([writes.importing]);
+  });
+
+  it("finds those writes by whole key where storage cannot list uploads by prefix (MinIO)", async () => {
+    const s = setup();
+    const writes = await crashedWrites(s);
+    const listPending = s.storage.listPending.bind(s.storage);
+    s.storage.listPending = async (prefix: string) =>
+      (await listPending(prefix)).filter((u) => u.key === prefix);
+    const report = await s.sweeper.sweep();
+    // The upload of an image whose record is gone cannot be found by key; S3's prefix listing (and its
+    // lifecycle rule) covers that one.
+    expect(report.abortedUploads).toBe(2);
+    expect([...s.storage.pending.keys()].sort()).toEqual([writes.gone, writes.importing].sort());
   });
 });
