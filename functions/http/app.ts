@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { InvalidRequestError } from "../core/errors.ts";
 import { type Caller, isAdmin } from "../core/image/access.ts";
@@ -79,9 +79,15 @@ export function createApp(deps: AppDeps): Hono<Env> {
     errorResponse(c, 404, `The resource could not be found: ${clip(c.req.path, 200)}`, "NOT_FOUND"),
   );
 
-  const base = (url: string) => new URL(url).origin;
-  app.get("/", (c) => c.json(versions(base(c.req.url)), 300));
-  app.get("/versions", (c) => c.json(versions(base(c.req.url))));
+  // Behind API Gateway the handler sees every request as HTTPS; X-Forwarded-Proto says what the client used
+  // (https in AWS, http on the local stack's gateway), so the version links point where the client can go.
+  const base = (c: Context<Env>) => {
+    const url = new URL(c.req.url);
+    const proto = c.req.header("x-forwarded-proto")?.split(",")[0]?.trim();
+    return proto === "http" || proto === "https" ? `${proto}://${url.host}` : url.origin;
+  };
+  app.get("/", (c) => c.json(versions(base(c)), 300));
+  app.get("/versions", (c) => c.json(versions(base(c))));
   // The API description needs no token, like the versions document.
   app.get("/openapi.json", (c) => c.json(openApiDocument()));
 

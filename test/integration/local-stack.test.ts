@@ -38,8 +38,10 @@ describe("local stack", () => {
   it("serves the API: GET /versions answers 200 with the v2 versions document", async () => {
     const res = await api("/versions");
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { versions: { id: string }[] };
+    const body = (await res.json()) as { versions: { id: string; links: { href: string }[] }[] };
     expect(body.versions.some((v) => v.id.startsWith("v2"))).toBe(true);
+    // Links a client can follow: plain HTTP on the local port, as the gateway's X-Forwarded-Proto says.
+    expect(body.versions[0]?.links[0]?.href).toBe(`${getStack().apiUrl}/v2/`);
   });
 
   it("answers every request from the api function's own process, and starts it again when it dies", async () => {
@@ -96,6 +98,7 @@ describe("local stack", () => {
         dynamodbPort: await freePort(),
         reset: false,
         sweepIntervalMs: 0,
+        redriveIntervalMs: 0,
       }),
     ).rejects.toThrow(`a local stack is already running from ${home} (pid `);
     await expect(
@@ -286,6 +289,7 @@ describe("npm start's durable event queues", () => {
         reset: false,
         durableEvents: true,
         sweepIntervalMs: 0,
+        redriveIntervalMs: 0,
         log: (line) => lines.push(line),
       });
     const until = async (text: string) => {
