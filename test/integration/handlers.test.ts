@@ -6,10 +6,11 @@ import { join } from "node:path";
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
 import { FUNCTIONS, type FunctionKey } from "../../infra/local/lambda/functions.ts";
 import { LocalFunction } from "../../infra/local/lambda/runtime.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
-import { getStack, s3Client, signingKey } from "./setup/stack.ts";
+import { dynamoDbClient, getStack, s3Client, signingKey } from "./setup/stack.ts";
 
 // Each function's BUILT bundle (the one `npm run build` makes, as the stack runs it) gets the sample
 // events of test/fixtures/events/ against the run's MinIO and DynamoDB Local. A bucket of its own, with
@@ -157,11 +158,17 @@ describe("built handler bundles with AWS's event shapes", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
     try {
       const id = await createImage();
+      // What the API's import route does before it dispatches the job: the image leaves `queued`.
+      const images = new DynamoImageRepository(dynamoDbClient(), getStack().table);
+      const lease = new Date(Date.now() + 900_000).toISOString();
+      await images.transition(id, "startImport", { import_lease_until: lease });
       const fn = start("webDownload", { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" });
       const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.raw`;
-      expect(await fn.invoke({ imageId: id, uri })).toEqual({ outcome: "stored" });
+      expect(await fn.invoke({ imageId: id, uri, lease })).toEqual({ outcome: "stored" });
       const staged = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `staging/${id}/upload` }));
       expect(staged.ContentLength).toBe(data.length);
+      // Given back to the importer under the fetch's lease.
+      expect(await images.get(id)).toMatchObject({ status: "queued", import_lease_until: null });
     } finally {
       server.close();
     }
