@@ -115,6 +115,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       reset: true,
       durableEvents: false,
       sweepIntervalMs: 0,
+      redriveIntervalMs: 0,
       log: (line) => stackLog.push(`${new Date().toISOString()} ${line}`),
     });
     const info = stack.info;

@@ -56,6 +56,12 @@ const StoreEnv = z.object({
   HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
 });
 
+/** How the importer holds an image while it imports it (docs/reliability.md). */
+const LeaseEnv = z.object({
+  /** Seconds an import lease lasts unrenewed; a live importer renews it every third of that. */
+  HANGAR_IMPORT_LEASE_SECONDS: int(60),
+});
+
 /** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
 const PolicyEnv = z.object({
   HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), "sha512"),
@@ -90,6 +96,12 @@ const SweepEnv = z.object({
   HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
   /** Seconds after an import lease expired before the sweeper kills the stalled import. */
   HANGAR_STALLED_IMPORT_GRACE: int(3600),
+  /** The importer function the re-drive hands stale uploads to (asynchronous invocation); unset, no re-drive. */
+  HANGAR_IMPORTER_FUNCTION: z.optional(nonEmpty()),
+  /** Seconds an upload may sit staged beside a `queued` image before the re-drive counts its event lost. */
+  HANGAR_REDRIVE_QUEUED_AFTER: int(60),
+  /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
+  HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
 });
 
 /** JWT verification (the API): a JWKS URL (AWS) or a public JWK as JSON (local stack). */
@@ -145,6 +157,11 @@ export type UploadsConfig = Readonly<{
 export type SweepConfig = Readonly<{
   abandonUploadsAfterSeconds: number;
   stalledImportGraceSeconds: number;
+  redrive: Readonly<{
+    importerFunction: string | undefined;
+    queuedAfterSeconds: number;
+    lambdaEndpoint: string | undefined;
+  }>;
 }>;
 
 export type JwtConfig = Readonly<{
@@ -168,12 +185,13 @@ export type WebDownloadConfig = Readonly<{
 
 /** What each function reads: a slice of the environment, nothing more (the importer needs no JWT settings). */
 export type ApiConfig = StoreConfig & PolicyConfig & UploadsConfig & JwtConfig & WebDownloadConfig;
-export type ImporterConfig = StoreConfig & PolicyConfig;
+export type LeaseConfig = Readonly<{ importLeaseSeconds: number }>;
+export type ImporterConfig = StoreConfig & PolicyConfig & LeaseConfig;
 export type SweeperConfig = StoreConfig & SweepConfig;
 export type ReconcilerConfig = StoreConfig;
 export type WebDownloadFunctionConfig = StoreConfig & WebDownloadConfig;
 /** Every setting (scripts and tests that build several functions' pieces). */
-export type Config = ApiConfig & SweeperConfig;
+export type Config = ApiConfig & SweeperConfig & ImporterConfig;
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -209,6 +227,10 @@ function store(env: Env): StoreConfig {
   };
 }
 
+function lease(env: Env): LeaseConfig {
+  return { importLeaseSeconds: parse(LeaseEnv, env).HANGAR_IMPORT_LEASE_SECONDS };
+}
+
 function policy(env: Env): PolicyConfig {
   const e = parse(PolicyEnv, env);
   return {
@@ -237,6 +259,11 @@ function sweep(env: Env): SweepConfig {
   return {
     abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
     stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
+    redrive: Object.freeze({
+      importerFunction: e.HANGAR_IMPORTER_FUNCTION,
+      queuedAfterSeconds: e.HANGAR_REDRIVE_QUEUED_AFTER,
+      lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
+    }),
   };
 }
 
@@ -285,10 +312,11 @@ function load<T>(env: Env, ...parts: ((env: Env) => object)[]): T {
 }
 
 export const loadApiConfig = (env: Env): ApiConfig => load(env, store, policy, uploads, jwt, webDownload);
-export const loadImporterConfig = (env: Env): ImporterConfig => load(env, store, policy);
+export const loadImporterConfig = (env: Env): ImporterConfig => load(env, store, policy, lease);
 export const loadSweeperConfig = (env: Env): SweeperConfig => load(env, store, sweep);
 export const loadReconcilerConfig = (env: Env): ReconcilerConfig => load(env, store);
 export const loadWebDownloadConfig = (env: Env): WebDownloadFunctionConfig => load(env, store, webDownload);
 /** Every slice at once (scripts and tests that compose several functions' pieces). */
-export const loadConfig = (env: Env): Config => load(env, store, policy, uploads, sweep, jwt, webDownload);
+export const loadConfig = (env: Env): Config =>
+  load(env, store, policy, lease, uploads, sweep, jwt, webDownload);
 export const loadJwtConfig = (env: Env): JwtConfig => load(env, jwt);

@@ -5,12 +5,6 @@ import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
 import { createStore } from "./store.ts";
 
-/**
- * An import lease lasts a minute without renewal (docs/reliability.md): a live importer renews it every
- * 20 s, and the image of one that died is taken over by the next delivery about a minute later, which is
- * when Lambda's first retry comes.
- */
-const LEASE_SECONDS = 60;
 /** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
 const MAX_TAKEOVERS = 3;
 
@@ -23,7 +17,9 @@ export function createImporterFunction(config: ImporterConfig, options: { log?: 
     clock: store.clock,
     log: store.log,
     osHashAlgo: config.osHashAlgo,
-    leaseSeconds: LEASE_SECONDS,
+    // A minute by default (docs/reliability.md): a live importer renews it every 20 s, and the image of
+    // one that died is taken over about a minute later, when Lambda's first retry comes.
+    leaseSeconds: config.importLeaseSeconds,
     maxTakeovers: MAX_TAKEOVERS,
     policy: {
       preferredFormat: config.preferredFormat,

@@ -16,6 +16,7 @@ export function createInProcessHangar(config: Config, options: { log?: Logger } 
     app: api.app,
     handleStorageEvent: importer.handle,
     sweep: () => sweeper.sweep(),
+    redrive: () => sweeper.redrive(),
   };
 }
 

@@ -112,6 +112,11 @@ export interface StackOptions {
   durableEvents?: boolean;
   /** How often to run `hangar.sweep()`, as the AWS schedule does (default 1 hour; 0 never). */
   sweepIntervalMs?: number;
+  /**
+   * How often to re-drive stale imports, as the AWS schedule does (default 1 minute; 0 never). The first
+   * re-drive runs as soon as the stack is up, for imports a crash of the stack left behind.
+   */
+  redriveIntervalMs?: number;
   /** Forward every line MinIO and DynamoDB Local print to `log`. */
   verboseChildren?: boolean;
 }
@@ -389,7 +394,14 @@ async function startLocked(
     receiver.attach(lambda, region);
 
     const sweepEvery = opts.sweepIntervalMs ?? 3_600_000;
-    if (sweepEvery > 0) cleanups.push(scheduleSweeps(lambda, sweepEvery, log));
+    if (sweepEvery > 0) {
+      cleanups.push(schedule(lambda, sweepEvery, () => scheduledEvent(new Date(), region), log));
+    }
+    const redriveEvery = opts.redriveIntervalMs ?? 60_000;
+    if (redriveEvery > 0) {
+      // serverless.yml's second schedule of the sweeper passes this input instead of the event.
+      cleanups.push(schedule(lambda, redriveEvery, () => ({ task: "redrive" }), log, { now: true }));
+    }
 
     const tokens = {
       admin: await signToken(signingKey, DEMO_IDENTITIES.admin),
@@ -430,20 +442,23 @@ async function startLocked(
 }
 
 /**
- * Invokes the sweeper every `everyMs` with the scheduled event EventBridge sends, asynchronously as
- * EventBridge does; returns a function that cancels the schedule.
+ * Invokes the sweeper every `everyMs` (and at once with `now`) with what an EventBridge schedule hands it,
+ * asynchronously as EventBridge does; returns a function that cancels the schedule.
  */
-function scheduleSweeps(
+function schedule(
   lambda: LocalLambda,
   everyMs: number,
+  event: () => Record<string, unknown>,
   log: (line: string) => void,
+  options: { now?: boolean } = {},
 ): () => Promise<void> {
-  const timer = setInterval(() => {
-    const event = scheduledEvent(new Date(), LOCAL_REGION);
+  const fire = () => {
     lambda.invoker
-      .enqueue(functionName("sweeper"), event)
-      .catch((err: unknown) => log(`sweep not scheduled: ${errorMessage(err)}`));
-  }, everyMs);
+      .enqueue(functionName("sweeper"), event())
+      .catch((err: unknown) => log(`sweeper not scheduled: ${errorMessage(err)}`));
+  };
+  if (options.now) fire();
+  const timer = setInterval(fire, everyMs);
   timer.unref();
   return async () => clearInterval(timer);
 }

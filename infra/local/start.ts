@@ -2,7 +2,7 @@
  * `npm start`: runs Hangar's local stack in the foreground until Ctrl-C.
  * Environment: HANGAR_HOME (default <repo>/.hangar), HANGAR_CACHE, HANGAR_API_PORT (9292),
  * HANGAR_S3_PORT (9000), HANGAR_DYNAMODB_PORT (8000), HANGAR_LOCAL_VERBOSE=1, HANGAR_LOCAL_SWEEP_SECONDS
- * (3600; 0 never). Flag: --reset.
+ * (3600; 0 never), HANGAR_LOCAL_REDRIVE_SECONDS (60; 0 never). Flag: --reset.
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -81,6 +81,7 @@ async function main(): Promise<void> {
     log: (l) => line(l),
     verboseChildren: process.env.HANGAR_LOCAL_VERBOSE === "1",
     sweepIntervalMs: seconds("HANGAR_LOCAL_SWEEP_SECONDS", 3600) * 1000,
+    redriveIntervalMs: seconds("HANGAR_LOCAL_REDRIVE_SECONDS", 60) * 1000,
   });
   line(`Hangar is ready: API ${stack.info.apiUrl} — endpoints and demo tokens in ${stack.infoFile}`);
   try {

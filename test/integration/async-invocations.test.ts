@@ -29,6 +29,7 @@ describe("storage events take Lambda's asynchronous path", () => {
       reset: false,
       durableEvents: false,
       sweepIntervalMs: 0,
+      redriveIntervalMs: 0,
       retryDelaysMs: [300, 600],
       log: (line) => lines.push(line),
     });

@@ -46,6 +46,7 @@ describe("configuration", () => {
       acceptedFormats: ["raw", "iso"],
       maxVirtualSize: 2 ** 40,
       maxGzipRatio: 64,
+      importLeaseSeconds: 60,
       uploadUrlTtlSeconds: 3600,
       downloadUrlTtlSeconds: 300,
       multipartThreshold: 64 * 1024 * 1024,
@@ -53,6 +54,7 @@ describe("configuration", () => {
       partUrlTtlSeconds: 900,
       abandonUploadsAfterSeconds: 24 * 3600,
       stalledImportGraceSeconds: 3600,
+      redrive: { importerFunction: undefined, queuedAfterSeconds: 60, lambdaEndpoint: undefined },
       jwt: { issuer: "https://issuer.example/", audience: "hangar", jwksUrl: undefined, publicJwk: "{}" },
       webDownload: {
         maxBytes: 64 * 1024 ** 3,

@@ -364,8 +364,10 @@ describe("IAM", () => {
       `${BUCKET_ARN}/images/*`,
       `${BUCKET_ARN}/spool/*`,
       "arn-of:FailureQueue",
-      // The API starts web-download jobs by invoking that function, and no other.
+      // The API starts web-download jobs by invoking that function, and the sweeper's re-drive the
+      // importer; no other function is invoked.
       "arn-of:WebDownloadLambdaFunction",
+      "arn-of:ImporterLambdaFunction",
       ...logGroups(),
     ]);
     for (const [roleId] of ofType("AWS::IAM::Role")) {

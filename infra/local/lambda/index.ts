@@ -121,14 +121,20 @@ export class LocalLambda {
       // Lambda runs Node 22; on an older local Node the SDK's support warning is noise, if it was silenced.
       ...pick(process.env, "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"),
     };
-    // serverless.yml's functions.api.environment: web-download jobs go through the Lambda API.
+    // serverless.yml's functions.<key>.environment: the api's web-download jobs and the sweeper's
+    // re-drives go through the Lambda API.
     const own: Record<string, string> =
       key === "api"
         ? {
             HANGAR_WEB_DOWNLOAD_FUNCTION: functionName("webDownload"),
             HANGAR_LAMBDA_ENDPOINT: this.lambdaEndpoint,
           }
-        : {};
+        : key === "sweeper"
+          ? {
+              HANGAR_IMPORTER_FUNCTION: functionName("importer"),
+              HANGAR_LAMBDA_ENDPOINT: this.lambdaEndpoint,
+            }
+          : {};
     return { ...lambda, ...this.opts.env, ...own, ...this.opts.functionEnv?.[key] };
   }
 }

@@ -52,6 +52,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
       durableEvents,
       // Housekeeping on a timer would race the tests' own expectations about uploads and staged objects.
       sweepIntervalMs: 0,
+      redriveIntervalMs: 0,
       // Tests serve web-download sources from loopback; the SSRF check refuses loopback otherwise. The
       // api function checks the address when the import is requested, the web-download function when
       // it fetches: both get the switch, and no other function does.

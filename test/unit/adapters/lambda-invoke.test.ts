@@ -2,7 +2,8 @@ import { createHash, createHmac } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { LambdaInvokeError, LambdaWebDownloads } from "../../../functions/adapters/http/web-download.ts";
+import { LambdaInvokeError } from "../../../functions/adapters/aws/lambda-invoke.ts";
+import { LambdaWebDownloads } from "../../../functions/adapters/http/web-download.ts";
 
 // LambdaWebDownloads against a loopback stand-in of the Lambda API's Invoke operation. The stand-in checks
 // the SigV4 signature with its own implementation of the algorithm, not the SDK's signer the adapter uses.
