@@ -2,7 +2,12 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import {
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutBucketNotificationConfigurationCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../../infra/local/services.ts";
 import { type LocalStack, type StackOptions, startStack } from "../../infra/local/stack.ts";
@@ -74,6 +79,49 @@ async function upload(): Promise<string> {
   return id;
 }
 
+interface Plan {
+  part_size: number;
+  parts_url: string;
+  complete_url: string;
+}
+
+/** Creates an image declaring `data`'s size (a multipart plan) and uploads it part by part; returns its id. */
+async function uploadInParts(): Promise<string> {
+  const created = await api("/v2/images", {
+    method: "POST",
+    body: JSON.stringify({
+      name: `fault-mp-${randomUUID()}`,
+      disk_format: "raw",
+      container_format: "bare",
+      upload_size: SIZE,
+    }),
+  });
+  expect(created.status).toBe(201);
+  const { id, upload: plan } = (await created.json()) as { id: string; upload: Plan & { method: string } };
+  expect(plan.method).toBe("multipart");
+  const count = Math.ceil(SIZE / plan.part_size);
+  const signed = await api(plan.parts_url, {
+    method: "POST",
+    body: JSON.stringify({ parts: Array.from({ length: count }, (_, i) => i + 1) }),
+  });
+  expect(signed.status).toBe(200);
+  const { parts } = (await signed.json()) as {
+    parts: { part_number: number; method: string; url: string; headers: Record<string, string> }[];
+  };
+  for (const part of parts) {
+    assertLoopback(part.url);
+    const start = (part.part_number - 1) * plan.part_size;
+    const res = await fetch(part.url, {
+      method: part.method,
+      headers: part.headers,
+      body: data.subarray(start, Math.min(SIZE, start + plan.part_size)),
+    });
+    expect(res.status).toBe(200);
+  }
+  expect((await api(plan.complete_url, { method: "POST" })).status).toBeLessThan(300);
+  return id;
+}
+
 async function waitFor(id: string, wanted: readonly string[], timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -95,14 +143,18 @@ async function usage(): Promise<Record<string, number>> {
   return Object.fromEntries(Object.entries(body.usage).map(([k, v]) => [k, v.usage]));
 }
 
-/** Objects and unfinished multipart uploads an image's keys still hold. */
-async function leftovers(id: string): Promise<string[]> {
-  const s3 = new S3Client({
+function s3Client(): S3Client {
+  return new S3Client({
     endpoint: stack.info.s3Endpoint,
     region: stack.info.region,
     forcePathStyle: true,
     credentials: { accessKeyId: stack.info.accessKeyId, secretAccessKey: stack.info.secretAccessKey },
   });
+}
+
+/** Objects and unfinished multipart uploads an image's keys still hold. */
+async function leftovers(id: string): Promise<string[]> {
+  const s3 = s3Client();
   try {
     const found: string[] = [];
     for (const prefix of [`staging/${id}`, `spool/${id}`]) {
@@ -181,6 +233,18 @@ describe("after a crash mid-import the image reaches active on its own", () => {
     expect((await image(id)).status).toBe("active");
   });
 
+  it("the importer's runtime killed while importing a multipart upload: the same, from the CompleteMultipartUpload event", async () => {
+    const before = await usage();
+    const id = await uploadInParts();
+    await killMidImport(id, async () => stack.lambda.fn("importer").pid as number);
+    const killedAt = Date.now();
+    await waitFor(id, ["active"], BOUND_MS);
+    console.log(
+      `fault injection: importer killed (multipart upload), image active ${Date.now() - killedAt} ms later`,
+    );
+    await expectRecovered(id, before);
+  });
+
   for (const service of ["dynamodb", "minio"] as const) {
     it(`${service === "minio" ? "MinIO" : "DynamoDB Local"} killed: the stack goes down; started again, it finishes the import`, async () => {
       const before = await usage();
@@ -191,7 +255,9 @@ describe("after a crash mid-import the image reaches active on its own", () => {
       stack = await startStack(await options());
       const backAt = Date.now();
       await waitFor(id, ["active"], BOUND_MS);
-      console.log(`fault injection: ${service} killed, image active ${Date.now() - backAt} ms after the restart`);
+      console.log(
+        `fault injection: ${service} killed, image active ${Date.now() - backAt} ms after the restart`,
+      );
       expect(Date.now() - backAt).toBeLessThan(BOUND_MS);
       await expectRecovered(id, before);
     });
@@ -222,5 +288,29 @@ describe("after a crash mid-import the image reaches active on its own", () => {
     expect(await image(id)).toMatchObject({ status: "active", checksum: shown.checksum, size: SIZE });
     expect(await usage()).toEqual(before);
     expect(await leftovers(id)).toEqual([]);
+  });
+
+  // Last: it switches the bucket's notifications off for good.
+  it("an upload whose storage event was lost is re-driven and imported", async () => {
+    const s3 = s3Client();
+    try {
+      await s3.send(
+        new PutBucketNotificationConfigurationCommand({
+          Bucket: stack.info.bucket,
+          NotificationConfiguration: {},
+        }),
+      );
+    } finally {
+      s3.destroy();
+    }
+    const before = await usage();
+    const id = await upload();
+    const stagedAt = Date.now();
+    await waitFor(id, ["active"], BOUND_MS);
+    console.log(
+      `fault injection: storage event lost, image active ${Date.now() - stagedAt} ms after the upload`,
+    );
+    expect(lines.some((l) => l.includes("import redriven") || l.includes("redriven"))).toBe(true);
+    await expectRecovered(id, before);
   });
 });
