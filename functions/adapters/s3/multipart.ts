@@ -2,7 +2,6 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
   type S3Client,
@@ -12,7 +11,7 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type { PresignedRequest } from "../../core/ports.ts";
 import type { ListedObject, MultipartUploads, PendingUpload, StoredPart } from "../../core/uploads/ports.ts";
-import { createS3Client } from "./object-store.ts";
+import { createS3Client, listMultipartUploads } from "./object-store.ts";
 
 export interface S3MultipartOptions {
   bucket: string;
@@ -142,28 +141,11 @@ export class S3MultipartUploads implements MultipartUploads {
   }
 
   async listPending(prefix: string): Promise<PendingUpload[]> {
-    const found: PendingUpload[] = [];
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    for (;;) {
-      const out = await this.client.send(
-        new ListMultipartUploadsCommand({
-          Bucket: this.bucket,
-          Prefix: prefix,
-          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-          ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
-        }),
-      );
-      for (const u of out.Uploads ?? []) {
-        if (u.Key && u.UploadId)
-          found.push({ key: u.Key, uploadId: u.UploadId, initiated: iso(u.Initiated) });
-      }
-      if (!out.IsTruncated) break;
-      keyMarker = out.NextKeyMarker;
-      uploadIdMarker = out.NextUploadIdMarker;
-      if (keyMarker === undefined) break;
-    }
-    return found;
+    return (await listMultipartUploads(this.client, this.bucket, prefix)).map((u) => ({
+      key: u.key,
+      uploadId: u.uploadId,
+      initiated: iso(u.initiated),
+    }));
   }
 
   async listObjects(prefix: string): Promise<ListedObject[]> {

@@ -72,6 +72,44 @@ function contentMd5ForDeletes(client: S3Client): S3Client {
   return client;
 }
 
+/** A multipart upload in progress, as storage lists it. */
+export interface ListedUpload {
+  key: string;
+  uploadId: string;
+  initiated: Date | undefined;
+}
+
+/**
+ * Every multipart upload in progress under `prefix`, page by page. S3 lists them by prefix; MinIO only for
+ * a whole key, so callers that must find MinIO's ask for known keys.
+ */
+export async function listMultipartUploads(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+): Promise<ListedUpload[]> {
+  const found: ListedUpload[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (;;) {
+    const out = await client.send(
+      new ListMultipartUploadsCommand({
+        Bucket: bucket,
+        Prefix: prefix,
+        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
+        ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+      }),
+    );
+    for (const u of out.Uploads ?? []) {
+      if (u.Key?.startsWith(prefix) && u.UploadId)
+        found.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
+    }
+    if (!out.IsTruncated || out.NextKeyMarker === undefined) return found;
+    keyMarker = out.NextKeyMarker;
+    uploadIdMarker = out.NextUploadIdMarker;
+  }
+}
+
 /**
  * Sends part and object bodies as `UNSIGNED-PAYLOAD`: the SDK otherwise hashes every part with SHA-256 for
  * the signature (and MinIO verifies it), a second full hash of the image on top of Hangar's own md5 and
@@ -261,26 +299,10 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async listUploads(prefix: string): Promise<PendingWrite[]> {
-    const found: PendingWrite[] = [];
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    for (;;) {
-      const out = await this.client.send(
-        new ListMultipartUploadsCommand({
-          Bucket: this.bucket,
-          Prefix: prefix,
-          ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-          ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
-        }),
-      );
-      for (const u of out.Uploads ?? []) {
-        if (u.Key?.startsWith(prefix) && u.UploadId) found.push({ key: u.Key, uploadId: u.UploadId });
-      }
-      if (!out.IsTruncated || out.NextKeyMarker === undefined) break;
-      keyMarker = out.NextKeyMarker;
-      uploadIdMarker = out.NextUploadIdMarker;
-    }
-    return found;
+    return (await listMultipartUploads(this.client, this.bucket, prefix)).map(({ key, uploadId }) => ({
+      key,
+      uploadId,
+    }));
   }
 
   async abortUploads(key: string): Promise<number> {
