@@ -489,7 +489,9 @@ describe("HTTP API", () => {
   it("has no gateway authorizer: the API function answers every request, a bad token with Glance's 401", () => {
     expect(ofType("AWS::ApiGatewayV2::Authorizer")).toEqual([]);
     const routes = ofType("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties ?? {});
-    expect(routes.map((r) => r.RouteKey).sort()).toEqual([...UNAUTHENTICATED, "ANY /v2/{proxy+}"].sort());
+    expect(routes.map((r) => r.RouteKey).sort()).toEqual(
+      [...UNAUTHENTICATED, "ANY /v2/{proxy+}", "ANY /{proxy+}"].sort(),
+    );
     for (const route of routes) {
       expect(route.AuthorizationType ?? "NONE", String(route.RouteKey)).toBe("NONE");
       expect(route.AuthorizerId, String(route.RouteKey)).toBeUndefined();

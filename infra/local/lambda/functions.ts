@@ -64,4 +64,5 @@ export const API_ROUTES = [
   "GET /openapi.json",
   "OPTIONS /v2/{proxy+}",
   "ANY /v2/{proxy+}",
+  "ANY /{proxy+}",
 ] as const;

@@ -11,7 +11,6 @@ describe("local API Gateway: routes", () => {
   it("matches serverless.yml's routes as API Gateway does, and nothing else", () => {
     expect(matchRoute("GET", "/")).toEqual({ routeKey: "GET /" });
     expect(matchRoute("GET", "/versions")).toEqual({ routeKey: "GET /versions" });
-    expect(matchRoute("POST", "/versions")).toBeUndefined();
     expect(matchRoute("OPTIONS", "/v2/images")).toEqual({
       routeKey: "OPTIONS /v2/{proxy+}",
       proxy: "images",
@@ -20,9 +19,12 @@ describe("local API Gateway: routes", () => {
       routeKey: "ANY /v2/{proxy+}",
       proxy: "images/abc/tags/x",
     });
-    expect(matchRoute("GET", "/v2")).toBeUndefined();
-    expect(matchRoute("GET", "/v2/")).toBeUndefined();
-    expect(matchRoute("GET", "/ui/")).toBeUndefined();
+    // Every other path but the root goes to the app through the catch-all, which comes last.
+    expect(matchRoute("POST", "/versions")).toEqual({ routeKey: "ANY /{proxy+}", proxy: "versions" });
+    expect(matchRoute("GET", "/v2")).toEqual({ routeKey: "ANY /{proxy+}", proxy: "v2" });
+    expect(matchRoute("GET", "/v2/")).toEqual({ routeKey: "ANY /{proxy+}", proxy: "v2/" });
+    expect(matchRoute("GET", "/ui/")).toEqual({ routeKey: "ANY /{proxy+}", proxy: "ui/" });
+    expect(matchRoute("POST", "/")).toBeUndefined();
   });
 });
 
