@@ -1,6 +1,8 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
-import { api, getStack, mintToken } from "./setup/stack.ts";
+import { api, getStack, mintToken, waitForStatus } from "./setup/stack.ts";
 
 /**
  * Roles and hostile input against the real stack (DynamoDB Local, MinIO): a reader never writes nor holds
@@ -219,6 +221,38 @@ describe("inputs DynamoDB would refuse are 4xx naming the limit", () => {
     }
     const id = await newImage(member);
     await glanceError(await patch(member, id, [{ op: "add", path: "/constructor", value: "x" }]), 400);
+  });
+});
+
+describe("web-download: one import per image", () => {
+  it("of ten concurrent imports of one queued image, one is accepted and fetches once", async () => {
+    const disk = randomBytes(64 * 1024);
+    let fetches = 0;
+    const server = createServer((_req, res) => {
+      fetches++;
+      res.writeHead(200, { "content-length": disk.length }).end(disk);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    try {
+      const { member } = await project(["member"]);
+      const id = await newImage(member, { name: "web10", disk_format: "raw", container_format: "bare" });
+      const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.raw`;
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          api(
+            `/v2/images/${id}/import`,
+            { method: "POST", body: JSON.stringify({ method: { name: "web-download", uri } }) },
+            member,
+          ),
+        ),
+      );
+      expect(answers.map((a) => a.status).sort()).toEqual([202, ...Array(9).fill(409)]);
+      const image = await waitForStatus(id, "active", member);
+      expect(image.size).toBe(disk.length);
+      expect(fetches).toBe(1);
+    } finally {
+      server.close();
+    }
   });
 });
 
