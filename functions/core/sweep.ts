@@ -69,7 +69,11 @@ export function createSweeper(deps: SweepDeps) {
   }
 
   /** Kills an import whose lease expired long ago: its Lambda died and its retries are spent. */
-  async function killStalled(image: ImageRecord, stagedKey: string, report: SweepReport): Promise<void> {
+  async function killStalled(
+    image: ImageRecord,
+    stagedKey: string | undefined,
+    report: SweepReport,
+  ): Promise<void> {
     const now = clock.now().toISOString();
     try {
       // Conditional on `importing` only: a redelivered event could take over an expired lease in the instant
@@ -88,8 +92,10 @@ export function createSweeper(deps: SweepDeps) {
     }
     report.killedImports++;
     log.warn("stalled import killed", { imageId: image.id, leaseUntil: image.import_lease_until });
-    await objects.delete(stagedKey);
-    report.deletedObjects++;
+    if (stagedKey !== undefined) {
+      await objects.delete(stagedKey);
+      report.deletedObjects++;
+    }
     // The dead importer may have left its own multipart writes of the stored image and spool behind.
     for (const key of importWriteKeys(image.id)) await objects.delete(key);
     report.abortedUploads += await abortLeftoverWrites(objects, image.id);
@@ -169,14 +175,18 @@ export function createSweeper(deps: SweepDeps) {
         }
       }
 
+      const stalled = (image: ImageRecord) =>
+        image.status === "importing" &&
+        (image.import_lease_until ? Date.parse(image.import_lease_until) : 0) +
+          deps.stalledImportGraceSeconds * 1000 <
+          nowMs;
+      const staged = new Set<string>();
       for (const object of await uploads.listObjects(STAGING_PREFIX)) {
         const id = imageIdFromStagingKey(object.key);
         const image = id ? await imageOf(id) : undefined;
         if (image?.status === "importing") {
-          const leaseEnd = image.import_lease_until ? Date.parse(image.import_lease_until) : 0;
-          if (leaseEnd + deps.stalledImportGraceSeconds * 1000 < nowMs) {
-            await killStalled(image, object.key, report);
-          }
+          staged.add(image.id);
+          if (stalled(image)) await killStalled(image, object.key, report);
           continue;
         }
         const modified = object.lastModified ? Date.parse(object.lastModified) : 0;
@@ -185,6 +195,11 @@ export function createSweeper(deps: SweepDeps) {
         await objects.delete(object.key);
         report.deletedObjects++;
         log.info("stale staged object deleted", { key: object.key, imageId: id, status: image?.status });
+      }
+
+      // Held with nothing staged: a web-download that died before its bytes were staged.
+      for (const image of records) {
+        if (!staged.has(image.id) && stalled(image)) await killStalled(image, undefined, report);
       }
 
       await abortOrphanedWrites(records, cutoff, report);

@@ -93,6 +93,19 @@ describe("sweeper", () => {
     expect(s.objects.objects.size).toBe(0);
   });
 
+  it("kills an image held past the grace with nothing staged (a web-download that died before staging)", async () => {
+    const s = setup();
+    const id = (await s.service.create({ name: "fetching" }, alice)).image.id;
+    const lease = new Date(s.clock.now().getTime() + 15 * 60_000).toISOString();
+    await s.images.transition(id, "startImport", { import_lease_until: lease });
+
+    s.clock.advance(60 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 0 });
+    s.clock.advance(20 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 1, deletedObjects: 0 });
+    expect(await s.images.get(id)).toMatchObject({ status: "killed", failure: { reason: "IMPORT_STALLED" } });
+  });
+
   /** Images in four situations, each with a multipart write a crashed importer left at its keys. */
   async function crashedWrites(s: ReturnType<typeof setup>) {
     const create = async (name: string) => (await s.service.create({ name }, alice)).image.id;
