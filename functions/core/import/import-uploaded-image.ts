@@ -384,11 +384,19 @@ export function createImporter(deps: ImporterDeps) {
           }
         }
         if (lost.signal.aborted || err instanceof StaleStatusError) {
-          const now = await images.get(id).catch(() => undefined);
-          if (now?.status === "importing") {
+          // The database out of reach: nothing to tell what happened, so let the event be retried.
+          const now = await images.get(id).catch(() => {
+            throw err;
+          });
+          if (now?.status === "importing" && now.import_lease_until !== lease.current()) {
             // Taken over: the output key is the new importer's now; leave it and the upload alone.
             log.warn("import lease lost, stopping", { imageId: id });
             return { outcome: "ignored", why: `image ${id} was taken over by another importer` };
+          }
+          if (now?.status === "importing") {
+            // Our lease ran out unrenewed (the database was out of reach) and nobody took over yet: let the
+            // event be retried, and the retry take the image over.
+            throw err;
           }
           // Deleted (or otherwise changed) while importing: whatever was written is not ours to keep.
           await objects.delete(imageKey(id)).catch(() => undefined);
