@@ -4,11 +4,11 @@ import { access, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { describe, expect, inject, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { FailedInvocation } from "../../infra/local/lambda/async-invoker.ts";
 import { freePort } from "../../infra/local/services.ts";
 import { type LocalStack, type StackOptions, startStack } from "../../infra/local/stack.ts";
-import { assertLoopback } from "./setup/stack.ts";
+import { assertLoopback, ownStackOptions } from "./setup/stack.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
 const run = promisify(execFile);
@@ -19,20 +19,8 @@ describe("storage events take Lambda's asynchronous path", () => {
   it("a failing import is retried twice, lands in the failure destination, and npm run replay delivers it again", async () => {
     const home = await mkdtemp(join(tmpdir(), "hangar-retry-"));
     const lines: string[] = [];
-    const options = async (): Promise<StackOptions> => ({
-      home,
-      cacheDir: inject("hangarStack").cacheDir,
-      bundlesDir: inject("hangarStack").bundlesDir,
-      apiPort: await freePort(),
-      s3Port: await freePort(),
-      dynamodbPort: await freePort(),
-      reset: false,
-      durableEvents: false,
-      sweepIntervalMs: 0,
-      redriveIntervalMs: 0,
-      retryDelaysMs: [300, 600],
-      log: (line) => lines.push(line),
-    });
+    const options = (): Promise<StackOptions> =>
+      ownStackOptions(home, { retryDelaysMs: [300, 600], log: (line) => lines.push(line) });
     const until = async (pattern: RegExp, timeoutMs = 30_000): Promise<RegExpExecArray> => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {

@@ -8,10 +8,9 @@ import {
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../../infra/local/services.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalStack, type StackOptions, startStack } from "../../infra/local/stack.ts";
-import { assertLoopback } from "./setup/stack.ts";
+import { assertLoopback, ownStackOptions } from "./setup/stack.ts";
 
 // Crashes mid-import, on a stack of its own: the importer's runtime, MinIO or DynamoDB Local is killed
 // (SIGKILL) while an image imports; after the crash the image must reach `active` within the bound, with
@@ -29,22 +28,13 @@ const lines: string[] = [];
 let data: Buffer;
 let md5: string;
 
-async function options(): Promise<StackOptions> {
-  return {
-    home,
-    cacheDir: inject("hangarStack").cacheDir,
-    bundlesDir: inject("hangarStack").bundlesDir,
-    apiPort: await freePort(),
-    s3Port: await freePort(),
-    dynamodbPort: await freePort(),
-    reset: false,
-    durableEvents: false,
-    sweepIntervalMs: 0,
+function options(): Promise<StackOptions> {
+  return ownStackOptions(home, {
     redriveIntervalMs: 2000,
     retryDelaysMs: [500, 1000],
     env: { HANGAR_IMPORT_LEASE_SECONDS: String(LEASE_SECONDS), HANGAR_REDRIVE_QUEUED_AFTER: "2" },
     log: (line) => lines.push(`${new Date().toISOString()} ${line}`),
-  };
+  });
 }
 
 async function api(path: string, init: RequestInit = {}): Promise<Response> {

@@ -21,6 +21,7 @@ import {
   dynamoDbClient,
   getStack,
   mintToken,
+  ownStackOptions,
   s3Client,
   stackLog,
   waitForLog,
@@ -287,19 +288,7 @@ describe("npm start's durable event queues", () => {
     const home = await mkdtemp(join(tmpdir(), "hangar-durable-"));
     const lines: string[] = [];
     const start = async () =>
-      await startStack({
-        home,
-        cacheDir: inject("hangarStack").cacheDir,
-        bundlesDir: inject("hangarStack").bundlesDir,
-        apiPort: await freePort(),
-        s3Port: await freePort(),
-        dynamodbPort: await freePort(),
-        reset: false,
-        durableEvents: true,
-        sweepIntervalMs: 0,
-        redriveIntervalMs: 0,
-        log: (line) => lines.push(line),
-      });
+      await startStack(await ownStackOptions(home, { durableEvents: true, log: (line) => lines.push(line) }));
     const until = async (text: string) => {
       const deadline = Date.now() + 20_000;
       while (!lines.some((l) => l.includes(text))) {

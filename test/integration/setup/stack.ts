@@ -3,7 +3,8 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
 import { expect, inject } from "vitest";
-import type { LocalInfo } from "../../../infra/local/stack.ts";
+import { freePort } from "../../../infra/local/services.ts";
+import type { LocalInfo, StackOptions } from "../../../infra/local/stack.ts";
 import { type SignOptions, signToken, type TokenClaims } from "../../../infra/local/tokens.ts";
 import type { ProvidedStack } from "./context.ts";
 import { assertLoopback } from "./loopback.ts";
@@ -147,4 +148,28 @@ export async function uploadThroughLink(
   const put = await fetch(image.upload.url, { method: "PUT", headers: image.upload.headers, body: bytes });
   expect(put.status).toBe(200);
   return { id: image.id, url: image.upload.url };
+}
+
+/**
+ * Options for a stack of a test's own in `home` (for tests that stop, crash or reconfigure it): free
+ * loopback ports, the run's cached binaries and built functions, no timers, `overrides` last.
+ */
+export async function ownStackOptions(
+  home: string,
+  overrides: Partial<StackOptions> = {},
+): Promise<StackOptions> {
+  const { cacheDir, bundlesDir } = inject("hangarStack");
+  return {
+    home,
+    cacheDir,
+    bundlesDir,
+    apiPort: await freePort(),
+    s3Port: await freePort(),
+    dynamodbPort: await freePort(),
+    reset: false,
+    durableEvents: false,
+    sweepIntervalMs: 0,
+    redriveIntervalMs: 0,
+    ...overrides,
+  };
 }
