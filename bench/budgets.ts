@@ -30,7 +30,6 @@ export interface Budget {
 export const BUDGETS: Readonly<Record<string, Budget>> = {
   api: { jsKiB: 800, initMs: 120 },
   importer: { jsKiB: 600, initMs: 120 },
-  authorizer: { jsKiB: 150 },
 };
 
 export const INIT_RUNS = 5;
@@ -163,8 +162,6 @@ export function initEnv(name: string): Record<string, string> {
   switch (name) {
     case "api":
       return { ...store, ...jwt, ...webDownload };
-    case "authorizer":
-      return { ...node, AWS_REGION: "us-east-1", ...jwt };
     case "web-download":
       return { ...store, ...webDownload };
     default:
