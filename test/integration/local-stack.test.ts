@@ -12,7 +12,6 @@ import {
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
-import { freePort } from "../../infra/local/services.ts";
 import { startStack } from "../../infra/local/stack.ts";
 import { publicJwk } from "../../infra/local/tokens.ts";
 import {
@@ -95,23 +94,13 @@ describe("local stack", () => {
   });
 
   it("a second start from the same home leaves the running stack alone and says where it is", async () => {
-    const { home, cacheDir, bundlesDir } = inject("hangarStack");
+    const { home } = inject("hangarStack");
     const before = JSON.parse(await readFile(join(home, "children.json"), "utf8")) as { pid: number }[];
+    await expect(startStack(await ownStackOptions(home))).rejects.toThrow(
+      `a local stack is already running from ${home} (pid `,
+    );
     await expect(
-      startStack({
-        home,
-        cacheDir,
-        bundlesDir,
-        apiPort: await freePort(),
-        s3Port: await freePort(),
-        dynamodbPort: await freePort(),
-        reset: false,
-        sweepIntervalMs: 0,
-        redriveIntervalMs: 0,
-      }),
-    ).rejects.toThrow(`a local stack is already running from ${home} (pid `);
-    await expect(
-      startStack({ home, cacheDir, bundlesDir, apiPort: 1, s3Port: 1, dynamodbPort: 1, reset: false }),
+      startStack(await ownStackOptions(home, { apiPort: 1, s3Port: 1, dynamodbPort: 1 })),
     ).rejects.toThrow(`API ${getStack().apiUrl}, endpoints in ${join(home, "local.json")}`);
     // Its services still run, and its local.json is still there.
     for (const { pid } of before) expect(() => process.kill(pid, 0)).not.toThrow();
