@@ -81,5 +81,5 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
       },
     },
   });
-  return { app, log, dispatcher };
+  return { app };
 }

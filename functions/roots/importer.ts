@@ -30,7 +30,6 @@ export function createImporterFunction(config: ImporterConfig, options: { log?: 
     progressIntervalMs: 3000,
   });
   return {
-    log: store.log,
     /** Imports every object an S3 (or MinIO) notification names; throws to have the event retried. */
     handle: (event: unknown): Promise<ImportOutcome[]> =>
       importStorageEvents({ importer, bucket: config.bucket, log: store.log }, parseStorageEvent(event)),

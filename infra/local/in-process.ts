@@ -16,7 +16,6 @@ export function createInProcessHangar(config: Config, options: { log?: Logger } 
     app: api.app,
     handleStorageEvent: importer.handle,
     sweep: () => sweeper.sweep(),
-    redrive: () => sweeper.redrive(),
   };
 }
 
