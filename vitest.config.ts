@@ -1,6 +1,6 @@
 import { defineConfig } from "vitest/config";
 
-// Two tiers (STYLE.md): `unit` is pure and fast; `integration` shares one local stack (MinIO, DynamoDB
+// Two tiers: `unit` is pure and fast; `integration` shares one local stack (MinIO, DynamoDB
 // Local, Hangar's API and event receiver) started by its global setup. The machines have 2 cores, and
 // the stack's own processes need one of them, so integration files run one at a time, after the unit tier.
 export default defineConfig({

@@ -151,7 +151,7 @@ export function createApp(deps: AppDeps): Hono<Env> {
     const params = [...new URL(c.req.url).searchParams.entries()];
     const query = parseListQuery(params);
     const { images, more } = await deps.images.list(c.get("caller"), query);
-    // Links are relative: glanceclient appends `next` to its endpoint (notes/glanceclient.md).
+    // Links are relative: glanceclient appends `next` to its endpoint.
     const rest = new URLSearchParams(params.filter(([k]) => k !== "marker"));
     const first = `/v2/images${rest.size ? `?${rest}` : ""}`;
     const last = images.at(-1);

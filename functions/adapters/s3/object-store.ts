@@ -113,7 +113,7 @@ export async function listMultipartUploads(
 /**
  * Sends part and object bodies as `UNSIGNED-PAYLOAD`: the SDK otherwise hashes every part with SHA-256 for
  * the signature (and MinIO verifies it), a second full hash of the image on top of Hangar's own md5 and
- * sha512 (notes/performance.md: 1.6× faster multipart writes). The request itself stays signed; TLS and
+ * sha512 (measured: 1.6× faster multipart writes). The request itself stays signed; TLS and
  * the image's own digests cover the bytes. Only for the writing client: presigned links are unaffected.
  */
 function unsignedPayloads(client: S3Client): S3Client {
