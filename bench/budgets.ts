@@ -138,8 +138,6 @@ const NOWHERE = "http://127.0.0.1:9";
  */
 export function initEnv(name: string): Record<string, string> {
   const node = {
-    // serverless.yml sets it for every function: the source map is read while the bundle loads.
-    NODE_OPTIONS: "--enable-source-maps",
     // Lambda runs Node 22, where the SDK has nothing to warn about; on older Node the warning's own
     // printing would be timed.
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",

@@ -149,9 +149,9 @@ export async function buildHandlers(names = [], { outDir = distDir } = {}) {
     format: "esm",
     minify: true,
     // No keepNames: its defineProperty call per function and class was a tenth of the api's module init.
-    // Hangar's error classes name themselves (`override name = …`), and stack traces are mapped back to
-    // the sources on Lambda (NODE_OPTIONS=--enable-source-maps); only library classes that take their
-    // name from the constructor (jose's errors) log a minified one.
+    // Hangar's error classes name themselves (`override name = …`), and logged or thrown stack traces are
+    // mapped back to the sources from the map beside the bundle (functions/adapters/stack-map.ts); only
+    // library classes that take their name from the constructor (jose's errors) log a minified one.
     keepNames: false,
     sourcemap: true,
     // Source maps already point at the sources; the bundle does not need them inlined.

@@ -1,8 +1,9 @@
 import { Logger as PowertoolsLogger } from "@aws-lambda-powertools/logger";
 import type { ConstructorOptions } from "@aws-lambda-powertools/logger/types";
 import type { Logger } from "../core/ports.ts";
+import { mapLogFields } from "./stack-map.ts";
 
-/** Structured JSON logs (Powertools) behind the core's Logger port. */
+/** Structured JSON logs (Powertools) behind the core's Logger port; stack traces point at the sources. */
 export function createLogger(serviceName = "hangar"): Logger {
   const logger = new PowertoolsLogger({
     serviceName,
@@ -10,7 +11,7 @@ export function createLogger(serviceName = "hangar"): Logger {
   });
   return {
     info: (message, fields) => logger.info(message, fields ?? {}),
-    warn: (message, fields) => logger.warn(message, fields ?? {}),
-    error: (message, fields) => logger.error(message, fields ?? {}),
+    warn: (message, fields) => logger.warn(message, mapLogFields(fields ?? {})),
+    error: (message, fields) => logger.error(message, mapLogFields(fields ?? {})),
   };
 }

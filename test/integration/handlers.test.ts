@@ -8,7 +8,7 @@ import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
 import { FUNCTIONS, type FunctionKey } from "../../infra/local/lambda/functions.ts";
-import { LocalFunction } from "../../infra/local/lambda/runtime.ts";
+import { type InvocationError, LocalFunction } from "../../infra/local/lambda/runtime.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
 import { dynamoDbClient, getStack, s3Client, signingKey } from "./setup/stack.ts";
 
@@ -141,6 +141,17 @@ describe("built handler bundles with AWS's event shapes", () => {
 
   it("importer: an event it cannot read fails the invocation, so Lambda retries it", async () => {
     await expect(importer.invoke({ Records: "not a list" })).rejects.toThrow(/InvalidStorageEventError/);
+  });
+
+  it("a failed invocation's stack trace points at the TypeScript sources, not the minified bundle", async () => {
+    const failed = await importer.invoke({ Records: "not a list" }).then(
+      () => undefined,
+      (err: unknown) => err as InvocationError,
+    );
+    const trace = failed?.payload.trace ?? [];
+    // Mapped lazily from index.mjs.map, without NODE_OPTIONS=--enable-source-maps.
+    expect(trace.join("\n")).toMatch(/functions\/adapters\/s3\/events\.ts:\d+:\d+/);
+    expect(trace.join("\n")).not.toMatch(/index\.mjs:\d+/);
   });
 
   it("sweeper and reconciler: the scheduled event runs them to completion", async () => {

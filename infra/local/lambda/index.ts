@@ -117,7 +117,6 @@ export class LocalLambda {
       AWS_EXECUTION_ENV: "AWS_Lambda_nodejs22.x",
       TZ: "UTC",
       PATH: process.env.PATH ?? "/usr/bin:/bin",
-      NODE_OPTIONS: "--enable-source-maps",
       // Lambda runs Node 22; on an older local Node the SDK's support warning is noise, if it was silenced.
       ...pick(process.env, "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"),
     };
