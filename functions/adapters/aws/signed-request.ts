@@ -1,0 +1,166 @@
+import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
+import { defaultProvider } from "@aws-sdk/credential-provider-node";
+import { SignatureV4 } from "@smithy/signature-v4";
+
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+const bytes = (data: SourceData): string | Uint8Array =>
+  typeof data === "string"
+    ? data
+    : ArrayBuffer.isView(data)
+      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+      : new Uint8Array(data);
+
+/** SHA-256 and HMAC-SHA-256 for the SigV4 signer, from node:crypto. */
+class Sha256 {
+  private hash: Hash | Hmac;
+  constructor(private readonly secret?: SourceData) {
+    this.hash = this.fresh();
+  }
+  private fresh(): Hash | Hmac {
+    return this.secret === undefined ? createHash("sha256") : createHmac("sha256", bytes(this.secret));
+  }
+  update(data: SourceData): void {
+    this.hash.update(bytes(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.hash.digest());
+  }
+  reset(): void {
+    this.hash = this.fresh();
+  }
+}
+
+/** A service's public endpoint in a region (AWS's China regions live under their own domain). */
+export const serviceEndpoint = (service: string, region: string) =>
+  `https://${service}.${region}.amazonaws.com${region.startsWith("cn-") ? ".cn" : ""}`;
+
+/** Attempts and backoff base of a transient failure, as the SDK's standard retry mode (3 attempts). */
+const ATTEMPTS = 3;
+const RETRY_BASE_MS = 100;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The service refused the request; `status` and `type` are its HTTP status and `x-amzn-ErrorType`. */
+export class AwsRequestError extends Error {
+  override name = "AwsRequestError";
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly type: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+export interface SignedResponse {
+  status: number;
+  text: string;
+}
+
+/**
+ * SigV4-signed JSON POSTs to one AWS service, with the SDK's signer and default credential chain (on
+ * Lambda: the role's keys in the environment). For functions that make one kind of call to a service, a
+ * whole SDK client (the Lambda client was 130 KiB of the API bundle) buys nothing but module-init time.
+ * `ok` statuses resolve; throttling, 5xx and lost connections are tried again, three attempts in all, as
+ * the SDK's standard retry mode; anything else is an `AwsRequestError` naming the service's status and
+ * error type.
+ */
+export class SignedJsonClient {
+  private readonly signer: SignatureV4;
+  readonly url: URL;
+
+  constructor(
+    private readonly options: {
+      service: string;
+      region: string;
+      /** The service's address when it is not AWS's (the local stack's stand-in). */
+      endpoint?: string;
+      timeoutMs: number;
+      /** What the caller's error messages call the operation, e.g. "Lambda Invoke (Event) of f". */
+      describe: string;
+    },
+  ) {
+    // The chain is resolved on first use and cached.
+    this.signer = new SignatureV4({
+      service: options.service,
+      region: options.region,
+      credentials: defaultProvider(),
+      sha256: Sha256,
+    });
+    this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));
+  }
+
+  async post(
+    path: string,
+    headers: Record<string, string>,
+    body: string,
+    ok: readonly number[],
+  ): Promise<SignedResponse> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.once(path, headers, body, ok);
+      } catch (error) {
+        const transient = !(error instanceof AwsRequestError) || error.status === 429 || error.status >= 500;
+        if (!transient || attempt >= ATTEMPTS) throw error;
+        await sleep(Math.random() * RETRY_BASE_MS * 2 ** attempt);
+      }
+    }
+  }
+
+  private async once(
+    relative: string,
+    headers: Record<string, string>,
+    body: string,
+    ok: readonly number[],
+  ): Promise<SignedResponse> {
+    const path = `${this.url.pathname.replace(/\/$/, "")}${relative}`;
+    const signed = await this.signer.sign({
+      method: "POST",
+      protocol: this.url.protocol,
+      hostname: this.url.hostname,
+      ...(this.url.port ? { port: Number(this.url.port) } : {}),
+      path,
+      query: {},
+      headers: { host: this.url.host, "content-length": String(Buffer.byteLength(body)), ...headers },
+      body,
+    });
+    const response = await fetch(new URL(path, this.url), {
+      method: "POST",
+      headers: signed.headers,
+      body,
+      signal: AbortSignal.timeout(this.options.timeoutMs),
+    });
+    const text = await response.text();
+    if (ok.includes(response.status)) return { status: response.status, text };
+    const type = response.headers.get("x-amzn-errortype")?.split(":")[0] || errorType(text);
+    const message = errorMessage(text);
+    throw new AwsRequestError(
+      `${this.options.describe} answered ${response.status}${type ? ` ${type}` : ""}` +
+        `${message ? `: ${message}` : ""}`,
+      response.status,
+      type,
+    );
+  }
+}
+
+function parse(text: string): Record<string, unknown> | undefined {
+  try {
+    const body = JSON.parse(text) as unknown;
+    return body && typeof body === "object" ? (body as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The error type of a JSON-protocol error body (`{"__type": "ns#Type"}`), if it has one. */
+function errorType(text: string): string | undefined {
+  const type = parse(text)?.__type;
+  return typeof type === "string" ? type.split("#").at(-1) : undefined;
+}
+
+/** The message of an AWS error body (`{"Type": …, "message": …}`, or `Message`), if it has one. */
+function errorMessage(text: string): string | undefined {
+  const body = parse(text);
+  if (!body) return text.trim().slice(0, 200) || undefined;
+  const message = body.message ?? body.Message;
+  return typeof message === "string" ? message : undefined;
+}
