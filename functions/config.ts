@@ -54,6 +54,10 @@ const StoreEnv = z.object({
   HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
   HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
   HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
+  /** EventBridge bus that lifecycle events (image.created, image.activated, …) go to; unset, none are sent. */
+  HANGAR_EVENT_BUS: z.optional(nonEmpty()),
+  /** EventBridge endpoint (the local stack's stand-in, which appends to events.jsonl); unset in AWS. */
+  HANGAR_EVENTS_ENDPOINT: z.optional(z.url()),
 });
 
 /** How the importer holds an image while it imports it (docs/reliability.md). */
@@ -135,6 +139,8 @@ export type StoreConfig = Readonly<{
   partSize: number;
   /** Default quota limits per project (-1: unlimited). */
   quotaDefaults: Readonly<Limits>;
+  /** Where lifecycle events go; undefined, they are not published. */
+  events: Readonly<{ bus: string; endpoint: string | undefined }> | undefined;
 }>;
 
 export type PolicyConfig = Readonly<{
@@ -224,6 +230,7 @@ function store(env: Env): StoreConfig {
       image_count_total: e.HANGAR_QUOTA_IMAGE_COUNT_TOTAL,
       image_count_uploading: e.HANGAR_QUOTA_IMAGE_COUNT_UPLOADING,
     }),
+    events: e.HANGAR_EVENT_BUS ? { bus: e.HANGAR_EVENT_BUS, endpoint: e.HANGAR_EVENTS_ENDPOINT } : undefined,
   };
 }
 

@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { mappingStacks } from "../adapters/stack-map.ts";
+import { lambdaHandler } from "../adapters/observability/lambda.ts";
 import { loadWebDownloadConfig } from "../config.ts";
 import { createWebDownloadFunction } from "../roots/web-download.ts";
 
@@ -8,8 +8,16 @@ const webDownload = createWebDownloadFunction(loadWebDownloadConfig(process.env)
 const Job = z.object({ imageId: z.uuid(), uri: z.string().min(1).max(2048), lease: z.iso.datetime() });
 
 /** Asynchronous invocation from the API: fetch one web-download URL into the image's staging key. */
-export const handler = mappingStacks(
+export const handler = lambdaHandler(
   async (event: unknown): Promise<{ outcome: "stored" | "failed" }> => ({
     outcome: await webDownload.run(Job.parse(event)),
   }),
+  // The API passes the request id of the import call that started the job.
+  (event) => {
+    const job = event as { imageId?: unknown; requestId?: unknown };
+    return {
+      image_id: typeof job.imageId === "string" ? job.imageId : undefined,
+      request_id: typeof job.requestId === "string" ? job.requestId : undefined,
+    };
+  },
 );

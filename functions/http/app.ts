@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { withContext } from "../adapters/observability/context.ts";
+import type { MetricRecorder } from "../adapters/observability/metrics.ts";
 import { InvalidRequestError } from "../core/errors.ts";
 import { type Caller, isAdmin } from "../core/image/access.ts";
 import { MAX_NAME } from "../core/image/fields.ts";
@@ -14,6 +16,7 @@ import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson } from "./image-json.ts";
 import { clip, MAX_BODY_BYTES } from "./limits.ts";
+import { observeError, observeRequest } from "./observe.ts";
 import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
 import { registerQuotaRoutes } from "./routes/quotas.ts";
@@ -23,6 +26,8 @@ export interface AppDeps {
   images: ImageService;
   verifyToken: TokenVerifier;
   log: Logger;
+  /** Request latency and status by route, quota refusals; absent, none are recorded. */
+  metrics?: MetricRecorder;
   /** Largest `upload_size` a client may declare, in bytes. */
   maxUploadSize: number;
   /** Multipart upload routes (parts, complete, cancel); absent, large uploads have no plan to follow. */
@@ -57,12 +62,21 @@ export function createApp(deps: AppDeps): Hono<Env> {
     webDownload: { enabled: false, maxBytes: 0, timeoutSeconds: 0 },
   };
 
+  // One request id per request, Glance's `req-<uuid>`: answered in x-openstack-request-id, on every log
+  // line of the request (and of the image's import), in its lifecycle events; one line and one latency
+  // metric per request.
   app.use(async (c, next) => {
-    await next();
-    c.header("x-openstack-request-id", `req-${randomUUID()}`);
+    const requestId = `req-${randomUUID()}`;
+    const started = performance.now();
+    await withContext({ request_id: requestId }, next);
+    c.header("x-openstack-request-id", requestId);
+    observeRequest(c, requestId, performance.now() - started, deps);
   });
 
-  app.onError((err, c) => toErrorResponse(c, err, (m, f) => deps.log.error(m, f)));
+  app.onError((err, c) => {
+    observeError(err, deps);
+    return toErrorResponse(c, err, (m, f) => deps.log.error(m, f));
+  });
   app.use(
     bodyLimit({
       maxSize: MAX_BODY_BYTES,

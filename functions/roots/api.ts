@@ -47,7 +47,7 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
     uploadUrlTtlSeconds: config.uploadUrlTtlSeconds,
     downloadUrlTtlSeconds: config.downloadUrlTtlSeconds,
     multipart,
-    members: new DynamoMemberRepository(store.dynamo, config.table),
+    members: store.publishingMembers(new DynamoMemberRepository(store.dynamo, config.table)),
     maxUploadSize: MAX_OBJECT_SIZE,
     webDownload: {
       dispatcher,
@@ -68,6 +68,7 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
     quotas: createQuotaService({ quota: store.quota, images, objects, log }),
     verifyToken: createTokenVerifier(config.jwt),
     log,
+    metrics: store.metrics,
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
     maxUploadSize: MAX_OBJECT_SIZE,
     uploads: multipart,

@@ -1,8 +1,12 @@
+import { withContext } from "../adapters/observability/context.ts";
+import { MetricUnit } from "../adapters/observability/metrics.ts";
 import { parseStorageEvent } from "../adapters/s3/events.ts";
 import type { ImporterConfig } from "../config.ts";
-import { createImporter, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
+import { imageIdFromStagingKey } from "../core/image/image.ts";
+import { createImporter, type Importer, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
 import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
+import { recordImport } from "./import-metrics.ts";
 import { createStore } from "./store.ts";
 
 /** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
@@ -29,9 +33,35 @@ export function createImporterFunction(config: ImporterConfig, options: { log?: 
     },
     progressIntervalMs: 3000,
   });
+  // Every line, metric and event of one object's import carries its image and the request id of the call
+  // that created the image (read from its record), so an operator finds the import from that request.
+  const observed: Importer = {
+    ...importer,
+    importStagedObject: (key) => {
+      const imageId = imageIdFromStagingKey(key);
+      return withContext({ image_id: imageId }, async () => {
+        const record = imageId ? await store.images.get(imageId) : undefined;
+        return withContext({ request_id: record?.request_id ?? undefined }, async () => {
+          const started = performance.now();
+          try {
+            const outcome: ImportOutcome = await importer.importStagedObject(key);
+            recordImport(outcome, performance.now() - started, store);
+            return outcome;
+          } catch (err) {
+            // Given back to be retried (the core logged why).
+            store.metrics.add("Imports", MetricUnit.Count, 1, { outcome: "retried", reason: "TRANSIENT" });
+            throw err;
+          }
+        });
+      });
+    },
+  };
   return {
     /** Imports every object an S3 (or MinIO) notification names; throws to have the event retried. */
     handle: (event: unknown): Promise<ImportOutcome[]> =>
-      importStorageEvents({ importer, bucket: config.bucket, log: store.log }, parseStorageEvent(event)),
+      importStorageEvents(
+        { importer: observed, bucket: config.bucket, log: store.log },
+        parseStorageEvent(event),
+      ),
   };
 }

@@ -1,19 +1,35 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { EventBridgeSink } from "../adapters/aws/eventbridge.ts";
 import { DynamoImageRepository } from "../adapters/dynamodb/image-repository.ts";
 import { DynamoQuotaStore } from "../adapters/dynamodb/quota-store.ts";
 import { createLogger } from "../adapters/log.ts";
+import { currentContext } from "../adapters/observability/context.ts";
+import { createMetrics, type MetricRecorder, MetricUnit } from "../adapters/observability/metrics.ts";
 import { S3ObjectStore } from "../adapters/s3/object-store.ts";
 import type { StoreConfig } from "../config.ts";
-import type { Clock, Logger } from "../core/ports.ts";
+import {
+  type LifecycleEventSink,
+  NO_EVENTS,
+  type PublishFailureCounter,
+  publishingImages,
+  publishingMembers,
+} from "../core/lifecycle.ts";
+import type { Clock, Logger, MemberRepository } from "../core/ports.ts";
 
 /** What every function works on: image records (with their quota), stored bytes, a clock and a log. */
 export interface Store {
   dynamo: DynamoDBClient;
   quota: DynamoQuotaStore;
+  /** Image records; every create and transition publishes its lifecycle events. */
   images: DynamoImageRepository;
   objects: S3ObjectStore;
   clock: Clock;
   log: Logger;
+  metrics: MetricRecorder;
+  /** Where lifecycle events go (EventBridge, or nowhere). */
+  events: LifecycleEventSink;
+  /** `members`, publishing `image.member.*` events. */
+  publishingMembers<R extends MemberRepository>(members: R): R;
 }
 
 /** Builds the store adapters every composition root shares; one per Lambda container. */
@@ -23,10 +39,22 @@ export function createStore(config: StoreConfig, options: { log?: Logger } = {})
     ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}),
   });
   const quota = new DynamoQuotaStore(dynamo, config.table, config.quotaDefaults);
+  const log = options.log ?? createLogger();
+  const metrics = createMetrics("hangar");
+  const events = config.events
+    ? new EventBridgeSink(config.events.bus, config.region, config.events.endpoint)
+    : NO_EVENTS;
+  const failed: PublishFailureCounter = (lost) =>
+    metrics.add("LifecycleEventsNotPublished", MetricUnit.Count, lost.length);
+  const records = new DynamoImageRepository(dynamo, config.table, quota);
+  const images = publishingImages(records, events, log, {
+    failed,
+    requestId: () => currentContext().request_id,
+  });
   return {
     dynamo,
     quota,
-    images: new DynamoImageRepository(dynamo, config.table, quota),
+    images,
     objects: new S3ObjectStore({
       bucket: config.bucket,
       region: config.region,
@@ -35,6 +63,10 @@ export function createStore(config: StoreConfig, options: { log?: Logger } = {})
       partSize: config.partSize,
     }),
     clock: { now: () => new Date() },
-    log: options.log ?? createLogger(),
+    log,
+    metrics,
+    events,
+    publishingMembers: (members) =>
+      publishingMembers(members, async (id) => (await records.get(id))?.owner, events, log, failed),
   };
 }

@@ -368,6 +368,8 @@ describe("IAM", () => {
       // importer; no other function is invoked.
       "arn-of:WebDownloadLambdaFunction",
       "arn-of:ImporterLambdaFunction",
+      // Lifecycle events go to Hangar's own bus.
+      "arn-of:EventBus",
       ...logGroups(),
     ]);
     for (const [roleId] of ofType("AWS::IAM::Role")) {
@@ -380,6 +382,18 @@ describe("IAM", () => {
           expect(scoped, `${roleId}: ${JSON.stringify(resource)}`).toContain(resolve(resource));
         }
       }
+    }
+  });
+
+  it("lets every function publish lifecycle events to Hangar's bus, and to no other", () => {
+    expect(ofType("AWS::Events::EventBus").map(([id]) => id)).toEqual(["EventBus"]);
+    for (const name of HANDLERS) {
+      const role = roleId(name);
+      expect(allowed(role, "events:PutEvents", "arn-of:EventBus"), role).toBe(true);
+      const busResources = statementsOf(role)
+        .filter((s) => asList(s.Action).some((a) => a.startsWith("events:")))
+        .flatMap((s) => asList(s.Resource).map(resolve));
+      expect(busResources, role).toEqual(["arn-of:EventBus"]);
     }
   });
 

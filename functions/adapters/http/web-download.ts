@@ -5,6 +5,7 @@ import type { LookupFunction } from "node:net";
 import type { Logger, WebDownloadDispatcher, WebDownloadJob } from "../../core/ports.ts";
 import type { FetchedResponse, PinnedFetch, Resolver } from "../../core/web-download.ts";
 import { LambdaAsyncInvoker } from "../aws/lambda-invoke.ts";
+import { currentContext } from "../observability/context.ts";
 
 /** Every address of a host (A and AAAA), as the system resolver gives them. */
 export const systemResolver: Resolver = async (host) =>
@@ -90,6 +91,7 @@ export class LambdaWebDownloads implements WebDownloadDispatcher {
   }
 
   async dispatch(job: WebDownloadJob): Promise<void> {
-    await this.invoker.invoke(job);
+    // The request that started the job goes with it, so the fetch's log lines and events carry it.
+    await this.invoker.invoke({ ...job, requestId: currentContext().request_id });
   }
 }

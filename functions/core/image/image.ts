@@ -53,6 +53,8 @@ export interface ImageRecord {
    * event may take the image over once it has passed. Its exact value identifies the holder's lease.
    */
   import_lease_until: string | null;
+  /** The `x-openstack-request-id` of the create call; internal, carried onto the import's log lines. */
+  request_id?: string | null;
   /** How often an import was taken over from an importer that died holding it; internal. */
   import_takeovers?: number;
   /** Storage multipart upload filling the staging key (large uploads); internal, never shown to clients. */

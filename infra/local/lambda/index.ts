@@ -5,9 +5,16 @@ import { createApiGateway } from "./api-gateway.ts";
 import { AsyncInvoker, type QueuedInvocation } from "./async-invoker.ts";
 import { bundlePath } from "./build.ts";
 import { FUNCTIONS, type FunctionKey, functionName } from "./functions.ts";
+import { describeFinishedImport } from "./import-line.ts";
 import { createInvokeApi } from "./invoke-api.ts";
 import { LocalFunction } from "./runtime.ts";
 import { describeS3Event } from "./s3-events.ts";
+
+/** The bus the local functions publish lifecycle events to. */
+const LOCAL_EVENT_BUS = "hangar-local";
+
+/** Where the local stack's lifecycle events are kept, one JSON object per line. */
+export const eventsFile = (home: string) => join(home, "events.jsonl");
 
 export interface LocalLambdaOptions {
   home: string;
@@ -69,7 +76,10 @@ export class LocalLambda {
    * runtime, and delivers invocations left queued by an earlier run.
    */
   async start(): Promise<void> {
-    this.invokeServer = createInvokeApi(this.functions, this.invoker, this.opts.log);
+    this.invokeServer = createInvokeApi(this.functions, this.invoker, this.opts.log, {
+      file: eventsFile(this.opts.home),
+      region: this.opts.region,
+    });
     await listen(this.invokeServer, 0);
     this.lambdaEndpoint = `http://127.0.0.1:${(this.invokeServer.address() as AddressInfo).port}`;
 
@@ -83,7 +93,11 @@ export class LocalLambda {
           name,
           bundle: bundlePath(this.opts.bundlesDir, spec.handler),
           env: this.environment(key),
-          log: this.opts.log,
+          log: (line) => {
+            this.opts.log(line);
+            const finished = describeFinishedImport(line);
+            if (finished) this.opts.log(finished);
+          },
         }),
       );
     }
@@ -119,6 +133,9 @@ export class LocalLambda {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
       // Lambda runs Node 22; on an older local Node the SDK's support warning is noise, if it was silenced.
       ...pick(process.env, "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"),
+      // serverless.yml's bus; PutEvents goes to the stand-in beside the Invoke API (events.jsonl).
+      HANGAR_EVENT_BUS: LOCAL_EVENT_BUS,
+      HANGAR_EVENTS_ENDPOINT: this.lambdaEndpoint,
     };
     // serverless.yml's functions.<key>.environment: the api's web-download jobs and the sweeper's
     // re-drives go through the Lambda API.

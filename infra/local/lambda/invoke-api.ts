@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type AsyncInvoker, UnknownFunctionError } from "./async-invoker.ts";
+import { PutEventsError, putEvents } from "./eventbridge.ts";
 import { InvocationError, type LocalFunction } from "./runtime.ts";
 
 /** Lambda's limits: 6 MB for a synchronous payload, 256 KB for an asynchronous one. */
@@ -9,7 +10,9 @@ const MAX_EVENT_PAYLOAD = 256 * 1024;
 const INVOKE_PATH = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/;
 
 /**
- * The part of the Lambda API the functions use: `POST /2015-03-31/functions/{name}/invocations`.
+ * The part of the AWS APIs the functions use, on one loopback address. EventBridge's PutEvents
+ * (`X-Amz-Target: AWSEvents.PutEvents`) appends to `eventsFile` (see eventbridge.ts). The Lambda API:
+ * `POST /2015-03-31/functions/{name}/invocations`.
  * `X-Amz-Invocation-Type: Event` queues the payload (202) on the asynchronous path, with its retries and
  * failure destination; `RequestResponse` (the default) runs it and answers with what the handler
  * returned, or Lambda's error payload with `X-Amz-Function-Error: Unhandled`. Requests are not
@@ -19,6 +22,7 @@ export function createInvokeApi(
   functions: ReadonlyMap<string, LocalFunction>,
   invoker: AsyncInvoker,
   log: (line: string) => void,
+  events: { file: string; region: string },
 ): Server {
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     const match = req.method === "POST" ? INVOKE_PATH.exec((req.url ?? "").split("?")[0] ?? "") : null;
@@ -29,6 +33,15 @@ export function createInvokeApi(
       if (size <= MAX_SYNC_PAYLOAD) chunks.push(chunk);
     });
     req.on("end", () => {
+      if (req.method === "POST" && req.headers["x-amz-target"] === "AWSEvents.PutEvents") {
+        return void answerPutEvents(res, events, Buffer.concat(chunks).toString("utf8")).catch(
+          (err: unknown) => {
+            log(`PutEvents failed: ${err instanceof Error ? err.message : String(err)}`);
+            if (!res.headersSent)
+              awsError(res, 500, "InternalException", "the local event bus could not write");
+          },
+        );
+      }
       if (!match?.[1]) return awsError(res, 404, "UnknownOperationException", "Unknown operation");
       // A full ARN or a name with a qualifier names the same local function.
       const name =
@@ -87,6 +100,25 @@ export function createInvokeApi(
       }
     }
   });
+}
+
+async function answerPutEvents(
+  res: ServerResponse,
+  events: { file: string; region: string },
+  text: string,
+): Promise<void> {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return awsError(res, 400, "SerializationException", "the request body is not JSON");
+  }
+  try {
+    send(res, 200, {}, await putEvents(events.file, events.region, body));
+  } catch (err) {
+    if (!(err instanceof PutEventsError)) throw err;
+    awsError(res, 400, "ValidationException", err.message);
+  }
 }
 
 function send(res: ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
