@@ -1,3 +1,5 @@
+import type { ImageRecord } from "./image/image.ts";
+
 /**
  * Domain errors. They carry no HTTP status: `functions/http/errors.ts` maps them at the edge.
  * `reason` is a stable machine-readable code that also appears in the Glance-style error body.
@@ -50,14 +52,20 @@ export class ConflictError extends HangarError {
   }
 }
 
-/** A conditional write lost: the record's status was not the one expected. */
+/**
+ * A conditional write lost: the record's status was not the one expected (or a guarded field changed).
+ * `current` is the record the write found, as the store returned it with the refusal; undefined when
+ * there was none.
+ */
 export class StaleStatusError extends ConflictError {
+  readonly current: ImageRecord | undefined;
   constructor(
     readonly imageId: string,
     readonly expected: readonly string[],
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; current?: ImageRecord | undefined },
   ) {
     super(`image ${imageId} is no longer in status ${expected.join(" or ")}`, "STALE_STATUS", options);
+    this.current = options?.current;
   }
 }
 

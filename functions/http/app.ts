@@ -10,7 +10,7 @@ import { isImageId } from "../core/image/image.ts";
 import type { ImageService } from "../core/images.ts";
 import { parseListQuery } from "../core/list-query.ts";
 import type { Logger } from "../core/ports.ts";
-import type { QuotaService } from "../core/quotas.ts";
+import type { QuotaService } from "../core/quota-service.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";

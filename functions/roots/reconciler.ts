@@ -1,6 +1,6 @@
 import type { ReconcilerConfig } from "../config.ts";
 import type { Logger } from "../core/ports.ts";
-import { createQuotaService } from "../core/quotas.ts";
+import { createQuotaService } from "../core/quota-service.ts";
 import { createStore } from "./store.ts";
 
 /** The reconciler function's composition root: quota usage recomputed from records and storage. */

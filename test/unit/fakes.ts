@@ -68,7 +68,7 @@ export class MemoryImages implements ImageRepository {
     const edge = TRANSITIONS[name];
     const cur = this.items.get(id);
     if (cur && options.leaseIs !== undefined && cur.import_lease_until !== options.leaseIs) {
-      throw new StaleStatusError(id, edge.from);
+      throw new StaleStatusError(id, edge.from, { current: structuredClone(cur) });
     }
     const leaseExpired =
       cur !== undefined &&
@@ -81,7 +81,7 @@ export class MemoryImages implements ImageRepository {
       !((edge.from as readonly string[]).includes(cur.status) || leaseExpired) ||
       (options.unlessProtected && cur.protected)
     ) {
-      throw new StaleStatusError(id, edge.from);
+      throw new StaleStatusError(id, edge.from, { current: structuredClone(cur) });
     }
     const next = { ...cur, ...changes, status: edge.to };
     this.items.set(id, next);
@@ -94,10 +94,11 @@ export class MemoryImages implements ImageRepository {
     options: { unchanged?: Partial<ImageRecord> } = {},
   ) {
     const cur = this.items.get(id);
-    if (!cur || !whileIn.includes(cur.status)) throw new StaleStatusError(id, whileIn);
+    if (!cur || !whileIn.includes(cur.status))
+      throw new StaleStatusError(id, whileIn, { current: structuredClone(cur) });
     for (const [field, value] of Object.entries(options.unchanged ?? {})) {
       if (JSON.stringify(cur[field as keyof ImageRecord]) !== JSON.stringify(value))
-        throw new StaleStatusError(id, whileIn);
+        throw new StaleStatusError(id, whileIn, { current: structuredClone(cur) });
     }
     const next = { ...cur, ...changes };
     this.items.set(id, next);

@@ -448,7 +448,7 @@ export class DynamoImageRepository implements ImageRepository {
       if (!raw) throw new StaleStatusError(id, expected);
       const current = toRecord(raw);
       // What the condition would refuse is refused without a write (and without retries).
-      if (!spec.holds(current)) throw new StaleStatusError(id, expected);
+      if (!spec.holds(current)) throw new StaleStatusError(id, expected, { current });
       const next = { ...current, ...changes } as ImageRecord;
       const before = heldOf(raw, current);
       const after = heldBy(next);
@@ -500,7 +500,8 @@ export class DynamoImageRepository implements ImageRepository {
           await backoff(attempt);
           continue;
         }
-        if (imageFailed) throw new StaleStatusError(id, expected, { cause: err });
+        if (imageFailed)
+          throw new StaleStatusError(id, expected, { cause: err, current: await this.get(id) });
         throw err;
       }
     }
@@ -534,13 +535,16 @@ export class DynamoImageRepository implements ImageRepository {
           ExpressionAttributeNames: { ...parts.names, "#status": "status" },
           ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
           ReturnValues: "ALL_NEW",
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
         }),
       );
       if (!out.Attributes) throw new ImageNotFoundError(id);
       return toRecord(unmarshall(out.Attributes));
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException)
-        throw new StaleStatusError(id, expected, { cause: err });
+      if (err instanceof ConditionalCheckFailedException) {
+        const current = err.Item ? toRecord(unmarshall(err.Item)) : undefined;
+        throw new StaleStatusError(id, expected, { cause: err, current });
+      }
       throw err;
     }
   }

@@ -4,7 +4,7 @@ import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_NAME } from "../../core/image/fields.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
-import type { ProjectUsage, QuotaService } from "../../core/quotas.ts";
+import type { ProjectUsage, QuotaService } from "../../core/quota-service.ts";
 import { jsonBody } from "./glance.ts";
 
 type Env = { Variables: { caller: Caller } };

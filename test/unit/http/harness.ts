@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createImageService } from "../../../functions/core/images.ts";
 import type { WebDownloadJob } from "../../../functions/core/ports.ts";
-import { createQuotaService } from "../../../functions/core/quotas.ts";
+import { createQuotaService } from "../../../functions/core/quota-service.ts";
 import { createMultipartUploads } from "../../../functions/core/uploads/multipart.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
 import { createApp } from "../../../functions/http/app.ts";

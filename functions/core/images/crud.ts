@@ -1,0 +1,185 @@
+import {
+  ConflictError,
+  ForbiddenError,
+  ImageNotFoundError,
+  InvalidRequestError,
+  StaleStatusError,
+} from "../errors.ts";
+import { type Caller, canModify, canWrite, isAdmin } from "../image/access.ts";
+import { type ImageRecord, imageKey, isImageId, spoolKey } from "../image/image.ts";
+import { applyImageChanges, applyImagePatch, type PatchOperation } from "../image/patch.ts";
+import { abortLeftoverWrites } from "../leftovers.ts";
+import type { PresignedRequest } from "../ports.ts";
+import type { UploadLink } from "../uploads/multipart.ts";
+import { asConflict, type ImageContext, LIVE } from "./context.ts";
+
+/**
+ * A new image as the client sent it: Glance's fields and extra properties by name, and optionally `id`
+ * (a UUID). Checked by the same rules as a patch (`applyImageChanges`).
+ */
+export type NewImage = Readonly<Record<string, unknown>>;
+
+/** An image as a caller sees it, with the link to upload to when the caller may use one. */
+export interface ImageView {
+  image: ImageRecord;
+  upload: UploadLink | undefined;
+}
+
+/** Fields a patch rewrites whole from what it read: its write holds only if they are unchanged. */
+const WHOLE_FIELDS: (keyof ImageRecord)[] = ["tags", "properties"];
+/** Fields only a queued image may change: a patch touching one is written only while it still is. */
+const QUEUED_ONLY = ["disk_format", "container_format", "upload_size", "upload_sha256"];
+
+/** A record in `queued` with every field at its default, owned by `owner`. */
+function blankImage(id: string, owner: string, at: string): ImageRecord {
+  return {
+    id,
+    name: null,
+    status: "queued",
+    visibility: "shared",
+    protected: false,
+    os_hidden: false,
+    owner,
+    disk_format: null,
+    container_format: null,
+    size: null,
+    virtual_size: null,
+    checksum: null,
+    os_hash_algo: null,
+    os_hash_value: null,
+    min_disk: 0,
+    min_ram: 0,
+    tags: [],
+    created_at: at,
+    updated_at: at,
+    properties: {},
+    upload_size: null,
+    upload_sha256: null,
+    source_format: null,
+    converted: null,
+    failure: null,
+    import_progress: null,
+    import_lease_until: null,
+  };
+}
+
+/** Refuses what no create may ask for, whatever the fields: a writer's role, a valid id, one's own project. */
+function checkMayCreate(input: NewImage, caller: Caller): void {
+  // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
+  if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
+  const { id, owner } = input;
+  if (id !== undefined && (typeof id !== "string" || !isImageId(id))) {
+    throw new InvalidRequestError("Invalid image: id must be a lowercase UUID.");
+  }
+  if (owner !== undefined && owner !== null && owner !== caller.projectId && !isAdmin(caller)) {
+    throw new ForbiddenError("You are not permitted to create images owned by another project.");
+  }
+}
+
+/** Create, show, update, delete and download of image records. */
+export function imageRecords(ctx: ImageContext) {
+  const { deps, images, objects, members, maxUploadSize, now } = ctx;
+
+  return {
+    /** Creates the record in `queued` and returns it with its upload link. */
+    async create(input: NewImage, caller: Caller): Promise<ImageView> {
+      checkMayCreate(input, caller);
+      const { id, ...fields } = input;
+      const at = now();
+      const blank = blankImage((id as string | undefined) ?? deps.newId(), caller.projectId, at);
+      // Every key is an `add` to the blank record: the rules of a patch, so create accepts what PATCH does.
+      // An absent or null owner means the caller's project.
+      const changes = Object.entries(fields)
+        .filter(([name, value]) => value !== undefined && !(name === "owner" && value === null))
+        .map(([name, value]) => ({ op: "add" as const, name, value }));
+      const image: ImageRecord = {
+        ...blank,
+        ...applyImageChanges(blank, changes, caller, { maxUploadSize, now: at }),
+      };
+      // A large upload's storage multipart upload starts with the image; its id stays on the record.
+      if (deps.multipart) Object.assign(image, await deps.multipart.prepare(image));
+      await images.create(image);
+      deps.log.info("image created", { imageId: image.id, owner: image.owner });
+      return { image, upload: await ctx.uploadLink(image, caller) };
+    },
+
+    async show(id: string, caller: Caller): Promise<ImageView> {
+      const image = await ctx.visibleImage(id, caller);
+      return { image, upload: await ctx.uploadLink(image, caller) };
+    },
+
+    /** Applies a Glance JSON patch (core and extra properties) with a conditional write. */
+    async update(id: string, ops: readonly PatchOperation[], caller: Caller): Promise<ImageView> {
+      let fields: string[] = [];
+      const updated = await ctx.modify(id, caller, (image) => {
+        const changes = applyImagePatch(image, ops, caller, { maxUploadSize, now: now() });
+        if (
+          changes.upload_size !== undefined &&
+          changes.upload_size !== image.upload_size &&
+          (image.multipart_upload_id || deps.multipart?.applies({ upload_size: changes.upload_size }))
+        ) {
+          // A multipart plan's part layout follows from the size; changing it would orphan uploaded parts.
+          throw new ConflictError(
+            `The upload_size of image ${id} cannot change: it is (or would be) uploaded in parts. Create a new image instead.`,
+            "UPLOAD_SIZE_FIXED",
+          );
+        }
+        fields = Object.keys(changes);
+        const queuedOnly = QUEUED_ONLY.some((k) => k in changes);
+        return { changes, whileIn: queuedOnly ? ["queued"] : LIVE, guard: WHOLE_FIELDS };
+      });
+      deps.log.info("image updated", { imageId: id, fields });
+      return { image: updated, upload: await ctx.uploadLink(updated, caller) };
+    },
+
+    /**
+     * Marks the image deleted (in any status, `importing` included), removes its objects, the uploads in
+     * progress at its keys, its members, then the record. Protected images stay: protection is part of the
+     * conditional write, so a protection set after our read still stops the delete.
+     */
+    async delete(id: string, caller: Caller): Promise<void> {
+      const image = await ctx.visibleImage(id, caller);
+      if (!canModify(image, caller)) {
+        throw new ForbiddenError(`You are not permitted to delete the image '${id}'.`);
+      }
+      // Glance's words for a protected image; the reason tells it apart from a policy refusal.
+      const isProtected = () =>
+        new ForbiddenError(`You are not permitted to delete the image '${id}'.`, "PROTECTED");
+      if (image.protected) throw isProtected();
+      try {
+        await images.transition(id, "delete", { updated_at: now() }, { unlessProtected: true });
+      } catch (err) {
+        if (!(err instanceof StaleStatusError)) throw err;
+        const current = err.current;
+        if (!current || current.status === "deleted") throw new ImageNotFoundError(id);
+        if (current.protected) throw isProtected();
+        asConflict(err, id);
+      }
+      // Quota is released by the transition above, once. An import running now loses its next
+      // conditional write and removes its own output; what it is writing right now is aborted here.
+      await deps.multipart?.discard(image);
+      await objects.deletePrefix(`staging/${id}/`);
+      await abortLeftoverWrites(objects, id);
+      await objects.delete(imageKey(id));
+      await objects.delete(spoolKey(id));
+      await members.removeAll(id);
+      await images.purge(id);
+      deps.log.info("image deleted", { imageId: id, was: image.status });
+    },
+
+    /** A presigned GET of the stored bytes, refused while the image has none. */
+    async downloadLink(id: string, caller: Caller): Promise<PresignedRequest> {
+      const image = await ctx.visibleImage(id, caller);
+      if (image.status === "deactivated" && !isAdmin(caller)) {
+        throw new ForbiddenError(
+          "The requested image has been deactivated. Image data download is forbidden.",
+          "DEACTIVATED",
+        );
+      }
+      if (image.status !== "active" && image.status !== "deactivated") {
+        throw new ConflictError(`Image ${id} has no data: its status is ${image.status}.`, "NO_DATA");
+      }
+      return objects.presignGet(imageKey(id), { expiresInSeconds: deps.downloadUrlTtlSeconds });
+    },
+  };
+}
