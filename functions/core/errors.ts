@@ -40,7 +40,11 @@ export class ForbiddenError extends HangarError {
 
 /** No or invalid credentials. */
 export class UnauthenticatedError extends HangarError {
-  readonly reason = "UNAUTHENTICATED";
+  readonly reason: string;
+  constructor(message: string, options?: { cause?: unknown; reason?: "TOKEN_EXPIRED" | "TOKEN_INVALID" }) {
+    super(message, options);
+    this.reason = options?.reason ?? "UNAUTHENTICATED";
+  }
 }
 
 /** The image is not in a state that allows the operation, or a concurrent change won. */

@@ -25,6 +25,40 @@ export class TokenKeysUnavailableError extends Error {
   override name = "TokenKeysUnavailableError";
 }
 
+/**
+ * Why a token was refused, for the operator's log: the caller is told only whether it expired or is
+ * otherwise not valid, nothing that would help forge one.
+ */
+export type RefusalCause =
+  | "expired"
+  | "not yet valid"
+  | "bad signature"
+  | "unknown signing key"
+  | "wrong issuer"
+  | "wrong audience"
+  | "missing claim"
+  | "algorithm not allowed"
+  | "malformed";
+
+export function refusalCause(err: unknown): RefusalCause {
+  if (err instanceof errors.JWTExpired) return "expired";
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.claim === "iss") return "wrong issuer";
+    if (err.claim === "aud") return "wrong audience";
+    if (err.claim === "nbf" || err.claim === "iat") return "not yet valid";
+    return "missing claim";
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) return "bad signature";
+  if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys)
+    return "unknown signing key";
+  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
+    return "algorithm not allowed";
+  if (err instanceof z.ZodError) return "missing claim";
+  return "malformed";
+}
+
+const REFUSED = "The request you have made requires authentication";
+
 /** Faults of the key source, not of the token. */
 function isKeySourceFault(cause: unknown): boolean {
   if (cause instanceof errors.JWKSTimeout || cause instanceof errors.JWKSInvalid) return true;
@@ -38,7 +72,10 @@ function isKeySourceFault(cause: unknown): boolean {
  */
 export type TokenVerifier = (token: string) => Promise<Caller>;
 
-export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+export function createTokenVerifier(
+  options: TokenVerifierOptions,
+  log?: (message: string, fields: Record<string, unknown>) => void,
+): TokenVerifier {
   let keys: JWTVerifyGetKey;
   if (options.jwksUrl) keys = createRemoteJWKSet(new URL(options.jwksUrl));
   else if (options.publicJwk) keys = createLocalJWKSet({ keys: [JSON.parse(options.publicJwk)] });
@@ -72,7 +109,17 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
           cause: err,
         });
       }
-      throw new UnauthenticatedError("The request you have made requires authentication.", { cause: err });
+      const cause = refusalCause(err);
+      log?.("token refused", { cause, detail: err instanceof Error ? err.message : String(err) });
+      throw cause === "expired"
+        ? new UnauthenticatedError(`${REFUSED}: the token has expired.`, {
+            cause: err,
+            reason: "TOKEN_EXPIRED",
+          })
+        : new UnauthenticatedError(`${REFUSED}: the token is not valid.`, {
+            cause: err,
+            reason: "TOKEN_INVALID",
+          });
     }
   };
 }

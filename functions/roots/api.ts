@@ -66,7 +66,7 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
   const app = createApp({
     images: imageService,
     quotas: createQuotaService({ quota: store.quota, images, objects, log }),
-    verifyToken: createTokenVerifier(config.jwt),
+    verifyToken: createTokenVerifier(config.jwt, (m, f) => log.warn(m, f)),
     log,
     metrics: store.metrics,
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.

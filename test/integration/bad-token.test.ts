@@ -6,7 +6,7 @@ import { exportJWK, generateKeyPair } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { publicJwk, signToken, type TokenClaims } from "../../infra/local/tokens.ts";
 import { httpApiEvent, invokeBundle, seen } from "../built-bundle.ts";
-import { api, getStack, mintToken, signingKey } from "./setup/stack.ts";
+import { api, getStack, mintToken, signingKey, stackLog } from "./setup/stack.ts";
 
 /**
  * A bad token gets the same answer from the local stack's API and from the built api bundle invoked
@@ -23,27 +23,54 @@ beforeAll(async () => {
 
 const alice: TokenClaims = { sub: "alice", project_id: "project-alice", roles: ["member"] };
 
-async function badRequests(): Promise<[string, Record<string, string>][]> {
+type Refusal = "missing" | "expired" | "invalid";
+
+/** Bad requests, what the caller is told about each, and the cause the server logs (none when no token). */
+async function badRequests(): Promise<[string, Record<string, string>, Refusal, string | undefined][]> {
   const { privateKey } = await generateKeyPair("ES256", { extractable: true });
   const good = await mintToken(alice);
   return [
-    ["no token", {}],
-    ["expired", { "x-auth-token": await mintToken(alice, { expiresIn: "-1m" }) }],
-    ["signed by another key", { "x-auth-token": await signToken(await exportJWK(privateKey), alice) }],
-    ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }],
-    ["another issuer", { "x-auth-token": await mintToken(alice, { issuer: "https://elsewhere.test/" }) }],
-    ["another audience", { authorization: `Bearer ${await mintToken(alice, { audience: "other" })}` }],
-    ["garbage", { "x-auth-token": "not-a-token" }],
-    ["Basic scheme", { authorization: `Basic ${good}` }],
+    ["no token", {}, "missing", undefined],
+    ["expired", { "x-auth-token": await mintToken(alice, { expiresIn: "-1m" }) }, "expired", "expired"],
+    [
+      "signed by another key",
+      { "x-auth-token": await signToken(await exportJWK(privateKey), alice) },
+      "invalid",
+      "bad signature",
+    ],
+    ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }, "invalid", "bad signature"],
+    [
+      "another issuer",
+      { "x-auth-token": await mintToken(alice, { issuer: "https://elsewhere.test/" }) },
+      "invalid",
+      "wrong issuer",
+    ],
+    [
+      "another audience",
+      { authorization: `Bearer ${await mintToken(alice, { audience: "other" })}` },
+      "invalid",
+      "wrong audience",
+    ],
+    ["garbage", { "x-auth-token": "not-a-token" }, "invalid", "malformed"],
+    ["Basic scheme", { authorization: `Basic ${good}` }, "missing", undefined],
   ];
 }
+
+const REFUSED = "The request you have made requires authentication";
+const BODIES: Record<Refusal, { message: string; reason: string }> = {
+  missing: { message: `${REFUSED}.`, reason: "UNAUTHENTICATED" },
+  expired: { message: `${REFUSED}: the token has expired.`, reason: "TOKEN_EXPIRED" },
+  invalid: { message: `${REFUSED}: the token is not valid.`, reason: "TOKEN_INVALID" },
+};
 
 describe("a bad token, locally and through the built api handler", () => {
   it("gets the same Glance-style 401, body and content type alike", async () => {
     const stack = getStack();
     const requests = await badRequests();
     const paths = ["/v2/images", "/v2/images/00000000-0000-4000-8000-000000000000"];
-    const cases = paths.flatMap((p) => requests.map(([what, headers]) => ({ what, path: p, headers })));
+    const cases = paths.flatMap((p) =>
+      requests.map(([what, headers, refusal]) => ({ what, path: p, headers, refusal })),
+    );
     const { results } = await invokeBundle(
       bundle,
       {
@@ -72,15 +99,24 @@ describe("a bad token, locally and through the built api handler", () => {
         status: 401,
         type: "application/json",
         body: {
-          error: {
-            code: 401,
-            title: "Unauthorized",
-            message: "The request you have made requires authentication.",
-            reason: "UNAUTHENTICATED",
-          },
+          error: { code: 401, title: "Unauthorized", ...BODIES[c.refusal] },
         },
       });
       expect(seen(results[i]), `${c.what} ${c.path} (Lambda)`).toEqual(local);
     }
   }, 60_000);
+
+  it("logs why each token was refused, and only the caller hears whether it expired or is not valid", async () => {
+    for (const [what, headers, , cause] of await badRequests()) {
+      const response = await api("/v2/images", { headers });
+      expect(response.status, what).toBe(401);
+      const requestId = response.headers.get("x-openstack-request-id");
+      const refused = (await stackLog())
+        .map((l) => l.slice(l.indexOf("{")))
+        .filter((l) => l.startsWith("{") && l.includes(requestId ?? "?"))
+        .map((l) => JSON.parse(l) as { message: string; cause?: string })
+        .find((l) => l.message === "token refused");
+      expect(refused?.cause, what).toBe(cause);
+    }
+  });
 });

@@ -523,18 +523,15 @@ describe("HTTP API", () => {
 describe("the api bundle answers tokens as the local stack does", () => {
   const ISSUER = "https://issuer.test/";
   const AUDIENCE = "hangar";
-  const UNAUTHORIZED = {
+  const REFUSED = "The request you have made requires authentication";
+  const unauthorized = (message: string, reason: string) => ({
     status: 401,
     type: "application/json",
-    body: {
-      error: {
-        code: 401,
-        title: "Unauthorized",
-        message: "The request you have made requires authentication.",
-        reason: "UNAUTHENTICATED",
-      },
-    },
-  };
+    body: { error: { code: 401, title: "Unauthorized", message, reason } },
+  });
+  const MISSING = unauthorized(`${REFUSED}.`, "UNAUTHENTICATED");
+  const EXPIRED = unauthorized(`${REFUSED}: the token has expired.`, "TOKEN_EXPIRED");
+  const INVALID = unauthorized(`${REFUSED}: the token is not valid.`, "TOKEN_INVALID");
   const api = () => path.join(tree, "dist/api/index.mjs");
   // Storage endpoints on the discard port: a request that got past the token check would fail loudly.
   const env = (jwt: Record<string, string>) => ({
@@ -562,19 +559,28 @@ describe("the api bundle answers tokens as the local stack does", () => {
       const sign = (opts: SignOptions = {}, claims: TokenClaims = alice, jwk = key) =>
         signToken(jwk, claims, { issuer: ISSUER, audience: AUDIENCE, expiresIn: "5m", ...opts });
       const good = await sign();
-      const bad: [string, Record<string, string>][] = [
-        ["no token", {}],
-        ["expired", { "x-auth-token": await sign({ expiresIn: "-1m" }) }],
-        ["signed by another key", { "x-auth-token": await sign({}, alice, await exportJWK(otherKey)) }],
-        ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }],
-        ["another issuer", { "x-auth-token": await sign({ issuer: "https://elsewhere.test/" }) }],
-        ["another audience", { authorization: `Bearer ${await sign({ audience: "someone-else" })}` }],
+      const bad: [string, Record<string, string>, unknown][] = [
+        ["no token", {}, MISSING],
+        ["expired", { "x-auth-token": await sign({ expiresIn: "-1m" }) }, EXPIRED],
+        [
+          "signed by another key",
+          { "x-auth-token": await sign({}, alice, await exportJWK(otherKey)) },
+          INVALID,
+        ],
+        ["tampered signature", { "x-auth-token": `${good.slice(0, -4)}AAAA` }, INVALID],
+        ["another issuer", { "x-auth-token": await sign({ issuer: "https://elsewhere.test/" }) }, INVALID],
+        [
+          "another audience",
+          { authorization: `Bearer ${await sign({ audience: "someone-else" })}` },
+          INVALID,
+        ],
         [
           "no project",
           { "x-auth-token": await sign({}, { sub: "alice", roles: [] } as unknown as TokenClaims) },
+          INVALID,
         ],
-        ["garbage", { "x-auth-token": "not-a-token" }],
-        ["Basic scheme", { authorization: `Basic ${good}` }],
+        ["garbage", { "x-auth-token": "not-a-token" }, INVALID],
+        ["Basic scheme", { authorization: `Basic ${good}` }, MISSING],
       ];
       const { results } = await invoke(
         api(),
@@ -586,7 +592,7 @@ describe("the api bundle answers tokens as the local stack does", () => {
         ],
       );
       const answers = results.map(seen);
-      for (const [i, [what]] of bad.entries()) expect(answers[i], what).toEqual(UNAUTHORIZED);
+      for (const [i, [what, , expected]] of bad.entries()) expect(answers[i], what).toEqual(expected);
       for (const answer of answers.slice(bad.length)) {
         expect(answer.status).toBe(200);
         expect(answer.body).toMatchObject({ name: "image" });

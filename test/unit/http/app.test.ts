@@ -8,7 +8,10 @@ import { IMAGE_SCHEMA } from "../../../functions/http/image-json.ts";
 import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
 
 let app: ReturnType<typeof createApp>;
-let token: (claims: Record<string, unknown>, opts?: { issuer?: string }) => Promise<string>;
+let token: (
+  claims: Record<string, unknown>,
+  opts?: { issuer?: string; expiresIn?: string },
+) => Promise<string>;
 let alice: string;
 let bob: string;
 
@@ -19,7 +22,7 @@ beforeAll(async () => {
       .setProtectedHeader({ alg: "ES256" })
       .setIssuer(opts.issuer ?? "test")
       .setAudience("hangar")
-      .setExpirationTime("1h")
+      .setExpirationTime(opts.expiresIn ?? "1h")
       .sign(privateKey);
   const images = new MemoryImages();
   const service = createImageService({
@@ -77,13 +80,19 @@ describe("HTTP API", () => {
     await expectGlanceError(
       await app.request("/v2/images", { headers: { "X-Auth-Token": "nope" } }),
       401,
-      "UNAUTHENTICATED",
+      "TOKEN_INVALID",
     );
     const foreign = await token({ sub: "x", project_id: "p" }, { issuer: "other" });
     await expectGlanceError(
       await app.request("/v2/images", { headers: { "X-Auth-Token": foreign } }),
       401,
-      "UNAUTHENTICATED",
+      "TOKEN_INVALID",
+    );
+    const expired = await token({ sub: "x", project_id: "p" }, { expiresIn: "-1m" });
+    await expectGlanceError(
+      await app.request("/v2/images", { headers: { "X-Auth-Token": expired } }),
+      401,
+      "TOKEN_EXPIRED",
     );
   });
 

@@ -6,14 +6,12 @@ import { testApp } from "./harness.ts";
 // documents, must refuse a request without a valid token before doing anything else.
 
 const OPEN = new Set(["GET /", "GET /versions", "GET /openapi.json"]);
-const UNAUTHORIZED = {
-  error: {
-    code: 401,
-    title: "Unauthorized",
-    message: "The request you have made requires authentication.",
-    reason: "UNAUTHENTICATED",
-  },
-};
+const REFUSED = "The request you have made requires authentication";
+const unauthorized = (message: string, reason: string) => ({
+  error: { code: 401, title: "Unauthorized", message, reason },
+});
+const MISSING = unauthorized(`${REFUSED}.`, "UNAUTHENTICATED");
+const INVALID = unauthorized(`${REFUSED}: the token is not valid.`, "TOKEN_INVALID");
 
 describe("every route but the documents", () => {
   it("answers Glance's 401 to a request with no token or an invalid one, and the documents need none", async () => {
@@ -39,7 +37,9 @@ describe("every route but the documents", () => {
           ...(method === "GET" || method === "HEAD" ? {} : { body: "{}" }),
         });
         expect(res.status, `${route} ${JSON.stringify(headers)}`).toBe(401);
-        if (method !== "HEAD") expect(await res.json(), route).toEqual(UNAUTHORIZED);
+        if (method !== "HEAD") {
+          expect(await res.json(), route).toEqual(Object.keys(headers).length === 0 ? MISSING : INVALID);
+        }
       }
     }
     expect(images.items.size).toBe(0);
