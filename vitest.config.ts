@@ -21,6 +21,8 @@ export default defineConfig({
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           globalSetup: ["test/integration/setup/global-setup.ts"],
+          // A failing test prints where the stack's log is and what it logged meanwhile.
+          setupFiles: ["test/integration/setup/log-on-failure.ts"],
           fileParallelism: false,
           maxWorkers: 1,
           testTimeout: 60_000,

@@ -1,12 +1,16 @@
 import { readFileSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { HangarApiError, HangarClient, type Image } from "./lib/api.ts";
 import { ClientConfigError, IDENTITIES, resolveConfig } from "./lib/config.ts";
-import { downloadImage } from "./lib/download.ts";
-import { humanBytes, progressReporter } from "./lib/progress.ts";
-import { UploadInterruptedError, uploadFile } from "./lib/upload.ts";
-import { WaitTimeoutError, waitForImage } from "./lib/wait.ts";
+import { DOWNLOAD_FORMATS, type DownloadResult, downloadImage } from "./lib/download.ts";
+import { ImageRefusedError } from "./lib/inspect.ts";
+import { progressReporter } from "./lib/progress.ts";
+import { forgetImage } from "./lib/state.ts";
+import { humanBytes } from "./lib/units.ts";
+import { UploadInterruptedError, type UploadResult, uploadFile } from "./lib/upload.ts";
+import { waitForImage } from "./lib/wait.ts";
 
 const CLI_VERSION = (
   JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }
@@ -60,13 +64,20 @@ function positiveInt(value: string): number {
   return n;
 }
 
-class Failed extends Error {
-  constructor(
-    message: string,
-    readonly code: number = EXIT.failed,
-  ) {
-    super(message);
-  }
+/**
+ * Lines to a stream that the reader may close (`hangar list | head -3`): once it is gone (EPIPE), output
+ * is dropped and the command ends normally, as `ls | head` does, instead of dying on an unhandled error.
+ */
+function lineWriter(stream: NodeJS.WriteStream): { write(text: string): void; line(text: string): void } {
+  let closed = false;
+  stream.on("error", () => {
+    // EPIPE, or any other failure to write: nobody can read what follows.
+    closed = true;
+  });
+  const write = (text: string) => {
+    if (!closed && !stream.destroyed) stream.write(text);
+  };
+  return { write, line: (text) => write(`${text}\n`) };
 }
 
 const summaryLine = (i: Image) =>
@@ -74,16 +85,231 @@ const summaryLine = (i: Image) =>
     "  ",
   );
 
+/** What a command needs: output, the resolved client, the global flags, and where to put its exit code. */
+interface Ctx {
+  io: CliIo;
+  out: (text: string) => void;
+  err: (text: string) => void;
+  json: () => boolean;
+  api: () => { client: HangarClient; stateDir: string };
+  fail: () => void;
+}
+
+const emitJson = (ctx: Ctx, value: unknown) => ctx.out(JSON.stringify(value, null, 2));
+
+/** The lines `upload` prints: what became of the image, then which checksum is of what. */
+export function uploadSummary(r: UploadResult): string[] {
+  if (r.status === "killed") return [];
+  const settled = r.status === "active";
+  const pending = r.status === "queued" || r.status === "importing";
+  const state = settled
+    ? storedAs(r)
+    : pending
+      ? `: its bytes are in storage, the import has not finished (hangar wait ${r.image_id})`
+      : "";
+  const lines = [`image ${r.image_id} ${r.status}${state}`];
+  if (r.sha256) {
+    const note = !r.sha256_declared
+      ? "not declared, so not checked by Hangar"
+      : settled
+        ? "verified by Hangar on import"
+        : "declared; Hangar verifies it on import";
+    lines.push(`file sha256   ${r.sha256}  (of the file sent; ${note})`);
+  }
+  if (r.checksum) {
+    const of = r.converted ? "of the stored image, not of the file" : "of the stored image: the file as sent";
+    lines.push(`image md5     ${r.checksum}  (${of}; hangar download checks it)`);
+  }
+  if (r.os_hash_value) lines.push(`image ${(r.os_hash_algo ?? "").padEnd(8)}${r.os_hash_value}`);
+  return lines;
+}
+
+function storedAs(r: UploadResult): string {
+  if (!r.disk_format) return "";
+  const size = r.size == null ? "" : `, ${humanBytes(r.size)}`;
+  const from =
+    r.converted && r.file_format
+      ? `converted from ${r.file_format} and `
+      : r.converted
+        ? "converted and "
+        : "";
+  return `: ${from}stored as ${r.disk_format}${size}`;
+}
+
+function addUpload(program: Command, ctx: Ctx): void {
+  program
+    .command("upload")
+    .description("inspect FILE, upload it as a new image (or resume the same upload), wait for its import")
+    .argument("<file>", "image file")
+    .option("--name <name>", "image name (default: the file name)")
+    .addOption(
+      new Option("--disk-format <format>", "disk format (default: the one inspection finds)").choices(
+        DISK_FORMATS,
+      ),
+    )
+    .addOption(new Option("--container-format <format>", "container format").choices(CONTAINER_FORMATS))
+    .addOption(new Option("--visibility <visibility>", "visibility").choices(VISIBILITIES))
+    .option("--property <key=value>", "extra image property (repeatable)", collectProperty, {})
+    .option("--parallel <n>", "parts uploaded at once", positiveInt, 4)
+    .option("--no-inspect", "skip inspecting the file first (Hangar still inspects it on import)")
+    .option("--no-wait", "return once the bytes are in storage, before the import")
+    .option("--timeout <seconds>", "give up waiting for the import after this long", positiveInt)
+    .action(async (file: string, o) => {
+      const { client, stateDir } = ctx.api();
+      const progress = progressReporter(ctx.io.stderr);
+      let result: UploadResult;
+      try {
+        result = await uploadFile(client, {
+          path: file,
+          name: o.name ?? basename(file),
+          diskFormat: o.diskFormat,
+          containerFormat: o.containerFormat,
+          visibility: o.visibility,
+          properties: o.property,
+          parallel: o.parallel,
+          stateDir,
+          inspect: o.inspect,
+          wait: o.wait,
+          waitTimeoutMs: o.timeout ? o.timeout * 1000 : undefined,
+          signal: ctx.io.signal,
+          events: progress,
+        });
+      } finally {
+        progress.stop();
+      }
+      if (result.status === "killed") {
+        ctx.fail();
+        ctx.err(`image ${result.image_id} was killed: ${result.failure?.reason}: ${result.failure?.message}`);
+      }
+      if (ctx.json()) emitJson(ctx, result);
+      else for (const line of uploadSummary(result)) ctx.out(line);
+    });
+}
+
+function addShowAndList(program: Command, ctx: Ctx): void {
+  program
+    .command("show")
+    .description("show an image")
+    .argument("<id>")
+    .action(async (id: string) => {
+      const image = await ctx.api().client.getImage(id);
+      if (ctx.json()) return emitJson(ctx, image);
+      for (const [k, v] of Object.entries(image)) {
+        ctx.out(`${k.padEnd(18)} ${v !== null && typeof v === "object" ? JSON.stringify(v) : (v ?? "")}`);
+      }
+    });
+
+  program
+    .command("list")
+    .description("list the images you can see")
+    .action(async () => {
+      const images = await ctx.api().client.listImages();
+      if (ctx.json()) return emitJson(ctx, images);
+      for (const i of images) ctx.out(summaryLine(i));
+    });
+}
+
+async function downloadLine(r: DownloadResult): Promise<string> {
+  const onDisk = (await stat(r.path)).blocks * 512;
+  const sparse = onDisk < r.file_size ? ` (${humanBytes(onDisk)} on disk)` : "";
+  const from = r.converted ? `, converted from the stored ${r.stored_format}` : "";
+  const check = r.verified ? "verified" : "not published, not checked";
+  return `${r.path}: ${r.format}, ${humanBytes(r.file_size)}${sparse}${from}; md5 of the stored image ${r.checksum} ${check}`;
+}
+
+function addDownload(program: Command, ctx: Ctx): void {
+  program
+    .command("download")
+    .description("download an active image, verifying its checksums; raw files are written sparse")
+    .argument("<id>")
+    .option("-o, --output <file>", "where to write (default: <id>.<format>)")
+    .addOption(
+      new Option(
+        "--format <format>",
+        "convert to this format while downloading (default: as stored)",
+      ).choices(DOWNLOAD_FORMATS),
+    )
+    .action(async (id: string, o: { output?: string; format?: (typeof DOWNLOAD_FORMATS)[number] }) => {
+      const api = ctx.api().client;
+      const image = await api.getImage(id);
+      const path = o.output ?? `${id}.${o.format ?? image.disk_format ?? "img"}`;
+      const result = await downloadImage(api, id, path, {
+        signal: ctx.io.signal,
+        ...(o.format ? { format: o.format } : {}),
+      });
+      if (ctx.json()) return emitJson(ctx, result);
+      ctx.out(await downloadLine(result));
+    });
+}
+
+function addDeleteAndWait(program: Command, ctx: Ctx): void {
+  program
+    .command("delete")
+    .description("delete images")
+    .argument("<ids...>")
+    .action(async (ids: string[]) => {
+      const { client, stateDir } = ctx.api();
+      const deleted: string[] = [];
+      for (const id of ids) {
+        await client.deleteImage(id);
+        await forgetImage(stateDir, id);
+        deleted.push(id);
+        if (!ctx.json()) ctx.out(`deleted ${id}`);
+      }
+      if (ctx.json()) emitJson(ctx, { deleted });
+    });
+
+  program
+    .command("wait")
+    .description("wait until an image is imported; exit 1 if it is killed")
+    .argument("<id>")
+    .option("--timeout <seconds>", "give up after this long", positiveInt)
+    .action(async (id: string, o: { timeout?: number }) => {
+      const image = await waitForImage(ctx.api().client, id, {
+        timeoutMs: o.timeout ? o.timeout * 1000 : undefined,
+        signal: ctx.io.signal,
+      });
+      if (image.status !== "active") ctx.fail();
+      if (ctx.json()) return emitJson(ctx, image);
+      if (image.status === "killed")
+        ctx.err(`image ${id} was killed: ${image.failure?.reason}: ${image.failure?.message}`);
+      else ctx.out(`image ${id} ${image.status}`);
+    });
+}
+
+/** The message and exit code for whatever ended a command. */
+function explain(e: unknown, io: CliIo): { message: string; code: number; reason?: string | undefined } {
+  if (e instanceof UploadInterruptedError || io.signal?.aborted) {
+    return {
+      message: e instanceof UploadInterruptedError ? e.message : "interrupted",
+      code: EXIT.interrupted,
+    };
+  }
+  if (e instanceof ClientConfigError) return { message: e.message, code: EXIT.usage };
+  if (e instanceof ImageRefusedError) {
+    return {
+      message: `refused before sending anything: ${e.message} (the import would end killed with ${e.reason})`,
+      code: EXIT.failed,
+      reason: e.reason,
+    };
+  }
+  if (e instanceof HangarApiError) {
+    // Status 0: no answer at all; the message names the address and why.
+    const suffix = e.status === 0 ? "" : ` (HTTP ${e.status}, ${e.reason})`;
+    return { message: `${e.message}${suffix}`, code: EXIT.failed, reason: e.reason };
+  }
+  return { message: e instanceof Error ? e.message : String(e), code: EXIT.failed };
+}
+
 /**
  * The `hangar` command line. Returns the exit code instead of exiting, so tests can run it in-process too.
  * Output for people on stdout, progress and errors on stderr; with `--json`, stdout holds one JSON document.
  */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  const stdout = lineWriter(io.stdout);
+  const stderr = lineWriter(io.stderr);
   const program = new Command("hangar");
-  const out = (text: string) => io.stdout.write(`${text}\n`);
-  const err = (text: string) => io.stderr.write(`${text}\n`);
   let code: number = EXIT.ok;
-
   program
     .description("Upload, inspect and download Hangar images (OpenStack Glance v2 API)")
     .version(CLI_VERSION)
@@ -95,162 +321,36 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     .option("--token <token>", "token (else HANGAR_TOKEN, OS_AUTH_TOKEN, local.json)")
     .showHelpAfterError()
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+    .configureOutput({ writeOut: stdout.write, writeErr: stderr.write });
 
   const globals = () => program.opts<{ json?: boolean; as?: string; url?: string; token?: string }>();
-  const client = () => {
-    const cfg = resolveConfig(globals(), io.env, io.cwd);
-    return { client: new HangarClient(cfg.apiUrl, cfg.token), cfg };
+  const ctx: Ctx = {
+    io,
+    out: stdout.line,
+    err: stderr.line,
+    json: () => globals().json === true,
+    api: () => {
+      const cfg = resolveConfig(globals(), io.env, io.cwd);
+      return { client: new HangarClient(cfg.apiUrl, cfg.token), stateDir: cfg.stateDir };
+    },
+    fail: () => {
+      code = EXIT.failed;
+    },
   };
-  const json = (value: unknown): void => {
-    out(JSON.stringify(value, null, 2));
-  };
-
-  program
-    .command("upload")
-    .description("upload FILE as a new image (or resume the same upload), wait for its import")
-    .argument("<file>", "image file")
-    .option("--name <name>", "image name (default: the file name)")
-    .addOption(new Option("--disk-format <format>", "disk format").choices(DISK_FORMATS))
-    .addOption(new Option("--container-format <format>", "container format").choices(CONTAINER_FORMATS))
-    .addOption(new Option("--visibility <visibility>", "visibility").choices(VISIBILITIES))
-    .option("--property <key=value>", "extra image property (repeatable)", collectProperty, {})
-    .option("--parallel <n>", "parts uploaded at once", positiveInt, 4)
-    .option("--no-wait", "return once the bytes are in storage")
-    .option("--timeout <seconds>", "give up waiting for the import after this long", positiveInt)
-    .action(async (file: string, o) => {
-      const { client: api, cfg } = client();
-      const progress = progressReporter(io.stderr);
-      try {
-        const result = await uploadFile(api, {
-          path: file,
-          name: o.name ?? basename(file),
-          diskFormat: o.diskFormat,
-          containerFormat: o.containerFormat,
-          visibility: o.visibility,
-          properties: o.property,
-          parallel: o.parallel,
-          stateDir: cfg.stateDir,
-          wait: o.wait,
-          waitTimeoutMs: o.timeout ? o.timeout * 1000 : undefined,
-          signal: io.signal,
-          events: progress,
-        });
-        progress.stop();
-        if (result.status === "killed") code = EXIT.failed;
-        if (globals().json) return json(result);
-        if (result.status === "killed") {
-          err(`image ${result.image_id} was killed: ${result.failure?.reason}: ${result.failure?.message}`);
-          return;
-        }
-        out(`image ${result.image_id} ${result.status}`);
-        if (result.sha256)
-          out(`sha256 ${result.sha256}${result.sha256_declared ? " (verified on import)" : ""}`);
-        if (result.checksum) out(`md5    ${result.checksum}`);
-        if (result.os_hash_value) out(`${result.os_hash_algo} ${result.os_hash_value}`);
-      } finally {
-        progress.stop();
-      }
-    });
-
-  program
-    .command("show")
-    .description("show an image")
-    .argument("<id>")
-    .action(async (id: string) => {
-      const image = await client().client.getImage(id);
-      if (globals().json) return json(image);
-      for (const [k, v] of Object.entries(image)) {
-        if (v !== null && typeof v === "object") out(`${k.padEnd(18)} ${JSON.stringify(v)}`);
-        else out(`${k.padEnd(18)} ${v ?? ""}`);
-      }
-    });
-
-  program
-    .command("list")
-    .description("list the images you can see")
-    .action(async () => {
-      const images = await client().client.listImages();
-      if (globals().json) return json(images);
-      for (const i of images) out(summaryLine(i));
-    });
-
-  program
-    .command("download")
-    .description("download an active image, verifying its checksums")
-    .argument("<id>")
-    .option("-o, --output <file>", "where to write (default: <id>.<disk_format>)")
-    .action(async (id: string, o: { output?: string }) => {
-      const api = client().client;
-      const image = await api.getImage(id);
-      const path = o.output ?? `${id}.${image.disk_format ?? "img"}`;
-      const result = await downloadImage(api, id, path, { signal: io.signal });
-      if (globals().json) return json(result);
-      out(
-        `${path}: ${humanBytes(result.size)}, md5 ${result.checksum}${result.verified ? " (verified)" : ""}`,
-      );
-    });
-
-  program
-    .command("delete")
-    .description("delete images")
-    .argument("<ids...>")
-    .action(async (ids: string[]) => {
-      const api = client().client;
-      const deleted: string[] = [];
-      for (const id of ids) {
-        await api.deleteImage(id);
-        deleted.push(id);
-        if (!globals().json) out(`deleted ${id}`);
-      }
-      if (globals().json) json({ deleted });
-    });
-
-  program
-    .command("wait")
-    .description("wait until an image is imported; exit 1 if it is killed")
-    .argument("<id>")
-    .option("--timeout <seconds>", "give up after this long", positiveInt)
-    .action(async (id: string, o: { timeout?: number }) => {
-      const image = await waitForImage(client().client, id, {
-        timeoutMs: o.timeout ? o.timeout * 1000 : undefined,
-        signal: io.signal,
-      });
-      if (image.status !== "active") code = EXIT.failed;
-      if (globals().json) return json(image);
-      if (image.status === "killed")
-        err(`image ${id} was killed: ${image.failure?.reason}: ${image.failure?.message}`);
-      else out(`image ${id} ${image.status}`);
-    });
+  addUpload(program, ctx);
+  addShowAndList(program, ctx);
+  addDownload(program, ctx);
+  addDeleteAndWait(program, ctx);
 
   try {
     await program.parseAsync(argv, { from: "user" });
     return code;
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // Help and version end "successfully"; anything else commander refuses is a usage error.
-      return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    }
-    if (e instanceof UploadInterruptedError || io.signal?.aborted) {
-      err(e instanceof UploadInterruptedError ? e.message : "interrupted");
-      return EXIT.interrupted;
-    }
-    if (e instanceof ClientConfigError) {
-      err(`hangar: ${e.message}`);
-      return EXIT.usage;
-    }
-    const message =
-      e instanceof HangarApiError
-        ? `${e.message} (${e.status} ${e.reason})`
-        : e instanceof WaitTimeoutError || e instanceof Failed || e instanceof Error
-          ? e.message
-          : String(e);
-    if (globals().json) {
-      io.stdout.write(
-        `${JSON.stringify({ error: { message, reason: e instanceof HangarApiError ? e.reason : undefined } })}\n`,
-      );
-    }
-    err(`hangar: ${message}`);
-    return e instanceof Failed ? e.code : EXIT.failed;
+    // Help and version end "successfully"; anything else commander refuses is a usage error.
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    const { message, code: exit, reason } = explain(e, io);
+    if (ctx.json() && exit !== EXIT.interrupted) ctx.out(JSON.stringify({ error: { message, reason } }));
+    stderr.line(exit === EXIT.interrupted ? message : `hangar: ${message}`);
+    return exit;
   }
 }

@@ -1,4 +1,5 @@
 import * as z from "zod";
+import { whyRefused } from "./token.ts";
 
 /** An error answer from Hangar's API, with Glance's `reason` code when the body has one. */
 export class HangarApiError extends Error {
@@ -71,6 +72,27 @@ const SignedParts = z.object({
 });
 export type SignedPart = z.infer<typeof SignedParts>["parts"][number];
 
+/** Hangar's policy block of `/v2/info/import`: what the importer does with each format. */
+const ImportPolicy = z.object({
+  preferred_format: z.string(),
+  accepted_formats: z.array(z.string()),
+  max_virtual_size: z.number(),
+  max_gzip_ratio: z.number(),
+  max_upload_size: z.number().optional(),
+});
+export type ImportPolicy = z.infer<typeof ImportPolicy>;
+const ImportInfo = z.object({ hangar: ImportPolicy.optional() }).passthrough();
+
+/** What `fetch`'s cause codes mean to someone who typed a URL. */
+const UNREACHABLE: Record<string, string> = {
+  ECONNREFUSED: "connection refused: nothing listens there (is the stack running, on that port?)",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "the host name could not be resolved now",
+  ETIMEDOUT: "the connection timed out",
+  ECONNRESET: "the connection was reset",
+  EHOSTUNREACH: "no route to the host",
+};
+
 const ImageList = z.object({ images: z.array(ImageSchema), next: z.string().optional() });
 
 /** Fields a client sets when creating an image: Glance's, Hangar's upload declarations, string properties. */
@@ -96,11 +118,14 @@ export class HangarClient {
     } catch (err) {
       // fetch says only "fetch failed"; the cause names the real problem (refused, DNS, TLS).
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new HangarApiError(
-        0,
-        "UNREACHABLE",
-        `cannot reach ${url}: ${cause?.code ?? cause?.message ?? String(err)}`,
-      );
+      const code = cause?.code ?? "";
+      const why =
+        UNREACHABLE[code] ??
+        (cause?.message === "bad port" ? "fetch refuses that port number (one browsers block)" : undefined) ??
+        cause?.message ??
+        String(err);
+      const where = url.split("?")[0];
+      throw new HangarApiError(0, "UNREACHABLE", `cannot reach ${where}: ${why}${code ? ` (${code})` : ""}`);
     }
     if (res.status >= 400) {
       const text = await res.text();
@@ -113,6 +138,8 @@ export class HangarClient {
       } catch {
         // Not Hangar's error shape (a proxy, a gateway): the status line and body excerpt stand.
       }
+      // The API says the same for every refused token; the client can read its own token's claims.
+      if (res.status === 401) message = `${message.replace(/\.$/, "")}: ${whyRefused(this.token)}`;
       throw new HangarApiError(res.status, reason, message);
     }
     return res;
@@ -125,6 +152,11 @@ export class HangarClient {
 
   createImage(fields: NewImage): Promise<Image> {
     return this.json(ImageSchema, "/v2/images", { method: "POST", body: JSON.stringify(fields) });
+  }
+
+  /** The operator's import policy, or undefined when the API does not publish one. */
+  async importPolicy(): Promise<ImportPolicy | undefined> {
+    return (await this.json(ImportInfo, "/v2/info/import")).hangar;
   }
 
   getImage(id: string): Promise<Image> {

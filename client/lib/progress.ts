@@ -1,31 +1,8 @@
 import cliProgress from "cli-progress";
+import { count, humanBytes, humanSeconds } from "./units.ts";
 import type { UploadEvents } from "./upload.ts";
 
-const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
-
-/** 1536 → "1.5 KiB". */
-export function humanBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (Math.abs(v) >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${UNITS[u]}`;
-}
-
-function humanSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  const t = Math.round(s);
-  const h = Math.floor(t / 3600);
-  const m = Math.floor((t % 3600) / 60);
-  const sec = t % 60;
-  return h > 0
-    ? `${h}h${String(m).padStart(2, "0")}m`
-    : m > 0
-      ? `${m}m${String(sec).padStart(2, "0")}s`
-      : `${sec}s`;
-}
+export { humanBytes } from "./units.ts";
 
 /**
  * Upload progress on stderr: a bar with rate and ETA on a terminal (cli-progress), plain lines otherwise
@@ -63,7 +40,12 @@ export function progressReporter(stream: NodeJS.WriteStream, quiet = false): Upl
       single = info.method !== "multipart";
       done = 0;
       started = Date.now();
-      const what = info.method === "multipart" ? `${info.partCount} parts` : "one PUT";
+      const what =
+        info.method !== "multipart"
+          ? "one PUT"
+          : info.partsToSend === info.partCount
+            ? count(info.partCount ?? 0, "part")
+            : `${count(info.partsToSend ?? 0, "part")} (of ${info.partCount})`;
       line(
         `${info.resumed ? "resuming" : "uploading"} image ${info.imageId}: ${humanBytes(total)} to send in ${what}`,
       );

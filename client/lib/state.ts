@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod";
 
@@ -65,4 +65,25 @@ export async function saveState(dir: string, id: FileIdentity, imageId: string):
 
 export async function clearState(dir: string, id: FileIdentity): Promise<void> {
   await rm(stateFile(dir, id), { force: true });
+}
+
+/** Removes every resume file that points at `imageId` (the image was deleted: nothing left to resume). */
+export async function forgetImage(dir: string, imageId: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names.filter((n) => n.endsWith(".json"))) {
+    const file = join(dir, name);
+    let saved: unknown;
+    try {
+      saved = JSON.parse(await readFile(file, "utf8"));
+    } catch {
+      continue;
+    }
+    const parsed = StateSchema.safeParse(saved);
+    if (parsed.success && parsed.data.imageId === imageId) await rm(file, { force: true });
+  }
 }

@@ -1,4 +1,5 @@
 import { HangarApiError, type HangarClient, type Image } from "./api.ts";
+import { humanDuration } from "./units.ts";
 
 /** Statuses an image does not leave by itself. */
 export const SETTLED = new Set(["active", "killed", "deactivated", "deleted"]);
@@ -29,7 +30,9 @@ export async function waitForImage(
     }
     if (SETTLED.has(image.status)) return image;
     if (Date.now() > deadline) {
-      throw new WaitTimeoutError(`image ${id} is still ${image.status} after ${options.timeoutMs} ms`);
+      throw new WaitTimeoutError(
+        `image ${id} is still ${image.status} after ${humanDuration(options.timeoutMs ?? 0)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, interval));
     interval = Math.min(5000, Math.round(interval * 1.25));

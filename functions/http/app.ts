@@ -212,7 +212,16 @@ export function createApp(deps: AppDeps): Hono<Env> {
       "USE_UPLOAD_LINK",
     );
   };
-  app.put("/v2/images/:id/file", useTheLink);
+  // openstackclient and glanceclient run from a script (stdin not a terminal) PUT stdin here right after
+  // create, and openstackclient deletes the image when that fails. An empty body sends nothing, so it
+  // is answered 204 and the image stays queued with its upload link; any byte gets the 405 above.
+  app.put("/v2/images/:id/file", async (c) => {
+    const view =
+      (await c.req.arrayBuffer()).byteLength === 0
+        ? await deps.images.show(c.req.param("id"), c.get("caller"))
+        : undefined;
+    return view?.upload ? c.body(null, 204) : useTheLink(c);
+  });
   app.put("/v2/images/:id/stage", useTheLink);
   if (deps.uploads) registerUploadRoutes(app, { uploads: deps.uploads });
   registerGlanceRoutes(app, { images: deps.images, policy });

@@ -205,7 +205,10 @@ export function openApiDocument() {
         },
         put: {
           summary: "Refused: bytes go to the image's upload link",
-          responses: { "405": err("Use the upload link") },
+          responses: {
+            "204": noContent("An empty body: nothing sent, the image stays queued with its link"),
+            "405": err("Use the upload link"),
+          },
         },
       },
       "/v2/images/{id}/tags/{tag}": {

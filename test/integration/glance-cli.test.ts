@@ -25,11 +25,20 @@ const projectOf = (token: string) =>
   (JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString()) as { project_id: string })
     .project_id;
 
-function run(cmd: string, args: string[], env: Record<string, string>): Promise<Run> {
+/**
+ * `closed`: stdin closed (`<&-`), as the README tells scripts to run the clients: glanceclient and
+ * openstackclient upload any non-tty stdin as image data. `empty`: stdin is /dev/null, as in a script or
+ * a CI job that does not close it.
+ */
+function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  stdin: "closed" | "empty" = "closed",
+): Promise<Run> {
   return new Promise((resolve, reject) => {
-    // stdin closed (`<&-`), not /dev/null: glanceclient uploads any non-tty stdin as image data, and Node's
-    // "ignore" is /dev/null, so the shell closes fd 0 before exec'ing the client.
-    const child = spawn("sh", ["-c", 'exec "$@" <&-', "sh", cmd, ...args], {
+    const redirect = stdin === "closed" ? "<&-" : "</dev/null";
+    const child = spawn("sh", ["-c", `exec "$@" ${redirect}`, "sh", cmd, ...args], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, LANG: "C.UTF-8", ...env },
     });
@@ -49,7 +58,7 @@ function run(cmd: string, args: string[], env: Record<string, string>): Promise<
 const glance = (args: string[], token = getStack().tokens.alice) =>
   run("glance", args, { OS_IMAGE_URL: getStack().apiUrl, OS_AUTH_TOKEN: token });
 
-const openstack = (args: string[], token = getStack().tokens.alice) =>
+const openstack = (args: string[], token = getStack().tokens.alice, stdin: "closed" | "empty" = "closed") =>
   run(
     "openstack",
     [
@@ -64,6 +73,7 @@ const openstack = (args: string[], token = getStack().tokens.alice) =>
       ...args,
     ],
     {},
+    stdin,
   );
 
 async function ok(p: Promise<Run>): Promise<string> {
@@ -322,5 +332,70 @@ describe("openstack image (admin_token, /v2 endpoint)", () => {
     expect(await ok(openstack(["image", "show", id, "-f", "json"]))).toMatch(/"purpose": "osc"/);
     await ok(openstack(["image", "delete", id]));
     expect((await openstack(["image", "show", id])).code).not.toBe(0);
+  });
+
+  it("creates from a script whose stdin is empty: the image stays queued and its upload link works", async () => {
+    // openstackclient sends the empty stdin to /file and deletes the image if that fails.
+    const created = JSON.parse(
+      await ok(
+        openstack(
+          [
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "-f",
+            "json",
+            "osc-script",
+          ],
+          getStack().tokens.alice,
+          "empty",
+        ),
+      ),
+    ) as { id: string; status: string };
+    expect(created.status).toBe("queued");
+    await uploadAndWait(created.id, randomBytes(64 * 1024));
+  });
+});
+
+describe("the API's answer to image data sent to /file", () => {
+  const create = async () =>
+    (
+      (await (await api("/v2/images", { method: "POST", body: "{}" }, getStack().tokens.alice)).json()) as {
+        id: string;
+      }
+    ).id;
+
+  it("takes an empty body as nothing sent (204, still queued), refuses bytes with the link to use", async () => {
+    const id = await create();
+    const headers = { "content-type": "application/octet-stream" };
+    const empty = await api(
+      `/v2/images/${id}/file`,
+      { method: "PUT", headers, body: "" },
+      getStack().tokens.alice,
+    );
+    expect(empty.status).toBe(204);
+    const bytes = await api(
+      `/v2/images/${id}/file`,
+      { method: "PUT", headers, body: "abc" },
+      getStack().tokens.alice,
+    );
+    expect(bytes.status).toBe(405);
+    expect(((await bytes.json()) as { error: { reason: string } }).error.reason).toBe("USE_UPLOAD_LINK");
+    // Bob may not upload to alice's image: an empty body does not change that.
+    const bob = await api(
+      `/v2/images/${id}/file`,
+      { method: "PUT", headers, body: "" },
+      getStack().tokens.bob,
+    );
+    expect(bob.status).toBe(404);
+    const image = (await (await api(`/v2/images/${id}`, {}, getStack().tokens.alice)).json()) as {
+      status: string;
+      upload: { url: string } | null;
+    };
+    expect(image.status).toBe("queued");
+    expect(image.upload?.url).toBeTruthy();
   });
 });

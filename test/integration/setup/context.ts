@@ -14,7 +14,7 @@ export interface ProvidedStack {
   bundlesDir: string;
   /** The stack's receiver of MinIO bucket events. */
   webhookUrl: string;
-  /** Every line the stack logs (storage events received, handled, failed) is appended here. */
+  /** Every line the stack logs (storage events received, handled, failed) is appended here; kept when a test fails. */
   logFile: string;
 }
 

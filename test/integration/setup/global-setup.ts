@@ -1,4 +1,4 @@
-import { appendFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -11,18 +11,23 @@ import { assertLoopback } from "./loopback.ts";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
+/** Written next to the stack's log by a failing test (see log-on-failure.ts): the log is then kept. */
+const FAILED_MARKER = "failed";
+
 /**
  * Starts one local stack for the whole integration run, in a temporary HANGAR_HOME on free ports.
  * Binaries come from the repository's cache (`.hangar/cache`, or HANGAR_CACHE) so they are fetched once
- * per machine, not once per run. HANGAR_TEST_VERBOSE=1 echoes the stack's log; HANGAR_TEST_KEEP=1 keeps
- * the temporary home for inspection.
+ * per machine, not once per run. The stack's log goes to a file in a temporary folder of its own, kept
+ * after a run in which a test failed; HANGAR_TEST_VERBOSE=1 echoes it; HANGAR_TEST_KEEP=1 keeps the
+ * temporary home and the log for inspection.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const cacheDir = process.env.HANGAR_CACHE
     ? resolve(process.env.HANGAR_CACHE)
     : join(repoRoot, ".hangar", "cache");
   const home = await mkdtemp(join(tmpdir(), "hangar-it-"));
-  const logFile = join(home, "stack.log");
+  const logDir = await mkdtemp(join(tmpdir(), "hangar-it-log-"));
+  const logFile = join(logDir, "stack.log");
   const verbose = process.env.HANGAR_TEST_VERBOSE === "1";
   const log = (line: string) => {
     appendFileSync(logFile, `${new Date().toISOString()} ${line}\n`);
@@ -64,6 +69,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   } catch (err) {
     const tail = await readFile(logFile, "utf8").catch(() => "");
     await rm(home, { recursive: true, force: true });
+    await rm(logDir, { recursive: true, force: true });
     const message = err instanceof Error ? err.message : String(err);
     throw new Error(`the integration stack did not start: ${message}${tail ? `\n${tail}` : ""}`, {
       cause: err,
@@ -90,7 +96,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
 
   return async () => {
     await stack.stop();
-    if (process.env.HANGAR_TEST_KEEP === "1") console.log(`integration stack home kept at ${home}`);
+    const keep = process.env.HANGAR_TEST_KEEP === "1";
+    if (keep) console.log(`integration stack home kept at ${home}`);
     else await rm(home, { recursive: true, force: true });
+    if (keep || existsSync(join(logDir, FAILED_MARKER)))
+      console.log(`integration stack log kept at ${logFile}`);
+    else await rm(logDir, { recursive: true, force: true });
   };
 }
