@@ -3,8 +3,9 @@ import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { HangarApiError, HangarClient, type Image } from "./lib/api.ts";
-import { ClientConfigError, IDENTITIES, resolveConfig } from "./lib/config.ts";
+import { ClientConfigError, hangarHome, IDENTITIES, resolveConfig } from "./lib/config.ts";
 import { DOWNLOAD_FORMATS, type DownloadResult, downloadImage } from "./lib/download.ts";
+import { eventsPath, showEvents } from "./lib/events.ts";
 import { ImageRefusedError } from "./lib/inspect.ts";
 import { progressReporter } from "./lib/progress.ts";
 import { forgetImage } from "./lib/state.ts";
@@ -242,6 +243,27 @@ function addDownload(program: Command, ctx: Ctx): void {
     });
 }
 
+function addEvents(program: Command, ctx: Ctx): void {
+  program
+    .command("events")
+    .description("show the local stack's lifecycle events (HANGAR_HOME/events.jsonl), oldest first")
+    .option("--image <id>", "only this image's events")
+    .option("-f, --follow", "keep printing new events until Ctrl-C")
+    .action(async (o: { image?: string; follow?: boolean }) => {
+      const home = hangarHome(ctx.io.env, ctx.io.cwd);
+      const shown = await showEvents({
+        home,
+        imageId: o.image,
+        follow: o.follow === true,
+        signal: ctx.io.signal,
+        out: ctx.out,
+        json: ctx.json(),
+      });
+      if (shown === 0 && !o.follow)
+        ctx.err(`no events in ${eventsPath(home)}${o.image ? ` for ${o.image}` : ""}`);
+    });
+}
+
 function addDeleteAndWait(program: Command, ctx: Ctx): void {
   program
     .command("delete")
@@ -341,6 +363,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   addShowAndList(program, ctx);
   addDownload(program, ctx);
   addDeleteAndWait(program, ctx);
+  addEvents(program, ctx);
 
   try {
     await program.parseAsync(argv, { from: "user" });

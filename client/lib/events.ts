@@ -74,6 +74,8 @@ export async function showEvents(options: {
   follow?: boolean;
   signal?: AbortSignal;
   out: (line: string) => void;
+  /** Each event as the JSON line it is stored as, instead of the readable line. */
+  json?: boolean;
   pollMs?: number;
 }): Promise<number> {
   const file = eventsPath(options.home);
@@ -81,7 +83,7 @@ export async function showEvents(options: {
   let shown = 0;
   const out = (e: StoredEvent) => {
     shown++;
-    options.out(formatEvent(e));
+    options.out(options.json ? JSON.stringify(e) : formatEvent(e));
   };
   let offset = await readFrom(file, 0, keep, out);
   while (options.follow && !options.signal?.aborted) {

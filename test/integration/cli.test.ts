@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../../infra/local/services.ts";
 import { startTestApi, TEST_PART_SIZE, type TestApi, testApi } from "./multipart-server.ts";
 import { getStack, mintToken } from "./setup/stack.ts";
@@ -150,6 +150,37 @@ describe("hangar CLI against the local stack", () => {
     const gone = await hangar(["--json", "show", id]);
     expect(gone.code).toBe(1);
     expect(JSON.parse(gone.stdout)).toMatchObject({ error: { reason: "NOT_FOUND" } });
+
+    // What happened to it, from the stack's lifecycle events.
+    const stackHome = { HANGAR_HOME: inject("hangarStack").home };
+    const written = join(stackHome.HANGAR_HOME, "events.jsonl");
+    for (let i = 0; i < 100; i++) {
+      const text = await readFile(written, "utf8").catch(() => "");
+      if (text.split("\n").some((l) => l.includes(id) && l.includes("image.deleted"))) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const events = await hangar(["events", "--image", id], undefined, stackHome);
+    expect(events.code, events.stderr).toBe(0);
+    expect(
+      events.stdout
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => l.split(/\s+/)[1]),
+      events.stdout,
+    ).toEqual([
+      "image.created",
+      "image.upload.completed",
+      "image.import.started",
+      "image.activated",
+      "image.deleted",
+    ]);
+    const json = await hangar(["--json", "events", "--image", id], undefined, stackHome);
+    const first = JSON.parse(json.stdout.split("\n")[0] ?? "") as Record<string, unknown>;
+    expect(first).toMatchObject({
+      source: "hangar",
+      "detail-type": "image.created",
+      detail: { image_id: id },
+    });
   });
 
   it("resumes a crashed multipart upload with the same image, sending only the missing parts", async () => {

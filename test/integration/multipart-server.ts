@@ -6,6 +6,7 @@ import {
   createInProcessHangar as createHangar,
   type InProcessHangar as Hangar,
 } from "../../infra/local/in-process.ts";
+import { LOCAL_EVENT_BUS } from "../../infra/local/lambda/index.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
 import { assertLoopback, getStack, signingKey } from "./setup/stack.ts";
 
@@ -33,6 +34,9 @@ export async function startTestApi(env: Record<string, string> = {}): Promise<Te
     ...hangarEnv(info, signingKey()),
     HANGAR_MULTIPART_THRESHOLD: String(TEST_THRESHOLD),
     HANGAR_MULTIPART_PART_SIZE: String(TEST_PART_SIZE),
+    // Lifecycle events go to the stack's events.jsonl, as the stack's own api function sends them.
+    HANGAR_EVENT_BUS: LOCAL_EVENT_BUS,
+    HANGAR_EVENTS_ENDPOINT: info.lambdaEndpoint,
     ...env,
   });
   const hangar = createHangar(config, { log: { info() {}, warn() {}, error() {} } });

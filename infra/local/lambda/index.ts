@@ -11,7 +11,7 @@ import { LocalFunction } from "./runtime.ts";
 import { describeS3Event } from "./s3-events.ts";
 
 /** The bus the local functions publish lifecycle events to. */
-const LOCAL_EVENT_BUS = "hangar-local";
+export const LOCAL_EVENT_BUS = "hangar-local";
 
 /** Where the local stack's lifecycle events are kept, one JSON object per line. */
 export const eventsFile = (home: string) => join(home, "events.jsonl");
