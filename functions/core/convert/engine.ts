@@ -60,54 +60,68 @@ function* splitData(e: Extent, max: number): Generator<Extent> {
   }
 }
 
+type GroupOptions = Required<Omit<PlanOptions, "signal" | "recycle" | "recycleLag" | "decodeAhead">>;
+
+const emptyGroup = (): Group => ({ hostStart: -1, hostEnd: -1, items: [] });
+
+/** Host range [start, end) can join `g`'s window: it starts within the gap allowed and the window stays in size. */
+function fitsGroup(g: Group, start: number, end: number, o: GroupOptions): boolean {
+  return (
+    start >= g.hostStart &&
+    start <= g.hostEnd + o.maxGap &&
+    Math.max(end, g.hostEnd) - g.hostStart <= o.windowSize
+  );
+}
+
+/** Appends `e` to `g`, merging it into the last item when both are zeros or adjacent stored data. */
+function appendExtent(g: Group, e: Extent): void {
+  const last = g.items[g.items.length - 1];
+  if (e.kind === "zero" && last?.kind === "zero") {
+    g.items[g.items.length - 1] = { kind: "zero", length: last.length + e.length };
+  } else if (e.kind === "data" && last?.kind === "data" && last.host + last.length === e.host) {
+    g.items[g.items.length - 1] = { kind: "data", host: last.host, length: last.length + e.length };
+  } else {
+    g.items.push(e);
+  }
+}
+
+/**
+ * The group stored extent `e` goes in: `g`, its host range grown, or a new group when `e` does not fit
+ * `g`'s window.
+ */
+function groupFor(g: Group, e: Extent & { host: number }, o: GroupOptions): Group {
+  const start = e.host;
+  const end = e.host + hostSpan(e);
+  if (g.hostStart >= 0 && !fitsGroup(g, start, end, o)) return { hostStart: start, hostEnd: end, items: [] };
+  g.hostStart = g.hostStart < 0 ? start : g.hostStart;
+  g.hostEnd = Math.max(g.hostEnd, end);
+  return g;
+}
+
+/** The extents of a batch, empty ones left out and long stored runs split to at most `max` bytes. */
+function* extentsOf(batch: readonly Extent[], max: number): Generator<Extent> {
+  for (const whole of batch) if (whole.length > 0) yield* splitData(whole, max);
+}
+
 /** Groups consecutive extents whose host ranges fit one window, merging runs of zeros and of adjacent data. */
-async function* planGroups(
-  map: DiskMap,
-  o: Required<Omit<PlanOptions, "signal" | "recycle" | "recycleLag" | "decodeAhead">>,
-  signal?: AbortSignal,
-) {
-  let g: Group = { hostStart: -1, hostEnd: -1, items: [] };
+async function* planGroups(map: DiskMap, o: GroupOptions, signal?: AbortSignal) {
+  let g = emptyGroup();
   let covered = 0;
   for await (const batch of map.batches(signal)) {
-    for (const whole of batch) {
-      if (whole.length <= 0) continue;
-      // Long stored runs (a fixed VHD, a raw batch, 32 MiB VHDX blocks) are read a window at a time,
-      // so no single read exceeds windowSize; encoded extents are bounded by their format modules.
-      for (const e of splitData(whole, o.windowSize)) {
-        covered += e.length;
-        const last = g.items[g.items.length - 1];
-        if (e.kind === "zero") {
-          if (last?.kind === "zero")
-            g.items[g.items.length - 1] = { kind: "zero", length: last.length + e.length };
-          else g.items.push(e);
-          continue;
-        }
-        const hs = e.host;
-        const he = e.host + hostSpan(e);
-        if (g.hostStart < 0) {
-          g.hostStart = hs;
-          g.hostEnd = he;
-        } else if (
-          hs >= g.hostStart &&
-          hs <= g.hostEnd + o.maxGap &&
-          Math.max(he, g.hostEnd) - g.hostStart <= o.windowSize
-        ) {
-          g.hostEnd = Math.max(g.hostEnd, he);
-        } else {
-          yield g;
-          g = { hostStart: hs, hostEnd: he, items: [] };
-        }
-        const prev = g.items[g.items.length - 1];
-        if (e.kind === "data" && prev?.kind === "data" && prev.host + prev.length === e.host) {
-          g.items[g.items.length - 1] = { kind: "data", host: prev.host, length: prev.length + e.length };
-        } else {
-          g.items.push(e);
-        }
+    // Long stored runs (a fixed VHD, a raw batch, 32 MiB VHDX blocks) are read a window at a time,
+    // so no single read exceeds windowSize; encoded extents are bounded by their format modules.
+    for (const e of extentsOf(batch, o.windowSize)) {
+      covered += e.length;
+      const into = e.kind === "zero" ? g : groupFor(g, e, o);
+      if (into !== g) {
+        yield g;
+        g = into;
       }
+      appendExtent(g, e);
     }
     if (o.forwardOnly && g.hostStart >= 0) {
       yield g;
-      g = { hostStart: -1, hostEnd: -1, items: [] };
+      g = emptyGroup();
     }
   }
   if (g.items.length > 0) yield g;
@@ -239,68 +253,73 @@ export async function* pieces(
   let syncDecodes = false;
   // Decodes started for the head window's items, by item index; observed in order as they are yielded.
   const decoding = new Map<number, Promise<Uint8Array>>();
-  try {
-    plan();
+  /** The next window read, waiting for the planner when none is queued; undefined after the last. */
+  const nextWindow = async (): Promise<(typeof queue)[number] | undefined> => {
     for (;;) {
       signal.throwIfAborted();
       const head = queue.shift();
-      if (!head) {
-        if (planFailure) throw planFailure.error;
-        if (done) break;
-        const round = plan();
-        if (!round) throw new Error("unreachable: nothing queued and no planner running");
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          void round.then(resolve);
-        });
-        wake = undefined;
+      if (head) return head;
+      if (planFailure) throw planFailure.error;
+      if (done) return undefined;
+      const round = plan();
+      if (!round) throw new Error("unreachable: nothing queued and no planner running");
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        void round.then(resolve);
+      });
+      wake = undefined;
+    }
+  };
+  /** The pieces of one window's items, decoding encoded ones up to `decodeAhead` bytes ahead. */
+  async function* windowPieces(group: Group, window: Uint8Array | undefined): AsyncGenerator<Piece> {
+    const items = group.items;
+    let started = 0;
+    let decodingBytes = 0;
+    /** Starts decodes after item `at` while they hold less than `decodeAhead` guest bytes. */
+    const startDecodes = (at: number) => {
+      if (!window) return;
+      started = Math.max(started, at);
+      while (started < items.length && (started === at || (!syncDecodes && decodingBytes < decodeAhead))) {
+        const e = items[started];
+        if (e?.kind === "encoded") {
+          const from = e.host - group.hostStart;
+          const { result: p, sync } = startDecode(e, window.subarray(from, from + e.hostLength));
+          if (sync) syncDecodes = true;
+          // Observed when its turn comes; this keeps a failure ahead of it from being reported as unhandled.
+          p.catch(() => undefined);
+          decoding.set(started, p);
+          decodingBytes += e.length;
+        }
+        started++;
+      }
+    };
+    for (let i = 0; i < items.length; i++) {
+      const e = items[i] as Extent;
+      signal.throwIfAborted();
+      if (e.kind === "zero") {
+        yield { length: e.length };
         continue;
       }
-      plan();
-      const window = await head.bytes;
-      const { group } = head;
-      const items = group.items;
-      let started = 0;
-      let decodingBytes = 0;
-      /** Starts decodes after item `at` while they hold less than `decodeAhead` guest bytes. */
-      const startDecodes = (at: number) => {
-        if (!window) return;
-        started = Math.max(started, at);
-        while (started < items.length && (started === at || (!syncDecodes && decodingBytes < decodeAhead))) {
-          const e = items[started];
-          if (e?.kind === "encoded") {
-            const from = e.host - group.hostStart;
-            const { result: p, sync } = startDecode(e, window.subarray(from, from + e.hostLength));
-            if (sync) syncDecodes = true;
-            // Observed when its turn comes; this keeps a failure ahead of it from being reported as unhandled.
-            p.catch(() => undefined);
-            decoding.set(started, p);
-            decodingBytes += e.length;
-          }
-          started++;
-        }
-      };
-      for (let i = 0; i < items.length; i++) {
-        const e = items[i] as Extent;
-        signal.throwIfAborted();
-        if (e.kind === "zero") {
-          yield { length: e.length };
-          continue;
-        }
-        if (!window) throw new Error("unreachable: a group with host data has no window");
-        const from = e.host - group.hostStart;
-        yielded += e.length;
-        if (e.kind === "data") {
-          yield { length: e.length, bytes: window.subarray(from, from + e.length) };
-          continue;
-        }
-        startDecodes(i);
-        const bytes = await (decoding.get(i) as Promise<Uint8Array>);
-        decoding.delete(i);
-        decodingBytes -= e.length;
-        startDecodes(i + 1);
-        yield { length: e.length, bytes };
+      if (!window) throw new Error("unreachable: a group with host data has no window");
+      const from = e.host - group.hostStart;
+      yielded += e.length;
+      if (e.kind === "data") {
+        yield { length: e.length, bytes: window.subarray(from, from + e.length) };
+        continue;
       }
+      startDecodes(i);
+      const bytes = await (decoding.get(i) as Promise<Uint8Array>);
+      decoding.delete(i);
+      decodingBytes -= e.length;
+      startDecodes(i + 1);
+      yield { length: e.length, bytes };
+    }
+  }
+  try {
+    plan();
+    for (let head = await nextWindow(); head !== undefined; head = await nextWindow()) {
+      plan();
+      yield* windowPieces(head.group, await head.bytes);
       // The consumer has asked for the piece after this window's last: its buffer is free again once
       // `lag` more bytes of data have gone out.
       if (head.buffer) retired.push({ buffer: head.buffer, at: yielded });

@@ -11,16 +11,18 @@ export class CorruptImageError extends HangarError {
 }
 
 /**
- * A forward-only source (a gzip-wrapped upload) cannot give what this image needs: its end (a
- * footer) or bytes it has already passed. The importer then spools the decompressed bytes to
- * temporary storage and converts them with a RangeReader.
+ * Not an error of the image but a signal to the importer: a forward-only source (a gzip-wrapped upload)
+ * cannot give what this image needs, its end (a footer) or bytes it has already passed. The importer
+ * then follows another plan: it spools the decompressed bytes to temporary storage and converts them with
+ * a RangeReader. Deliberately not a HangarError, so it can never become a reason to kill an image.
  */
-export class NeedsRangedReadsError extends HangarError {
-  readonly reason: ImportFailureReason = "UNSUPPORTED_FORMAT";
+export class NeedsRangedReads extends Error {
+  override name = "NeedsRangedReads";
 }
 
 /** A forward-only source was asked for bytes it has already passed. */
-export class NonMonotonicSourceError extends NeedsRangedReadsError {
+export class NonMonotonicSource extends NeedsRangedReads {
+  override name = "NonMonotonicSource";
   constructor(
     readonly requested: number,
     readonly retainedFrom: number,

@@ -5,7 +5,7 @@ import type { SequentialSource } from "./ports.ts";
  * The decompressed bytes of a gzip-wrapped upload, as a sequential source. Use it as
  * `{ sequential: gunzipSource(s) }` (no range reader): conversion then works when the image stores
  * its metadata before the data it maps and data in guest order, as qemu-img writes it; otherwise it
- * fails with NonMonotonicSourceError. Memory: zlib's 32 KiB window plus a few 1 MiB output chunks.
+ * fails with NonMonotonicSource. Memory: zlib's 32 KiB window plus a few 1 MiB output chunks.
  */
 export function gunzipSource(compressed: SequentialSource): SequentialSource {
   return {

@@ -1,8 +1,8 @@
 export type { DiskMap, Extent } from "./disk-map.ts";
 export {
   CorruptImageError,
-  NeedsRangedReadsError,
-  NonMonotonicSourceError,
+  NeedsRangedReads,
+  NonMonotonicSource,
   UnsupportedImageError,
 } from "./errors.ts";
 export { gunzipSource } from "./gzip.ts";

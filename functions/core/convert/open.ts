@@ -1,7 +1,7 @@
 import { CHECK } from "../formats/checks.ts";
 import { UnsafeImageError } from "../formats/errors.ts";
 import type { DiskMap } from "./disk-map.ts";
-import { NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
+import { NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader, SourceFormat } from "./ports.ts";
 import { openQcow2 } from "./qcow2.ts";
 import { openRaw } from "./raw.ts";
@@ -28,7 +28,7 @@ export async function openDiskMap(
     case "vdi":
       return openVdi(range, signal);
     case "raw":
-      if (!Number.isFinite(range.size)) throw new NeedsRangedReadsError("a raw image needs a known size");
+      if (!Number.isFinite(range.size)) throw new NeedsRangedReads("a raw image needs a known size");
       return openRaw(range);
     default:
       throw new UnsupportedImageError(`conversion from ${format} is not supported`);

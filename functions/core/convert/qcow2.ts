@@ -112,58 +112,67 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
   const decodeTo = (length: number) =>
     length === clusterSize ? decode : async (s: Uint8Array) => (await decode(s)).subarray(0, length);
 
+  /** The host offset of the L2 table of L1 entry `i`, or undefined when the entry maps nothing (zeros). */
+  function l2Offset(l1: DataView, i: number): number | undefined {
+    const hi = l1.getUint32(i * 8);
+    const lo = l1.getUint32(i * 8 + 4);
+    if ((hi & HI_OFFSET_MASK) === 0 && (lo & LO_OFFSET_MASK) === 0) return undefined;
+    if ((hi & ~(HI_OFFSET_MASK | 0x80000000)) !== 0 || (lo & ~LO_OFFSET_MASK) !== 0) {
+      throw new CorruptImageError(`qcow2 L1 entry ${i} has reserved bits set`);
+    }
+    const l2Host = (hi & HI_OFFSET_MASK) * 2 ** 32 + ((lo & LO_OFFSET_MASK) >>> 0);
+    if (l2Host % clusterSize !== 0) throw new CorruptImageError(`qcow2 L2 table ${i} is not cluster-aligned`);
+    checkRange(l2Host, clusterSize, fileSize, `qcow2 L2 table ${i}`);
+    return l2Host;
+  }
+
+  /** The compressed cluster an L2 entry (`ehi`, `elo`) describes, `length` guest bytes at `guest`. */
+  function compressedCluster(ehi: number, elo: number, length: number, guest: number): Extent {
+    const hostOffset = (ehi & (2 ** (csizeShift - 32) - 1)) * 2 ** 32 + (elo >>> 0);
+    const sectors = ((ehi & 0x3fffffff) >>> (csizeShift - 32)) & csizeMask;
+    const hostLength = Math.min((sectors + 1) * SECTOR - (hostOffset % SECTOR), fileSize - hostOffset);
+    if (hostOffset >= fileSize || hostLength <= 0) {
+      throw new CorruptImageError(`qcow2 compressed cluster at guest ${guest} lies outside the file`);
+    }
+    return { kind: "encoded", length, host: hostOffset, hostLength, decode: decodeTo(length) };
+  }
+
+  /** Adds the cluster L2 entry `j` of `l2` maps to `runs`; `length` guest bytes at `guest`. */
+  function addCluster(runs: ExtentRuns, l2: DataView, j: number, length: number, guest: number): void {
+    const ehi = l2.getUint32(j * 8);
+    const elo = l2.getUint32(j * 8 + 4);
+    if (ehi & HI_COMPRESSED) {
+      runs.push(compressedCluster(ehi, elo, length, guest));
+      return;
+    }
+    // An unallocated entry (all zero bits) has host 0, like a zero cluster whose space was freed.
+    const host = (ehi & HI_OFFSET_MASK) * 2 ** 32 + ((elo & LO_OFFSET_MASK) >>> 0);
+    if (elo & LO_ZERO || host === 0) {
+      runs.zero(length);
+      return;
+    }
+    if (host % clusterSize !== 0 || host >= fileSize) {
+      throw new CorruptImageError(`qcow2 data cluster at guest ${guest} has an invalid host offset`);
+    }
+    runs.data(host, length);
+  }
+
   async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
     const l1 = view(await range.read(h.l1Offset, l1Used * 8, sig));
     for (let i = 0; i < l1Used; i++) {
       const guestBase = i * l2Coverage;
       const tableGuest = Math.min(l2Coverage, h.virtualSize - guestBase);
-      const hi = l1.getUint32(i * 8);
-      const lo = l1.getUint32(i * 8 + 4);
-      if ((hi & HI_OFFSET_MASK) === 0 && (lo & LO_OFFSET_MASK) === 0) {
+      const l2Host = l2Offset(l1, i);
+      if (l2Host === undefined) {
         yield [{ kind: "zero", length: tableGuest }];
         continue;
       }
-      if ((hi & ~(HI_OFFSET_MASK | 0x80000000)) !== 0 || (lo & ~LO_OFFSET_MASK) !== 0) {
-        throw new CorruptImageError(`qcow2 L1 entry ${i} has reserved bits set`);
-      }
-      const l2Host = (hi & HI_OFFSET_MASK) * 2 ** 32 + ((lo & LO_OFFSET_MASK) >>> 0);
-      if (l2Host % clusterSize !== 0)
-        throw new CorruptImageError(`qcow2 L2 table ${i} is not cluster-aligned`);
-      checkRange(l2Host, clusterSize, fileSize, `qcow2 L2 table ${i}`);
       const l2 = view(await range.read(l2Host, clusterSize, sig));
       const count = Math.ceil(tableGuest / clusterSize);
       const runs = new ExtentRuns();
       for (let j = 0; j < count; j++) {
-        const ehi = l2.getUint32(j * 8);
-        const elo = l2.getUint32(j * 8 + 4);
         const length = j === count - 1 ? tableGuest - j * clusterSize : clusterSize;
-        if (ehi === 0 && elo === 0) {
-          runs.zero(length);
-          continue;
-        }
-        if (ehi & HI_COMPRESSED) {
-          const hostOffset = (ehi & (2 ** (csizeShift - 32) - 1)) * 2 ** 32 + (elo >>> 0);
-          const sectors = ((ehi & 0x3fffffff) >>> (csizeShift - 32)) & csizeMask;
-          const hostLength = Math.min((sectors + 1) * SECTOR - (hostOffset % SECTOR), fileSize - hostOffset);
-          if (hostOffset >= fileSize || hostLength <= 0) {
-            throw new CorruptImageError(
-              `qcow2 compressed cluster at guest ${guestBase + j * clusterSize} lies outside the file`,
-            );
-          }
-          runs.push({ kind: "encoded", length, host: hostOffset, hostLength, decode: decodeTo(length) });
-          continue;
-        }
-        const host = (ehi & HI_OFFSET_MASK) * 2 ** 32 + ((elo & LO_OFFSET_MASK) >>> 0);
-        if (elo & LO_ZERO || host === 0) {
-          runs.zero(length);
-          continue;
-        }
-        if (host % clusterSize !== 0 || host >= fileSize) {
-          throw new CorruptImageError(
-            `qcow2 data cluster at guest ${guestBase + j * clusterSize} has an invalid host offset`,
-          );
-        }
-        runs.data(host, length);
+        addCluster(runs, l2, j, length, guestBase + j * clusterSize);
       }
       yield runs.done();
     }

@@ -1,4 +1,4 @@
-import { CorruptImageError, NonMonotonicSourceError } from "./errors.ts";
+import { CorruptImageError, NonMonotonicSource } from "./errors.ts";
 import type { ConvertSource, RangeReader, SequentialSource } from "./ports.ts";
 
 /** Bytes of already-passed stream kept for reads that step back a little (overlapping compressed clusters). */
@@ -28,7 +28,7 @@ export function paddedRange(range: RangeReader): RangeReader {
 /**
  * A RangeReader over one sequential stream. Reads must come in (roughly) increasing offset order:
  * a read behind the retained tail goes to `fallback` (a ranged GET) or fails with
- * NonMonotonicSourceError. Reads are served in call order, so callers may issue several at once.
+ * NonMonotonicSource. Reads are served in call order, so callers may issue several at once.
  * Memory: `retain` bytes plus the bytes of the read being served plus one stream chunk.
  */
 export class ForwardReader implements RangeReader {
@@ -77,7 +77,7 @@ export class ForwardReader implements RangeReader {
     signal?.throwIfAborted();
     if (offset < this.bufStart) {
       if (this.fallback) return readPadded(this.fallback, offset, length, signal, into);
-      throw new NonMonotonicSourceError(offset, this.bufStart);
+      throw new NonMonotonicSource(offset, this.bufStart);
     }
     const end = offset + length;
     if (offset >= this.bufEnd) {

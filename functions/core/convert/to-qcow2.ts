@@ -49,6 +49,74 @@ function allZero(bytes: Uint8Array): boolean {
   return Buffer.compare(bytes, ZEROS.subarray(0, bytes.length)) === 0;
 }
 
+/** The guest clusters that hold data: a bitmap and its count. */
+class AllocatedClusters {
+  readonly bits: Uint8Array;
+  count = 0;
+
+  constructor(guestClusters: number) {
+    this.bits = new Uint8Array(ceilDiv(guestClusters, 8));
+  }
+
+  has(c: number): boolean {
+    return isSet(this.bits, c);
+  }
+
+  mark(c: number): void {
+    if (this.has(c)) return;
+    this.bits[c >> 3] = (this.bits[c >> 3] ?? 0) | (1 << (c & 7));
+    this.count++;
+  }
+
+  /** Marks every cluster of the guest bytes [start, start + length). */
+  markRange(start: number, length: number): void {
+    const last = Math.floor((start + length - 1) / CLUSTER);
+    for (let c = Math.floor(start / CLUSTER); c <= last; c++) this.mark(c);
+  }
+}
+
+/** Marks the clusters of `contents` (guest bytes in order) that hold a non-zero byte. */
+async function markContents(clusters: AllocatedClusters, contents: AsyncIterable<Piece>): Promise<void> {
+  let guest = 0;
+  for await (const piece of contents) {
+    const bytes = piece.bytes;
+    for (let at = 0; bytes && at < piece.length; ) {
+      const c = Math.floor((guest + at) / CLUSTER);
+      const end = Math.min(piece.length, (c + 1) * CLUSTER - guest);
+      if (!clusters.has(c) && !allZero(bytes.subarray(at, end))) clusters.mark(c);
+      at = end;
+    }
+    guest += piece.length;
+  }
+}
+
+/** Marks every cluster a stored extent of `map` touches. */
+async function markStored(clusters: AllocatedClusters, map: DiskMap, signal?: AbortSignal): Promise<void> {
+  let guest = 0;
+  for await (const batch of map.batches(signal)) {
+    for (const e of batch) {
+      if (e.kind !== "zero" && e.length > 0) clusters.markRange(guest, e.length);
+      guest += e.length;
+    }
+  }
+}
+
+/** For each L1 entry, the index of its L2 table among those written, or -1 when it maps no data. */
+function indexL2Tables(clusters: AllocatedClusters, l1Entries: number, guestClusters: number) {
+  const l2Index = new Int32Array(l1Entries).fill(-1);
+  let l2Tables = 0;
+  for (let i = 0; i < l1Entries; i++) {
+    const end = Math.min(guestClusters, (i + 1) * L2_ENTRIES);
+    for (let c = i * L2_ENTRIES; c < end; c++) {
+      if (clusters.has(c)) {
+        l2Index[i] = l2Tables++;
+        break;
+      }
+    }
+  }
+  return { l2Index, l2Tables };
+}
+
 /**
  * Computes the output layout. From the source's allocation map alone (metadata only, no data), every
  * cluster a stored extent touches counts as allocated; from `contents`, the map's guest bytes in
@@ -61,48 +129,13 @@ export async function planQcow2Layout(
 ): Promise<Qcow2Layout> {
   const { virtualSize } = map;
   const guestClusters = ceilDiv(virtualSize, CLUSTER);
-  const allocated = new Uint8Array(ceilDiv(guestClusters, 8));
-  let dataClusters = 0;
-  const mark = (c: number) => {
-    if (!isSet(allocated, c)) {
-      allocated[c >> 3] = (allocated[c >> 3] ?? 0) | (1 << (c & 7));
-      dataClusters++;
-    }
-  };
-  let guest = 0;
-  if (contents) {
-    for await (const piece of contents) {
-      const bytes = piece.bytes;
-      for (let at = 0; bytes && at < piece.length; ) {
-        const c = Math.floor((guest + at) / CLUSTER);
-        const end = Math.min(piece.length, (c + 1) * CLUSTER - guest);
-        if (!isSet(allocated, c) && !allZero(bytes.subarray(at, end))) mark(c);
-        at = end;
-      }
-      guest += piece.length;
-    }
-  } else {
-    for await (const batch of map.batches(signal)) {
-      for (const e of batch) {
-        if (e.kind !== "zero" && e.length > 0) {
-          const last = Math.floor((guest + e.length - 1) / CLUSTER);
-          for (let c = Math.floor(guest / CLUSTER); c <= last; c++) mark(c);
-        }
-        guest += e.length;
-      }
-    }
-  }
+  const clusters = new AllocatedClusters(guestClusters);
+  if (contents) await markContents(clusters, contents);
+  else await markStored(clusters, map, signal);
+  const allocated = clusters.bits;
+  const dataClusters = clusters.count;
   const l1Entries = ceilDiv(guestClusters, L2_ENTRIES);
-  const l2Index = new Int32Array(l1Entries).fill(-1);
-  let l2Tables = 0;
-  for (let i = 0; i < l1Entries; i++) {
-    for (let c = i * L2_ENTRIES; c < Math.min(guestClusters, (i + 1) * L2_ENTRIES); c++) {
-      if (isSet(allocated, c)) {
-        l2Index[i] = l2Tables++;
-        break;
-      }
-    }
-  }
+  const { l2Index, l2Tables } = indexL2Tables(clusters, l1Entries, guestClusters);
   const l1Clusters = Math.max(1, ceilDiv(l1Entries * 8, CLUSTER));
   // The refcount structures count themselves: grow them until they cover every cluster.
   let refcountBlocks = 1;

@@ -10,7 +10,7 @@ import {
 } from "../formats/vhd.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
-import { CorruptImageError, NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
+import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
@@ -34,7 +34,7 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
   let fixedTail = false;
   if (!isFooter(footer)) {
     if (!Number.isFinite(range.size)) {
-      throw new NeedsRangedReadsError("a fixed vhd keeps its footer at the end of the stream");
+      throw new NeedsRangedReads("a fixed vhd keeps its footer at the end of the stream");
     }
     if (range.size < FOOTER_SIZE) {
       throw new UnsupportedImageError(

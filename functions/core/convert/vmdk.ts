@@ -9,7 +9,7 @@ import {
 } from "../formats/vmdk.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import { type DiskMap, type Extent, ExtentRuns } from "./disk-map.ts";
-import { CorruptImageError, NeedsRangedReadsError, UnsupportedImageError } from "./errors.ts";
+import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
 
@@ -70,7 +70,7 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
   let h = parseHeader(await range.read(0, Math.min(VMDK_HEADER_SIZE, range.size), signal));
   if (h.gdSector === VMDK_GD_AT_END) {
     if (!Number.isFinite(range.size)) {
-      throw new NeedsRangedReadsError(
+      throw new NeedsRangedReads(
         "this streamOptimized vmdk keeps its grain directory in a footer, at the end of the stream",
       );
     }

@@ -12,28 +12,33 @@ const MAX_BLOCK = 128 << 10;
 /** A frame that is not single-segment may ask for a window up to this; QEMU's never do. */
 const MAX_WINDOW = 8 << 20;
 
-/** The length of the Zstandard frame at the start of `bytes`, whose content must be `size` bytes. */
-export function zstdFrameLength(bytes: Uint8Array, size: number): number {
-  const at = (i: number) => {
-    if (i >= bytes.length) throw new CorruptImageError("a zstd cluster is truncated");
-    return bytes[i] as number;
-  };
-  const le = (i: number, n: number) => {
+/** A cluster's bytes, read as the frame's little-endian fields; a read past the end is a truncation. */
+class FrameBytes {
+  constructor(readonly bytes: Uint8Array) {}
+
+  at(i: number): number {
+    if (i >= this.bytes.length) throw new CorruptImageError("a zstd cluster is truncated");
+    return this.bytes[i] as number;
+  }
+
+  le(i: number, n: number): number {
     let v = 0;
-    for (let k = n - 1; k >= 0; k--) v = v * 256 + at(i + k);
+    for (let k = n - 1; k >= 0; k--) v = v * 256 + this.at(i + k);
     return v;
-  };
-  if (le(0, 4) !== MAGIC) throw new CorruptImageError("a zstd cluster does not start with a zstd frame");
-  const fhd = at(4);
+  }
+}
+
+/** Checks the frame header against a cluster of `size` bytes; gives where the blocks start and the checksum flag. */
+function readFrameHeader(b: FrameBytes, size: number): { end: number; checksum: number } {
+  if (b.le(0, 4) !== MAGIC) throw new CorruptImageError("a zstd cluster does not start with a zstd frame");
+  const fhd = b.at(4);
   const singleSegment = (fhd >> 5) & 1;
-  const checksum = (fhd >> 2) & 1;
-  const dictFlag = fhd & 3;
   const fcsFlag = fhd >> 6;
   if (fhd & 8) throw new CorruptImageError("a zstd cluster's frame header has its reserved bit set");
-  if (dictFlag !== 0) throw new CorruptImageError("a zstd cluster names a dictionary");
+  if ((fhd & 3) !== 0) throw new CorruptImageError("a zstd cluster names a dictionary");
   let pos = 5;
   if (!singleSegment) {
-    const wd = at(pos++);
+    const wd = b.at(pos++);
     const base = 2 ** (10 + (wd >> 3));
     if (base + (base / 8) * (wd & 7) > Math.max(MAX_WINDOW, size)) {
       throw new CorruptImageError("a zstd cluster asks for a window larger than 8 MiB");
@@ -41,16 +46,19 @@ export function zstdFrameLength(bytes: Uint8Array, size: number): number {
   }
   const fcsBytes = fcsFlag === 0 ? singleSegment : 2 ** fcsFlag;
   if (fcsBytes === 0) throw new CorruptImageError("a zstd cluster does not declare its size");
-  const contentSize = le(pos, fcsBytes) + (fcsBytes === 2 ? 256 : 0);
-  pos += fcsBytes;
+  const contentSize = b.le(pos, fcsBytes) + (fcsBytes === 2 ? 256 : 0);
   if (contentSize !== size) {
     throw new CorruptImageError(`a zstd cluster declares ${contentSize} bytes, expected ${size}`);
   }
+  return { end: pos + fcsBytes, checksum: (fhd >> 2) & 1 };
+}
+
+/** Walks the frame's blocks from `pos`, counting what they regenerate; gives where the last one ends. */
+function readBlocks(b: FrameBytes, pos: number, size: number): number {
   let produced = 0;
   for (;;) {
-    const header = le(pos, 3);
+    const header = b.le(pos, 3);
     pos += 3;
-    const last = header & 1;
     const type = (header >> 1) & 3;
     const blockSize = header >>> 3;
     if (type === 3) throw new CorruptImageError("a zstd cluster has a block of the reserved type");
@@ -59,10 +67,16 @@ export function zstdFrameLength(bytes: Uint8Array, size: number): number {
     if (type !== 2) produced += blockSize;
     if (produced > size) throw new CorruptImageError(`a zstd cluster holds more than ${size} bytes`);
     pos += type === 1 ? 1 : blockSize;
-    if (pos > bytes.length) throw new CorruptImageError("a zstd cluster is truncated");
-    if (last) break;
+    if (pos > b.bytes.length) throw new CorruptImageError("a zstd cluster is truncated");
+    if (header & 1) return pos;
   }
-  pos += checksum * 4;
+}
+
+/** The length of the Zstandard frame at the start of `bytes`, whose content must be `size` bytes. */
+export function zstdFrameLength(bytes: Uint8Array, size: number): number {
+  const b = new FrameBytes(bytes);
+  const header = readFrameHeader(b, size);
+  const pos = readBlocks(b, header.end, size) + header.checksum * 4;
   if (pos > bytes.length) throw new CorruptImageError("a zstd cluster is truncated");
   return pos;
 }

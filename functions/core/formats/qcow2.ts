@@ -94,9 +94,8 @@ export interface Qcow2Extension {
 
 const F = "qcow2";
 
-/** Parses and validates the fixed header (first 72 or `header_length` bytes). */
-export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
-  const r = new FieldReader(bytes, F);
+/** Version, cluster size, header length and refcount order: what the rest of the header is read by. */
+function readQcow2Geometry(bytes: Uint8Array, r: FieldReader) {
   if (!hasBytesAt(bytes, 0, QCOW2_MAGIC)) throw new MalformedImageError(F, "magic QFI\\xfb not found");
   const version = r.u32be(QCOW2_OFFSET.version, "version");
   if (version === 1) {
@@ -116,6 +115,46 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
   r.need(0, headerLength, "header");
   const refcountOrder = v3 ? r.u32be(QCOW2_OFFSET.refcountOrder, "refcount_order") : 4;
   if (refcountOrder > 6) throw new MalformedImageError(F, `refcount_order ${refcountOrder} above 6`);
+  return { version: version as 2 | 3, v3, clusterBits, clusterSize, headerLength, refcountOrder };
+}
+
+/** Refuses header fields outside what the spec defines or what the importer allows. */
+function checkQcow2Header(header: Qcow2Header): void {
+  const { clusterSize } = header;
+  if (header.cryptMethod > 2) throw new MalformedImageError(F, `crypt_method ${header.cryptMethod} unknown`);
+  if (header.compressionType > 1) {
+    throw new MalformedImageError(F, `compression_type ${header.compressionType} unknown`);
+  }
+  if (header.l1Size > QCOW2_MAX_L1_BYTES / 8)
+    throw new MalformedImageError(F, `l1_size ${header.l1Size} too large`);
+  if (header.refcountTableClusters > QCOW2_MAX_REFTABLE_BYTES / clusterSize) {
+    throw new MalformedImageError(F, `refcount_table_clusters ${header.refcountTableClusters} too large`);
+  }
+  if (header.nbSnapshots > QCOW2_MAX_SNAPSHOTS) {
+    throw new MalformedImageError(F, `nb_snapshots ${header.nbSnapshots} too large`);
+  }
+  const backingOutside =
+    header.backingFileOffset > BigInt(clusterSize) || header.backingFileSize > QCOW2_MAX_BACKING_NAME;
+  if (header.backingFileOffset !== 0n && backingOutside) {
+    throw new MalformedImageError(F, "backing file name lies outside the first cluster or is too long");
+  }
+  const l2Entries = BigInt(
+    clusterSize / (hasBit(header.incompatibleFeatures, QCOW2_INCOMPAT.extendedL2) ? 16 : 8),
+  );
+  const bytesPerL1Entry = BigInt(clusterSize) * l2Entries;
+  const l1Needed = (header.size + bytesPerL1Entry - 1n) / bytesPerL1Entry;
+  if (l1Needed > BigInt(header.l1Size)) {
+    throw new MalformedImageError(
+      F,
+      `L1 table has ${header.l1Size} entries, the virtual size needs ${l1Needed}`,
+    );
+  }
+}
+
+/** Parses and validates the fixed header (first 72 or `header_length` bytes). */
+export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
+  const r = new FieldReader(bytes, F);
+  const { version, v3, clusterBits, clusterSize, headerLength, refcountOrder } = readQcow2Geometry(bytes, r);
   const header: Qcow2Header = {
     version,
     backingFileOffset: r.u64be(QCOW2_OFFSET.backingFileOffset, "backing_file_offset"),
@@ -140,34 +179,7 @@ export function parseQcow2Header(bytes: Uint8Array): Qcow2Header {
         ? r.u8(QCOW2_OFFSET.compressionType, "compression_type")
         : 0,
   };
-  if (header.cryptMethod > 2) throw new MalformedImageError(F, `crypt_method ${header.cryptMethod} unknown`);
-  if (header.compressionType > 1) {
-    throw new MalformedImageError(F, `compression_type ${header.compressionType} unknown`);
-  }
-  if (header.l1Size > QCOW2_MAX_L1_BYTES / 8)
-    throw new MalformedImageError(F, `l1_size ${header.l1Size} too large`);
-  if (header.refcountTableClusters > QCOW2_MAX_REFTABLE_BYTES / clusterSize) {
-    throw new MalformedImageError(F, `refcount_table_clusters ${header.refcountTableClusters} too large`);
-  }
-  if (header.nbSnapshots > QCOW2_MAX_SNAPSHOTS) {
-    throw new MalformedImageError(F, `nb_snapshots ${header.nbSnapshots} too large`);
-  }
-  if (header.backingFileOffset !== 0n) {
-    if (header.backingFileOffset > BigInt(clusterSize) || header.backingFileSize > QCOW2_MAX_BACKING_NAME) {
-      throw new MalformedImageError(F, "backing file name lies outside the first cluster or is too long");
-    }
-  }
-  const l2Entries = BigInt(
-    clusterSize / (hasBit(header.incompatibleFeatures, QCOW2_INCOMPAT.extendedL2) ? 16 : 8),
-  );
-  const bytesPerL1Entry = BigInt(clusterSize) * l2Entries;
-  const l1Needed = (header.size + bytesPerL1Entry - 1n) / bytesPerL1Entry;
-  if (l1Needed > BigInt(header.l1Size)) {
-    throw new MalformedImageError(
-      F,
-      `L1 table has ${header.l1Size} entries, the virtual size needs ${l1Needed}`,
-    );
-  }
+  checkQcow2Header(header);
   return header;
 }
 

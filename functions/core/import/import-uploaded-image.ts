@@ -17,6 +17,16 @@ type PermanentError = HangarError & { reason: ImportFailureReason };
 const isPermanent = (err: unknown): err is PermanentError =>
   err instanceof HangarError && (IMPORT_FAILURE_REASONS as readonly string[]).includes(err.reason);
 
+/** The write's result, or undefined when a concurrent change won (its condition failed). */
+async function unlessStale<T>(write: Promise<T>): Promise<T | undefined> {
+  try {
+    return await write;
+  } catch (e) {
+    if (e instanceof StaleStatusError) return undefined;
+    throw e;
+  }
+}
+
 const TAKES_UPLOADS = new Set(["queued", "importing"]);
 /** How often an event that found the image held looks at its lease again. */
 const WATCH_POLL_MS = 2000;
@@ -76,7 +86,6 @@ export function createImporter(deps: ImporterDeps) {
     key: string,
     size: number,
   ): Promise<ImageRecord | { killed: ImageRecord } | undefined> {
-    const id = current.id;
     const now = clock.now();
     const takeover = current.status === "importing";
     const takeovers = (current.import_takeovers ?? 0) + (takeover ? 1 : 0);
@@ -86,7 +95,7 @@ export function createImporter(deps: ImporterDeps) {
     }
     try {
       return await images.transition(
-        id,
+        current.id,
         "startImport",
         {
           updated_at: now.toISOString(),
@@ -104,31 +113,30 @@ export function createImporter(deps: ImporterDeps) {
       );
     } catch (err) {
       if (err instanceof StaleStatusError) return undefined;
-      if (err instanceof QuotaExceededError) {
-        // An upload nobody declared, too large for what the project has left: refuse it, free the storage.
-        await objects.delete(key);
-        log.warn("import refused by quota", { imageId: id, detail: err.message });
-        try {
-          const killed = await images.transition(id, "failImport", {
-            updated_at: now.toISOString(),
-            failure: { reason: err.reason, message: err.message },
-            import_lease_until: null,
-          });
-          return { killed };
-        } catch (e) {
-          if (e instanceof StaleStatusError) return undefined;
-          throw e;
-        }
-      }
+      if (err instanceof QuotaExceededError) return refuseOverQuota(current.id, key, now, err);
       throw err;
     }
+  }
+
+  /** An upload nobody declared, too large for what the project has left: refuse it, free the storage. */
+  async function refuseOverQuota(id: string, key: string, now: Date, err: QuotaExceededError) {
+    await objects.delete(key);
+    log.warn("import refused by quota", { imageId: id, detail: err.message });
+    const killed = await unlessStale(
+      images.transition(id, "failImport", {
+        updated_at: now.toISOString(),
+        failure: { reason: err.reason, message: err.message },
+        import_lease_until: null,
+      }),
+    );
+    return killed ? { killed } : undefined;
   }
 
   /** Kills an image whose importers died holding it `times` times (out of memory, out of time, a crash). */
   async function stopCrashing(image: ImageRecord, stagedKey: string, times: number) {
     const message = `The import stopped without finishing ${times} times (the importer ran out of memory or time, or crashed). Upload the image again; if it fails again, ask the operator.`;
-    try {
-      const killed = await images.transition(
+    const killed = await unlessStale(
+      images.transition(
         image.id,
         "failImport",
         {
@@ -137,14 +145,12 @@ export function createImporter(deps: ImporterDeps) {
           import_lease_until: null,
         },
         { leaseIs: image.import_lease_until ?? "" },
-      );
-      await objects.delete(stagedKey);
-      log.warn("import rejected", { imageId: image.id, reason: "IMPORT_CRASHED", takeovers: times });
-      return killed;
-    } catch (e) {
-      if (e instanceof StaleStatusError) return undefined;
-      throw e;
-    }
+      ),
+    );
+    if (!killed) return undefined;
+    await objects.delete(stagedKey);
+    log.warn("import rejected", { imageId: image.id, reason: "IMPORT_CRASHED", takeovers: times });
+    return killed;
   }
 
   async function kill(
@@ -342,6 +348,92 @@ export function createImporter(deps: ImporterDeps) {
     return { ignored: `image ${id} kept changing while this import tried to take it` };
   }
 
+  type Lease = ReturnType<typeof heartbeat>;
+
+  /** Imports an image this importer holds, renewing its lease; a failure is settled by `afterFailure`. */
+  async function importHeld(image: ImageRecord, key: string, size: number): Promise<ImportOutcome> {
+    const id = image.id;
+    log.info("import started", { imageId: id, size, takeovers: image.import_takeovers ?? 0 });
+    const started = Date.now();
+    const lost = new AbortController();
+    const lease = heartbeat(id, image.import_lease_until ?? "", (why) =>
+      lost.abort(new LeaseLostError(`the import lease of image ${id} was lost`, { cause: why })),
+    );
+    try {
+      // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
+      await abortLeftoverWrites(objects, id);
+      const done = await run(image, key, size, { signal: lost.signal, ...lease });
+      await abortLeftoverWrites(objects, id).catch(() => 0);
+      await objects.delete(key);
+      const seconds = (Date.now() - started) / 1000;
+      log.info("import finished", {
+        imageId: id,
+        size: done.size,
+        seconds,
+        // Upload bytes read per second: what an operator compares across imports and memory sizes.
+        uploadMBps: seconds > 0 ? Math.round(size / seconds / 1e6) : null,
+      });
+      return { outcome: "active", image: done };
+    } catch (err) {
+      await lease.stop();
+      return afterFailure(err, image, key, lease, lost.signal.aborted);
+    }
+  }
+
+  /**
+   * Settles a failed import: a permanent failure kills the image; a lost lease leaves it to whoever holds
+   * it now; anything else gives the image back to `queued` and rethrows, so the event is retried.
+   */
+  async function afterFailure(
+    err: unknown,
+    image: ImageRecord,
+    key: string,
+    lease: Lease,
+    leaseLost: boolean,
+  ): Promise<ImportOutcome> {
+    const id = image.id;
+    if (isPermanent(err) && !leaseLost) {
+      const killed = await unlessStale(kill(image, key, err, lease.current()));
+      return killed
+        ? { outcome: "killed", image: killed }
+        : { outcome: "ignored", why: "image changed while importing" };
+    }
+    if (leaseLost || err instanceof StaleStatusError) return afterLostLease(err, id, lease);
+    await objects.delete(imageKey(id)).catch(() => undefined);
+    await images
+      .transition(
+        id,
+        "releaseImport",
+        { updated_at: clock.now().toISOString(), import_lease_until: null },
+        { leaseIs: lease.current() },
+      )
+      .catch((e: unknown) => log.warn("could not release image", { imageId: id, error: String(e) }));
+    if (!(err instanceof HangarError))
+      log.error("import failed, will be retried", { imageId: id, error: String(err) });
+    throw err;
+  }
+
+  /** The lease was lost or a conditional write lost: what the record says now decides. */
+  async function afterLostLease(err: unknown, id: string, lease: Lease): Promise<ImportOutcome> {
+    // The database out of reach: nothing to tell what happened, so let the event be retried.
+    const now = await images.get(id).catch(() => {
+      throw err;
+    });
+    if (now?.status === "importing" && now.import_lease_until !== lease.current()) {
+      // Taken over: the output key is the new importer's now; leave it and the upload alone.
+      log.warn("import lease lost, stopping", { imageId: id });
+      return { outcome: "ignored", why: `image ${id} was taken over by another importer` };
+    }
+    if (now?.status === "importing") {
+      // Our lease ran out unrenewed (the database was out of reach) and nobody took over yet: let the
+      // event be retried, and the retry take the image over.
+      throw err;
+    }
+    // Deleted (or otherwise changed) while importing: whatever was written is not ours to keep.
+    await objects.delete(imageKey(id)).catch(() => undefined);
+    return { outcome: "ignored", why: `image ${id} changed while importing` };
+  }
+
   return {
     async importStagedObject(key: string): Promise<ImportOutcome> {
       const id = imageIdFromStagingKey(key);
@@ -351,70 +443,7 @@ export function createImporter(deps: ImporterDeps) {
       const image = await acquire(id, key, info.size);
       if ("killed" in image) return { outcome: "killed", image: image.killed };
       if ("ignored" in image) return { outcome: "ignored", why: image.ignored };
-      log.info("import started", { imageId: id, size: info.size, takeovers: image.import_takeovers ?? 0 });
-      const started = Date.now();
-      const lost = new AbortController();
-      const lease = heartbeat(id, image.import_lease_until ?? "", (why) =>
-        lost.abort(new LeaseLostError(`the import lease of image ${id} was lost`, { cause: why })),
-      );
-      try {
-        // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
-        await abortLeftoverWrites(objects, id);
-        const done = await run(image, key, info.size, { signal: lost.signal, ...lease });
-        await abortLeftoverWrites(objects, id).catch(() => 0);
-        await objects.delete(key);
-        const seconds = (Date.now() - started) / 1000;
-        log.info("import finished", {
-          imageId: id,
-          size: done.size,
-          seconds,
-          // Upload bytes read per second: what an operator compares across imports and memory sizes.
-          uploadMBps: seconds > 0 ? Math.round(info.size / seconds / 1e6) : null,
-        });
-        return { outcome: "active", image: done };
-      } catch (err) {
-        await lease.stop();
-        if (isPermanent(err) && !lost.signal.aborted) {
-          try {
-            return { outcome: "killed", image: await kill(image, key, err, lease.current()) };
-          } catch (e) {
-            if (e instanceof StaleStatusError)
-              return { outcome: "ignored", why: "image changed while importing" };
-            throw e;
-          }
-        }
-        if (lost.signal.aborted || err instanceof StaleStatusError) {
-          // The database out of reach: nothing to tell what happened, so let the event be retried.
-          const now = await images.get(id).catch(() => {
-            throw err;
-          });
-          if (now?.status === "importing" && now.import_lease_until !== lease.current()) {
-            // Taken over: the output key is the new importer's now; leave it and the upload alone.
-            log.warn("import lease lost, stopping", { imageId: id });
-            return { outcome: "ignored", why: `image ${id} was taken over by another importer` };
-          }
-          if (now?.status === "importing") {
-            // Our lease ran out unrenewed (the database was out of reach) and nobody took over yet: let the
-            // event be retried, and the retry take the image over.
-            throw err;
-          }
-          // Deleted (or otherwise changed) while importing: whatever was written is not ours to keep.
-          await objects.delete(imageKey(id)).catch(() => undefined);
-          return { outcome: "ignored", why: `image ${id} changed while importing` };
-        }
-        await objects.delete(imageKey(id)).catch(() => undefined);
-        await images
-          .transition(
-            id,
-            "releaseImport",
-            { updated_at: clock.now().toISOString(), import_lease_until: null },
-            { leaseIs: lease.current() },
-          )
-          .catch((e: unknown) => log.warn("could not release image", { imageId: id, error: String(e) }));
-        if (!(err instanceof HangarError))
-          log.error("import failed, will be retried", { imageId: id, error: String(err) });
-        throw err;
-      }
+      return importHeld(image, key, info.size);
     },
   };
 }

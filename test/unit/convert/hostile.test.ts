@@ -8,7 +8,7 @@ import {
   CorruptImageError,
   convertToRaw,
   gunzipSource,
-  NonMonotonicSourceError,
+  NonMonotonicSource,
   type SourceFormat,
   UnsupportedImageError,
 } from "../../../functions/core/convert/index.ts";
@@ -156,9 +156,7 @@ describe("out-of-order images", { timeout: 60_000 }, () => {
         yield gz;
       },
     });
-    await expect(digest(convertToRaw("qcow2", { sequential }))).rejects.toBeInstanceOf(
-      NonMonotonicSourceError,
-    );
+    await expect(digest(convertToRaw("qcow2", { sequential }))).rejects.toBeInstanceOf(NonMonotonicSource);
   });
 });
 
