@@ -28,6 +28,7 @@ import {
   isImageId,
   spoolKey,
   stagingKey,
+  stagingPrefix,
 } from "./image/image.ts";
 import { type ImageMember, MAX_MEMBERS_PER_IMAGE } from "./image/members.ts";
 import { applyImageChanges, applyImagePatch, type PatchOperation } from "./image/patch.ts";
@@ -547,7 +548,7 @@ export function createImageService(deps: ImageServiceDeps) {
       // Quota is released by the transition above, once. An import running now loses its next
       // conditional write and removes its own output; what it is writing right now is aborted here.
       await deps.multipart?.discard(image);
-      await objects.deletePrefix(`staging/${id}/`);
+      await objects.deletePrefix(stagingPrefix(id));
       await abortLeftoverWrites(objects, id);
       await objects.delete(imageKey(id));
       await objects.delete(spoolKey(id));

@@ -6,7 +6,7 @@ import {
   propertyValue,
   settableFields,
 } from "../core/image/fields.ts";
-import { isImageId } from "../core/image/image.ts";
+import { IMAGE_ID_PATTERN, isImageId } from "../core/image/image.ts";
 import { MEMBER_STATUSES } from "../core/image/members.ts";
 import { PatchDocument } from "../core/image/patch.ts";
 
@@ -66,10 +66,7 @@ const glanceTimeText = z
 
 export const MemberJson = z.object({
   created_at: glanceTimeText.describe("Date and time of image member creation"),
-  image_id: z
-    .string()
-    .regex(/^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$/)
-    .describe("An identifier for the image"),
+  image_id: z.string().regex(new RegExp(IMAGE_ID_PATTERN)).describe("An identifier for the image"),
   member_id: z.string().describe("An identifier for the image member (project id)"),
   schema: z.string().describe("The member schema's path"),
   status: z.enum(MEMBER_STATUSES).describe("The status of this image member"),

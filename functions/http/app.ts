@@ -7,6 +7,7 @@ import { MAX_NAME } from "../core/image/fields.ts";
 import { isImageId } from "../core/image/image.ts";
 import type { ImageService } from "../core/images.ts";
 import { parseListQuery } from "../core/list-query.ts";
+import { DEFAULT_IMPORT_POLICY } from "../core/policy.ts";
 import type { Logger } from "../core/ports.ts";
 import type { QuotaService } from "../core/quotas.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
@@ -49,10 +50,7 @@ function versions(base: string) {
 export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
   const policy: ImportPolicyInfo = deps.policy ?? {
-    preferredFormat: "raw",
-    acceptedFormats: ["raw", "iso"],
-    maxVirtualSize: 2 ** 40,
-    maxGzipRatio: 64,
+    ...DEFAULT_IMPORT_POLICY,
     maxUploadSize: deps.maxUploadSize,
     webDownload: { enabled: false, maxBytes: 0, timeoutSeconds: 0 },
   };

@@ -1,5 +1,5 @@
-import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
-import type { ImageRecord } from "../core/image/image.ts";
+import { CONTAINER_FORMATS, DISK_FORMATS } from "../core/image/format-names.ts";
+import { IMAGE_ID_PATTERN, type ImageRecord } from "../core/image/image.ts";
 import { heldBy } from "../core/quota.ts";
 import type { UploadLink } from "../core/uploads/multipart.ts";
 
@@ -75,7 +75,7 @@ export const IMAGE_SCHEMA = {
   properties: {
     id: {
       type: "string",
-      pattern: "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$",
+      pattern: IMAGE_ID_PATTERN,
       description: "An identifier for the image",
     },
     name: nullable("string", { maxLength: 255, description: "Descriptive name for the image" }),

@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { CONTAINER_FORMATS, DISK_FORMATS } from "../../config.ts";
+import { CONTAINER_FORMATS, DISK_FORMATS } from "./format-names.ts";
 import { VISIBILITIES } from "./image.ts";
 
 /** Glance's limits: a property value is a string of at most 65535 characters, names and tags at most 255. */
