@@ -19,6 +19,7 @@ import {
   listable,
   type MemberStatus,
 } from "./image/access.ts";
+import { creatorOf, type NewImage, newImageRecord } from "./image/create.ts";
 import { MAX_NAME, MAX_TAGS } from "./image/fields.ts";
 import {
   IMAGE_STATUSES,
@@ -31,7 +32,7 @@ import {
   stagingPrefix,
 } from "./image/image.ts";
 import { type ImageMember, MAX_MEMBERS_PER_IMAGE } from "./image/members.ts";
-import { applyImageChanges, applyImagePatch, type PatchOperation } from "./image/patch.ts";
+import { applyImagePatch, type PatchOperation } from "./image/patch.ts";
 import { abortLeftoverWrites } from "./leftovers.ts";
 import { type ListQuery, paginate } from "./list-query.ts";
 import type {
@@ -71,12 +72,6 @@ export interface ImageServiceDeps {
   /** Large declared uploads get a multipart plan instead of a single PUT; without it, always a single PUT. */
   multipart?: MultipartUploadService;
 }
-
-/**
- * A new image as the client sent it: Glance's fields and extra properties by name, and optionally `id`
- * (a UUID). Checked by the same rules as a patch (`applyImageChanges`).
- */
-export type NewImage = Readonly<Record<string, unknown>>;
 
 /** An image as a caller sees it, with the link to upload to when the caller may use one. */
 export interface ImageView {
@@ -204,62 +199,13 @@ export function createImageService(deps: ImageServiceDeps) {
     async create(input: NewImage, caller: Caller): Promise<ImageView> {
       // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
       if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
-      const { id, ...fields } = input;
-      if (id !== undefined && (typeof id !== "string" || !isImageId(id))) {
-        throw new InvalidRequestError("Invalid image: id must be a lowercase UUID.");
-      }
-      if (
-        fields.owner !== undefined &&
-        fields.owner !== null &&
-        fields.owner !== caller.projectId &&
-        !isAdmin(caller)
-      ) {
-        throw new ForbiddenError("You are not permitted to create images owned by another project.");
-      }
-      const at = now();
-      const blank: ImageRecord = {
-        id: id ?? deps.newId(),
-        name: null,
-        status: "queued",
-        visibility: "shared",
-        protected: false,
-        os_hidden: false,
-        owner: caller.projectId,
-        disk_format: null,
-        container_format: null,
-        size: null,
-        virtual_size: null,
-        checksum: null,
-        os_hash_algo: null,
-        os_hash_value: null,
-        min_disk: 0,
-        min_ram: 0,
-        tags: [],
-        created_at: at,
-        updated_at: at,
-        properties: {},
-        upload_size: null,
-        upload_sha256: null,
-        source_format: null,
-        converted: null,
-        failure: null,
-        import_progress: null,
-        import_lease_until: null,
-      };
-      // Every key is an `add` to the blank record: the rules of a patch, so create accepts what PATCH does.
-      // An absent or null owner means the caller's project.
-      const changes = Object.entries(fields)
-        .filter(([name, value]) => value !== undefined && !(name === "owner" && value === null))
-        .map(([name, value]) => ({ op: "add" as const, name, value }));
-      const image: ImageRecord = {
-        ...blank,
-        ...applyImageChanges(blank, changes, caller, { maxUploadSize, now: at }),
-      };
+      const creator = creatorOf(input, caller);
+      const image = newImageRecord(input, creator, { newId: deps.newId, now: now(), maxUploadSize });
       // A large upload's storage multipart upload starts with the image; its id stays on the record.
       if (deps.multipart) Object.assign(image, await deps.multipart.prepare(image));
       await images.create(image);
       deps.log.info("image created", { imageId: image.id, owner: image.owner });
-      return { image, upload: await uploadLink(image, caller) };
+      return { image, upload: await uploadLink(image, creator) };
     },
 
     async show(id: string, caller: Caller): Promise<ImageView> {

@@ -1,7 +1,7 @@
 import * as z from "zod";
 import {
-  createImageBody,
   ErrorJson,
+  ImageCreate,
   ImagePatch,
   ImportInfoJson,
   ImportRequest,
@@ -16,9 +16,6 @@ import {
 import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
 import { MAX_BODY_BYTES } from "./limits.ts";
 import { LimitsBody } from "./routes/quotas.ts";
-
-/** S3's largest object; the ceiling of a declared `upload_size` (the deployed value is in /v2/info/import). */
-const DOCUMENTED_MAX_UPLOAD = 5 * 1024 ** 4;
 
 const jsonSchema = (s: z.ZodType, io: "input" | "output") => {
   const { $schema: _drop, ...rest } = z.toJSONSchema(s, { io, unrepresentable: "any" }) as Record<
@@ -89,7 +86,7 @@ export function openApiDocument() {
           ...plain(IMAGES_SCHEMA as unknown as Record<string, unknown>),
           properties: { ...IMAGES_SCHEMA.properties, images: { type: "array", items: ref("Image") } },
         },
-        ImageCreate: jsonSchema(createImageBody(DOCUMENTED_MAX_UPLOAD), "input"),
+        ImageCreate: jsonSchema(ImageCreate, "input"),
         ImagePatch: jsonSchema(ImagePatch, "input"),
         Member: jsonSchema(MemberJson, "output"),
         Members: jsonSchema(MembersJson, "output"),
