@@ -25,6 +25,16 @@ export const ImageCreate = z
     `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON). upload_size is at most the deployment's max_upload_size (/v2/info/import).`,
   );
 
+/**
+ * `POST /v2/images` as the router validates it: a JSON object, passed whole to the core, which applies the
+ * catalogue's rules key by key (so create refuses what PATCH refuses, with the same statuses). Kept as sent:
+ * an own `__proto__` key must reach the rules to be refused, not become a prototype.
+ */
+export const NewImageBody = z.custom<Record<string, unknown>>(
+  (v) => typeof v === "object" && v !== null && !Array.isArray(v),
+  "The request body must be a JSON object.",
+);
+
 /** `PATCH /v2/images/{id}` with `application/openstack-images-v2.1-json-patch`. */
 export const ImagePatch = PatchDocument.describe(
   "JSON patch (add, replace, remove) on top-level image attributes; send it as application/openstack-images-v2.1-json-patch.",

@@ -53,6 +53,9 @@ const q = (name: string, description: string, schema: Record<string, unknown> = 
   schema,
 });
 
+/** Bodies are JSON: another media type is refused rather than read as an empty object. */
+const NOT_JSON = err("A body sent with a media type other than application/json");
+
 /** Every route that reads a body answers 413 beyond the limit, as API Gateway does. */
 const BODY_TOO_LARGE = `The request body is over ${MAX_BODY_BYTES} bytes`;
 
@@ -162,6 +165,7 @@ export function openApiDocument() {
             "413": err(
               `More than 128 tags or extra properties, a record over the size one database item holds, or a body over ${MAX_BODY_BYTES} bytes`,
             ),
+            "415": NOT_JSON,
           },
         },
       },
@@ -224,6 +228,7 @@ export function openApiDocument() {
             ...STD_ERRORS,
             "409": err("Already a member"),
             "413": err(`Too many members, or a body over ${MAX_BODY_BYTES} bytes`),
+            "415": NOT_JSON,
           },
         },
       },
@@ -233,7 +238,12 @@ export function openApiDocument() {
         put: {
           summary: "Accept, reject or re-pend a share (the member project only)",
           requestBody: { required: true, content: { "application/json": { schema: ref("MemberUpdate") } } },
-          responses: { "200": json("Member", "The member"), ...STD_ERRORS, "413": err(BODY_TOO_LARGE) },
+          responses: {
+            "200": json("Member", "The member"),
+            ...STD_ERRORS,
+            "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
+          },
         },
         delete: {
           summary: "Stop sharing (owner)",
@@ -265,6 +275,7 @@ export function openApiDocument() {
             ...STD_ERRORS,
             "409": err("The image is not queued"),
             "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
           },
         },
       },
@@ -322,6 +333,7 @@ export function openApiDocument() {
             "400": err("A project id over 255 characters, or an invalid limit"),
             ...STD_ERRORS,
             "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
           },
         },
       },
