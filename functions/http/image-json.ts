@@ -20,7 +20,8 @@ export function uploadJson(upload: UploadLink) {
   return { method: upload.method, url: upload.url, headers: upload.headers, expires_at: upload.expiresAt };
 }
 
-const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
+/** A time as Glance shows it: ISO 8601 without fractions of a second. */
+export const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
 
 /** The shown attributes that are not the record's own value: times in Glance's form, links, quota held. */
 const COMPUTED: Partial<Record<ShownField, (image: ImageRecord, upload: UploadLink | undefined) => unknown>> =

@@ -4,6 +4,7 @@ import type { Caller } from "../../core/image/access.ts";
 import type { ImageMember } from "../../core/image/members.ts";
 import { PATCH_MEDIA_TYPES } from "../../core/image/patch.ts";
 import type { ImageService } from "../../core/images.ts";
+import type { ImportPolicy } from "../../core/policy.ts";
 import {
   ImagePatch,
   ImportRequest,
@@ -13,17 +14,14 @@ import {
   MemberUpdate,
 } from "../api-schemas.ts";
 import { describeZod } from "../errors.ts";
-import { imageJson } from "../image-json.ts";
+import { glanceTime, imageJson } from "../image-json.ts";
 import { jsonBody, mediaTypeOf, parseJson } from "../validate.ts";
 
 type Env = { Variables: { caller: Caller } };
 
 /** What `/v2/info/import` shows of the operator's policy (from configuration, passed by the wiring). */
-export interface ImportPolicyInfo {
-  preferredFormat: string;
-  acceptedFormats: readonly string[];
-  maxVirtualSize: number;
-  maxGzipRatio: number;
+export interface ImportPolicyInfo
+  extends Pick<ImportPolicy, "preferredFormat" | "acceptedFormats" | "maxVirtualSize" | "maxGzipRatio"> {
   maxUploadSize: number;
   webDownload: { enabled: boolean; maxBytes: number; timeoutSeconds: number };
 }
@@ -32,8 +30,6 @@ export interface GlanceRouteDeps {
   images: ImageService;
   policy: ImportPolicyInfo;
 }
-
-const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
 
 /** A member as Glance shows it; validated by glanceclient against `/v2/schemas/member`. */
 export function memberJson(m: ImageMember) {
