@@ -1,22 +1,7 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
-import type { Limits } from "./core/quota.ts";
-
-/** Disk formats Hangar knows by name (Glance's list, restricted to what it can inspect). */
-export const DISK_FORMATS = [
-  "raw",
-  "qcow2",
-  "vmdk",
-  "vhd",
-  "vhdx",
-  "vdi",
-  "iso",
-  "ami",
-  "ari",
-  "aki",
-] as const;
-export const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "ari", "aki", "docker", "compressed"] as const;
-export const HASH_ALGOS = ["sha512", "sha384", "sha256"] as const;
+import { DISK_FORMATS, HASH_ALGOS } from "./core/image/format-names.ts";
+import { DEFAULT_IMPORT_POLICY as POLICY } from "./core/policy.ts";
 
 // zod's mini API: the same checks and messages as `zod`, built from functions a bundle keeps only when
 // used, so a function that parses nothing but its configuration does not carry all of zod (docs/deploy.md).
@@ -68,13 +53,16 @@ const LeaseEnv = z.object({
 
 /** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
 const PolicyEnv = z.object({
-  HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), "sha512"),
-  HANGAR_PREFERRED_FORMAT: z._default(z.enum(DISK_FORMATS), "raw"),
-  HANGAR_ACCEPTED_FORMATS: z.pipe(list("raw,iso"), z.array(z.enum(DISK_FORMATS)).check(z.minLength(1))),
-  /** Largest virtual size accepted (bytes); default 1 TiB. */
-  HANGAR_MAX_VIRTUAL_SIZE: int(2 ** 40),
+  HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), POLICY.osHashAlgo),
+  HANGAR_PREFERRED_FORMAT: z._default(z.enum(DISK_FORMATS), POLICY.preferredFormat),
+  HANGAR_ACCEPTED_FORMATS: z.pipe(
+    list(POLICY.acceptedFormats.join(",")),
+    z.array(z.enum(DISK_FORMATS)).check(z.minLength(1)),
+  ),
+  /** Largest virtual size accepted (bytes). */
+  HANGAR_MAX_VIRTUAL_SIZE: int(POLICY.maxVirtualSize),
   /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
-  HANGAR_MAX_GZIP_RATIO: int(64),
+  HANGAR_MAX_GZIP_RATIO: int(POLICY.maxGzipRatio),
 });
 
 /** Upload and download links (the API) and how long an idle upload is kept (API and sweeper). */
@@ -109,12 +97,18 @@ const SweepEnv = z.object({
 });
 
 /** JWT verification (the API): a JWKS URL (AWS) or a public JWK as JSON (local stack). */
-const JwtEnv = z.object({
-  HANGAR_JWT_ISSUER: nonEmpty(),
-  HANGAR_JWT_AUDIENCE: z._default(nonEmpty(), "hangar"),
-  HANGAR_JWT_JWKS_URL: z.optional(z.url()),
-  HANGAR_JWT_PUBLIC_JWK: z.optional(z.string()),
-});
+const JwtEnv = z
+  .object({
+    HANGAR_JWT_ISSUER: nonEmpty(),
+    HANGAR_JWT_AUDIENCE: z._default(nonEmpty(), "hangar"),
+    HANGAR_JWT_JWKS_URL: z.optional(z.url()),
+    HANGAR_JWT_PUBLIC_JWK: z.optional(z.string()),
+  })
+  .check(
+    z.refine((e) => Boolean(e.HANGAR_JWT_JWKS_URL || e.HANGAR_JWT_PUBLIC_JWK), {
+      error: "set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK",
+    }),
+  );
 
 /** web-download: what the API promises and the web-download function enforces. */
 const WebDownloadEnv = z.object({
@@ -129,69 +123,105 @@ const WebDownloadEnv = z.object({
   HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
 });
 
-export type StoreConfig = Readonly<{
-  table: string;
-  bucket: string;
-  region: string;
-  s3Endpoint: string | undefined;
-  s3PublicEndpoint: string | undefined;
-  dynamodbEndpoint: string | undefined;
-  partSize: number;
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * A slice of the configuration: its environment schema, piped into the shape the code reads. Each slice's
+ * type is derived from its schema (`SliceOf`), so a setting is declared once.
+ */
+const slice = <E extends z.ZodMiniType<Record<string, unknown>>, T extends object>(
+  env: E,
+  shape: (e: z.output<E>) => T,
+) =>
+  z.pipe(
+    env,
+    z.transform((e) => Object.freeze(shape(e))),
+  );
+type SliceOf<S extends z.ZodMiniType> = Readonly<z.output<S>>;
+
+const Store = slice(StoreEnv, (e) => ({
+  table: e.HANGAR_TABLE,
+  bucket: e.HANGAR_BUCKET,
+  region: e.AWS_REGION,
+  s3Endpoint: e.HANGAR_S3_ENDPOINT,
+  s3PublicEndpoint: e.HANGAR_S3_PUBLIC_ENDPOINT,
+  dynamodbEndpoint: e.HANGAR_DYNAMODB_ENDPOINT,
+  partSize: e.HANGAR_PART_SIZE,
   /** Default quota limits per project (-1: unlimited). */
-  quotaDefaults: Readonly<Limits>;
+  quotaDefaults: Object.freeze({
+    image_size_total: e.HANGAR_QUOTA_IMAGE_SIZE_TOTAL,
+    image_stage_total: e.HANGAR_QUOTA_IMAGE_STAGE_TOTAL,
+    image_count_total: e.HANGAR_QUOTA_IMAGE_COUNT_TOTAL,
+    image_count_uploading: e.HANGAR_QUOTA_IMAGE_COUNT_UPLOADING,
+  }),
   /** Where lifecycle events go; undefined, they are not published. */
-  events: Readonly<{ bus: string; endpoint: string | undefined }> | undefined;
-}>;
+  events: e.HANGAR_EVENT_BUS
+    ? Object.freeze({ bus: e.HANGAR_EVENT_BUS, endpoint: e.HANGAR_EVENTS_ENDPOINT })
+    : undefined,
+}));
 
-export type PolicyConfig = Readonly<{
-  osHashAlgo: (typeof HASH_ALGOS)[number];
-  preferredFormat: (typeof DISK_FORMATS)[number];
-  acceptedFormats: readonly (typeof DISK_FORMATS)[number][];
-  maxVirtualSize: number;
-  maxGzipRatio: number;
-}>;
+const Lease = slice(LeaseEnv, (e) => ({ importLeaseSeconds: e.HANGAR_IMPORT_LEASE_SECONDS }));
 
-export type UploadsConfig = Readonly<{
-  uploadUrlTtlSeconds: number;
-  downloadUrlTtlSeconds: number;
-  multipartThreshold: number;
-  multipartPartSize: number;
-  partUrlTtlSeconds: number;
-  abandonUploadsAfterSeconds: number;
-}>;
+const Policy = slice(PolicyEnv, (e) => ({
+  osHashAlgo: e.HANGAR_OS_HASH_ALGO,
+  preferredFormat: e.HANGAR_PREFERRED_FORMAT,
+  acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]) as readonly (typeof DISK_FORMATS)[number][],
+  maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
+  maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
+}));
 
-export type SweepConfig = Readonly<{
-  abandonUploadsAfterSeconds: number;
-  stalledImportGraceSeconds: number;
-  redrive: Readonly<{
-    importerFunction: string | undefined;
-    queuedAfterSeconds: number;
-    lambdaEndpoint: string | undefined;
-  }>;
-}>;
+const Uploads = slice(UploadsEnv, (e) => ({
+  uploadUrlTtlSeconds: e.HANGAR_UPLOAD_URL_TTL,
+  downloadUrlTtlSeconds: e.HANGAR_DOWNLOAD_URL_TTL,
+  multipartThreshold: e.HANGAR_MULTIPART_THRESHOLD,
+  multipartPartSize: e.HANGAR_MULTIPART_PART_SIZE,
+  partUrlTtlSeconds: e.HANGAR_PART_URL_TTL,
+  abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
+}));
 
-export type JwtConfig = Readonly<{
-  jwt: Readonly<{
-    issuer: string;
-    audience: string;
-    jwksUrl: string | undefined;
-    publicJwk: string | undefined;
-  }>;
-}>;
+const Sweep = slice(SweepEnv, (e) => ({
+  abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
+  stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
+  redrive: Object.freeze({
+    importerFunction: e.HANGAR_IMPORTER_FUNCTION,
+    queuedAfterSeconds: e.HANGAR_REDRIVE_QUEUED_AFTER,
+    lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
+  }),
+}));
 
-export type WebDownloadConfig = Readonly<{
-  webDownload: Readonly<{
-    maxBytes: number;
-    timeoutSeconds: number;
-    allowLoopback: boolean;
-    functionName: string | undefined;
-    lambdaEndpoint: string | undefined;
-  }>;
-}>;
+const Jwt = slice(JwtEnv, (e) => ({
+  jwt: Object.freeze({
+    issuer: e.HANGAR_JWT_ISSUER,
+    audience: e.HANGAR_JWT_AUDIENCE,
+    jwksUrl: e.HANGAR_JWT_JWKS_URL,
+    publicJwk: e.HANGAR_JWT_PUBLIC_JWK,
+  }),
+}));
+
+const WebDownload = slice(WebDownloadEnv, (e) => ({
+  webDownload: Object.freeze({
+    maxBytes: e.HANGAR_WEB_DOWNLOAD_MAX_BYTES,
+    timeoutSeconds: e.HANGAR_WEB_DOWNLOAD_TIMEOUT,
+    allowLoopback: e.HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK === "1",
+    functionName: e.HANGAR_WEB_DOWNLOAD_FUNCTION,
+    lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
+  }),
+}));
+
+export type StoreConfig = SliceOf<typeof Store>;
+export type LeaseConfig = SliceOf<typeof Lease>;
+export type PolicyConfig = SliceOf<typeof Policy>;
+export type UploadsConfig = SliceOf<typeof Uploads>;
+export type SweepConfig = SliceOf<typeof Sweep>;
+export type JwtConfig = SliceOf<typeof Jwt>;
+export type WebDownloadConfig = SliceOf<typeof WebDownload>;
 
 /** What each function reads: a slice of the environment, nothing more (the importer needs no JWT settings). */
 export type ApiConfig = StoreConfig & PolicyConfig & UploadsConfig & JwtConfig & WebDownloadConfig;
-export type LeaseConfig = Readonly<{ importLeaseSeconds: number }>;
 export type ImporterConfig = StoreConfig & PolicyConfig & LeaseConfig;
 export type SweeperConfig = StoreConfig & SweepConfig;
 export type ReconcilerConfig = StoreConfig;
@@ -199,108 +229,25 @@ export type WebDownloadFunctionConfig = StoreConfig & WebDownloadConfig;
 /** Every setting (scripts and tests that build several functions' pieces). */
 export type Config = ApiConfig & SweeperConfig & ImporterConfig;
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-type Env = Record<string, string | undefined>;
-
+/** One slice read from `env`; the error names every bad or missing variable. */
 function parse<S extends z.ZodMiniType>(schema: S, env: Env): z.output<S> {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    const problems = parsed.error.issues
+      .map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message))
+      .join("; ");
     throw new ConfigError(`invalid Hangar configuration: ${problems}`);
   }
   return parsed.data;
 }
 
-function store(env: Env): StoreConfig {
-  const e = parse(StoreEnv, env);
-  return {
-    table: e.HANGAR_TABLE,
-    bucket: e.HANGAR_BUCKET,
-    region: e.AWS_REGION,
-    s3Endpoint: e.HANGAR_S3_ENDPOINT,
-    s3PublicEndpoint: e.HANGAR_S3_PUBLIC_ENDPOINT,
-    dynamodbEndpoint: e.HANGAR_DYNAMODB_ENDPOINT,
-    partSize: e.HANGAR_PART_SIZE,
-    quotaDefaults: Object.freeze({
-      image_size_total: e.HANGAR_QUOTA_IMAGE_SIZE_TOTAL,
-      image_stage_total: e.HANGAR_QUOTA_IMAGE_STAGE_TOTAL,
-      image_count_total: e.HANGAR_QUOTA_IMAGE_COUNT_TOTAL,
-      image_count_uploading: e.HANGAR_QUOTA_IMAGE_COUNT_UPLOADING,
-    }),
-    events: e.HANGAR_EVENT_BUS ? { bus: e.HANGAR_EVENT_BUS, endpoint: e.HANGAR_EVENTS_ENDPOINT } : undefined,
-  };
-}
-
-function lease(env: Env): LeaseConfig {
-  return { importLeaseSeconds: parse(LeaseEnv, env).HANGAR_IMPORT_LEASE_SECONDS };
-}
-
-function policy(env: Env): PolicyConfig {
-  const e = parse(PolicyEnv, env);
-  return {
-    osHashAlgo: e.HANGAR_OS_HASH_ALGO,
-    preferredFormat: e.HANGAR_PREFERRED_FORMAT,
-    acceptedFormats: Object.freeze([...e.HANGAR_ACCEPTED_FORMATS]),
-    maxVirtualSize: e.HANGAR_MAX_VIRTUAL_SIZE,
-    maxGzipRatio: e.HANGAR_MAX_GZIP_RATIO,
-  };
-}
-
-function uploads(env: Env): UploadsConfig {
-  const e = parse(UploadsEnv, env);
-  return {
-    uploadUrlTtlSeconds: e.HANGAR_UPLOAD_URL_TTL,
-    downloadUrlTtlSeconds: e.HANGAR_DOWNLOAD_URL_TTL,
-    multipartThreshold: e.HANGAR_MULTIPART_THRESHOLD,
-    multipartPartSize: e.HANGAR_MULTIPART_PART_SIZE,
-    partUrlTtlSeconds: e.HANGAR_PART_URL_TTL,
-    abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
-  };
-}
-
-function sweep(env: Env): SweepConfig {
-  const e = parse(SweepEnv, env);
-  return {
-    abandonUploadsAfterSeconds: e.HANGAR_UPLOAD_ABANDON_AFTER,
-    stalledImportGraceSeconds: e.HANGAR_STALLED_IMPORT_GRACE,
-    redrive: Object.freeze({
-      importerFunction: e.HANGAR_IMPORTER_FUNCTION,
-      queuedAfterSeconds: e.HANGAR_REDRIVE_QUEUED_AFTER,
-      lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
-    }),
-  };
-}
-
-function jwt(env: Env): JwtConfig {
-  const e = parse(JwtEnv, env);
-  if (!e.HANGAR_JWT_JWKS_URL && !e.HANGAR_JWT_PUBLIC_JWK) {
-    throw new ConfigError("invalid Hangar configuration: set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK");
-  }
-  return {
-    jwt: Object.freeze({
-      issuer: e.HANGAR_JWT_ISSUER,
-      audience: e.HANGAR_JWT_AUDIENCE,
-      jwksUrl: e.HANGAR_JWT_JWKS_URL,
-      publicJwk: e.HANGAR_JWT_PUBLIC_JWK,
-    }),
-  };
-}
-
-function webDownload(env: Env): WebDownloadConfig {
-  const e = parse(WebDownloadEnv, env);
-  return {
-    webDownload: Object.freeze({
-      maxBytes: e.HANGAR_WEB_DOWNLOAD_MAX_BYTES,
-      timeoutSeconds: e.HANGAR_WEB_DOWNLOAD_TIMEOUT,
-      allowLoopback: e.HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK === "1",
-      functionName: e.HANGAR_WEB_DOWNLOAD_FUNCTION,
-      lambdaEndpoint: e.HANGAR_LAMBDA_ENDPOINT,
-    }),
-  };
-}
+const store = (env: Env) => parse(Store, env);
+const lease = (env: Env) => parse(Lease, env);
+const policy = (env: Env) => parse(Policy, env);
+const uploads = (env: Env) => parse(Uploads, env);
+const sweep = (env: Env) => parse(Sweep, env);
+const jwt = (env: Env) => parse(Jwt, env);
+const webDownload = (env: Env) => parse(WebDownload, env);
 
 /** Reads the slices `parts` from an environment map, once; the error names every bad or missing variable. */
 function load<T>(env: Env, ...parts: ((env: Env) => object)[]): T {

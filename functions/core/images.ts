@@ -6,8 +6,9 @@ import { imageMembers } from "./images/members.ts";
 import { imageTags } from "./images/tags.ts";
 import { imageWebDownload } from "./images/web-download.ts";
 
+export type { NewImage } from "./image/create.ts";
 export type { ImageServiceDeps } from "./images/context.ts";
-export type { ImageView, NewImage } from "./images/crud.ts";
+export type { ImageView } from "./images/crud.ts";
 
 /**
  * The image use cases behind the Glance API, one module per concern under `images/`: records (create,

@@ -1,5 +1,5 @@
 import { StaleStatusError } from "./errors.ts";
-import { type ImageRecord, imageIdFromStagingKey, stagingKey } from "./image/image.ts";
+import { type ImageRecord, imageIdFromStagingKey, STAGING_PREFIX, stagingKey } from "./image/image.ts";
 import { abortLeftoverWrites, importWriteKeys, writeKeyOwner } from "./leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
 import type { MultipartUploads, PendingUpload } from "./uploads/ports.ts";
@@ -26,8 +26,6 @@ export interface SweepReport {
   /** Images killed with `IMPORT_STALLED` because their importer died holding them. */
   killedImports: number;
 }
-
-const STAGING_PREFIX = "staging/";
 
 /** The reason a stalled import leaves on the image. */
 export const IMPORT_STALLED = "IMPORT_STALLED";

@@ -1,12 +1,7 @@
 import * as z from "zod";
-import {
-  MAX_NAME,
-  MAX_PROPERTIES,
-  MAX_RECORD_BYTES,
-  propertyValue,
-  settableFields,
-} from "../core/image/fields.ts";
-import { isImageId } from "../core/image/image.ts";
+import { ImageJson, propertyValue, SETTABLE_FIELDS } from "../core/image/catalogue.ts";
+import { MAX_NAME, MAX_PROPERTIES, MAX_RECORD_BYTES } from "../core/image/fields.ts";
+import { IMAGE_ID_PATTERN } from "../core/image/image.ts";
 import { MEMBER_STATUSES } from "../core/image/members.ts";
 import { PatchDocument } from "../core/image/patch.ts";
 
@@ -15,30 +10,30 @@ import { PatchDocument } from "../core/image/patch.ts";
  * and the OpenAPI document (`GET /openapi.json`, `docs/openapi.json`) are generated from the same objects.
  */
 
-/** `POST /v2/images`: the settable fields, plus any extra string properties. */
-export function createImageBody(maxUploadSize: number) {
-  const f = settableFields(maxUploadSize);
-  return z
-    .object({
-      id: z.string().refine(isImageId, "must be a lowercase UUID").optional(),
-      name: f.name.optional(),
-      owner: f.owner.nullable().optional(),
-      visibility: f.visibility.optional(),
-      protected: f.protected.optional(),
-      os_hidden: f.os_hidden.optional(),
-      disk_format: f.disk_format.optional(),
-      container_format: f.container_format.optional(),
-      min_disk: f.min_disk.optional(),
-      min_ram: f.min_ram.optional(),
-      tags: f.tags.optional(),
-      upload_size: f.upload_size.unwrap().optional(),
-      upload_sha256: f.upload_sha256.unwrap().optional(),
-    })
-    .catchall(propertyValue)
-    .describe(
-      `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON).`,
-    );
-}
+/**
+ * `POST /v2/images`, as documented: `id` and the settable attributes of the image catalogue, each optional
+ * (`owner` may be null: the caller's project), plus extra string properties. The core applies the rules.
+ */
+export const ImageCreate = z
+  .object({
+    id: ImageJson.shape.id.optional(),
+    ...Object.fromEntries(Object.entries(SETTABLE_FIELDS).map(([name, schema]) => [name, schema.optional()])),
+    owner: SETTABLE_FIELDS.owner.nullable().optional(),
+  })
+  .catchall(propertyValue)
+  .describe(
+    `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON). upload_size is at most the deployment's max_upload_size (/v2/info/import).`,
+  );
+
+/**
+ * `POST /v2/images` as the router validates it: a JSON object, passed whole to the core, which applies the
+ * catalogue's rules key by key (so create refuses what PATCH refuses, with the same statuses). Kept as sent:
+ * an own `__proto__` key must reach the rules to be refused, not become a prototype.
+ */
+export const NewImageBody = z.custom<Record<string, unknown>>(
+  (v) => typeof v === "object" && v !== null && !Array.isArray(v),
+  "The request body must be a JSON object.",
+);
 
 /** `PATCH /v2/images/{id}` with `application/openstack-images-v2.1-json-patch`. */
 export const ImagePatch = PatchDocument.describe(
@@ -66,10 +61,7 @@ const glanceTimeText = z
 
 export const MemberJson = z.object({
   created_at: glanceTimeText.describe("Date and time of image member creation"),
-  image_id: z
-    .string()
-    .regex(/^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$/)
-    .describe("An identifier for the image"),
+  image_id: z.string().regex(new RegExp(IMAGE_ID_PATTERN)).describe("An identifier for the image"),
   member_id: z.string().describe("An identifier for the image member (project id)"),
   schema: z.string().describe("The member schema's path"),
   status: z.enum(MEMBER_STATUSES).describe("The status of this image member"),

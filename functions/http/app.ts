@@ -3,15 +3,16 @@ import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { withContext } from "../adapters/observability/context.ts";
 import type { MetricRecorder } from "../adapters/observability/metrics.ts";
-import { InvalidRequestError } from "../core/errors.ts";
-import { type Caller, isAdmin } from "../core/image/access.ts";
+import type { Caller } from "../core/image/access.ts";
 import { MAX_NAME } from "../core/image/fields.ts";
 import { isImageId } from "../core/image/image.ts";
 import type { ImageService } from "../core/images.ts";
 import { parseListQuery } from "../core/list-query.ts";
+import { DEFAULT_IMPORT_POLICY } from "../core/policy.ts";
 import type { Logger } from "../core/ports.ts";
 import type { QuotaService } from "../core/quota-service.ts";
 import type { MultipartUploadService } from "../core/uploads/multipart.ts";
+import { NewImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson } from "./image-json.ts";
@@ -21,6 +22,7 @@ import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
 import { registerQuotaRoutes } from "./routes/quotas.ts";
 import { registerUploadRoutes } from "./routes/uploads.ts";
+import { jsonBody } from "./validate.ts";
 
 export interface AppDeps {
   images: ImageService;
@@ -54,10 +56,7 @@ function versions(base: string) {
 export function createApp(deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
   const policy: ImportPolicyInfo = deps.policy ?? {
-    preferredFormat: "raw",
-    acceptedFormats: ["raw", "iso"],
-    maxVirtualSize: 2 ** 40,
-    maxGzipRatio: 64,
+    ...DEFAULT_IMPORT_POLICY,
     maxUploadSize: deps.maxUploadSize,
     webDownload: { enabled: false, maxBytes: 0, timeoutSeconds: 0 },
   };
@@ -141,22 +140,9 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
-  app.post("/v2/images", async (c) => {
-    const caller = c.get("caller");
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await c.req.text());
-    } catch {
-      throw new InvalidRequestError("The request body is not valid JSON.");
-    }
-    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-      throw new InvalidRequestError("The request body must be a JSON object.");
-    }
-    // The fields are checked by the core, by the same rules as a PATCH of them.
-    const body = raw as Record<string, unknown>;
-    const owner =
-      typeof body.owner === "string" && isAdmin(caller) ? { ...caller, projectId: body.owner } : caller;
-    const view = await deps.images.create(body, owner);
+  // The fields are checked by the core, by the same rules as a PATCH of them.
+  app.post("/v2/images", ...jsonBody(NewImageBody, "image"), async (c) => {
+    const view = await deps.images.create(c.req.valid("json"), c.get("caller"));
     c.header("Location", `/v2/images/${view.image.id}`);
     return c.json(imageJson(view.image, view.upload), 201);
   });

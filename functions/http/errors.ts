@@ -46,7 +46,7 @@ const STATUS_OF: [new (...args: never[]) => HangarError, ContentfulStatusCode][]
 ];
 
 /** A schema violation as one line for a 400's message: `field: problem; other: problem`. */
-export const describeZod = (err: z.ZodError): string =>
+export const describeZod = (err: Pick<z.core.$ZodError, "issues">): string =>
   err.issues.map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message)).join("; ");
 
 export function statusOf(err: unknown): ContentfulStatusCode {

@@ -1,4 +1,5 @@
-import { CONTAINER_FORMATS, DISK_FORMATS } from "../config.ts";
+import * as z from "zod";
+import { ImageJson, imageFieldInfo, SHOWN_FIELDS, type ShownField } from "../core/image/catalogue.ts";
 import type { ImageRecord } from "../core/image/image.ts";
 import { heldBy } from "../core/quota.ts";
 import type { UploadLink } from "../core/uploads/multipart.ts";
@@ -19,159 +20,112 @@ export function uploadJson(upload: UploadLink) {
   return { method: upload.method, url: upload.url, headers: upload.headers, expires_at: upload.expiresAt };
 }
 
-/** Staged bytes held against the quota while queued (declared size) or importing (actual size). */
-function stagedSize(image: ImageRecord): number | null {
-  return image.status === "queued" || image.status === "importing" ? heldBy(image).image_stage_total : null;
-}
+/** A time as Glance shows it: ISO 8601 without fractions of a second. */
+export const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
 
-const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
-
-/** An image as Glance v2 shows it, plus Hangar's fields (declared in the image schema). */
-export function imageJson(image: ImageRecord, upload?: UploadLink) {
-  return {
-    ...image.properties,
-    id: image.id,
-    name: image.name,
-    status: image.status,
-    visibility: image.visibility,
-    protected: image.protected,
-    os_hidden: image.os_hidden,
-    owner: image.owner,
-    disk_format: image.disk_format,
-    container_format: image.container_format,
-    size: image.size,
-    virtual_size: image.virtual_size,
-    checksum: image.checksum,
-    os_hash_algo: image.os_hash_algo,
-    os_hash_value: image.os_hash_value,
-    min_disk: image.min_disk,
-    min_ram: image.min_ram,
-    tags: image.tags,
-    created_at: glanceTime(image.created_at),
-    updated_at: glanceTime(image.updated_at),
-    self: `/v2/images/${image.id}`,
-    file: `/v2/images/${image.id}/file`,
-    schema: "/v2/schemas/image",
-    upload: upload ? uploadJson(upload) : null,
-    upload_size: image.upload_size,
-    upload_sha256: image.upload_sha256,
-    source_format: image.source_format,
-    converted: image.converted,
-    failure: image.failure,
-    import_progress: image.import_progress,
-    staged_size: stagedSize(image),
+/** The shown attributes that are not the record's own value: times in Glance's form, links, quota held. */
+const COMPUTED: Partial<Record<ShownField, (image: ImageRecord, upload: UploadLink | undefined) => unknown>> =
+  {
+    created_at: (image) => glanceTime(image.created_at),
+    updated_at: (image) => glanceTime(image.updated_at),
+    self: (image) => `/v2/images/${image.id}`,
+    file: (image) => `/v2/images/${image.id}/file`,
+    schema: () => "/v2/schemas/image",
+    upload: (_, upload) => (upload ? uploadJson(upload) : null),
+    // Staged bytes held against the quota while queued (declared size) or importing (actual size).
+    staged_size: (image) =>
+      image.status === "queued" || image.status === "importing" ? heldBy(image).image_stage_total : null,
   };
-}
-
-const nullable = (type: string, extra: Record<string, unknown> = {}) => ({ type: ["null", type], ...extra });
 
 /**
- * `/v2/schemas/image`: Glance's image schema with Hangar's fields declared, so strict clients validate them.
- * glanceclient turns every property into a CLI option; names that clash with its options are never used.
+ * An image as Glance v2 shows it, plus Hangar's fields: exactly the catalogue's shown attributes (what
+ * `/v2/schemas/image` declares) and the extra properties; nothing else of the record is ever shown.
+ */
+export function imageJson(image: ImageRecord, upload?: UploadLink): ImageJson {
+  const json: Record<string, unknown> = { ...image.properties };
+  const record = image as unknown as Record<string, unknown>;
+  for (const name of SHOWN_FIELDS) {
+    const compute = COMPUTED[name];
+    json[name] = compute ? compute(image, upload) : (record[name] ?? null);
+  }
+  return json as ImageJson;
+}
+
+/** A property of a JSON Schema document, as far as the tests and the OpenAPI document look into one. */
+export interface JsonSchemaProperty {
+  type?: string | string[];
+  readOnly?: boolean;
+  items?: { type?: string };
+  [keyword: string]: unknown;
+}
+
+const SAFE_INTEGER_BOUNDS = new Set([Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER]);
+
+/**
+ * JSON Schema in Glance's dialect: a nullable value is `type: ["null", T]` (with `null` in its enum), which
+ * glanceclient reads to type its CLI options, not zod's `anyOf [T, null]`; zod's implicit safe-integer bounds
+ * are left out. Applied to every nested schema.
+ */
+function glanceDialect(json: JsonSchemaProperty): JsonSchemaProperty {
+  let out: JsonSchemaProperty = { ...json };
+  const anyOf = out.anyOf as JsonSchemaProperty[] | undefined;
+  const [only, ...more] = anyOf?.filter((s) => s.type !== "null") ?? [];
+  if (anyOf && only && more.length === 0 && anyOf.length === 2 && typeof only.type === "string") {
+    const { anyOf: _replaced, ...rest } = out;
+    out = { ...rest, ...only, type: ["null", only.type] };
+    if (Array.isArray(only.enum)) out.enum = [null, ...only.enum];
+  }
+  if (Array.isArray(out.type) && out.type.includes("null")) {
+    out.type = ["null", ...out.type.filter((t) => t !== "null")];
+  }
+  for (const bound of ["minimum", "maximum"] as const) {
+    if (SAFE_INTEGER_BOUNDS.has(out[bound] as number)) delete out[bound];
+  }
+  if (out.properties) {
+    const nested = out.properties as Record<string, JsonSchemaProperty>;
+    out.properties = Object.fromEntries(Object.entries(nested).map(([k, v]) => [k, glanceDialect(v)]));
+  }
+  return out;
+}
+
+function glanceProperty(schema: z.ZodType): JsonSchemaProperty {
+  const { $schema: _drop, ...json } = z.toJSONSchema(schema, { io: "output" }) as JsonSchemaProperty;
+  return glanceDialect(json);
+}
+
+/** The catalogue's shown attributes as Glance schema properties, with their descriptions and read-only flags. */
+function imageProperties(): Record<string, JsonSchemaProperty> {
+  return Object.fromEntries(
+    SHOWN_FIELDS.map((name) => {
+      const schema = ImageJson.shape[name];
+      const info = imageFieldInfo.get(schema);
+      return [
+        name,
+        {
+          ...glanceProperty(schema),
+          ...(info?.access === "read-only" ? { readOnly: true } : {}),
+          description: info?.description,
+        },
+      ];
+    }),
+  );
+}
+
+/**
+ * `/v2/schemas/image`: Glance's image schema with Hangar's fields declared, so strict clients validate them,
+ * generated from the image catalogue. glanceclient turns every property into a CLI option; names that clash
+ * with its options are never used.
  */
 export const IMAGE_SCHEMA = {
   name: "image",
   additionalProperties: { type: "string" },
-  properties: {
-    id: {
-      type: "string",
-      pattern: "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$",
-      description: "An identifier for the image",
-    },
-    name: nullable("string", { maxLength: 255, description: "Descriptive name for the image" }),
-    status: {
-      type: "string",
-      readOnly: true,
-      enum: ["queued", "importing", "active", "killed", "deactivated", "deleted"],
-      description: "Status of the image",
-    },
-    visibility: {
-      type: "string",
-      enum: ["community", "public", "private", "shared"],
-      description: "Scope of image accessibility",
-    },
-    protected: { type: "boolean", description: "If true, image will not be deletable." },
-    os_hidden: {
-      type: "boolean",
-      description: "If true, image will not appear in default image list response.",
-    },
-    owner: nullable("string", { maxLength: 255, description: "Owner of the image" }),
-    checksum: nullable("string", {
-      readOnly: true,
-      maxLength: 32,
-      description: "md5 hash of image contents.",
-    }),
-    os_hash_algo: nullable("string", {
-      readOnly: true,
-      maxLength: 64,
-      description: "Algorithm of os_hash_value",
-    }),
-    os_hash_value: nullable("string", {
-      readOnly: true,
-      maxLength: 128,
-      description: "Hex digest of the image",
-    }),
-    min_ram: { type: "integer", description: "Amount of ram (in MB) required to boot image." },
-    min_disk: { type: "integer", description: "Amount of disk space (in GB) required to boot image." },
-    size: nullable("integer", { readOnly: true, description: "Size of image file in bytes" }),
-    virtual_size: nullable("integer", { readOnly: true, description: "Virtual size of image in bytes" }),
-    container_format: nullable("string", {
-      enum: [null, ...CONTAINER_FORMATS],
-      description: "Format of the container",
-    }),
-    disk_format: nullable("string", { enum: [null, ...DISK_FORMATS], description: "Format of the disk" }),
-    created_at: { type: "string", readOnly: true, description: "Date and time of image registration" },
-    updated_at: {
-      type: "string",
-      readOnly: true,
-      description: "Date and time of the last image modification",
-    },
-    tags: {
-      type: "array",
-      items: { type: "string", maxLength: 255 },
-      description: "List of strings related to the image",
-    },
-    self: { type: "string", readOnly: true, description: "An image self url" },
-    file: { type: "string", readOnly: true, description: "An image file url" },
-    schema: { type: "string", readOnly: true, description: "An image schema url" },
-    upload: nullable("object", {
-      readOnly: true,
-      description:
-        "Hangar: where to upload the image's bytes while queued: a presigned PUT (method, url, headers, expires_at) or, for large uploads, a multipart plan (method 'multipart', part_size, part_count, expires_at, parts_url, complete_url, cancel_url)",
-    }),
-    upload_size: nullable("integer", { description: "Hangar: the number of bytes the upload will have" }),
-    upload_sha256: nullable("string", {
-      pattern: "^[0-9a-fA-F]{64}$",
-      description: "Hangar: hex sha256 of the upload, verified on import",
-    }),
-    source_format: nullable("string", {
-      readOnly: true,
-      description: "Hangar: disk format detected in the upload",
-    }),
-    converted: nullable("boolean", {
-      readOnly: true,
-      description: "Hangar: whether the upload was converted",
-    }),
-    failure: nullable("object", {
-      readOnly: true,
-      description: "Hangar: why the import failed (reason, message)",
-    }),
-    import_progress: nullable("object", {
-      readOnly: true,
-      description:
-        "Hangar: while importing, bytes of the upload read so far (bytes_read of total, updated_at); an import that reads the upload again starts from 0, and one converting to qcow2 reads it whole before writing its data",
-    }),
-    staged_size: nullable("integer", {
-      readOnly: true,
-      description: "Hangar: uploaded-but-unprocessed bytes this image holds against its project's quota",
-    }),
-  },
+  properties: imageProperties(),
   links: [
     { rel: "self", href: "{self}" },
     { rel: "enclosure", href: "{file}" },
     { rel: "describedby", href: "{schema}" },
   ],
-} as const;
+};
 
 export const IMAGES_SCHEMA = {
   name: "images",
@@ -186,4 +140,4 @@ export const IMAGES_SCHEMA = {
     { rel: "next", href: "{next}" },
     { rel: "describedby", href: "{schema}" },
   ],
-} as const;
+};

@@ -1,7 +1,7 @@
 import * as z from "zod";
 import {
-  createImageBody,
   ErrorJson,
+  ImageCreate,
   ImagePatch,
   ImportInfoJson,
   ImportRequest,
@@ -16,9 +16,6 @@ import {
 import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
 import { MAX_BODY_BYTES } from "./limits.ts";
 import { LimitsBody } from "./routes/quotas.ts";
-
-/** S3's largest object; the ceiling of a declared `upload_size` (the deployed value is in /v2/info/import). */
-const DOCUMENTED_MAX_UPLOAD = 5 * 1024 ** 4;
 
 const jsonSchema = (s: z.ZodType, io: "input" | "output") => {
   const { $schema: _drop, ...rest } = z.toJSONSchema(s, { io, unrepresentable: "any" }) as Record<
@@ -56,6 +53,9 @@ const q = (name: string, description: string, schema: Record<string, unknown> = 
   schema,
 });
 
+/** Bodies are JSON: another media type is refused rather than read as an empty object. */
+const NOT_JSON = err("A body sent with a media type other than application/json");
+
 /** Every route that reads a body answers 413 beyond the limit, as API Gateway does. */
 const BODY_TOO_LARGE = `The request body is over ${MAX_BODY_BYTES} bytes`;
 
@@ -89,7 +89,7 @@ export function openApiDocument() {
           ...plain(IMAGES_SCHEMA as unknown as Record<string, unknown>),
           properties: { ...IMAGES_SCHEMA.properties, images: { type: "array", items: ref("Image") } },
         },
-        ImageCreate: jsonSchema(createImageBody(DOCUMENTED_MAX_UPLOAD), "input"),
+        ImageCreate: jsonSchema(ImageCreate, "input"),
         ImagePatch: jsonSchema(ImagePatch, "input"),
         Member: jsonSchema(MemberJson, "output"),
         Members: jsonSchema(MembersJson, "output"),
@@ -165,6 +165,7 @@ export function openApiDocument() {
             "413": err(
               `More than 128 tags or extra properties, a record over the size one database item holds, or a body over ${MAX_BODY_BYTES} bytes`,
             ),
+            "415": NOT_JSON,
           },
         },
       },
@@ -230,6 +231,7 @@ export function openApiDocument() {
             ...STD_ERRORS,
             "409": err("Already a member"),
             "413": err(`Too many members, or a body over ${MAX_BODY_BYTES} bytes`),
+            "415": NOT_JSON,
           },
         },
       },
@@ -239,7 +241,12 @@ export function openApiDocument() {
         put: {
           summary: "Accept, reject or re-pend a share (the member project only)",
           requestBody: { required: true, content: { "application/json": { schema: ref("MemberUpdate") } } },
-          responses: { "200": json("Member", "The member"), ...STD_ERRORS, "413": err(BODY_TOO_LARGE) },
+          responses: {
+            "200": json("Member", "The member"),
+            ...STD_ERRORS,
+            "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
+          },
         },
         delete: {
           summary: "Stop sharing (owner)",
@@ -271,6 +278,7 @@ export function openApiDocument() {
             ...STD_ERRORS,
             "409": err("The image is not queued"),
             "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
           },
         },
       },
@@ -328,6 +336,7 @@ export function openApiDocument() {
             "400": err("A project id over 255 characters, or an invalid limit"),
             ...STD_ERRORS,
             "413": err(BODY_TOO_LARGE),
+            "415": NOT_JSON,
           },
         },
       },

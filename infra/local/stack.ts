@@ -17,6 +17,7 @@ import {
 } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
 import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
+import { STAGING_PREFIX } from "../../functions/core/image/image.ts";
 import { ensureDynamoDbLocal, ensureMinio } from "./binaries.ts";
 import { LocalStackError } from "./errors.ts";
 import { buildFunctionBundles } from "./lambda/build.ts";
@@ -143,7 +144,6 @@ export const LOCAL_ACCESS_KEY_ID = "hangarlocal";
 export const LOCAL_SECRET_ACCESS_KEY = "hangarlocalsecret";
 /** The ARN MinIO gives the webhook target configured with the `_HANGAR` environment suffix. */
 export const WEBHOOK_QUEUE_ARN = "arn:minio:sqs::HANGAR:webhook";
-export const STAGING_PREFIX = "staging/";
 
 /** Stack-owned configuration a stray shell variable must not redirect; only `opts.env` may override these. */
 const STACK_OWNED = new Set([

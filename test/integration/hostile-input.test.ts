@@ -224,6 +224,59 @@ describe("inputs DynamoDB would refuse are 4xx naming the limit", () => {
   });
 });
 
+describe("fields a client never sets, on the real stack", () => {
+  /** What a client may set (Glance's writable attributes and Hangar's two declared ones); `id` on create only. */
+  const SETTABLE = [
+    "name",
+    "owner",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "upload_size",
+    "upload_sha256",
+  ];
+  /** Kept on the record for Hangar's own use, never shown and never set. */
+  const INTERNAL = ["multipart_upload_id", "multipart_started_at", "import_lease_until", "import_takeovers"];
+  const readOnlyError = async (res: Response, name: string) =>
+    expect(await glanceError(res, 403)).toMatchObject({
+      reason: "READ_ONLY",
+      message: `Attribute '${name}' is read-only.`,
+    });
+
+  it("every shown attribute that is not settable, and every internal one, is 403 on PATCH and on create; nothing is stored", async () => {
+    const { member } = await project(["member"]);
+    // A large declared upload: the record holds a storage multipart upload id, which is never shown.
+    const id = await newImage(member, { name: "ro", upload_size: 100 * 1024 * 1024 });
+    const before = (await (await api(`/v2/images/${id}`, {}, member)).json()) as Record<string, unknown>;
+    for (const name of INTERNAL) expect(Object.keys(before), name).not.toContain(name);
+    const refused = [
+      ...Object.keys(before).filter((k) => !SETTABLE.includes(k)),
+      ...INTERNAL,
+      "locations",
+      "direct_url",
+    ];
+    expect(refused).toEqual(expect.arrayContaining(["id", "status", "staged_size", "upload", "failure"]));
+    for (const name of refused) {
+      for (const op of ["add", "replace", "remove"] as const) {
+        const ops = [{ op, path: `/${name}`, ...(op === "remove" ? {} : { value: "1" }) }];
+        await readOnlyError(await patch(member, id, ops), name);
+      }
+      // Numbers as well as strings: a typed read-only field is refused whatever the value.
+      await readOnlyError(await patch(member, id, [{ op: "add", path: `/${name}`, value: 1 }]), name);
+      if (name !== "id") await readOnlyError(await create(member, { name: "c", [name]: "1" }), name);
+    }
+    const after = (await (await api(`/v2/images/${id}`, {}, member)).json()) as Record<string, unknown>;
+    expect(after).toEqual({ ...before, upload: after.upload });
+    expect((after.upload as { method: string }).method).toBe("multipart");
+    for (const name of INTERNAL) expect(Object.keys(after), name).not.toContain(name);
+  });
+});
+
 describe("web-download: one import per image", () => {
   it("of ten concurrent imports of one queued image, one is accepted and fetches once", async () => {
     const disk = randomBytes(64 * 1024);

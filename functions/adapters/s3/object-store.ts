@@ -138,9 +138,9 @@ export function createWriterClient(region: string, endpoint?: string): S3Client 
   return unsignedPayloads(createS3Client(region, endpoint));
 }
 
-/** Parts for a body of `hint` bytes: the configured size, larger when 9,000 of them (S3 allows 10,000,
+/** Parts of Hangar's own multipart write of a stored image of about `hint` bytes: the configured size, larger when 9,000 of them (S3 allows 10,000,
  * kept in reserve for an output a little larger than hinted) would not hold it; at most S3's 5 GiB. */
-export function partSizeFor(hint: number | undefined, configured: number): number {
+export function storedImagePartSize(hint: number | undefined, configured: number): number {
   if (!hint || hint <= 0) return configured;
   return Math.min(MAX_PART_SIZE, Math.max(configured, Math.ceil(hint / 9000 / MIB) * MIB));
 }
@@ -246,7 +246,7 @@ export class S3ObjectStore implements ObjectStore {
     signal?: AbortSignal,
     options: WriteOptions = {},
   ): Promise<{ size: number }> {
-    const partSize = partSizeFor(options.sizeHint, this.options.partSize);
+    const partSize = storedImagePartSize(options.sizeHint, this.options.partSize);
     // A hinted body keeps its part size while it stays within the hint, then grows its parts fast; an
     // unhinted one grows them slowly from the start (both reach S3's limits within 10,000 parts).
     const growth = options.sizeHint

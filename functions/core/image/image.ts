@@ -63,8 +63,21 @@ export interface ImageRecord {
   multipart_started_at?: string | null;
 }
 
-/** Where the client uploads an image's bytes, and where the stored image lives. */
-export const stagingKey = (id: string): string => `staging/${id}/upload`;
+/**
+ * Image ids are lowercase UUIDs: the only ids Hangar makes or accepts, and the `id` pattern the image and
+ * member schemas declare.
+ */
+export const IMAGE_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+const IMAGE_ID = new RegExp(IMAGE_ID_PATTERN);
+export const isImageId = (s: string): boolean => IMAGE_ID.test(s);
+
+/** The one prefix whose objects trigger an import; every key under it is `staging/<image-id>/...`. */
+export const STAGING_PREFIX = "staging/";
+/** Everything staged for one image (its upload, and nothing else). */
+export const stagingPrefix = (id: string): string => `${STAGING_PREFIX}${id}/`;
+/** Where the client uploads an image's bytes. */
+export const stagingKey = (id: string): string => `${stagingPrefix(id)}upload`;
+/** Where the stored image lives. */
 export const imageKey = (id: string): string => `images/${id}`;
 /**
  * Scratch space of an import: a gzip-wrapped upload whose image is not stored in order is unwrapped
@@ -72,12 +85,10 @@ export const imageKey = (id: string): string => `images/${id}`;
  */
 export const spoolKey = (id: string): string => `spool/${id}`;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-export const isImageId = (s: string): boolean => UUID.test(s);
-
 /** Parses the image id out of a staging key; undefined for any key Hangar did not generate. */
 export function imageIdFromStagingKey(key: string): string | undefined {
-  const m = /^staging\/([0-9a-f-]{36})\/[a-z0-9/-]+$/.exec(key);
+  if (!key.startsWith(STAGING_PREFIX)) return undefined;
+  const m = /^([0-9a-f-]{36})\/[a-z0-9/-]+$/.exec(key.slice(STAGING_PREFIX.length));
   const id = m?.[1];
   return id !== undefined && isImageId(id) ? id : undefined;
 }

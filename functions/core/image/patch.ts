@@ -1,18 +1,14 @@
 import * as z from "zod";
 import { ConflictError, ForbiddenError, InvalidRequestError, LimitExceededError } from "../errors.ts";
 import { type Caller, isAdmin } from "./access.ts";
+import { fieldInfo, propertyValue, SETTABLE_FIELDS, type SettableField } from "./catalogue.ts";
 import {
   DYNAMODB_ITEM_BYTES,
-  isReservedName,
   MAX_PROPERTIES,
   MAX_RECORD_BYTES,
   MAX_TAGS,
   propertyNameRefusal,
-  propertyValue,
-  READ_ONLY_FIELDS,
   recordBytes,
-  type SettableField,
-  settableFields,
 } from "./fields.ts";
 import type { ImageRecord } from "./image.ts";
 
@@ -32,9 +28,6 @@ export const PatchOperation = z.object({
 });
 export const PatchDocument = z.array(PatchOperation);
 export type PatchOperation = z.infer<typeof PatchOperation>;
-
-/** Fields that only make sense before the bytes arrive (Glance: "can be only replaced for a queued image"). */
-const QUEUED_ONLY = new Set<string>(["disk_format", "container_format", "upload_size", "upload_sha256"]);
 
 /** Decodes a one-segment JSON pointer (`/name`, `/a~1b`), or fails like Glance does for deeper paths. */
 function pathRoot(path: string): string {
@@ -69,13 +62,28 @@ export function applyImagePatch(
   return applyImageChanges(image, changes(), caller, options);
 }
 
+/** What a change is judged against: the image as it was, who asks, and the deployment's ceiling. */
+interface ChangeContext {
+  image: ImageRecord;
+  caller: Caller;
+  maxUploadSize: number;
+}
+
+/** The changes made so far: attributes set, and the extra properties as they now are. */
+interface Draft {
+  fields: Partial<Record<SettableField, unknown>>;
+  properties: Record<string, string>;
+  propertiesChanged: boolean;
+}
+
 /**
  * Glance's rules for changing an image's attributes, the one rule set of both create (every key of the body
  * an `add` to a blank record) and PATCH: read-only and reserved attributes are refused (403); `add` and
  * `replace` set schema fields whether or not the record shows them (glanceclient sends `replace` for absent
  * ones); extra properties are strings with usable names, `replace`/`remove` of a missing one is a 409, at most
  * 128 of them (413); `public` needs an admin; formats change only while `queued`; and the record must still
- * fit in one DynamoDB item (413). Returns the changed fields with a new `updated_at`.
+ * fit in one DynamoDB item (413). Who may write what comes from the image catalogue (`catalogue.ts`).
+ * Returns the changed fields with a new `updated_at`.
  */
 export function applyImageChanges(
   image: ImageRecord,
@@ -83,95 +91,113 @@ export function applyImageChanges(
   caller: Caller,
   options: { maxUploadSize: number; now: string },
 ): Partial<ImageRecord> {
-  const fields = settableFields(options.maxUploadSize);
-  const work: Record<string, unknown> = {};
-  const properties = { ...image.properties };
-  let propertiesChanged = false;
-
-  for (const { op, name, value } of changes) {
-    if (name === "id" || READ_ONLY_FIELDS.has(name)) {
-      throw new ForbiddenError(`Attribute '${name}' is read-only.`, "READ_ONLY");
+  const context: ChangeContext = { image, caller, maxUploadSize: options.maxUploadSize };
+  const draft: Draft = { fields: {}, properties: { ...image.properties }, propertiesChanged: false };
+  for (const change of changes) {
+    const access = fieldInfo(change.name)?.access;
+    if (access === "read-only" || access === "create-only") {
+      throw new ForbiddenError(`Attribute '${change.name}' is read-only.`, "READ_ONLY");
     }
-    if (isReservedName(name)) throw new ForbiddenError(`Attribute '${name}' is reserved.`, "RESERVED");
-    const isField = Object.hasOwn(fields, name);
-    if (!isField) {
-      const refusal = propertyNameRefusal(name);
-      if (refusal !== undefined) throw new InvalidRequestError(refusal, "INVALID_PROPERTY_NAME");
-    }
-
-    if (op === "remove") {
-      if (isField) throw new ForbiddenError(`Property ${name} may not be removed.`, "CORE_PROPERTY");
-      if (!Object.hasOwn(properties, name)) {
-        throw new ConflictError(`Property ${name} does not exist.`, "NO_SUCH_PROPERTY");
-      }
-      delete properties[name];
-      propertiesChanged = true;
-      continue;
-    }
-
-    if (value === undefined) {
-      throw new InvalidRequestError(`Operation '${op}' on '/${name}' needs a value.`, "INVALID_PATCH");
-    }
-    if (isField) {
-      const field = name as SettableField;
-      const parsed = fields[field].safeParse(value);
-      if (!parsed.success) {
-        const why = parsed.error.issues[0]?.message ?? "invalid";
-        if (field === "tags" && Array.isArray(value) && value.length > MAX_TAGS) {
-          throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
-        }
-        throw new InvalidRequestError(`Invalid value for '${name}': ${why}`);
-      }
-      if (QUEUED_ONLY.has(field) && image.status !== "queued") {
-        throw new ForbiddenError(`Attribute ${field} can be only replaced for a queued image.`, "NOT_QUEUED");
-      }
-      if (
-        field === "visibility" &&
-        parsed.data === "public" &&
-        image.visibility !== "public" &&
-        !isAdmin(caller)
-      ) {
-        throw new ForbiddenError("You are not authorized to complete publicize_image action.");
-      }
-      if (field === "owner" && parsed.data !== image.owner && !isAdmin(caller)) {
-        throw new ForbiddenError("Only an admin may change the owner of an image.");
-      }
-      work[field] =
-        field === "tags"
-          ? [...new Set(parsed.data as string[])]
-          : field === "upload_sha256" && typeof parsed.data === "string"
-            ? parsed.data.toLowerCase()
-            : parsed.data;
-      continue;
-    }
-
-    // An extra property.
-    if (op === "replace" && !Object.hasOwn(properties, name)) {
-      throw new ConflictError(`Property ${name} does not exist.`, "NO_SUCH_PROPERTY");
-    }
-    const parsed = propertyValue.safeParse(value);
-    if (!parsed.success) {
-      throw new InvalidRequestError(
-        `Invalid value for '${name.slice(0, 255)}': extra properties are strings of at most 65535 characters.`,
-      );
-    }
-    if (!Object.hasOwn(properties, name) && Object.keys(properties).length >= MAX_PROPERTIES) {
-      throw new LimitExceededError(`An image may have at most ${MAX_PROPERTIES} extra properties.`);
-    }
-    properties[name] = parsed.data;
-    propertiesChanged = true;
+    if (access === "reserved")
+      throw new ForbiddenError(`Attribute '${change.name}' is reserved.`, "RESERVED");
+    if (access === "settable") setField(draft, change as AttributeChange & { name: SettableField }, context);
+    else setProperty(draft, change);
   }
-
   const changed: Partial<ImageRecord> = {
-    ...(work as Partial<ImageRecord>),
-    ...(propertiesChanged ? { properties } : {}),
+    ...(draft.fields as Partial<ImageRecord>),
+    ...(draft.propertiesChanged ? { properties: draft.properties } : {}),
     updated_at: options.now,
   };
-  const bytes = recordBytes({ ...image, ...changed });
+  checkRecordSize({ ...image, ...changed });
+  return changed;
+}
+
+function needsValue({ op, name, value }: AttributeChange): void {
+  if (value === undefined) {
+    throw new InvalidRequestError(`Operation '${op}' on '/${name}' needs a value.`, "INVALID_PATCH");
+  }
+}
+
+/** Sets one of the catalogue's settable attributes (they are never removed). */
+function setField(draft: Draft, change: AttributeChange & { name: SettableField }, context: ChangeContext) {
+  const { op, name: field, value } = change;
+  if (op === "remove") throw new ForbiddenError(`Property ${field} may not be removed.`, "CORE_PROPERTY");
+  needsValue(change);
+  const parsed = SETTABLE_FIELDS[field].safeParse(value);
+  if (!parsed.success) {
+    if (field === "tags" && Array.isArray(value) && value.length > MAX_TAGS) {
+      throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
+    }
+    throw new InvalidRequestError(
+      `Invalid value for '${field}': ${parsed.error.issues[0]?.message ?? "invalid"}`,
+    );
+  }
+  checkFieldRules(field, parsed.data, context);
+  draft.fields[field] = normalized(field, parsed.data);
+}
+
+/** The rules beyond a value's type: the deployment's upload ceiling, queued-only fields, and who may publish or give away. */
+function checkFieldRules(
+  field: SettableField,
+  value: unknown,
+  { image, caller, maxUploadSize }: ChangeContext,
+) {
+  if (field === "upload_size" && typeof value === "number" && value > maxUploadSize) {
+    throw new InvalidRequestError(`Invalid value for 'upload_size': at most ${maxUploadSize} bytes.`);
+  }
+  if (fieldInfo(field)?.queuedOnly && image.status !== "queued") {
+    throw new ForbiddenError(`Attribute ${field} can be only replaced for a queued image.`, "NOT_QUEUED");
+  }
+  if (isAdmin(caller)) return;
+  if (field === "visibility" && value === "public" && image.visibility !== "public") {
+    throw new ForbiddenError("You are not authorized to complete publicize_image action.");
+  }
+  if (field === "owner" && value !== image.owner) {
+    throw new ForbiddenError("Only an admin may change the owner of an image.");
+  }
+}
+
+/** Tags are a set; a declared sha256 is kept in lowercase. */
+function normalized(field: SettableField, value: unknown): unknown {
+  if (field === "tags") return [...new Set(value as string[])];
+  if (field === "upload_sha256" && typeof value === "string") return value.toLowerCase();
+  return value;
+}
+
+/** Adds, replaces or removes an extra property. */
+function setProperty(draft: Draft, change: AttributeChange): void {
+  const { op, name, value } = change;
+  const refusal = propertyNameRefusal(name);
+  if (refusal !== undefined) throw new InvalidRequestError(refusal, "INVALID_PROPERTY_NAME");
+  const exists = Object.hasOwn(draft.properties, name);
+  const missing = () => new ConflictError(`Property ${name} does not exist.`, "NO_SUCH_PROPERTY");
+  if (op === "remove") {
+    if (!exists) throw missing();
+    delete draft.properties[name];
+    draft.propertiesChanged = true;
+    return;
+  }
+  needsValue(change);
+  if (op === "replace" && !exists) throw missing();
+  const parsed = propertyValue.safeParse(value);
+  if (!parsed.success) {
+    throw new InvalidRequestError(
+      `Invalid value for '${name.slice(0, 255)}': extra properties are strings of at most 65535 characters.`,
+    );
+  }
+  if (!exists && Object.keys(draft.properties).length >= MAX_PROPERTIES) {
+    throw new LimitExceededError(`An image may have at most ${MAX_PROPERTIES} extra properties.`);
+  }
+  draft.properties[name] = parsed.data;
+  draft.propertiesChanged = true;
+}
+
+/** The record must still fit in one DynamoDB item. */
+function checkRecordSize(record: ImageRecord): void {
+  const bytes = recordBytes(record);
   if (bytes > MAX_RECORD_BYTES) {
     throw new LimitExceededError(
       `The image would take ${bytes} bytes of attributes and extra properties; at most ${MAX_RECORD_BYTES} fit in one record (DynamoDB stores at most ${DYNAMODB_ITEM_BYTES / 1024} KB per item).`,
     );
   }
-  return changed;
 }

@@ -6,18 +6,13 @@ import {
   StaleStatusError,
 } from "../errors.ts";
 import { type Caller, canModify, canWrite, isAdmin } from "../image/access.ts";
-import { type ImageRecord, imageKey, isImageId, spoolKey } from "../image/image.ts";
-import { applyImageChanges, applyImagePatch, type PatchOperation } from "../image/patch.ts";
+import { creatorOf, type NewImage, newImageRecord } from "../image/create.ts";
+import { type ImageRecord, imageKey, spoolKey, stagingPrefix } from "../image/image.ts";
+import { applyImagePatch, type PatchOperation } from "../image/patch.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
 import type { PresignedRequest } from "../ports.ts";
 import type { UploadLink } from "../uploads/multipart.ts";
 import { asConflict, type ImageContext, LIVE } from "./context.ts";
-
-/**
- * A new image as the client sent it: Glance's fields and extra properties by name, and optionally `id`
- * (a UUID). Checked by the same rules as a patch (`applyImageChanges`).
- */
-export type NewImage = Readonly<Record<string, unknown>>;
 
 /** An image as a caller sees it, with the link to upload to when the caller may use one. */
 export interface ImageView {
@@ -30,52 +25,6 @@ const WHOLE_FIELDS: (keyof ImageRecord)[] = ["tags", "properties"];
 /** Fields only a queued image may change: a patch touching one is written only while it still is. */
 const QUEUED_ONLY = ["disk_format", "container_format", "upload_size", "upload_sha256"];
 
-/** A record in `queued` with every field at its default, owned by `owner`. */
-function blankImage(id: string, owner: string, at: string): ImageRecord {
-  return {
-    id,
-    name: null,
-    status: "queued",
-    visibility: "shared",
-    protected: false,
-    os_hidden: false,
-    owner,
-    disk_format: null,
-    container_format: null,
-    size: null,
-    virtual_size: null,
-    checksum: null,
-    os_hash_algo: null,
-    os_hash_value: null,
-    min_disk: 0,
-    min_ram: 0,
-    tags: [],
-    created_at: at,
-    updated_at: at,
-    properties: {},
-    upload_size: null,
-    upload_sha256: null,
-    source_format: null,
-    converted: null,
-    failure: null,
-    import_progress: null,
-    import_lease_until: null,
-  };
-}
-
-/** Refuses what no create may ask for, whatever the fields: a writer's role, a valid id, one's own project. */
-function checkMayCreate(input: NewImage, caller: Caller): void {
-  // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
-  if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
-  const { id, owner } = input;
-  if (id !== undefined && (typeof id !== "string" || !isImageId(id))) {
-    throw new InvalidRequestError("Invalid image: id must be a lowercase UUID.");
-  }
-  if (owner !== undefined && owner !== null && owner !== caller.projectId && !isAdmin(caller)) {
-    throw new ForbiddenError("You are not permitted to create images owned by another project.");
-  }
-}
-
 /** Create, show, update, delete and download of image records. */
 export function imageRecords(ctx: ImageContext) {
   const { deps, images, objects, members, maxUploadSize, now } = ctx;
@@ -83,24 +32,15 @@ export function imageRecords(ctx: ImageContext) {
   return {
     /** Creates the record in `queued` and returns it with its upload link. */
     async create(input: NewImage, caller: Caller): Promise<ImageView> {
-      checkMayCreate(input, caller);
-      const { id, ...fields } = input;
-      const at = now();
-      const blank = blankImage((id as string | undefined) ?? deps.newId(), caller.projectId, at);
-      // Every key is an `add` to the blank record: the rules of a patch, so create accepts what PATCH does.
-      // An absent or null owner means the caller's project.
-      const changes = Object.entries(fields)
-        .filter(([name, value]) => value !== undefined && !(name === "owner" && value === null))
-        .map(([name, value]) => ({ op: "add" as const, name, value }));
-      const image: ImageRecord = {
-        ...blank,
-        ...applyImageChanges(blank, changes, caller, { maxUploadSize, now: at }),
-      };
+      // A reader (or a token with no role) reads, never writes: not even a record that would hold quota.
+      if (!canWrite(caller)) throw new ForbiddenError("You are not authorized to complete add_image action.");
+      const creator = creatorOf(input, caller);
+      const image = newImageRecord(input, creator, { newId: deps.newId, now: now(), maxUploadSize });
       // A large upload's storage multipart upload starts with the image; its id stays on the record.
       if (deps.multipart) Object.assign(image, await deps.multipart.prepare(image));
       await images.create(image);
       deps.log.info("image created", { imageId: image.id, owner: image.owner });
-      return { image, upload: await ctx.uploadLink(image, caller) };
+      return { image, upload: await ctx.uploadLink(image, creator) };
     },
 
     async show(id: string, caller: Caller): Promise<ImageView> {
@@ -158,7 +98,7 @@ export function imageRecords(ctx: ImageContext) {
       // Quota is released by the transition above, once. An import running now loses its next
       // conditional write and removes its own output; what it is writing right now is aborted here.
       await deps.multipart?.discard(image);
-      await objects.deletePrefix(`staging/${id}/`);
+      await objects.deletePrefix(stagingPrefix(id));
       await abortLeftoverWrites(objects, id);
       await objects.delete(imageKey(id));
       await objects.delete(spoolKey(id));

@@ -1,8 +1,6 @@
-import { imageIdFromStagingKey } from "../image/image.ts";
+import { imageIdFromStagingKey, STAGING_PREFIX } from "../image/image.ts";
 import type { Clock, ImageRepository, ImportTrigger, Logger } from "../ports.ts";
 import type { ListedObject } from "../uploads/ports.ts";
-
-const STAGING_PREFIX = "staging/";
 
 export interface RedriveDeps {
   images: Pick<ImageRepository, "get">;

@@ -18,10 +18,10 @@ export function usesMultipart(size: number, threshold: number): boolean {
 }
 
 /**
- * The part size for an upload of `size` bytes: at least `minPartSize`, large enough for ≤ 10,000 parts,
+ * The part size of a client's multipart upload plan for `size` bytes: at least `minPartSize`, large enough for ≤ 10,000 parts,
  * rounded up to whole MiB so clients can reason about it.
  */
-export function partSizeFor(size: number, minPartSize = DEFAULT_MIN_PART_SIZE): number {
+export function uploadPartSize(size: number, minPartSize = DEFAULT_MIN_PART_SIZE): number {
   if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_OBJECT_SIZE) {
     throw new RangeError(`upload size ${size} is outside 1..${MAX_OBJECT_SIZE}`);
   }
@@ -56,7 +56,7 @@ export interface PartLayout {
 
 /** The layout of an upload of `size` bytes. */
 export function layoutFor(size: number, minPartSize = DEFAULT_MIN_PART_SIZE): PartLayout {
-  const partSize = partSizeFor(size, minPartSize);
+  const partSize = uploadPartSize(size, minPartSize);
   return { partSize, partCount: partCountFor(size, partSize) };
 }
 

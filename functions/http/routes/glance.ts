@@ -1,10 +1,10 @@
-import type { Context, Hono } from "hono";
-import type * as z from "zod";
+import type { Hono } from "hono";
 import { InvalidRequestError, UnsupportedMediaTypeError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import type { ImageMember } from "../../core/image/members.ts";
 import { PATCH_MEDIA_TYPES } from "../../core/image/patch.ts";
 import type { ImageService } from "../../core/images.ts";
+import type { ImportPolicy } from "../../core/policy.ts";
 import {
   ImagePatch,
   ImportRequest,
@@ -14,16 +14,14 @@ import {
   MemberUpdate,
 } from "../api-schemas.ts";
 import { describeZod } from "../errors.ts";
-import { imageJson } from "../image-json.ts";
+import { glanceTime, imageJson } from "../image-json.ts";
+import { jsonBody, mediaTypeOf, parseJson } from "../validate.ts";
 
 type Env = { Variables: { caller: Caller } };
 
 /** What `/v2/info/import` shows of the operator's policy (from configuration, passed by the wiring). */
-export interface ImportPolicyInfo {
-  preferredFormat: string;
-  acceptedFormats: readonly string[];
-  maxVirtualSize: number;
-  maxGzipRatio: number;
+export interface ImportPolicyInfo
+  extends Pick<ImportPolicy, "preferredFormat" | "acceptedFormats" | "maxVirtualSize" | "maxGzipRatio"> {
   maxUploadSize: number;
   webDownload: { enabled: boolean; maxBytes: number; timeoutSeconds: number };
 }
@@ -32,21 +30,6 @@ export interface GlanceRouteDeps {
   images: ImageService;
   policy: ImportPolicyInfo;
 }
-
-/** Parses a JSON body with `schema`; malformed JSON and schema violations are 400s. */
-export async function jsonBody<T>(c: Context, schema: z.ZodType<T>, what: string): Promise<T> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await c.req.text());
-  } catch {
-    throw new InvalidRequestError("The request body is not valid JSON.");
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) throw new InvalidRequestError(`Invalid ${what}: ${describeZod(parsed.error)}`);
-  return parsed.data;
-}
-
-const glanceTime = (iso: string) => iso.replace(/\.\d{3}Z$/, "Z");
 
 /** A member as Glance shows it; validated by glanceclient against `/v2/schemas/member`. */
 export function memberJson(m: ImageMember) {
@@ -98,14 +81,16 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
   app.get("/v2/schemas/members", (c) => c.json(MEMBERS_SCHEMA));
 
   app.patch("/v2/images/:id", async (c) => {
-    const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+    // Glance's own media type, which the router's JSON validator does not read: checked and parsed here.
+    const type = mediaTypeOf(c);
     if (!(PATCH_MEDIA_TYPES as readonly string[]).includes(type)) {
       throw new UnsupportedMediaTypeError(
         `Unsupported Content-Type '${type || "(none)"}': send ${PATCH_MEDIA_TYPES[0]}.`,
       );
     }
-    const ops = await jsonBody(c, ImagePatch, "JSON patch");
-    const view = await images.update(c.req.param("id"), ops, c.get("caller"));
+    const ops = ImagePatch.safeParse(parseJson(await c.req.text()));
+    if (!ops.success) throw new InvalidRequestError(`Invalid JSON patch: ${describeZod(ops.error)}`);
+    const view = await images.update(c.req.param("id"), ops.data, c.get("caller"));
     return c.json(imageJson(view.image, view.upload));
   });
 
@@ -118,8 +103,8 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
     return c.body(null, 204);
   });
 
-  app.post("/v2/images/:id/members", async (c) => {
-    const { member } = await jsonBody(c, MemberCreate, "member");
+  app.post("/v2/images/:id/members", ...jsonBody(MemberCreate, "member"), async (c) => {
+    const { member } = c.req.valid("json");
     // Glance answers 200 (not 201) here, and glanceclient expects the member in the body.
     return c.json(memberJson(await images.addMember(c.req.param("id"), member, c.get("caller"))));
   });
@@ -131,8 +116,8 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
     const m = await images.getMember(c.req.param("id"), c.req.param("member"), c.get("caller"));
     return c.json(memberJson(m));
   });
-  app.put("/v2/images/:id/members/:member", async (c) => {
-    const { status } = await jsonBody(c, MemberUpdate, "member status");
+  app.put("/v2/images/:id/members/:member", ...jsonBody(MemberUpdate, "member status"), async (c) => {
+    const { status } = c.req.valid("json");
     const m = await images.setMemberStatus(c.req.param("id"), c.req.param("member"), status, c.get("caller"));
     return c.json(memberJson(m));
   });
@@ -150,8 +135,8 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
     return c.body(null, 204);
   });
 
-  app.post("/v2/images/:id/import", async (c) => {
-    const { method } = await jsonBody(c, ImportRequest, "import request");
+  app.post("/v2/images/:id/import", ...jsonBody(ImportRequest, "import request"), async (c) => {
+    const { method } = c.req.valid("json");
     if (!importMethods(policy).includes(method.name)) {
       throw new InvalidRequestError(
         `Import method ${method.name} is not supported; available: ${importMethods(policy).join(", ") || "none"}. Upload bytes with the image's upload link instead.`,

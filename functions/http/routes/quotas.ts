@@ -5,7 +5,7 @@ import type { Caller } from "../../core/image/access.ts";
 import { MAX_NAME } from "../../core/image/fields.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
 import type { ProjectUsage, QuotaService } from "../../core/quota-service.ts";
-import { jsonBody } from "./glance.ts";
+import { jsonBody } from "../validate.ts";
 
 type Env = { Variables: { caller: Caller } };
 
@@ -60,8 +60,8 @@ export function registerQuotaRoutes(app: Hono<Env>, deps: { quotas: QuotaService
     c.json(usageJson(await quotas.usage(c.get("caller"), project(c)))),
   );
 
-  app.put("/v2/quotas/:project", async (c) => {
-    const limits = await jsonBody(c, LimitsBody, "limits");
+  app.put("/v2/quotas/:project", ...jsonBody(LimitsBody, "limits"), async (c) => {
+    const limits = c.req.valid("json");
     return c.json(usageJson(await quotas.setLimits(c.get("caller"), project(c), limits)));
   });
 }

@@ -1,10 +1,9 @@
-import type { Context, Hono } from "hono";
+import type { Hono } from "hono";
 import * as z from "zod";
-import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_PARTS_PER_REQUEST, type MultipartUploadService } from "../../core/uploads/multipart.ts";
 import { MAX_PARTS } from "../../core/uploads/plan.ts";
-import { describeZod } from "../errors.ts";
+import { jsonBody } from "../validate.ts";
 
 type Env = { Variables: { caller: Caller } };
 
@@ -23,22 +22,6 @@ const CompleteBody = z.strictObject({
     .optional(),
 });
 
-/** Parses a JSON body with `schema`; an empty body counts as `{}` where the body is optional. */
-async function body<T>(c: Context<Env>, schema: z.ZodType<T>, optional: boolean): Promise<T> {
-  const text = await c.req.text();
-  let raw: unknown = {};
-  if (text.trim() !== "" || !optional) {
-    try {
-      raw = JSON.parse(text);
-    } catch {
-      throw new InvalidRequestError("The request body is not valid JSON.");
-    }
-  }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) throw new InvalidRequestError(`Invalid request: ${describeZod(parsed.error)}`);
-  return parsed.data;
-}
-
 /**
  * The multipart plan's links: `GET|POST /v2/images/{id}/upload/parts`, `POST .../complete`, `POST .../cancel`.
  * Registered by the API app after its authentication middleware; errors go through the app's error table.
@@ -55,8 +38,8 @@ export function registerUploadRoutes(app: Hono<Env>, deps: UploadRouteDeps): voi
     });
   });
 
-  app.post("/v2/images/:id/upload/parts", async (c) => {
-    const { parts } = await body(c, SignBody, false);
+  app.post("/v2/images/:id/upload/parts", ...jsonBody(SignBody, "request"), async (c) => {
+    const { parts } = c.req.valid("json");
     const signed = await uploads.signParts(c.req.param("id"), c.get("caller"), parts);
     return c.json({
       parts: signed.map((p) => ({
@@ -70,12 +53,16 @@ export function registerUploadRoutes(app: Hono<Env>, deps: UploadRouteDeps): voi
     });
   });
 
-  app.post("/v2/images/:id/upload/complete", async (c) => {
-    const declared = await body(c, CompleteBody, true);
-    await uploads.complete(c.req.param("id"), c.get("caller"), declared);
-    // Accepted: the import starts when storage announces the assembled object.
-    return c.body(null, 202);
-  });
+  app.post(
+    "/v2/images/:id/upload/complete",
+    ...jsonBody(CompleteBody, "request", { optional: true }),
+    async (c) => {
+      const declared = c.req.valid("json");
+      await uploads.complete(c.req.param("id"), c.get("caller"), declared);
+      // Accepted: the import starts when storage announces the assembled object.
+      return c.body(null, 202);
+    },
+  );
 
   app.post("/v2/images/:id/upload/cancel", async (c) => {
     await uploads.cancel(c.req.param("id"), c.get("caller"));

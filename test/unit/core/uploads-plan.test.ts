@@ -11,7 +11,7 @@ import {
   MIN_PART_SIZE,
   partLength,
   partOffset,
-  partSizeFor,
+  uploadPartSize,
   usesMultipart,
 } from "../../../functions/core/uploads/plan.ts";
 
@@ -40,17 +40,17 @@ describe("multipart plan arithmetic", () => {
   });
 
   it("keeps the preferred part size while it fits in 10,000 parts, then grows", () => {
-    expect(partSizeFor(2 * GIB)).toBe(16 * MIB);
-    expect(partSizeFor(10_000 * 16 * MIB)).toBe(16 * MIB);
-    expect(partSizeFor(10_000 * 16 * MIB + 1)).toBe(17 * MIB);
+    expect(uploadPartSize(2 * GIB)).toBe(16 * MIB);
+    expect(uploadPartSize(10_000 * 16 * MIB)).toBe(16 * MIB);
+    expect(uploadPartSize(10_000 * 16 * MIB + 1)).toBe(17 * MIB);
     expect(layoutFor(MAX_OBJECT_SIZE).partCount).toBeLessThanOrEqual(MAX_PARTS);
-    expect(partSizeFor(30 * MIB, 5 * MIB)).toBe(5 * MIB);
+    expect(uploadPartSize(30 * MIB, 5 * MIB)).toBe(5 * MIB);
   });
 
   it("refuses sizes and minimums outside S3's limits", () => {
-    expect(() => partSizeFor(0)).toThrow(RangeError);
-    expect(() => partSizeFor(MAX_OBJECT_SIZE + 1)).toThrow(RangeError);
-    expect(() => partSizeFor(GIB, 4 * MIB)).toThrow(RangeError);
+    expect(() => uploadPartSize(0)).toThrow(RangeError);
+    expect(() => uploadPartSize(MAX_OBJECT_SIZE + 1)).toThrow(RangeError);
+    expect(() => uploadPartSize(GIB, 4 * MIB)).toThrow(RangeError);
     expect(() => partLength(10, 5, 3)).toThrow(RangeError);
   });
 

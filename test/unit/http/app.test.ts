@@ -144,6 +144,34 @@ describe("HTTP API", () => {
     await expectGlanceError(await post({ upload_sha256: "abc" }, alice), 400, "INVALID_REQUEST");
   });
 
+  it("bodies go through the router's validator: not JSON is 400, not an object 400, another media type 415", async () => {
+    const notJson = await expectGlanceError(await post("{nope", alice), 400, "INVALID_REQUEST");
+    expect(notJson.message).toBe("The request body is not valid JSON.");
+    const array = await expectGlanceError(await post([{ name: "a" }], alice), 400, "INVALID_REQUEST");
+    expect(array.message).toBe("Invalid image: The request body must be a JSON object.");
+    const form = await post({ name: "a" }, alice, { "Content-Type": "application/x-www-form-urlencoded" });
+    const refused = await expectGlanceError(form, 415, "UNSUPPORTED_MEDIA_TYPE");
+    expect(refused.message).toContain("application/json");
+    // A JSON media type with a suffix or parameters is JSON.
+    expect(
+      (await post({ name: "a" }, alice, { "Content-Type": "application/json; charset=utf-8" })).status,
+    ).toBe(201);
+    const created = (await (await post({ name: "m" }, alice)).json()) as { id: string };
+    const members = (body: string, type = "application/json") =>
+      app.request(`/v2/images/${created.id}/members`, {
+        method: "POST",
+        headers: { "X-Auth-Token": alice, "Content-Type": type },
+        body,
+      });
+    const bad = await expectGlanceError(await members("{}"), 400, "INVALID_REQUEST");
+    expect(bad.message).toMatch(/^Invalid member: member: /);
+    await expectGlanceError(
+      await members('{"member": "p-bob"}', "text/plain"),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    );
+  });
+
   it("another project gets 404 for a private image; unknown paths get a Glance 404", async () => {
     const created = (await (await post({ name: "p", visibility: "private" }, alice)).json()) as {
       id: string;

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { READ_ONLY_FIELDS } from "../../../functions/core/image/fields.ts";
+import { READ_ONLY_FIELDS } from "../../../functions/core/image/catalogue.ts";
 import { IMAGE_SCHEMA } from "../../../functions/http/image-json.ts";
 import { MAX_BODY_BYTES } from "../../../functions/http/limits.ts";
 import { PATCH_TYPE, testApp } from "./harness.ts";

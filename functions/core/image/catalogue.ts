@@ -1,0 +1,179 @@
+import * as z from "zod";
+import { MAX_OBJECT_SIZE } from "../uploads/plan.ts";
+import { MAX_NAME, MAX_PROPERTY_VALUE, MAX_TAGS } from "./fields.ts";
+import { CONTAINER_FORMATS, DISK_FORMATS } from "./format-names.ts";
+import { IMAGE_ID_PATTERN, IMAGE_STATUSES, VISIBILITIES } from "./image.ts";
+
+/**
+ * The catalogue of image attributes: every top-level name an image has or Glance gives a meaning to, with
+ * its type (a zod schema) and who may write it. `/v2/schemas/image`, the OpenAPI document, the image JSON,
+ * the create and PATCH rules and the read-only set are all derived from it, so a field is declared once.
+ */
+
+/**
+ * Who writes an attribute:
+ * - `settable`: the client, on create and by PATCH;
+ * - `create-only`: the client, on create only (`id`); a change afterwards is refused as read-only;
+ * - `read-only`: Hangar alone (403 "Attribute 'x' is read-only.");
+ * - `reserved`: nobody, Glance's reserved names (403 "Attribute 'x' is reserved.").
+ */
+export type FieldAccess = "settable" | "create-only" | "read-only" | "reserved";
+
+export interface FieldInfo {
+  access: FieldAccess;
+  /** Settable only while the image is `queued` (Glance: "can be only replaced for a queued image"). */
+  queuedOnly?: boolean;
+  /** What `/v2/schemas/image` says of a shown attribute. */
+  description?: string;
+}
+
+/** The metadata of each shown attribute's schema (a zod registry, keyed by the schema object). */
+export const imageFieldInfo = z.registry<FieldInfo>();
+
+function field<T extends z.ZodType>(schema: T, info: FieldInfo): T {
+  imageFieldInfo.add(schema, info);
+  return schema;
+}
+const settable = <T extends z.ZodType>(schema: T, description: string, queuedOnly = false): T =>
+  field(schema, { access: "settable", description, queuedOnly });
+const readOnly = <T extends z.ZodType>(schema: T, description: string): T =>
+  field(schema, { access: "read-only", description });
+
+const int32 = () =>
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1);
+const count = () => z.number().int().min(0);
+
+/** Attributes a client sets on create and by PATCH, with the values each takes. */
+const SETTABLE = {
+  name: settable(z.string().max(MAX_NAME).nullable(), "Descriptive name for the image"),
+  owner: settable(z.string().min(1).max(MAX_NAME), "Owner of the image"),
+  visibility: settable(z.enum(VISIBILITIES), "Scope of image accessibility"),
+  protected: settable(z.boolean(), "If true, image will not be deletable."),
+  os_hidden: settable(z.boolean(), "If true, image will not appear in default image list response."),
+  disk_format: settable(z.enum(DISK_FORMATS).nullable(), "Format of the disk", true),
+  container_format: settable(z.enum(CONTAINER_FORMATS).nullable(), "Format of the container", true),
+  min_disk: settable(int32(), "Amount of disk space (in GB) required to boot image."),
+  min_ram: settable(int32(), "Amount of ram (in MB) required to boot image."),
+  tags: settable(
+    z.array(z.string().min(1).max(MAX_NAME)).max(MAX_TAGS),
+    "List of strings related to the image",
+  ),
+  // The deployment's own ceiling (below S3's 5 TiB) is a rule of `applyImageChanges`.
+  upload_size: settable(
+    z.number().int().positive().max(MAX_OBJECT_SIZE).nullable(),
+    "Hangar: the number of bytes the upload will have",
+    true,
+  ),
+  upload_sha256: settable(
+    z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
+      .nullable(),
+    "Hangar: hex sha256 of the upload, verified on import",
+    true,
+  ),
+};
+
+/** The upload link or multipart plan; its members are described in the field's text (they differ by method). */
+const uploadLink = z.looseObject({ method: z.enum(["PUT", "multipart"]), expires_at: z.string() });
+
+/** Attributes Hangar computes and shows; nobody sets them. */
+const READ_ONLY = {
+  status: readOnly(z.enum(IMAGE_STATUSES), "Status of the image"),
+  checksum: readOnly(z.string().max(32).nullable(), "md5 hash of image contents."),
+  os_hash_algo: readOnly(z.string().max(64).nullable(), "Algorithm of os_hash_value"),
+  os_hash_value: readOnly(z.string().max(128).nullable(), "Hex digest of the image"),
+  size: readOnly(count().nullable(), "Size of image file in bytes"),
+  virtual_size: readOnly(count().nullable(), "Virtual size of image in bytes"),
+  created_at: readOnly(z.string(), "Date and time of image registration"),
+  updated_at: readOnly(z.string(), "Date and time of the last image modification"),
+  self: readOnly(z.string(), "An image self url"),
+  file: readOnly(z.string(), "An image file url"),
+  schema: readOnly(z.string(), "An image schema url"),
+  upload: readOnly(
+    uploadLink.nullable(),
+    "Hangar: where to upload the image's bytes while queued: a presigned PUT (method, url, headers, expires_at) or, for large uploads, a multipart plan (method 'multipart', part_size, part_count, expires_at, parts_url, complete_url, cancel_url)",
+  ),
+  source_format: readOnly(z.string().nullable(), "Hangar: disk format detected in the upload"),
+  converted: readOnly(z.boolean().nullable(), "Hangar: whether the upload was converted"),
+  failure: readOnly(
+    z.looseObject({ reason: z.string(), message: z.string() }).nullable(),
+    "Hangar: why the import failed (reason, message)",
+  ),
+  import_progress: readOnly(
+    z.looseObject({ bytes_read: count(), total: count(), updated_at: z.string() }).nullable(),
+    "Hangar: while importing, bytes of the upload read so far (bytes_read of total, updated_at); an import that reads the upload again starts from 0, and one converting to qcow2 reads it whole before writing its data",
+  ),
+  staged_size: readOnly(
+    count().nullable(),
+    "Hangar: uploaded-but-unprocessed bytes this image holds against its project's quota",
+  ),
+};
+
+/** An extra property's value: a string (Glance's rule), of at most 65535 characters. */
+export const propertyValue = z
+  .string()
+  .max(MAX_PROPERTY_VALUE, "extra properties are strings of at most 65535 characters");
+
+/**
+ * An image as the API shows it: the attributes above, `id` (set on create, or made by Hangar) and any extra
+ * string properties. Responses are built from this shape (`SHOWN_FIELDS`), never from the stored record's keys.
+ */
+export const ImageJson = z
+  .object({
+    id: field(z.string().regex(new RegExp(IMAGE_ID_PATTERN), "must be a lowercase UUID"), {
+      access: "create-only",
+      description: "An identifier for the image",
+    }),
+    ...SETTABLE,
+    ...READ_ONLY,
+  })
+  .catchall(propertyValue);
+export type ImageJson = z.output<typeof ImageJson>;
+
+export type SettableField = keyof typeof SETTABLE;
+export type ShownField = keyof typeof ImageJson.shape;
+
+/** The settable attributes' value schemas, by name: what create and PATCH validate a value with. */
+export const SETTABLE_FIELDS: Readonly<Record<SettableField, z.ZodType>> = SETTABLE;
+/** Every attribute an image shows, in the order `/v2/schemas/image` lists them. */
+export const SHOWN_FIELDS = Object.keys(ImageJson.shape) as ShownField[];
+
+/**
+ * Names an image never shows but that are not free for extra properties: Hangar's bookkeeping on the record,
+ * and Glance's attributes Hangar does not keep or reserves.
+ */
+const UNSHOWN: Readonly<Record<string, FieldInfo>> = {
+  // Hangar's own: the import lease and takeovers, the storage multipart upload behind a large upload.
+  import_lease_until: { access: "read-only" },
+  import_takeovers: { access: "read-only" },
+  multipart_upload_id: { access: "read-only" },
+  multipart_started_at: { access: "read-only" },
+  // Glance's read-only attributes Hangar does not show.
+  locations: { access: "read-only" },
+  direct_url: { access: "read-only" },
+  // Glance's reserved names (with every `os_glance*` name).
+  deleted: { access: "reserved" },
+  deleted_at: { access: "reserved" },
+  location: { access: "reserved" },
+  properties: { access: "reserved" },
+};
+
+/** What the catalogue says of a top-level name; undefined for a name free for an extra property. */
+export function fieldInfo(name: string): FieldInfo | undefined {
+  if (Object.hasOwn(ImageJson.shape, name)) return imageFieldInfo.get(ImageJson.shape[name as ShownField]);
+  if (Object.hasOwn(UNSHOWN, name)) return UNSHOWN[name];
+  return name.startsWith("os_glance") ? { access: "reserved" } : undefined;
+}
+
+/** Every name a client may not change after create: the read-only attributes and `id` (shown or not). */
+export const READ_ONLY_FIELDS: ReadonlySet<string> = new Set(
+  [...SHOWN_FIELDS, ...Object.keys(UNSHOWN)].filter((name) => {
+    const access = fieldInfo(name)?.access;
+    return access === "read-only" || access === "create-only";
+  }),
+);
