@@ -138,8 +138,9 @@ export class HangarClient {
       } catch {
         // Not Hangar's error shape (a proxy, a gateway): the status line and body excerpt stand.
       }
-      // The API says the same for every refused token; the client can read its own token's claims.
-      if (res.status === 401) message = `${message.replace(/\.$/, "")}: ${whyRefused(this.token)}`;
+      // The API says only whether a refused token expired or is not valid; the client can read its own
+      // token's claims to say when it expired or what to check.
+      if (res.status === 401) message = `${message.replace(/\.$/, "")} (${whyRefused(this.token)})`;
       throw new HangarApiError(res.status, reason, message);
     }
     return res;

@@ -387,15 +387,17 @@ describe("hangar CLI against the local stack", () => {
 
     const bad = await hangar(["list"], undefined, { HANGAR_TOKEN: "not-a-token" });
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain("requires authentication: the token is not a JWT");
+    expect(bad.stderr).toContain("requires authentication: the token is not valid (the token is not a JWT");
     const expired = await mintToken(
       { sub: "alice", project_id: "project-alice", roles: ["member"] },
       { expiresIn: "-5m" },
     );
     const old = await hangar(["list"], undefined, { HANGAR_TOKEN: expired });
     expect(old.code).toBe(1);
-    expect(old.stderr).toMatch(/requires authentication: the token expired at \S+ \(5 min ago\)/);
-    expect(old.stderr).toContain("(HTTP 401, UNAUTHENTICATED)");
+    expect(old.stderr).toMatch(
+      /requires authentication: the token has expired \(the token expired at \S+ \(5 min ago\)/,
+    );
+    expect(old.stderr).toContain("(HTTP 401, TOKEN_EXPIRED)");
     for (const run of [wrongPort, timeout, bad, old])
       expect(run.stderr).not.toMatch(/NodeVersionSupportWarning|at .*\.ts:\d+/);
   });
