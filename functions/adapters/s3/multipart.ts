@@ -2,8 +2,8 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  ListObjectsV2Command,
-  ListPartsCommand,
+  paginateListObjectsV2,
+  paginateListParts,
   type S3Client,
   S3ServiceException,
   UploadPartCommand,
@@ -80,19 +80,14 @@ export class S3MultipartUploads implements MultipartUploads {
 
   async listParts(key: string, uploadId: string): Promise<StoredPart[] | undefined> {
     const parts: StoredPart[] = [];
-    let marker: string | undefined;
     try {
       // ListParts returns at most 1000 parts a page; a plan may have 10,000.
-      for (;;) {
-        const out = await this.client.send(
-          new ListPartsCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
-          }),
-        );
-        for (const p of out.Parts ?? []) {
+      const pages = paginateListParts(
+        { client: this.client },
+        { Bucket: this.bucket, Key: key, UploadId: uploadId },
+      );
+      for await (const page of pages) {
+        for (const p of page.Parts ?? []) {
           if (p.PartNumber === undefined || p.ETag === undefined) continue;
           parts.push({
             partNumber: p.PartNumber,
@@ -101,8 +96,6 @@ export class S3MultipartUploads implements MultipartUploads {
             lastModified: iso(p.LastModified),
           });
         }
-        if (!out.IsTruncated || out.NextPartNumberMarker === undefined) break;
-        marker = String(out.NextPartNumberMarker);
       }
     } catch (err) {
       if (isNoSuchUpload(err)) return undefined;
@@ -150,16 +143,12 @@ export class S3MultipartUploads implements MultipartUploads {
 
   async listObjects(prefix: string): Promise<ListedObject[]> {
     const found: ListedObject[] = [];
-    let token: string | undefined;
-    do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
-      for (const o of out.Contents ?? []) {
+    const pages = paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: prefix });
+    for await (const page of pages) {
+      for (const o of page.Contents ?? []) {
         if (o.Key) found.push({ key: o.Key, size: o.Size ?? 0, lastModified: iso(o.LastModified) });
       }
-      token = out.NextContinuationToken;
-    } while (token);
+    }
     return found;
   }
 }
