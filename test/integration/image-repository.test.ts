@@ -18,7 +18,7 @@ import {
 import { StaleStatusError } from "../../functions/core/errors.ts";
 import type { ImageRecord } from "../../functions/core/image/image.ts";
 import type { ListedImage, ListSource } from "../../functions/core/ports.ts";
-import { UNLIMITED } from "../../functions/core/quota.ts";
+import { QuotaExceededError, UNLIMITED, ZERO } from "../../functions/core/quota.ts";
 import { dynamoDbClient, getStack, s3Client } from "./setup/stack.ts";
 
 const dynamo = dynamoDbClient();
@@ -173,6 +173,19 @@ describe("DynamoImageRepository (DynamoDB Local)", () => {
     expect(await collect(images.list(source, { order: "asc", after, pageSize: 3 }))).toEqual(
       created.slice(5).map((i) => i.id),
     );
+  });
+
+  it("a change larger than a limit by itself is refused before any write, with the numbers", async () => {
+    const { table } = getStack();
+    const quota = new DynamoQuotaStore(dynamo, table, { ...UNLIMITED, image_stage_total: 1000 });
+    const images = new DynamoImageRepository(dynamo, table, quota);
+    const owner = project();
+    const image = record(owner, new Date().toISOString(), { upload_size: 5000 });
+    const refused = await images.create(image).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(QuotaExceededError);
+    expect((refused as QuotaExceededError).message).toContain("5000");
+    expect(await images.get(image.id)).toBeUndefined();
+    expect(await quota.usage(owner)).toEqual(ZERO);
   });
 
   it("refuses to read an item that is not a valid image record", async () => {

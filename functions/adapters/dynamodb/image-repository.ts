@@ -167,23 +167,26 @@ export class DynamoImageRepository implements ImageRepository {
     await backoff(attempt);
   }
 
-  /** The usage item update adding `delta`, conditioned so no positive change passes a limit. */
+  /**
+   * The usage item update adding `delta`, conditioned so no positive change passes a limit. A change
+   * larger than a limit by itself can never pass: it is refused here, without a write.
+   */
   private async usageUpdate(project: string, delta: Counters): Promise<Update> {
     const limits = await this.quota.limits(project);
+    if (QUOTA_KEYS.some((k) => limits[k] >= 0 && delta[k] > limits[k])) {
+      throw await this.exceeded(project, delta, undefined);
+    }
     const p = new Placeholders();
     const add: string[] = [];
     const within: string[] = [];
     for (const k of QUOTA_KEYS) {
       if (delta[k] === 0) continue;
       add.push(`${p.name(k)} ${p.value(delta[k])}`);
-      if (delta[k] <= 0 || limits[k] < 0) continue;
-      const room = limits[k] - delta[k];
-      // A change larger than the limit itself can never pass: refuse it in the transaction, as any other.
-      within.push(
-        room < 0
-          ? `attribute_not_exists(${p.name("pk")}) AND attribute_exists(${p.name("pk")})`
-          : `(attribute_not_exists(${p.name(k)}) OR ${p.name(k)} <= ${p.value(room)})`,
-      );
+      if (delta[k] > 0 && limits[k] >= 0) {
+        within.push(
+          `(attribute_not_exists(${p.name(k)}) OR ${p.name(k)} <= ${p.value(limits[k] - delta[k])})`,
+        );
+      }
     }
     return {
       TableName: this.table,

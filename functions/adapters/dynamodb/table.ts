@@ -134,7 +134,7 @@ async function setIfExists(
       new UpdateItemCommand({
         TableName: tableName,
         Key: marshall({ pk: item.pk, sk: item.sk }),
-        UpdateExpression: `SET ${names.map((n, i) => `#k${i} = :v${i}`).join(", ")}`,
+        UpdateExpression: `SET ${names.map((_, i) => `#k${i} = :v${i}`).join(", ")}`,
         ConditionExpression: "attribute_exists(pk)",
         ExpressionAttributeNames: Object.fromEntries(names.map((n, i) => [`#k${i}`, n])),
         ExpressionAttributeValues: marshall(Object.fromEntries(names.map((n, i) => [`:v${i}`, values[n]]))),

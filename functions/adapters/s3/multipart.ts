@@ -2,8 +2,8 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  ListPartsCommand,
   paginateListObjectsV2,
-  paginateListParts,
   type S3Client,
   S3ServiceException,
   UploadPartCommand,
@@ -81,13 +81,20 @@ export class S3MultipartUploads implements MultipartUploads {
   async listParts(key: string, uploadId: string): Promise<StoredPart[] | undefined> {
     const parts: StoredPart[] = [];
     try {
-      // ListParts returns at most 1000 parts a page; a plan may have 10,000.
-      const pages = paginateListParts(
-        { client: this.client },
-        { Bucket: this.bucket, Key: key, UploadId: uploadId },
-      );
-      for await (const page of pages) {
-        for (const p of page.Parts ?? []) {
+      // ListParts returns at most 1000 parts a page; a plan may have 10,000. Not the SDK's paginator: it
+      // stops only when no next marker comes back, and MinIO returns one on the last page too (the loop
+      // never ends), so the pages are followed while `IsTruncated` says there are more.
+      let marker: string | undefined;
+      for (;;) {
+        const out = await this.client.send(
+          new ListPartsCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
+          }),
+        );
+        for (const p of out.Parts ?? []) {
           if (p.PartNumber === undefined || p.ETag === undefined) continue;
           parts.push({
             partNumber: p.PartNumber,
@@ -96,6 +103,8 @@ export class S3MultipartUploads implements MultipartUploads {
             lastModified: iso(p.LastModified),
           });
         }
+        if (!out.IsTruncated || out.NextPartNumberMarker === undefined) break;
+        marker = String(out.NextPartNumberMarker);
       }
     } catch (err) {
       if (isNoSuchUpload(err)) return undefined;
