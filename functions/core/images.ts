@@ -1,10 +1,10 @@
 import { imageActions } from "./images/actions.ts";
 import { createImageContext, type ImageServiceDeps } from "./images/context.ts";
 import { imageRecords } from "./images/crud.ts";
+import { imageWebDownload } from "./images/import-from-web.ts";
 import { imageListing } from "./images/listing.ts";
 import { imageMembers } from "./images/members.ts";
 import { imageTags } from "./images/tags.ts";
-import { imageWebDownload } from "./images/web-download.ts";
 
 export type { NewImage } from "./image/create.ts";
 export type { ImageServiceDeps } from "./images/context.ts";

@@ -196,8 +196,8 @@ export function publishingMembers<R extends MemberRepository>(
       ...(m.status ? { status: m.status } : {}),
     },
   });
-  const add: MemberRepository["add"] = async (member) => {
-    await members.add(member);
+  const add: MemberRepository["add"] = async (member, image) => {
+    await members.add(member, image);
     await publish([await event("image.member.created", member)]);
   };
   const setStatus: MemberRepository["setStatus"] = async (imageId, memberId, status, updatedAt) => {

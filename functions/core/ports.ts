@@ -3,16 +3,49 @@ import type { ImageRecord, ImageStatus } from "./image/image.ts";
 import type { ImageMember } from "./image/members.ts";
 import type { TransitionName } from "./image/transitions.ts";
 
+/**
+ * Where a list reads, each an index already in creation order: every image (admins), one project's
+ * images, the public or community ones, or the images shared with a project (with the membership's
+ * status; `status` keeps only memberships in it).
+ */
+export type ListSource =
+  | { kind: "all" }
+  | { kind: "owner"; owner: string }
+  | { kind: "visibility"; visibility: "public" | "community" }
+  | { kind: "member"; member: string; status: MemberStatus | "all" };
+
+export interface ListOptions {
+  order: "asc" | "desc";
+  /**
+   * A position in creation order (`listPosition` of the last image seen): the listing starts after it.
+   * Opaque to callers, who get it from `listPosition`.
+   */
+  after?: string | undefined;
+  /** Items the store reads per request; a caller filling a page of N asks for N + 1. */
+  pageSize: number;
+}
+
+/** An image from a listing source, with the caller's membership status when it came from a share. */
+export interface ListedImage {
+  image: ImageRecord;
+  memberStatus?: MemberStatus;
+}
+
+/** The position of an image in creation order, as the listing indexes sort it. */
+export const listPosition = (image: Pick<ImageRecord, "created_at" | "id">): string =>
+  `${image.created_at}#${image.id}`;
+
 /** Persistence of image records. Implementations turn lost conditions into `StaleStatusError`. */
 export interface ImageRepository {
   /** Inserts a new record; fails if the id exists. */
   create(image: ImageRecord): Promise<void>;
   get(id: string): Promise<ImageRecord | undefined>;
-  /** Images owned by a project, newest first. */
-  listByOwner(owner: string): Promise<ImageRecord[]>;
-  /** Images of the given visibilities (public, community), any owner. */
-  listByVisibility(visibility: "public" | "community"): Promise<ImageRecord[]>;
-  /** Every image record (admins' lists); a full read, so only for callers who may see everything. */
+  /**
+   * The images of one listing source in creation order (creation time, then id), strictly after the
+   * position `after`, read lazily as the caller consumes them (a page of the store at a time).
+   */
+  list(source: ListSource, options: ListOptions): AsyncIterable<ListedImage>;
+  /** Every image record (reconciliation, sweeps); a full consistent read, never for a page of a list. */
   listAll(): Promise<ImageRecord[]>;
   /**
    * Moves the image along a lifecycle edge, writing `changes` in the same conditional write.
@@ -129,8 +162,11 @@ export interface Logger {
 
 /** Persistence of image members (shares of `shared` images with other projects). */
 export interface MemberRepository {
-  /** Inserts a membership; fails with a `ConflictError` if the project already is a member. */
-  add(member: ImageMember): Promise<void>;
+  /**
+   * Inserts a membership; fails with a `ConflictError` if the project already is a member. The image's
+   * creation time places the share in the member project's list in the image's own order.
+   */
+  add(member: ImageMember, image: Pick<ImageRecord, "created_at">): Promise<void>;
   get(imageId: string, memberId: string): Promise<ImageMember | undefined>;
   listByImage(imageId: string): Promise<ImageMember[]>;
   /** Every membership a project holds, any image. */

@@ -75,6 +75,52 @@ function owns(status: ImageStatus, area: Area, upload: boolean): boolean {
   return status === "importing" || status === "active" || status === "deactivated";
 }
 
+/** The keys an image may write to, by area. */
+const keysOf = (r: ImageRecord): [Area, string][] => [
+  ["staging", stagingKey(r.id)],
+  ["images", imageKey(r.id)],
+  ["spool", spoolKey(r.id)],
+];
+
+/** What a storage walk finds (see `scanStorage`). */
+interface StorageScan {
+  orphans: string[];
+  mismatches: ReconcileReport["mismatches"];
+  /** Per project: bytes staged and stored. */
+  bytes: Map<string, { staged: number; stored: number }>;
+}
+
+/** Counts an owned staged or stored object for its project, and notes a stored size its record disagrees with. */
+function countObject(
+  scan: StorageScan,
+  area: "staging" | "images",
+  image: ImageRecord,
+  obj: { key: string; size: number },
+): void {
+  const s = scan.bytes.get(image.owner) ?? { staged: 0, stored: 0 };
+  scan.bytes.set(image.owner, s);
+  if (area === "staging") {
+    s.staged += obj.size;
+    return;
+  }
+  s.stored += obj.size;
+  if (image.size !== null && image.size !== obj.size && image.status !== "importing") {
+    scan.mismatches.push({ imageId: image.id, key: obj.key, recordSays: image.size, storageHas: obj.size });
+  }
+}
+
+/** Each project's usage as the sum of what its images hold. */
+function recomputeUsage(records: ImageRecord[]): Map<string, Counters> {
+  const sums = new Map<string, Counters>();
+  for (const r of records) {
+    const sum = sums.get(r.owner) ?? { ...ZERO };
+    const held = heldBy(r);
+    for (const k of QUOTA_KEYS) sum[k] += held[k];
+    sums.set(r.owner, sum);
+  }
+  return sums;
+}
+
 /** Quota use cases: who may see or set usage and limits, and reconciliation against records and storage. */
 export function createQuotaService(deps: QuotaServiceDeps) {
   const { quota } = deps;
@@ -103,17 +149,10 @@ export function createQuotaService(deps: QuotaServiceDeps) {
     for (const area of AREAS) {
       for (const u of await deps.objects.listUploads(`${area}/`)) found.set(u.uploadId, { ...u, area });
     }
-    for (const r of records) {
-      if (r.status === "deleted") continue;
-      const keys: [Area, string][] = [
-        ["staging", stagingKey(r.id)],
-        ["images", imageKey(r.id)],
-        ["spool", spoolKey(r.id)],
-      ];
-      for (const [area, key] of keys) {
-        for (const u of await deps.objects.listUploads(key)) {
-          if (u.key === key) found.set(u.uploadId, { ...u, area });
-        }
+    const keys = records.filter((r) => r.status !== "deleted").flatMap(keysOf);
+    for (const [area, key] of keys) {
+      for (const u of await deps.objects.listUploads(key)) {
+        if (u.key === key) found.set(u.uploadId, { ...u, area });
       }
     }
     const out: ReconcileReport["orphanUploads"] = [];
@@ -124,6 +163,35 @@ export function createQuotaService(deps: QuotaServiceDeps) {
       out.push({ key: u.key, uploadId: u.uploadId, imageId: id ?? null, status: image?.status ?? null });
     }
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * Walks every object under the areas: the ones no live image owns, the stored ones whose size differs
+   * from their record, and per project the bytes staged and stored.
+   */
+  async function scanStorage(owners: Map<string, ImageRecord>): Promise<StorageScan> {
+    const scan: StorageScan = { orphans: [], mismatches: [], bytes: new Map() };
+    for (const area of AREAS) {
+      for await (const obj of deps.objects.list(`${area}/`)) {
+        const id = ownerOf(area, obj.key);
+        const image = id !== undefined ? owners.get(id) : undefined;
+        if (!image || !owns(image.status, area, false)) scan.orphans.push(obj.key);
+        else if (area !== "spool") countObject(scan, area, image, obj);
+      }
+    }
+    return scan;
+  }
+
+  /** Recorded against recomputed usage of one project; with `repair`, replaces drifted usage. */
+  async function compare(project: string, want: Counters, repair: boolean) {
+    const recorded = await quota.usage(project);
+    const drift = difference(want, recorded);
+    let repaired = false;
+    if (!isZero(drift) && repair) {
+      repaired = await quota.replaceUsage(project, recorded, want);
+      deps.log.warn("quota usage drift", { project, recorded, recomputed: want, repaired });
+    }
+    return { project, recorded, recomputed: want, drift, repaired };
   }
 
   return {
@@ -161,61 +229,14 @@ export function createQuotaService(deps: QuotaServiceDeps) {
         throw new ForbiddenError("Only admins may reconcile usage.");
       const records = await deps.images.listAll();
       const owners = new Map(records.map((r) => [r.id, r]));
-      const recomputed = new Map<string, Counters>();
-      const storage = new Map<string, { staged: number; stored: number }>();
-      for (const r of records) {
-        const sum = recomputed.get(r.owner) ?? { ...ZERO };
-        const held = heldBy(r);
-        for (const k of QUOTA_KEYS) sum[k] += held[k];
-        recomputed.set(r.owner, sum);
-      }
-      const orphans: string[] = [];
-      const mismatches: ReconcileReport["mismatches"] = [];
-      for (const area of AREAS) {
-        for await (const obj of deps.objects.list(`${area}/`)) {
-          const id = ownerOf(area, obj.key);
-          const image = id !== undefined ? owners.get(id) : undefined;
-          if (!image || !owns(image.status, area, false)) {
-            orphans.push(obj.key);
-            continue;
-          }
-          if (area === "spool") continue;
-          const s = storage.get(image.owner) ?? { staged: 0, stored: 0 };
-          if (area === "staging") s.staged += obj.size;
-          else {
-            s.stored += obj.size;
-            if (image.size !== null && image.size !== obj.size && image.status !== "importing") {
-              mismatches.push({
-                imageId: image.id,
-                key: obj.key,
-                recordSays: image.size,
-                storageHas: obj.size,
-              });
-            }
-          }
-          storage.set(image.owner, s);
-        }
-      }
+      const recomputed = recomputeUsage(records);
+      const { orphans, mismatches, bytes } = await scanStorage(owners);
       const orphanUploads = await uploadsNobodyOwns(records, owners);
       const projects = new Set([...recomputed.keys(), ...(await quota.listProjects())]);
       const report: ReconcileReport = { projects: [], orphans, orphanUploads, mismatches };
       for (const project of [...projects].sort()) {
-        const recorded = await quota.usage(project);
-        const want = recomputed.get(project) ?? { ...ZERO };
-        const drift = difference(want, recorded);
-        let repaired = false;
-        if (!isZero(drift) && options.repair) {
-          repaired = await quota.replaceUsage(project, recorded, want);
-          deps.log.warn("quota usage drift", { project, recorded, recomputed: want, repaired });
-        }
-        report.projects.push({
-          project,
-          recorded,
-          recomputed: want,
-          drift,
-          repaired,
-          storage: storage.get(project) ?? { staged: 0, stored: 0 },
-        });
+        const compared = await compare(project, recomputed.get(project) ?? { ...ZERO }, options.repair);
+        report.projects.push({ ...compared, storage: bytes.get(project) ?? { staged: 0, stored: 0 } });
       }
       return report;
     },

@@ -99,6 +99,20 @@ export function createSweeper(deps: SweepDeps) {
     report.abortedUploads += await abortLeftoverWrites(objects, image.id);
   }
 
+  /** Uploads in progress at exactly `key` (MinIO lists them only by whole key). */
+  async function pendingAt(key: string): Promise<PendingUpload[]> {
+    return (await uploads.listPending(key)).filter((u) => u.key === key);
+  }
+
+  /** Uploads under each prefix, and at each key, once each. */
+  async function pendingUnder(prefixes: string[], keys: string[]): Promise<PendingUpload[]> {
+    const found = new Map<string, PendingUpload>();
+    for (const prefix of prefixes)
+      for (const u of await uploads.listPending(prefix)) found.set(u.uploadId, u);
+    for (const key of keys) for (const u of await pendingAt(key)) found.set(u.uploadId, u);
+    return [...found.values()];
+  }
+
   /**
    * Multipart writes of stored images and spools (`images/<id>`, `spool/<id>`) whose import is over: an
    * importer that crashed mid-write leaves them, and only an `importing` image's importer still writes. S3
@@ -106,23 +120,12 @@ export function createSweeper(deps: SweepDeps) {
    * (queued after a failed attempt, killed, or changed since `since`) are asked one by one as well.
    */
   async function abortOrphanedWrites(records: ImageRecord[], since: number, report: SweepReport) {
-    const found = new Map<string, PendingUpload>();
-    for (const prefix of ["images/", "spool/"]) {
-      for (const u of await uploads.listPending(prefix)) found.set(u.uploadId, u);
-    }
-    for (const image of records) {
-      const recent = Date.parse(image.updated_at) >= since;
-      if (
-        image.status === "queued" ||
-        image.status === "killed" ||
-        (recent && image.status !== "importing")
-      ) {
-        for (const key of importWriteKeys(image.id)) {
-          for (const u of await uploads.listPending(key)) if (u.key === key) found.set(u.uploadId, u);
-        }
-      }
-    }
-    for (const upload of found.values()) {
+    const mayHoldWrites = (image: ImageRecord) =>
+      image.status === "queued" ||
+      image.status === "killed" ||
+      (Date.parse(image.updated_at) >= since && image.status !== "importing");
+    const keys = records.filter(mayHoldWrites).flatMap((image) => importWriteKeys(image.id));
+    for (const upload of await pendingUnder(["images/", "spool/"], keys)) {
       const id = writeKeyOwner(upload.key);
       // Read after listing: an upload listed while its import ran is judged by where the import is now.
       const image = id ? await images.get(id) : undefined;
@@ -137,15 +140,67 @@ export function createSweeper(deps: SweepDeps) {
    * Uploads in progress under `staging/`. S3 lists them by prefix; MinIO only for an exact key, so the keys of
    * images that may hold one (queued, killed, or recording an upload) are asked one by one as well.
    */
-  async function pendingUploads(records: ImageRecord[]): Promise<PendingUpload[]> {
-    const found = new Map<string, PendingUpload>();
-    for (const u of await uploads.listPending(STAGING_PREFIX)) found.set(u.uploadId, u);
-    for (const image of records) {
-      if (image.status === "queued" || image.status === "killed" || image.multipart_upload_id) {
-        for (const u of await uploads.listPending(stagingKey(image.id))) found.set(u.uploadId, u);
+  function pendingUploads(records: ImageRecord[]): Promise<PendingUpload[]> {
+    const mayHoldUpload = (image: ImageRecord) =>
+      image.status === "queued" || image.status === "killed" || Boolean(image.multipart_upload_id);
+    return pendingUnder(
+      [STAGING_PREFIX],
+      records.filter(mayHoldUpload).map((image) => stagingKey(image.id)),
+    );
+  }
+
+  /** One sweep's view: the time it started, the cutoff for abandonment, the records it read once each. */
+  interface Pass {
+    nowMs: number;
+    cutoff: number;
+    imageOf(id: string | undefined): Promise<ImageRecord | undefined>;
+    report: SweepReport;
+  }
+
+  /** Aborts uploads with no part for too long, and resets the plan of a queued image that held one. */
+  async function abortAbandonedUploads(records: ImageRecord[], pass: Pass): Promise<void> {
+    for (const upload of await pendingUploads(records)) {
+      const id = imageIdFromStagingKey(upload.key);
+      const image = await pass.imageOf(id);
+      if ((await lastActivity(upload, image)) >= pass.cutoff) continue;
+      await uploads.abort(upload.key, upload.uploadId);
+      pass.report.abortedUploads++;
+      log.info("abandoned upload aborted", { key: upload.key, imageId: id, status: image?.status });
+      if (image?.status === "queued" && image.multipart_upload_id === upload.uploadId) {
+        await resetPlan(image, pass.report);
       }
     }
-    return [...found.values()];
+  }
+
+  /** An import whose lease expired more than the grace period ago. */
+  const stalled = (image: ImageRecord, nowMs: number) =>
+    image.status === "importing" &&
+    (image.import_lease_until ? Date.parse(image.import_lease_until) : 0) +
+      deps.stalledImportGraceSeconds * 1000 <
+      nowMs;
+
+  /**
+   * Deletes staged objects left too long, and kills stalled imports of staged ones; returns the images
+   * whose bytes are staged while they import.
+   */
+  async function sweepStagedObjects(pass: Pass): Promise<Set<string>> {
+    const staged = new Set<string>();
+    for (const object of await uploads.listObjects(STAGING_PREFIX)) {
+      const id = imageIdFromStagingKey(object.key);
+      const image = await pass.imageOf(id);
+      if (image?.status === "importing") {
+        staged.add(image.id);
+        if (stalled(image, pass.nowMs)) await killStalled(image, object.key, pass.report);
+        continue;
+      }
+      const modified = object.lastModified ? Date.parse(object.lastModified) : 0;
+      if (modified >= pass.cutoff) continue;
+      // Queued this long with its bytes staged means the storage event was lost; anything else is leftover.
+      await objects.delete(object.key);
+      pass.report.deletedObjects++;
+      log.info("stale staged object deleted", { key: object.key, imageId: id, status: image?.status });
+    }
+    return staged;
   }
 
   return {
@@ -153,55 +208,25 @@ export function createSweeper(deps: SweepDeps) {
     async sweep(): Promise<SweepReport> {
       const report: SweepReport = { abortedUploads: 0, deletedObjects: 0, resetImages: 0, killedImports: 0 };
       const nowMs = clock.now().getTime();
-      const cutoff = nowMs - deps.abandonAfterSeconds * 1000;
       const cache = new Map<string, ImageRecord | undefined>();
-      const imageOf = async (id: string) => {
-        if (!cache.has(id)) cache.set(id, await images.get(id));
-        return cache.get(id);
+      const pass: Pass = {
+        nowMs,
+        cutoff: nowMs - deps.abandonAfterSeconds * 1000,
+        report,
+        async imageOf(id) {
+          if (id === undefined) return undefined;
+          if (!cache.has(id)) cache.set(id, await images.get(id));
+          return cache.get(id);
+        },
       };
-
       const records = await images.listAll();
-      for (const upload of await pendingUploads(records)) {
-        const id = imageIdFromStagingKey(upload.key);
-        const image = id ? await imageOf(id) : undefined;
-        if ((await lastActivity(upload, image)) >= cutoff) continue;
-        await uploads.abort(upload.key, upload.uploadId);
-        report.abortedUploads++;
-        log.info("abandoned upload aborted", { key: upload.key, imageId: id, status: image?.status });
-        if (image?.status === "queued" && image.multipart_upload_id === upload.uploadId) {
-          await resetPlan(image, report);
-        }
-      }
-
-      const stalled = (image: ImageRecord) =>
-        image.status === "importing" &&
-        (image.import_lease_until ? Date.parse(image.import_lease_until) : 0) +
-          deps.stalledImportGraceSeconds * 1000 <
-          nowMs;
-      const staged = new Set<string>();
-      for (const object of await uploads.listObjects(STAGING_PREFIX)) {
-        const id = imageIdFromStagingKey(object.key);
-        const image = id ? await imageOf(id) : undefined;
-        if (image?.status === "importing") {
-          staged.add(image.id);
-          if (stalled(image)) await killStalled(image, object.key, report);
-          continue;
-        }
-        const modified = object.lastModified ? Date.parse(object.lastModified) : 0;
-        if (modified >= cutoff) continue;
-        // Queued this long with its bytes staged means the storage event was lost; anything else is leftover.
-        await objects.delete(object.key);
-        report.deletedObjects++;
-        log.info("stale staged object deleted", { key: object.key, imageId: id, status: image?.status });
-      }
-
+      await abortAbandonedUploads(records, pass);
+      const staged = await sweepStagedObjects(pass);
       // Held with nothing staged: a web-download that died before its bytes were staged.
       for (const image of records) {
-        if (!staged.has(image.id) && stalled(image)) await killStalled(image, undefined, report);
+        if (!staged.has(image.id) && stalled(image, nowMs)) await killStalled(image, undefined, report);
       }
-
-      await abortOrphanedWrites(records, cutoff, report);
-
+      await abortOrphanedWrites(records, pass.cutoff, report);
       log.info("sweep finished", { ...report });
       return report;
     },

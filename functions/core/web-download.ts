@@ -1,6 +1,6 @@
 import ipaddr from "ipaddr.js";
 import { HangarError, StaleStatusError, UriNotAllowedError } from "./errors.ts";
-import { stagingKey } from "./image/image.ts";
+import { type ImageRecord, stagingKey } from "./image/image.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore, WebDownloadJob } from "./ports.ts";
 
 /** Operator limits on server-side fetches. */
@@ -170,6 +170,78 @@ export interface WebDownloadDeps {
   policy: WebDownloadPolicy;
 }
 
+/** Parses the job's URL; one that does not parse fails the fetch. */
+function jobUrl(uri: string): URL {
+  try {
+    return new URL(uri);
+  } catch (err) {
+    throw new FetchFailedError("The web-download URL is not a valid URL.", { cause: err });
+  }
+}
+
+/** Refuses a final answer that is no success, or one announcing more than the limit. */
+function checkAnswer(res: FetchedResponse, url: URL, maxBytes: number): void {
+  if (res.status < 200 || res.status > 299) {
+    res.cancel();
+    throw new FetchFailedError(`The server answered HTTP ${res.status} for ${url.origin}${url.pathname}.`);
+  }
+  if (res.contentLength !== undefined && res.contentLength > maxBytes) {
+    res.cancel();
+    throw new FetchFailedError(
+      `The download announces ${res.contentLength} bytes, more than the limit of ${maxBytes}.`,
+    );
+  }
+}
+
+/**
+ * Follows redirects by hand (at most `MAX_REDIRECTS`), checking every target before connecting, and
+ * returns the final answer with the URL it came from.
+ */
+async function fetchFollowing(
+  deps: WebDownloadDeps,
+  start: URL,
+  signal: AbortSignal,
+): Promise<{ res: FetchedResponse; url: URL }> {
+  let url = start;
+  for (let hop = 0; ; hop++) {
+    const target = await checkTarget(url, deps.resolve, deps.policy);
+    const res = await deps.fetch(target.url, target.address, signal);
+    if (!REDIRECTS.has(res.status)) return { res, url };
+    res.cancel();
+    if (hop >= MAX_REDIRECTS) throw new FetchFailedError(`More than ${MAX_REDIRECTS} redirects.`);
+    if (!res.location) throw new FetchFailedError(`HTTP ${res.status} without a Location header.`);
+    url = new URL(res.location, url);
+  }
+}
+
+/** What the image's failure says about an error of the fetch. */
+function failureMessage(err: unknown, signal: AbortSignal, timeoutMs: number): string {
+  if (err instanceof FetchFailedError || err instanceof UriNotAllowedError) return err.message;
+  if (signal.aborted) return `The download did not finish within ${Math.round(timeoutMs / 1000)} seconds.`;
+  return `The download failed: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+/** Runs a transition of the job's image under its lease; a lost condition means the image moved on. */
+async function underLease(
+  deps: WebDownloadDeps,
+  job: WebDownloadJob,
+  name: "releaseImport" | "failImport",
+  changes: Partial<ImageRecord>,
+): Promise<boolean> {
+  try {
+    await deps.images.transition(
+      job.imageId,
+      name,
+      { ...changes, updated_at: deps.clock.now().toISOString(), import_lease_until: null },
+      { leaseIs: job.lease },
+    );
+    return true;
+  } catch (e) {
+    if (!(e instanceof StaleStatusError)) throw e;
+    return false;
+  }
+}
+
 /**
  * Fetches a web-download job's URL into the image's staging key, where the usual importer takes over on the
  * storage event. Redirects are followed by hand (at most 5), each target checked again. Any failure ends the
@@ -182,77 +254,25 @@ export async function runWebDownload(
   const { policy } = deps;
   const signal = AbortSignal.timeout(policy.timeoutMs);
   try {
-    let url: URL;
-    try {
-      url = new URL(job.uri);
-    } catch (err) {
-      throw new FetchFailedError("The web-download URL is not a valid URL.", { cause: err });
-    }
-    for (let hop = 0; ; hop++) {
-      const target = await checkTarget(url, deps.resolve, policy);
-      const res = await deps.fetch(target.url, target.address, signal);
-      if (REDIRECTS.has(res.status)) {
-        res.cancel();
-        if (hop >= MAX_REDIRECTS) throw new FetchFailedError(`More than ${MAX_REDIRECTS} redirects.`);
-        if (!res.location) throw new FetchFailedError(`HTTP ${res.status} without a Location header.`);
-        url = new URL(res.location, url);
-        continue;
-      }
-      if (res.status < 200 || res.status > 299) {
-        res.cancel();
-        throw new FetchFailedError(
-          `The server answered HTTP ${res.status} for ${url.origin}${url.pathname}.`,
-        );
-      }
-      if (res.contentLength !== undefined && res.contentLength > policy.maxBytes) {
-        res.cancel();
-        throw new FetchFailedError(
-          `The download announces ${res.contentLength} bytes, more than the limit of ${policy.maxBytes}.`,
-        );
-      }
-      const { size } = await deps.objects.write(
-        stagingKey(job.imageId),
-        bounded(res.body, policy.maxBytes),
-        signal,
-        // The announced length sizes the parts; without one the store grows them as the body does.
-        res.contentLength !== undefined ? { sizeHint: res.contentLength } : {},
-      );
-      deps.log.info("web-download stored", { imageId: job.imageId, size });
-      // The bytes are staged: hand the image to the importer, whose storage event waits for this.
-      await deps.images
-        .transition(
-          job.imageId,
-          "releaseImport",
-          { updated_at: deps.clock.now().toISOString(), import_lease_until: null },
-          { leaseIs: job.lease },
-        )
-        .catch((e: unknown) => {
-          // Deleted or killed meanwhile: the importer finds it so and discards the staged bytes.
-          if (!(e instanceof StaleStatusError)) throw e;
-        });
-      return "stored";
-    }
+    const { res, url } = await fetchFollowing(deps, jobUrl(job.uri), signal);
+    checkAnswer(res, url, policy.maxBytes);
+    const { size } = await deps.objects.write(
+      stagingKey(job.imageId),
+      bounded(res.body, policy.maxBytes),
+      signal,
+      // The announced length sizes the parts; without one the store grows them as the body does.
+      res.contentLength !== undefined ? { sizeHint: res.contentLength } : {},
+    );
+    deps.log.info("web-download stored", { imageId: job.imageId, size });
+    // The bytes are staged: hand the image to the importer, whose storage event waits for this. Deleted or
+    // killed meanwhile: the importer finds it so and discards the staged bytes.
+    await underLease(deps, job, "releaseImport", {});
+    return "stored";
   } catch (err) {
-    const message =
-      err instanceof FetchFailedError || err instanceof UriNotAllowedError
-        ? err.message
-        : signal.aborted
-          ? `The download did not finish within ${Math.round(policy.timeoutMs / 1000)} seconds.`
-          : `The download failed: ${err instanceof Error ? err.message : String(err)}`;
+    const message = failureMessage(err, signal, policy.timeoutMs);
     deps.log.warn("web-download failed", { imageId: job.imageId, message });
-    try {
-      await deps.images.transition(
-        job.imageId,
-        "failImport",
-        {
-          failure: { reason: "FETCH_FAILED", message },
-          updated_at: deps.clock.now().toISOString(),
-          import_lease_until: null,
-        },
-        { leaseIs: job.lease },
-      );
-    } catch (e) {
-      if (!(e instanceof StaleStatusError)) throw e;
+    const failure = { reason: "FETCH_FAILED", message };
+    if (!(await underLease(deps, job, "failImport", { failure }))) {
       deps.log.info("web-download failure not recorded: the image moved on", { imageId: job.imageId });
     }
     return "failed";

@@ -16,7 +16,7 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
-import { tableDefinition } from "../../functions/adapters/dynamodb/table.ts";
+import { tableDefinition, upgradeTable } from "../../functions/adapters/dynamodb/table.ts";
 import { STAGING_PREFIX } from "../../functions/core/image/image.ts";
 import { ensureDynamoDbLocal, ensureMinio } from "./binaries.ts";
 import { LocalStackError } from "./errors.ts";
@@ -541,6 +541,8 @@ async function ensureTable(
   try {
     try {
       await ddb.send(new DescribeTableCommand({ TableName: table }));
+      // Data kept from an earlier run may predate an index: add it and index the items.
+      await upgradeTable(ddb, table);
     } catch (err) {
       if (!(err instanceof ResourceNotFoundException)) throw err;
       await ddb.send(new CreateTableCommand(tableDefinition(table)));

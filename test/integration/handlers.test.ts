@@ -7,6 +7,8 @@ import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from "@aws-s
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
+import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
+import { UNLIMITED } from "../../functions/core/quota.ts";
 import { FUNCTIONS, type FunctionKey } from "../../infra/local/lambda/functions.ts";
 import { type InvocationError, LocalFunction } from "../../infra/local/lambda/runtime.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
@@ -170,7 +172,9 @@ describe("built handler bundles with AWS's event shapes", () => {
     try {
       const id = await createImage();
       // What the API's import route does before it dispatches the job: the image leaves `queued`.
-      const images = new DynamoImageRepository(dynamoDbClient(), getStack().table);
+      const table = getStack().table;
+      const quota = new DynamoQuotaStore(dynamoDbClient(), table, UNLIMITED);
+      const images = new DynamoImageRepository(dynamoDbClient(), table, quota);
       const lease = new Date(Date.now() + 900_000).toISOString();
       await images.transition(id, "startImport", { import_lease_until: lease });
       const fn = start("webDownload", { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" });

@@ -4,15 +4,19 @@ import type { ImageRecord, ImageStatus } from "../../functions/core/image/image.
 import type { ImageMember } from "../../functions/core/image/members.ts";
 import { TRANSITIONS, type TransitionName } from "../../functions/core/image/transitions.ts";
 import { createImageService } from "../../functions/core/images.ts";
-import type {
-  ImageRepository,
-  Logger,
-  MemberRepository,
-  ObjectInfo,
-  ObjectStore,
-  PendingWrite,
-  PresignedRequest,
-  WriteOptions,
+import {
+  type ImageRepository,
+  type ListedImage,
+  type ListOptions,
+  type ListSource,
+  type Logger,
+  listPosition,
+  type MemberRepository,
+  type ObjectInfo,
+  type ObjectStore,
+  type PendingWrite,
+  type PresignedRequest,
+  type WriteOptions,
 } from "../../functions/core/ports.ts";
 import {
   type Counters,
@@ -36,6 +40,8 @@ import type {
 /** In-memory repository with the same conditional semantics as the DynamoDB adapter (pure logic tests only). */
 export class MemoryImages implements ImageRepository {
   readonly items = new Map<string, ImageRecord>();
+  /** The memberships a `member` listing source reads. */
+  members: MemoryMembers | undefined;
 
   async create(image: ImageRecord) {
     if (this.items.has(image.id)) throw new ConflictError("exists", "DUPLICATE_ID");
@@ -45,11 +51,31 @@ export class MemoryImages implements ImageRepository {
     const i = this.items.get(id);
     return i ? structuredClone(i) : undefined;
   }
-  async listByOwner(owner: string) {
-    return [...this.items.values()].filter((i) => i.owner === owner).map((i) => structuredClone(i));
-  }
-  async listByVisibility(v: "public" | "community") {
-    return [...this.items.values()].filter((i) => i.visibility === v).map((i) => structuredClone(i));
+  /** Lists every source as the DynamoDB indexes do: in creation order, after a position. */
+  async *list(source: ListSource, options: ListOptions): AsyncIterable<ListedImage> {
+    const listed: ListedImage[] = [];
+    if (source.kind === "member") {
+      for (const m of (await this.members?.listByMember(source.member)) ?? []) {
+        const image = this.items.get(m.image_id);
+        if (image && (source.status === "all" || m.status === source.status))
+          listed.push({ image: structuredClone(image), memberStatus: m.status });
+      }
+    } else {
+      for (const image of this.items.values()) {
+        const fits =
+          source.kind === "all" ||
+          (source.kind === "owner" && image.owner === source.owner) ||
+          (source.kind === "visibility" && image.visibility === source.visibility);
+        if (fits) listed.push({ image: structuredClone(image) });
+      }
+    }
+    const sign = options.order === "asc" ? 1 : -1;
+    const pos = (l: ListedImage) => listPosition(l.image);
+    listed.sort((a, b) => sign * (pos(a) < pos(b) ? -1 : pos(a) > pos(b) ? 1 : 0));
+    const { after } = options;
+    yield* listed.filter(
+      (l) => after === undefined || sign * (pos(l) < after ? -1 : pos(l) > after ? 1 : 0) > 0,
+    );
   }
   async listAll() {
     return [...this.items.values()].map((i) => structuredClone(i));

@@ -4,17 +4,18 @@ import {
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
-  QueryCommand,
-  ScanCommand,
+  paginateQuery,
+  paginateScan,
   TransactionCanceledException,
   TransactWriteItemsCommand,
+  type Update,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
-import { ConflictError, ImageNotFoundError, StaleStatusError } from "../../core/errors.ts";
+import { ConflictError, StaleStatusError } from "../../core/errors.ts";
 import type { ImageRecord, ImageStatus } from "../../core/image/image.ts";
 import { TRANSITIONS, type TransitionName } from "../../core/image/transitions.ts";
-import type { ImageRepository } from "../../core/ports.ts";
+import type { ImageRepository, ListedImage, ListOptions, ListSource } from "../../core/ports.ts";
 import {
   type Counters,
   difference,
@@ -25,219 +26,181 @@ import {
   QuotaExceededError,
   type QuotaStore,
 } from "../../core/quota.ts";
+import {
+  allOf,
+  anyOf,
+  type Condition,
+  equals,
+  exists,
+  isIn,
+  lessThan,
+  Placeholders,
+  updateExpression,
+} from "./expressions.ts";
+import {
+  ALL_IMAGES,
+  heldAttribute,
+  heldAttributes,
+  heldOf,
+  IMAGE_SK,
+  INDEXES,
+  imageKeyOf,
+  indexKeys,
+  toRecord,
+} from "./image-item.ts";
+import { memberPartition, toMember } from "./member-repository.ts";
 import { projectPk, USAGE_SK } from "./quota-store.ts";
 
-const imagePk = (id: string) => `IMAGE#${id}`;
-const IMAGE_SK = "IMAGE";
-const KEY_ATTRIBUTES = new Set([
-  "pk",
-  "sk",
-  "gsi1pk",
-  "gsi1sk",
-  "gsi2pk",
-  "gsi2sk",
-  ...QUOTA_KEYS.map((k) => `held_${k}`),
-]);
+/** A stored image item: the record's fields plus what the image holds against quota (`held_*`). */
+type Item = Record<string, unknown>;
 
-/** What an image holds is stored beside it, so a write can be conditioned on it. */
-function heldAttributes(held: Counters): Record<string, number> {
-  return Object.fromEntries(QUOTA_KEYS.map((k) => [`held_${k}`, held[k]]));
-}
-
-/** What the stored item holds; items written before quotas existed hold what their record implies. */
-function heldOf(raw: Record<string, unknown>, record: ImageRecord): Counters {
-  const computed = heldBy(record);
-  const out = { ...computed };
-  for (const k of QUOTA_KEYS) {
-    const v = raw[`held_${k}`];
-    if (typeof v === "number") out[k] = v;
-  }
-  return out;
-}
-
-/** Which items of a cancelled transaction failed their condition: [first, second]. */
-function cancelled(err: unknown): [boolean, boolean] {
-  if (!(err instanceof TransactionCanceledException)) return [false, false];
-  const reasons = err.CancellationReasons ?? [];
-  const failed = (i: number) => reasons[i]?.Code === "ConditionalCheckFailed";
-  return [failed(0), failed(1)];
-}
-
-/** Another transaction on the same usage item was in flight: the whole write may simply be retried. */
-function conflicted(err: unknown): boolean {
-  return (
-    err instanceof TransactionCanceledException &&
-    (err.CancellationReasons ?? []).some((r) => r.Code === "TransactionConflict")
-  );
-}
-
-const MAX_CONFLICT_RETRIES = 8;
+/** Attempts of one write after races it cannot see from its own condition (quota usage, what is held). */
+const MAX_ATTEMPTS = 8;
 const backoff = (attempt: number) =>
   new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 20 * 2 ** attempt)));
-
-/** Index keys that follow from the record's fields; rewritten whenever those fields change. */
-function indexKeys(image: Pick<ImageRecord, "id" | "owner" | "visibility" | "created_at">) {
-  const order = `${image.created_at}#${image.id}`;
-  return {
-    gsi1pk: `OWNER#${image.owner}`,
-    gsi1sk: order,
-    ...(image.visibility === "public" || image.visibility === "community"
-      ? { gsi2pk: `VIS#${image.visibility}`, gsi2sk: order }
-      : {}),
-  };
-}
-
-function toRecord(item: Record<string, unknown>): ImageRecord {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(item)) if (!KEY_ATTRIBUTES.has(k)) out[k] = v;
-  return out as unknown as ImageRecord;
-}
-
-interface UpdateParts {
-  expression: string;
-  names: Record<string, string>;
-  values: Record<string, unknown>;
-}
-
-/** JSON with map keys sorted: equal for values DynamoDB compares as equal (lists in order, maps by key). */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
-}
 
 /** Options of `transition` (see ImageRepository). */
 type TransitionOptions = NonNullable<Parameters<ImageRepository["transition"]>[3]>;
 
-/** One conditional write of an image: the change, its condition, and the same condition as a predicate. */
+/** One conditional write of an image, as data. */
 interface WriteSpec {
+  /** Fields to set; index keys and what the image holds follow from the record they make. */
   changes: Partial<ImageRecord>;
-  parts: UpdateParts;
-  condition: string;
-  values: Record<string, unknown>;
-  /** Attribute names the condition uses beyond `#status` and those of `parts`. */
-  names: Record<string, string>;
+  /** What must hold of the stored record for the write to happen, as named fragments. */
+  when: Condition<Item>;
   /** Statuses the write expects, named in the StaleStatusError when it loses. */
   expected: readonly string[];
-  /** The condition, checked against a fresh read before writing. */
-  holds: (current: ImageRecord) => boolean;
-}
-
-/** Builds `SET a = :a, ... REMOVE b` from a change set; `undefined` fields are left alone. */
-function updateParts(changes: Record<string, unknown>): UpdateParts {
-  const set: string[] = [];
-  const names: Record<string, string> = {};
-  const values: Record<string, unknown> = {};
-  let i = 0;
-  for (const [field, value] of Object.entries(changes)) {
-    if (value === undefined) continue;
-    const n = `#f${i}`;
-    const v = `:v${i}`;
-    i++;
-    names[n] = field;
-    values[v] = value;
-    set.push(`${n} = ${v}`);
-  }
-  return { expression: set.length ? `SET ${set.join(", ")}` : "", names, values };
-}
-
-/** DynamoDB adapter: one item per image, every status change a conditional write. */
-export class DynamoImageRepository implements ImageRepository {
   /**
-   * With `quota`, every write that changes what an image holds (see `heldBy`) also changes its project's
-   * usage by the difference, in one transaction whose conditions keep usage within the limits.
+   * Whether a lost condition is retried here when the write still applies to the record found (what the
+   * image holds changed meanwhile). `update` leaves that to its caller, which recomputes its change.
    */
+  retryRaces: boolean;
+}
+
+/** What held for the item when it was read: its held counters (absent on items older than quotas). */
+function heldIs(before: Counters): Condition<Item> {
+  return allOf(...QUOTA_KEYS.map((k) => equals<Item>(heldAttribute(k), before[k], { as: before[k] })));
+}
+
+/** How a write failed: the image's condition (with the item found), the usage limit, a conflict, other. */
+type Failure =
+  | { kind: "image"; item: Item | undefined }
+  | { kind: "usage" }
+  | { kind: "conflict" }
+  | { kind: "other" };
+
+function failureOf(err: unknown): Failure {
+  if (err instanceof ConditionalCheckFailedException) {
+    return { kind: "image", item: err.Item ? unmarshall(err.Item) : undefined };
+  }
+  if (!(err instanceof TransactionCanceledException)) return { kind: "other" };
+  const [image, usage] = err.CancellationReasons ?? [];
+  if (image?.Code === "ConditionalCheckFailed") {
+    return { kind: "image", item: image.Item ? unmarshall(image.Item) : undefined };
+  }
+  if (usage?.Code === "ConditionalCheckFailed") return { kind: "usage" };
+  const conflict = (err.CancellationReasons ?? []).some((r) => r.Code === "TransactionConflict");
+  return conflict ? { kind: "conflict" } : { kind: "other" };
+}
+
+/**
+ * DynamoDB adapter: one item per image, every state change a conditional write built from a `WriteSpec`.
+ * Every write that changes what an image holds (see `heldBy`) also changes its project's usage by the
+ * difference, in one transaction whose conditions keep usage within the limits.
+ */
+export class DynamoImageRepository implements ImageRepository {
   constructor(
     private readonly client: DynamoDBClient,
     private readonly table: string,
-    private readonly quota?: QuotaStore,
+    private readonly quota: QuotaStore,
   ) {}
 
   async create(image: ImageRecord): Promise<void> {
     const held = heldBy(image);
+    const p = new Placeholders();
     const put = {
       TableName: this.table,
       Item: marshall(
-        { pk: imagePk(image.id), sk: IMAGE_SK, ...indexKeys(image), ...image, ...heldAttributes(held) },
+        { ...imageKeyOf(image.id), ...indexKeys(image).set, ...image, ...heldAttributes(held) },
         { removeUndefinedValues: true },
       ),
-      ConditionExpression: "attribute_not_exists(pk)",
+      ConditionExpression: `attribute_not_exists(${p.name("pk")})`,
+      ExpressionAttributeNames: p.names,
     };
     const duplicate = (err: unknown) =>
       new ConflictError(`An image with ID ${image.id} already exists.`, "DUPLICATE_ID", { cause: err });
-    if (!this.quota || isZero(held)) {
-      try {
-        await this.client.send(new PutItemCommand(put));
-      } catch (err) {
-        if (err instanceof ConditionalCheckFailedException) throw duplicate(err);
-        throw err;
-      }
-      return;
-    }
     for (let attempt = 0; ; attempt++) {
-      // Limits read afresh on every attempt: an admin may have changed them meanwhile.
-      const usage = await this.usageUpdate(image.owner, held);
       try {
-        await this.client.send(
-          new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
-        );
+        if (isZero(held)) await this.client.send(new PutItemCommand(put));
+        else {
+          // Limits read afresh on every attempt: an admin may have changed them meanwhile.
+          const usage = await this.usageUpdate(image.owner, held);
+          await this.client.send(
+            new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
+          );
+        }
         return;
       } catch (err) {
-        const [imageFailed, usageFailed] = cancelled(err);
-        if (imageFailed) throw duplicate(err);
-        if (usageFailed) {
-          const refusal = await this.exceeded(image.owner, held, err);
-          // Refused at a moment the project was full, but deletes have freed room since: write again.
-          if (refusal instanceof QuotaExceededError || attempt >= MAX_CONFLICT_RETRIES) throw refusal;
-          await backoff(attempt);
-          continue;
-        }
-        if (conflicted(err) && attempt < MAX_CONFLICT_RETRIES) {
-          await backoff(attempt);
-          continue;
-        }
-        throw err;
+        const failure = failureOf(err);
+        if (failure.kind === "image") throw duplicate(err);
+        await this.afterRace(failure, image.owner, held, attempt, err);
       }
     }
   }
 
-  /** The usage item update adding `delta`, conditioned so no positive change passes a limit. */
-  private async usageUpdate(project: string, delta: Counters) {
-    const limits = await (this.quota as QuotaStore).limits(project);
-    const names: Record<string, string> = {};
-    const values: Record<string, unknown> = {};
+  /**
+   * Decides whether a write that lost to a race on the usage item is tried again (after a pause):
+   * a limit that really is exceeded, any other error, or too many attempts end it.
+   */
+  private async afterRace(
+    failure: Failure,
+    project: string,
+    delta: Counters,
+    attempt: number,
+    err: unknown,
+  ): Promise<void> {
+    if (failure.kind === "usage") {
+      const refusal = await this.exceeded(project, delta, err);
+      // Refused at a moment the project was full, but others' writes have freed room since: write again.
+      if (refusal instanceof QuotaExceededError || attempt + 1 >= MAX_ATTEMPTS) throw refusal;
+    } else if (failure.kind !== "conflict" || attempt + 1 >= MAX_ATTEMPTS) throw err;
+    await backoff(attempt);
+  }
+
+  /**
+   * The usage item update adding `delta`, conditioned so no positive change passes a limit. A change
+   * larger than a limit by itself can never pass: it is refused here, without a write.
+   */
+  private async usageUpdate(project: string, delta: Counters): Promise<Update> {
+    const limits = await this.quota.limits(project);
+    if (QUOTA_KEYS.some((k) => limits[k] >= 0 && delta[k] > limits[k])) {
+      throw await this.exceeded(project, delta, undefined);
+    }
+    const p = new Placeholders();
     const add: string[] = [];
-    const cond: string[] = [];
-    QUOTA_KEYS.forEach((k, i) => {
-      if (delta[k] === 0) return;
-      names[`#q${i}`] = k;
-      values[`:d${i}`] = delta[k];
-      add.push(`#q${i} :d${i}`);
+    const within: string[] = [];
+    for (const k of QUOTA_KEYS) {
+      if (delta[k] === 0) continue;
+      add.push(`${p.name(k)} ${p.value(delta[k])}`);
       if (delta[k] > 0 && limits[k] >= 0) {
-        const room = limits[k] - delta[k];
-        if (room < 0) cond.push("attribute_not_exists(pk) AND attribute_exists(pk)");
-        else {
-          values[`:m${i}`] = room;
-          cond.push(`(attribute_not_exists(#q${i}) OR #q${i} <= :m${i})`);
-        }
+        within.push(
+          `(attribute_not_exists(${p.name(k)}) OR ${p.name(k)} <= ${p.value(limits[k] - delta[k])})`,
+        );
       }
-    });
+    }
     return {
       TableName: this.table,
       Key: marshall({ pk: projectPk(project), sk: USAGE_SK }),
       UpdateExpression: `ADD ${add.join(", ")}`,
-      ...(cond.length ? { ConditionExpression: cond.join(" AND ") } : {}),
-      ExpressionAttributeNames: names,
-      ExpressionAttributeValues: marshall(values),
+      ...(within.length ? { ConditionExpression: within.join(" AND ") } : {}),
+      ExpressionAttributeNames: p.names,
+      ExpressionAttributeValues: marshall(p.values),
     };
   }
 
   /** Names the counter that overflowed, with the numbers, from a fresh read. */
   private async exceeded(project: string, delta: Counters, cause: unknown): Promise<Error> {
-    const quota = this.quota as QuotaStore;
-    const [usage, limits] = await Promise.all([quota.usage(project), quota.limits(project)]);
+    const [usage, limits] = await Promise.all([this.quota.usage(project), this.quota.limits(project)]);
     const key = overLimit(usage, delta, limits);
     if (!key)
       return new ConflictError("Usage changed concurrently; try again.", "CONCURRENT_UPDATE", { cause });
@@ -245,63 +208,93 @@ export class DynamoImageRepository implements ImageRepository {
   }
 
   async get(id: string): Promise<ImageRecord | undefined> {
+    const item = await this.item(id);
+    return item ? toRecord(item) : undefined;
+  }
+
+  private async item(id: string): Promise<Item | undefined> {
     const out = await this.client.send(
-      new GetItemCommand({
-        TableName: this.table,
-        Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
-        ConsistentRead: true,
-      }),
+      new GetItemCommand({ TableName: this.table, Key: marshall(imageKeyOf(id)), ConsistentRead: true }),
     );
-    return out.Item ? toRecord(unmarshall(out.Item)) : undefined;
+    return out.Item ? unmarshall(out.Item) : undefined;
   }
 
-  private async queryIndex(index: "gsi1" | "gsi2", key: string): Promise<ImageRecord[]> {
-    const items: ImageRecord[] = [];
-    let start: Record<string, import("@aws-sdk/client-dynamodb").AttributeValue> | undefined;
-    do {
-      const out = await this.client.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: index,
-          KeyConditionExpression: "#pk = :pk",
-          ExpressionAttributeNames: { "#pk": `${index}pk` },
-          ExpressionAttributeValues: marshall({ ":pk": key }),
-          ScanIndexForward: false,
-          ExclusiveStartKey: start,
-        }),
-      );
-      for (const item of out.Items ?? []) items.push(toRecord(unmarshall(item)));
-      start = out.LastEvaluatedKey;
-    } while (start);
-    return items;
+  /**
+   * One listing source in creation order, strictly after `options.after`, read one Query page at a time
+   * as the caller consumes it: a page of a list costs the Query pages its items come from, never a read
+   * of the whole partition.
+   */
+  async *list(source: ListSource, options: ListOptions): AsyncIterable<ListedImage> {
+    const desc = options.order === "desc";
+    const p = new Placeholders();
+    const [index, partition] = this.partitionOf(source);
+    let condition = `${p.name(`${index}pk`)} = ${p.value(partition)}`;
+    if (options.after !== undefined) {
+      condition += ` AND ${p.name(`${index}sk`)} ${desc ? "<" : ">"} ${p.value(options.after)}`;
+    }
+    let filter: string | undefined;
+    if (source.kind === "member" && source.status !== "all") {
+      filter = `${p.name("status")} = ${p.value(source.status)}`;
+    }
+    const pages = paginateQuery(
+      { client: this.client, pageSize: options.pageSize },
+      {
+        TableName: this.table,
+        IndexName: index,
+        KeyConditionExpression: condition,
+        ...(filter ? { FilterExpression: filter } : {}),
+        ExpressionAttributeNames: p.names,
+        ExpressionAttributeValues: marshall(p.values),
+        ScanIndexForward: !desc,
+      },
+    );
+    for await (const page of pages) {
+      const items = page.Items ?? [];
+      if (source.kind !== "member") {
+        for (const item of items) yield { image: toRecord(unmarshall(item)) };
+        continue;
+      }
+      // A share names its image; the image's own item is read with it (images may change since).
+      const shares = items.map(toMember);
+      const images = await Promise.all(shares.map((m) => this.get(m.image_id)));
+      for (const [i, image] of images.entries()) {
+        const share = shares[i];
+        if (image && share) yield { image, memberStatus: share.status };
+      }
+    }
   }
 
-  listByOwner(owner: string): Promise<ImageRecord[]> {
-    return this.queryIndex("gsi1", `OWNER#${owner}`);
+  private partitionOf(source: ListSource): [string, string] {
+    switch (source.kind) {
+      case "all":
+        return [INDEXES.all, ALL_IMAGES];
+      case "owner":
+        return [INDEXES.owner, `OWNER#${source.owner}`];
+      case "visibility":
+        return [INDEXES.visibility, `VIS#${source.visibility}`];
+      case "member":
+        return [INDEXES.owner, memberPartition(source.member)];
+    }
   }
 
-  listByVisibility(visibility: "public" | "community"): Promise<ImageRecord[]> {
-    return this.queryIndex("gsi2", `VIS#${visibility}`);
-  }
-
-  /** A full table scan, filtered to image items: only admins list every image, and they are few. */
+  /** A consistent read of every image item (reconciliation and sweeps, which must see everything). */
   async listAll(): Promise<ImageRecord[]> {
-    const items: ImageRecord[] = [];
-    let start: Record<string, import("@aws-sdk/client-dynamodb").AttributeValue> | undefined;
-    do {
-      const out = await this.client.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: "sk = :sk",
-          ExpressionAttributeValues: marshall({ ":sk": IMAGE_SK }),
-          ConsistentRead: true,
-          ExclusiveStartKey: start,
-        }),
-      );
-      for (const item of out.Items ?? []) items.push(toRecord(unmarshall(item)));
-      start = out.LastEvaluatedKey;
-    } while (start);
-    return items;
+    const p = new Placeholders();
+    const pages = paginateScan(
+      { client: this.client },
+      {
+        TableName: this.table,
+        FilterExpression: `${p.name("sk")} = ${p.value(IMAGE_SK)}`,
+        ExpressionAttributeNames: p.names,
+        ExpressionAttributeValues: marshall(p.values),
+        ConsistentRead: true,
+      },
+    );
+    const records: ImageRecord[] = [];
+    for await (const page of pages) {
+      for (const item of page.Items ?? []) records.push(toRecord(unmarshall(item)));
+    }
+    return records;
   }
 
   async transition(
@@ -311,49 +304,24 @@ export class DynamoImageRepository implements ImageRepository {
     options: TransitionOptions = {},
   ): Promise<ImageRecord> {
     const edge = TRANSITIONS[name];
-    const parts = updateParts({ ...changes, status: edge.to });
-    const from = edge.from.map((_, i) => `:from${i}`);
-    const values: Record<string, unknown> = { ...parts.values };
-    edge.from.forEach((s, i) => {
-      values[`:from${i}`] = s;
-    });
-    const names: Record<string, string> = {};
     const { allowExpiredLeaseFrom: leaseFrom, now } = options;
-    let condition = `attribute_exists(pk) AND #status IN (${from.join(", ")})`;
+    let status = isIn<Item>("status", edge.from);
     if (leaseFrom && now) {
-      condition = `attribute_exists(pk) AND (#status IN (${from.join(", ")}) OR (#status = :leaseFrom AND #lease < :now))`;
-      values[":leaseFrom"] = leaseFrom;
-      values[":now"] = now;
-      names["#lease"] = "import_lease_until";
+      // An importer that died holding the image: its lease has passed, another may take over.
+      status = anyOf(
+        status,
+        allOf(isIn<Item>("status", [leaseFrom]), lessThan<Item>("import_lease_until", now)),
+      );
     }
-    if (options.leaseIs !== undefined) {
-      condition = `${condition} AND #lease = :leaseIs`;
-      values[":leaseIs"] = options.leaseIs;
-      names["#lease"] = "import_lease_until";
-    }
-    if (options.unlessProtected) {
-      // Part of the same conditional write, so a protection set after our read still stops it.
-      condition += " AND (attribute_not_exists(#protected) OR #protected = :unprotected)";
-      values[":unprotected"] = false;
-      names["#protected"] = "protected";
-    }
-    const holds = (current: ImageRecord) =>
-      ((edge.from as readonly string[]).includes(current.status) ||
-        (leaseFrom !== undefined &&
-          now !== undefined &&
-          current.status === leaseFrom &&
-          current.import_lease_until != null &&
-          current.import_lease_until < now)) &&
-      (options.leaseIs === undefined || current.import_lease_until === options.leaseIs) &&
-      !(options.unlessProtected && current.protected);
+    const when = [status];
+    if (options.leaseIs !== undefined) when.push(equals<Item>("import_lease_until", options.leaseIs));
+    // Part of the same conditional write, so a protection set after our read still stops it.
+    if (options.unlessProtected) when.push(equals<Item>("protected", false, { as: false }));
     return this.write(id, {
       changes: { ...changes, status: edge.to },
-      parts,
-      condition,
-      values,
-      names,
+      when: allOf(...when),
       expected: edge.from,
-      holds,
+      retryRaces: true,
     });
   }
 
@@ -363,200 +331,96 @@ export class DynamoImageRepository implements ImageRepository {
     whileIn: readonly ImageStatus[],
     options: { unchanged?: Partial<ImageRecord> } = {},
   ): Promise<ImageRecord> {
-    const merged: Record<string, unknown> = { ...changes };
-    const parts = updateParts(merged);
-    const values: Record<string, unknown> = { ...parts.values };
-    whileIn.forEach((s, i) => {
-      values[`:in${i}`] = s;
-    });
-    const conditions = [
-      `attribute_exists(pk) AND #status IN (${whileIn.map((_, i) => `:in${i}`).join(", ")})`,
-    ];
     // Fields read, changed and written back whole (tags, properties): the write holds only if nobody
-    // changed them in between. DynamoDB compares lists and maps by value.
-    const guardNames: Record<string, string> = {};
-    Object.entries(options.unchanged ?? {}).forEach(([field, value], i) => {
-      guardNames[`#u${i}`] = field;
-      values[`:u${i}`] = value;
-      conditions.push(`#u${i} = :u${i}`);
-    });
-    const updated = await this.write(id, {
+    // changed them in between.
+    const unchanged = Object.entries(options.unchanged ?? {}).map(([field, value]) =>
+      equals<Item>(field, value),
+    );
+    return this.write(id, {
       changes,
-      parts,
-      condition: conditions.join(" AND "),
-      values,
-      names: guardNames,
+      when: allOf(isIn<Item>("status", whileIn), ...unchanged),
       expected: whileIn,
-      holds: (current) =>
-        whileIn.includes(current.status) &&
-        Object.entries(options.unchanged ?? {}).every(
-          ([field, value]) => canonical(current[field as keyof ImageRecord]) === canonical(value),
-        ),
+      retryRaces: false,
     });
-    if (changes.visibility !== undefined || changes.owner !== undefined) await this.reindex(updated);
-    return updated;
   }
 
   /**
-   * Rewrites the owner and visibility index keys after an owner or visibility change. Conditioned on
-   * the record still having that owner and visibility: when two changes race, the index follows the
-   * one that landed last, whichever reindex runs last.
-   */
-  private async reindex(image: ImageRecord): Promise<void> {
-    const keys = indexKeys(image);
-    const hasVis = "gsi2pk" in keys;
-    const values: Record<string, unknown> = {
-      ":o": keys.gsi1pk,
-      ":os": keys.gsi1sk,
-      ":owner": image.owner,
-      ":vis": image.visibility,
-    };
-    if (hasVis) Object.assign(values, { ":p": keys.gsi2pk, ":s": keys.gsi2sk });
-    try {
-      await this.client.send(
-        new UpdateItemCommand({
-          TableName: this.table,
-          Key: marshall({ pk: imagePk(image.id), sk: IMAGE_SK }),
-          UpdateExpression: hasVis
-            ? "SET gsi1pk = :o, gsi1sk = :os, gsi2pk = :p, gsi2sk = :s"
-            : "SET gsi1pk = :o, gsi1sk = :os REMOVE gsi2pk, gsi2sk",
-          ExpressionAttributeNames: { "#owner": "owner", "#vis": "visibility" },
-          ExpressionAttributeValues: marshall(values),
-          ConditionExpression: "attribute_exists(pk) AND #owner = :owner AND #vis = :vis",
-        }),
-      );
-    } catch (err) {
-      // A later change of owner or visibility landed: its own reindex writes the keys.
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
-    }
-  }
-
-  /**
-   * A conditional update that keeps quota usage exact: reads the record, and when the change alters what
-   * the image holds, writes the image (also conditioned on what it held) and the usage delta in one
-   * transaction. A concurrent change of what the image holds is retried; a lost condition is a
-   * StaleStatusError.
+   * Writes `spec.changes` with its condition, the index keys the new record implies, and what it holds
+   * (conditioned on what it held when read), in one UpdateItem; in a transaction with the project's usage
+   * item when what it holds changes. The item is read once; a lost write returns the item it found
+   * (`ALL_OLD`), from which the next attempt starts. A condition that fails on the record found is a
+   * StaleStatusError carrying that record.
    */
   private async write(id: string, spec: WriteSpec): Promise<ImageRecord> {
-    const { changes, parts, condition, values, expected } = spec;
-    if (!this.quota) {
-      const named = { ...parts, names: { ...parts.names, ...spec.names } };
-      return this.conditionalUpdate(id, named, condition, values, expected);
-    }
+    let item = await this.item(id);
     for (let attempt = 0; ; attempt++) {
-      const raw = await this.rawItem(id);
-      if (!raw) throw new StaleStatusError(id, expected);
-      const current = toRecord(raw);
-      // What the condition would refuse is refused without a write (and without retries).
-      if (!spec.holds(current)) throw new StaleStatusError(id, expected, { current });
-      const next = { ...current, ...changes } as ImageRecord;
-      const before = heldOf(raw, current);
-      const after = heldBy(next);
-      const delta = difference(before, after);
-      const heldParts = updateParts({ ...changes, ...heldAttributes(after) });
-      Object.assign(heldParts.names, spec.names);
-      const heldValues: Record<string, unknown> = { ...values, ...heldParts.values };
-      const heldCondition = [
-        condition,
-        ...QUOTA_KEYS.map((k, i) => {
-          heldValues[`:h${i}`] = before[k];
-          heldParts.names[`#h${i}`] = `held_${k}`;
-          return `(#h${i} = :h${i} OR attribute_not_exists(#h${i}))`;
-        }),
-      ].join(" AND ");
-      if (isZero(delta)) {
-        return this.conditionalUpdate(id, heldParts, heldCondition, heldValues, expected);
-      }
-      const usage = await this.usageUpdate(next.owner, delta);
+      if (!item) throw new StaleStatusError(id, spec.expected);
+      const current = toRecord(item);
+      // What the condition would refuse is refused without a write.
+      if (!spec.when.holds({ ...item, ...current }))
+        throw new StaleStatusError(id, spec.expected, { current });
+      const next: ImageRecord = { ...current, ...spec.changes };
+      const before = heldOf(item, current);
+      const delta = difference(before, heldBy(next));
+      const request = this.imageUpdate(id, spec, next, before);
       try {
+        if (isZero(delta)) {
+          const out = await this.client.send(new UpdateItemCommand({ ...request, ReturnValues: "ALL_NEW" }));
+          return toRecord(unmarshall(out.Attributes ?? {}));
+        }
+        const usage = await this.usageUpdate(next.owner, delta);
         await this.client.send(
-          new TransactWriteItemsCommand({
-            TransactItems: [
-              {
-                Update: {
-                  TableName: this.table,
-                  Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
-                  UpdateExpression: heldParts.expression,
-                  ConditionExpression: heldCondition,
-                  ExpressionAttributeNames: { ...heldParts.names, "#status": "status" },
-                  ExpressionAttributeValues: marshall(heldValues, { removeUndefinedValues: true }),
-                },
-              },
-              { Update: usage },
-            ],
-          }),
+          new TransactWriteItemsCommand({ TransactItems: [{ Update: request }, { Update: usage }] }),
         );
         return next;
       } catch (err) {
-        const [imageFailed, usageFailed] = cancelled(err);
-        if (usageFailed && !imageFailed) {
-          const refusal = await this.exceeded(next.owner, delta, err);
-          // The limit held a moment ago but not now (others' writes freed room): write again.
-          if (refusal instanceof QuotaExceededError || attempt >= MAX_CONFLICT_RETRIES) throw refusal;
-          await backoff(attempt);
+        const failure = failureOf(err);
+        if (failure.kind !== "image") {
+          await this.afterRace(failure, next.owner, delta, attempt, err);
           continue;
         }
-        if ((imageFailed || conflicted(err)) && attempt < MAX_CONFLICT_RETRIES) {
-          await backoff(attempt);
-          continue;
+        item = failure.item;
+        if (!spec.retryRaces || attempt + 1 >= MAX_ATTEMPTS) {
+          throw new StaleStatusError(id, spec.expected, {
+            cause: err,
+            current: item ? toRecord(item) : undefined,
+          });
         }
-        if (imageFailed)
-          throw new StaleStatusError(id, expected, { cause: err, current: await this.get(id) });
-        throw err;
+        await backoff(attempt);
       }
     }
   }
 
-  private async rawItem(id: string): Promise<Record<string, unknown> | undefined> {
-    const out = await this.client.send(
-      new GetItemCommand({
-        TableName: this.table,
-        Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
-        ConsistentRead: true,
-      }),
+  /** The UpdateItem of a write: changes, index keys and held counters, under the spec's condition. */
+  private imageUpdate(id: string, spec: WriteSpec, next: ImageRecord, before: Counters): Update {
+    const p = new Placeholders();
+    const index = indexKeys(next);
+    const update = updateExpression(
+      p,
+      { ...spec.changes, ...index.set, ...heldAttributes(heldBy(next)) },
+      index.remove,
     );
-    return out.Item ? unmarshall(out.Item) : undefined;
-  }
-
-  private async conditionalUpdate(
-    id: string,
-    parts: UpdateParts,
-    condition: string,
-    values: Record<string, unknown>,
-    expected: readonly string[],
-  ): Promise<ImageRecord> {
-    try {
-      const out = await this.client.send(
-        new UpdateItemCommand({
-          TableName: this.table,
-          Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
-          UpdateExpression: parts.expression,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: { ...parts.names, "#status": "status" },
-          ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
-          ReturnValues: "ALL_NEW",
-          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-        }),
-      );
-      if (!out.Attributes) throw new ImageNotFoundError(id);
-      return toRecord(unmarshall(out.Attributes));
-    } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) {
-        const current = err.Item ? toRecord(unmarshall(err.Item)) : undefined;
-        throw new StaleStatusError(id, expected, { cause: err, current });
-      }
-      throw err;
-    }
+    const condition = allOf(exists<Item>(), spec.when, heldIs(before)).render(p);
+    return {
+      TableName: this.table,
+      Key: marshall(imageKeyOf(id)),
+      UpdateExpression: update,
+      ConditionExpression: condition,
+      ExpressionAttributeNames: p.names,
+      ExpressionAttributeValues: marshall(p.values, { removeUndefinedValues: true }),
+      ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+    };
   }
 
   async purge(id: string): Promise<void> {
+    const p = new Placeholders();
     await this.client.send(
       new DeleteItemCommand({
         TableName: this.table,
-        Key: marshall({ pk: imagePk(id), sk: IMAGE_SK }),
-        ConditionExpression: "#status = :deleted",
-        ExpressionAttributeNames: { "#status": "status" },
-        ExpressionAttributeValues: marshall({ ":deleted": "deleted" }),
+        Key: marshall(imageKeyOf(id)),
+        ConditionExpression: isIn<Item>("status", ["deleted"]).render(p),
+        ExpressionAttributeNames: p.names,
+        ExpressionAttributeValues: marshall(p.values),
       }),
     );
   }

@@ -5,20 +5,24 @@ import {
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
-  QueryCommand,
+  paginateQuery,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import { ConflictError, NotFoundError } from "../../core/errors.ts";
 import type { MemberStatus } from "../../core/image/access.ts";
+import type { ImageRecord } from "../../core/image/image.ts";
 import type { ImageMember } from "../../core/image/members.ts";
-import type { MemberRepository } from "../../core/ports.ts";
+import { listPosition, type MemberRepository } from "../../core/ports.ts";
 
 const imagePk = (id: string) => `IMAGE#${id}`;
 const memberSk = (project: string) => `MEMBER#${project}`;
 const FIELDS = ["image_id", "member_id", "status", "created_at", "updated_at"] as const;
 
-function toMember(item: Record<string, AttributeValue>): ImageMember {
+/** GSI1 partition of the images shared with a project. */
+export const memberPartition = (project: string) => `MEMBER#${project}`;
+
+export function toMember(item: Record<string, AttributeValue>): ImageMember {
   const raw = unmarshall(item);
   const out: Record<string, unknown> = {};
   for (const f of FIELDS) out[f] = raw[f];
@@ -30,7 +34,8 @@ const notFound = (imageId: string, memberId: string, cause?: unknown) =>
 
 /**
  * Image members in Hangar's single table: `IMAGE#<id>`/`MEMBER#<project>`, next to the image, and in GSI1
- * under `MEMBER#<project>` so a project's shares are one query (`gsi1sk` orders them by creation).
+ * under `MEMBER#<project>` so a project's shares are one query, in the order of the images' creation
+ * (`gsi1sk` is the image's list position), like every other listing index.
  */
 export class DynamoMemberRepository implements MemberRepository {
   constructor(
@@ -38,7 +43,7 @@ export class DynamoMemberRepository implements MemberRepository {
     private readonly table: string,
   ) {}
 
-  async add(member: ImageMember): Promise<void> {
+  async add(member: ImageMember, image: Pick<ImageRecord, "created_at">): Promise<void> {
     try {
       await this.client.send(
         new PutItemCommand({
@@ -46,8 +51,8 @@ export class DynamoMemberRepository implements MemberRepository {
           Item: marshall({
             pk: imagePk(member.image_id),
             sk: memberSk(member.member_id),
-            gsi1pk: `MEMBER#${member.member_id}`,
-            gsi1sk: `${member.created_at}#${member.image_id}`,
+            gsi1pk: memberPartition(member.member_id),
+            gsi1sk: listPosition({ created_at: image.created_at, id: member.image_id }),
             ...member,
           }),
           ConditionExpression: "attribute_not_exists(pk)",
@@ -83,25 +88,21 @@ export class DynamoMemberRepository implements MemberRepository {
     /** Omitted for GSI1, whose `MEMBER#<project>` partition holds memberships only. */
     sk?: { name: string; prefix: string };
   }): Promise<ImageMember[]> {
-    const members: ImageMember[] = [];
-    let start: Record<string, AttributeValue> | undefined;
-    do {
-      const out = await this.client.send(
-        new QueryCommand({
-          TableName: this.table,
-          ...(input.index ? { IndexName: input.index } : { ConsistentRead: true }),
-          KeyConditionExpression: input.sk ? "#pk = :pk AND begins_with(#sk, :prefix)" : "#pk = :pk",
-          ExpressionAttributeNames: { "#pk": input.pkName, ...(input.sk ? { "#sk": input.sk.name } : {}) },
-          ExpressionAttributeValues: marshall({
-            ":pk": input.pk,
-            ...(input.sk ? { ":prefix": input.sk.prefix } : {}),
-          }),
-          ExclusiveStartKey: start,
+    const pages = paginateQuery(
+      { client: this.client },
+      {
+        TableName: this.table,
+        ...(input.index ? { IndexName: input.index } : { ConsistentRead: true }),
+        KeyConditionExpression: input.sk ? "#pk = :pk AND begins_with(#sk, :prefix)" : "#pk = :pk",
+        ExpressionAttributeNames: { "#pk": input.pkName, ...(input.sk ? { "#sk": input.sk.name } : {}) },
+        ExpressionAttributeValues: marshall({
+          ":pk": input.pk,
+          ...(input.sk ? { ":prefix": input.sk.prefix } : {}),
         }),
-      );
-      for (const item of out.Items ?? []) members.push(toMember(item));
-      start = out.LastEvaluatedKey;
-    } while (start);
+      },
+    );
+    const members: ImageMember[] = [];
+    for await (const page of pages) for (const item of page.Items ?? []) members.push(toMember(item));
     return members;
   }
 
@@ -111,7 +112,7 @@ export class DynamoMemberRepository implements MemberRepository {
 
   /** GSI1 under `MEMBER#<project>` (image items are under `OWNER#<project>`, so no overlap). */
   listByMember(memberId: string): Promise<ImageMember[]> {
-    return this.query({ index: "gsi1", pkName: "gsi1pk", pk: `MEMBER#${memberId}` });
+    return this.query({ index: "gsi1", pkName: "gsi1pk", pk: memberPartition(memberId) });
   }
 
   async setStatus(

@@ -1,10 +1,9 @@
 import {
-  type AttributeValue,
   ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
-  ScanCommand,
+  paginateScan,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
@@ -79,21 +78,19 @@ export class DynamoQuotaStore implements QuotaStore {
 
   async listProjects(): Promise<string[]> {
     const projects = new Set<string>();
-    let start: Record<string, AttributeValue> | undefined;
-    do {
-      const out = await this.client.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: "begins_with(pk, :p) AND (sk = :u OR sk = :l)",
-          ExpressionAttributeValues: marshall({ ":p": "PROJECT#", ":u": USAGE_SK, ":l": LIMITS_SK }),
-          ProjectionExpression: "pk",
-          ConsistentRead: true,
-          ExclusiveStartKey: start,
-        }),
-      );
-      for (const item of out.Items ?? []) projects.add(String(unmarshall(item).pk).slice("PROJECT#".length));
-      start = out.LastEvaluatedKey;
-    } while (start);
+    const pages = paginateScan(
+      { client: this.client },
+      {
+        TableName: this.table,
+        FilterExpression: "begins_with(pk, :p) AND (sk = :u OR sk = :l)",
+        ExpressionAttributeValues: marshall({ ":p": "PROJECT#", ":u": USAGE_SK, ":l": LIMITS_SK }),
+        ProjectionExpression: "pk",
+        ConsistentRead: true,
+      },
+    );
+    for await (const page of pages) {
+      for (const item of page.Items ?? []) projects.add(String(unmarshall(item).pk).slice("PROJECT#".length));
+    }
     return [...projects].sort();
   }
 

@@ -2,8 +2,8 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
-  ListObjectsV2Command,
   ListPartsCommand,
+  paginateListObjectsV2,
   type S3Client,
   S3ServiceException,
   UploadPartCommand,
@@ -80,9 +80,11 @@ export class S3MultipartUploads implements MultipartUploads {
 
   async listParts(key: string, uploadId: string): Promise<StoredPart[] | undefined> {
     const parts: StoredPart[] = [];
-    let marker: string | undefined;
     try {
-      // ListParts returns at most 1000 parts a page; a plan may have 10,000.
+      // ListParts returns at most 1000 parts a page; a plan may have 10,000. Not the SDK's paginator: it
+      // stops only when no next marker comes back, and MinIO returns one on the last page too (the loop
+      // never ends), so the pages are followed while `IsTruncated` says there are more.
+      let marker: string | undefined;
       for (;;) {
         const out = await this.client.send(
           new ListPartsCommand({
@@ -150,16 +152,12 @@ export class S3MultipartUploads implements MultipartUploads {
 
   async listObjects(prefix: string): Promise<ListedObject[]> {
     const found: ListedObject[] = [];
-    let token: string | undefined;
-    do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
-      for (const o of out.Contents ?? []) {
+    const pages = paginateListObjectsV2({ client: this.client }, { Bucket: this.bucket, Prefix: prefix });
+    for await (const page of pages) {
+      for (const o of page.Contents ?? []) {
         if (o.Key) found.push({ key: o.Key, size: o.Size ?? 0, lastModified: iso(o.LastModified) });
       }
-      token = out.NextContinuationToken;
-    } while (token);
+    }
     return found;
   }
 }

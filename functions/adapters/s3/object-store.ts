@@ -7,9 +7,9 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
-  ListObjectsV2Command,
   NotFound,
   PutObjectCommand,
+  paginateListObjectsV2,
   S3Client,
   S3ServiceException,
 } from "@aws-sdk/client-s3";
@@ -55,7 +55,7 @@ export function createS3Client(region: string, endpoint?: string): S3Client {
  * (`MissingContentMD5`). S3 accepts both headers together, so one client works against either. The header
  * is added before signing, so it is signed like the rest.
  */
-function contentMd5ForDeletes(client: S3Client): S3Client {
+export function contentMd5ForDeletes(client: S3Client): S3Client {
   client.middlewareStack.add(
     (next, context) => async (args) => {
       const request = args.request as { headers?: Record<string, string>; body?: unknown };
@@ -81,33 +81,49 @@ export interface ListedUpload {
 
 /**
  * Every multipart upload in progress under `prefix`, page by page. S3 lists them by prefix; MinIO only for
- * a whole key, so callers that must find MinIO's ask for known keys.
+ * a whole key, so callers that must find MinIO's ask for known keys. The SDK has no paginator for this
+ * listing (its pages carry two markers, key and upload id), hence the loop; `pageSize` (S3's `MaxUploads`,
+ * 1000 by default) is for tests.
  */
-export async function listMultipartUploads(
+export async function* multipartUploadPages(
   client: S3Client,
   bucket: string,
   prefix: string,
-): Promise<ListedUpload[]> {
-  const found: ListedUpload[] = [];
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
+  pageSize?: number,
+): AsyncIterable<ListedUpload[]> {
+  let markers: { KeyMarker?: string; UploadIdMarker?: string } = {};
   for (;;) {
     const out = await client.send(
       new ListMultipartUploadsCommand({
         Bucket: bucket,
         Prefix: prefix,
-        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}),
-        ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+        ...markers,
+        ...(pageSize !== undefined ? { MaxUploads: pageSize } : {}),
       }),
     );
-    for (const u of out.Uploads ?? []) {
-      if (u.Key?.startsWith(prefix) && u.UploadId)
-        found.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
-    }
-    if (!out.IsTruncated || out.NextKeyMarker === undefined) return found;
-    keyMarker = out.NextKeyMarker;
-    uploadIdMarker = out.NextUploadIdMarker;
+    yield (out.Uploads ?? []).flatMap((u) =>
+      u.Key?.startsWith(prefix) && u.UploadId
+        ? [{ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated }]
+        : [],
+    );
+    if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
+    markers = {
+      KeyMarker: out.NextKeyMarker,
+      ...(out.NextUploadIdMarker !== undefined ? { UploadIdMarker: out.NextUploadIdMarker } : {}),
+    };
   }
+}
+
+/** Every multipart upload in progress under `prefix` (see `multipartUploadPages`). */
+export async function listMultipartUploads(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  pageSize?: number,
+): Promise<ListedUpload[]> {
+  const found: ListedUpload[] = [];
+  for await (const page of multipartUploadPages(client, bucket, prefix, pageSize)) found.push(...page);
+  return found;
 }
 
 /**
@@ -270,32 +286,37 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
-    let token: string | undefined;
-    do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
-      for (const o of out.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
-      token = out.NextContinuationToken;
-    } while (token);
+    for await (const page of this.objectPages(prefix)) {
+      for (const o of page.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
+    }
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    let token: string | undefined;
-    do {
-      const out = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
-      );
-      const keys = (out.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+  private objectPages(prefix: string, pageSize?: number) {
+    return paginateListObjectsV2(
+      { client: this.client, ...(pageSize !== undefined ? { pageSize } : {}) },
+      { Bucket: this.bucket, Prefix: prefix },
+    );
+  }
+
+  /**
+   * Deletes every object under `prefix`, a listing page (up to 1000 keys, DeleteObjects' own limit) per
+   * request, then aborts every multipart upload storage lists under it, all pages of them. `pageSize`
+   * shortens both listings' pages (tests).
+   */
+  async deletePrefix(prefix: string, pageSize?: number): Promise<void> {
+    for await (const page of this.objectPages(prefix, pageSize)) {
+      const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
       if (keys.length) {
         await this.client.send(
           new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }),
         );
       }
-      token = out.NextContinuationToken;
-    } while (token);
+    }
     // S3 lists uploads by prefix; MinIO only for a whole key, so callers abort known keys with `abortUploads`.
-    for (const u of await this.listUploads(prefix)) await this.abortUpload(u.key, u.uploadId);
+    // Every page is listed before any abort: an upload aborted under the listing's markers ends it early
+    // on MinIO (the next page starts after an upload id that no longer exists).
+    const uploads = await listMultipartUploads(this.client, this.bucket, prefix, pageSize);
+    for (const u of uploads) await this.abortUpload(u.key, u.uploadId);
   }
 
   async listUploads(prefix: string): Promise<PendingWrite[]> {

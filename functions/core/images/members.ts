@@ -66,7 +66,7 @@ export function imageMembers(ctx: ImageContext) {
         created_at: at,
         updated_at: at,
       };
-      await members.add(member);
+      await members.add(member, image);
       ctx.deps.log.info("image member added", { imageId: id, member: memberId });
       return member;
     },

@@ -32,6 +32,7 @@ export async function testApp() {
       .sign(privateKey);
   const images = new MemoryImages();
   const members = new MemoryMembers();
+  images.members = members;
   const objects = new MemoryObjects();
   const jobs: WebDownloadJob[] = [];
   const clock = fixedClock();
