@@ -1,8 +1,12 @@
+import { fileURLToPath } from "node:url";
 import { handle } from "hono/aws-lambda";
 import { loadApiConfig } from "../config.ts";
 import { createApiFunction } from "../roots/api.ts";
 
-const api = createApiFunction(loadApiConfig(process.env));
+// The browser page's files sit in ui/ beside the bundle (scripts/build.mjs).
+const api = createApiFunction(loadApiConfig(process.env), {
+  pageDir: fileURLToPath(new URL("./ui/", import.meta.url)),
+});
 
 /** API Gateway HTTP API (payload 2.0) → the Glance v2 app. */
 export const handler = handle(api.app);
