@@ -51,7 +51,8 @@ try {
   await page.locator("[data-testid=file-input]").setInputFiles(backed);
   await page.locator("[data-testid=inspection][data-verdict=refused]").waitFor();
   await page.locator("#refresh").click();
-  await page.waitForTimeout(1000);
+  // The dashboard's notice of the refusal fades after 6 s; the card keeps it.
+  await page.waitForTimeout(7000);
   await page.screenshot({ path: out, fullPage: true });
   console.log(`wrote ${out}`);
 } finally {

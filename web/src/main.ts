@@ -19,7 +19,7 @@ import {
   storeToken,
   takeTokenFromFragment,
 } from "./token.ts";
-import { forgetResume, HangarUpload, type UploadHooks } from "./uploader.ts";
+import { describeRefusal, forgetResume, HangarUpload, type UploadHooks } from "./uploader.ts";
 import "./style.css";
 
 const TERMINAL = new Set(["active", "killed", "deactivated", "deleted"]);
@@ -103,6 +103,12 @@ class UploadCards {
     return card;
   }
 
+  private dropField(card: HTMLElement, testid: string): void {
+    const dd = card.querySelector(`dd[data-testid="${testid}"]`);
+    dd?.previousElementSibling?.remove();
+    dd?.remove();
+  }
+
   private field(card: HTMLElement, label: string, testid: string, value: string, cls = ""): void {
     const dl = card.querySelector("dl") as HTMLDListElement;
     let dd = dl.querySelector<HTMLElement>(`[data-testid="${testid}"]`);
@@ -120,7 +126,7 @@ class UploadCards {
       ? `${verdict.result.format}${verdict.result.subformat ? ` (${verdict.result.subformat})` : ""}` +
         `${verdict.result.compression === "gzip" ? ", gzip" : ""}, virtual size ${bytes(verdict.result.virtualSize)};` +
         ` ${verdict.result.checks.length} checks passed, ${bytes(verdict.bytesRead)} read`
-      : `refused — ${verdict.check}: ${verdict.message}`;
+      : `refused — ${describeRefusal(verdict)}`;
     this.field(card, "inspection", "inspection", text);
     card
       .querySelector('[data-testid="inspection"]')
@@ -172,6 +178,8 @@ class UploadCards {
         "import-progress",
         `${bytes(progress.bytes_read)} of ${bytes(progress.total)} read${done}`,
       );
+    } else {
+      this.dropField(card, "import-progress");
     }
     if (image.checksum) this.field(card, "md5", "image-checksum", image.checksum);
     if (image.os_hash_value)

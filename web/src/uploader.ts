@@ -45,11 +45,18 @@ export interface HangarUploadOptions extends PluginOpts {
   parallel?: number;
 }
 
+/** `check: why`, without naming the check twice (the inspector's messages start with it). */
+export function describeRefusal(verdict: Extract<Verdict, { ok: false }>): string {
+  return verdict.message.startsWith(`${verdict.check}:`)
+    ? verdict.message
+    : `${verdict.check}: ${verdict.message}`;
+}
+
 /** The image refused by inspection; nothing was sent. */
 export class RefusedError extends Error {
   override name = "RefusedError";
   constructor(readonly verdict: Extract<Verdict, { ok: false }>) {
-    super(`refused before upload — ${verdict.check}: ${verdict.message}`);
+    super(`refused before upload — ${describeRefusal(verdict)}`);
   }
 }
 
@@ -147,7 +154,7 @@ export class HangarUpload<M extends Meta, B extends Body> extends BasePlugin<Han
             finish();
             if (err instanceof RefusedError) {
               // Nothing to retry: the same bytes get the same verdict. The page keeps the verdict.
-              this.uppy.info(err.message, "error", 10_000);
+              this.uppy.info(err.message, "error", 6000);
               this.uppy.removeFile(fileId);
               return;
             }
