@@ -34,6 +34,21 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM))
     throw new Error(`no Chromium at ${CHROMIUM}: run node scripts/ensure-deps.mjs --test`);
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
+  // Another project's public image, which the API lists to everyone and the page must leave out.
+  const created = await api(
+    "/v2/images",
+    {
+      method: "POST",
+      body: JSON.stringify({
+        name: "someone else's",
+        visibility: "public",
+        disk_format: "raw",
+        container_format: "bare",
+      }),
+    },
+    getStack().tokens.admin,
+  );
+  expect(created.status).toBe(201);
 }, 120_000);
 
 afterAll(async () => {
@@ -126,16 +141,18 @@ describe("the browser page", () => {
       expect(puts.length).toBe(2);
       for (const put of puts) expect(put.url.startsWith(`${s3Endpoint}/`)).toBe(true);
       expect(requests.filter((r) => r.url.startsWith(apiUrl) && r.method === "PUT")).toEqual([]);
-      // The project's list shows both.
+      // The project's list shows both, and only the project's own images (others' public ones are left out).
       await page.locator("#refresh").click();
       await expect.poll(() => page.locator("#images tbody tr[data-image-id]").count()).toBe(2);
+      for (const { id } of [qcow2, raw])
+        expect(await page.locator(`#images tr[data-image-id="${id}"]`).count()).toBe(1);
     } finally {
       await page.close();
     }
   }, 120_000);
 
   it("refuses an image with a backing file before anything is created or sent", async () => {
-    const { token } = await newMember();
+    const { token, project } = await newMember();
     const started = Date.now() - 1000;
     const { page, requests } = await openPage(token);
     const s3 = s3Client();
@@ -148,8 +165,8 @@ describe("the browser page", () => {
       // No create, no PUT: the project has no image and storage no upload for it.
       await page.waitForTimeout(500);
       expect(requests.filter((r) => r.method === "POST" || r.method === "PUT")).toEqual([]);
-      const list = (await (await api("/v2/images", {}, token)).json()) as { images: unknown[] };
-      expect(list.images).toEqual([]);
+      const list = (await (await api("/v2/images", {}, token)).json()) as { images: { owner: string }[] };
+      expect(list.images.filter((i) => i.owner === project)).toEqual([]);
       // Nor did anything else reach storage while the page looked at the file.
       const { bucket } = getStack();
       const staged = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: "staging/" }));

@@ -208,16 +208,19 @@ class UploadCards {
   }
 }
 
-/** The project's images, with delete. */
+/** The project's images (not the public and shared ones of others the API also lists), with delete. */
 class ImageTable {
-  constructor(private readonly client: HangarClient) {}
+  constructor(
+    private readonly client: HangarClient,
+    private readonly project: string | undefined,
+  ) {}
 
   async refresh(): Promise<void> {
     const body = $("#images tbody");
     $("#images-error").textContent = "";
     let images: Image[];
     try {
-      images = await this.client.listImages();
+      images = (await this.client.listImages()).filter((i) => !this.project || i.owner === this.project);
     } catch (error) {
       $("#images-error").textContent = error instanceof Error ? error.message : String(error);
       return;
@@ -282,7 +285,7 @@ async function start(token: string): Promise<void> {
 
   const client = new HangarClient(api, token, (input, init) => fetch(input, init));
   const cards = new UploadCards(client);
-  const table = new ImageTable(client);
+  const table = new ImageTable(client, who?.project);
   const hooks: UploadHooks = {
     inspected: (id, name, verdict) => cards.inspected(id, name, verdict),
     imageKnown: (id, image, resumed) => {
