@@ -72,6 +72,52 @@ export const lambdaCredentials = {
 /** Written beside each bundle for analysis; never deployed. */
 export const METAFILE = "metafile.json";
 
+/** The browser page (web/), built into the api function's folder and served by it at `GET /ui/`. */
+export const PAGE_DIR = "ui";
+const webDir = path.join(root, "web");
+
+/**
+ * Builds the browser page into `dir`: `index.html`, `app.js` and `app.css` (Uppy's styles with ours).
+ * A bundle of its own for the browser, never part of the function's JavaScript: the api function reads
+ * these files from its folder when the page is asked for. The importer's format inspector is bundled
+ * unchanged; its one Node import, `node:zlib`, resolves to a DecompressionStream stand-in.
+ */
+export async function buildPage(dir) {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const result = await build({
+    absWorkingDir: root,
+    entryPoints: { app: path.join(webDir, "src", "main.ts") },
+    outdir: dir,
+    bundle: true,
+    platform: "browser",
+    target: ["chrome111", "firefox111", "safari16.4"],
+    format: "esm",
+    minify: true,
+    legalComments: "none",
+    alias: { "node:zlib": path.join(webDir, "src", "zlib-browser.ts") },
+    metafile: true,
+    logLevel: "warning",
+  });
+  if (result.errors.length > 0) throw new Error("esbuild reported errors building the page");
+  await writeFile(path.join(dir, "index.html"), await readFile(path.join(webDir, "index.html")));
+  return result.metafile;
+}
+
+/** Every file under `dir`, as zip entries named by their path relative to it. */
+async function listFiles(dir, prefix = "") {
+  const out = [];
+  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
+    a.name.localeCompare(b.name),
+  )) {
+    const realPath = path.join(dir, entry.name);
+    const name = prefix ? `${prefix}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) out.push(...(await listFiles(realPath, name)));
+    else if (entry.isFile()) out.push({ realPath, name });
+  }
+  return out;
+}
+
 /** Entry points: `functions/handlers/<name>.ts`, excluding tests and declarations. */
 export async function findHandlers(dir = handlersDir) {
   const entries = await readdir(dir, { withFileTypes: true }).catch((error) => {
@@ -175,10 +221,8 @@ export async function buildHandlers(names = [], { outDir = distDir } = {}) {
     const bundle = path.join(dir, "index.mjs");
     const outputKey = outputKeys.get(bundle);
     if (!outputKey) throw new Error(`esbuild's metafile has no output ${bundle}`);
-    const files = (await readdir(dir))
-      .filter((f) => f !== METAFILE)
-      .sort()
-      .map((f) => ({ realPath: path.join(dir, f), name: f }));
+    if (name === "api") await buildPage(path.join(dir, PAGE_DIR));
+    const files = (await listFiles(dir)).filter((f) => f.name !== METAFILE);
     const zipPath = path.join(outDir, `${name}.zip`);
     await zipDirectory(files, zipPath);
     const metafilePath = path.join(dir, METAFILE);

@@ -2,7 +2,8 @@
 // Makes sure what `npm start`, `npm test` and `npm run bench` need is installed, and is silent and
 // network-free when it already is.
 //   node scripts/ensure-deps.mjs          node_modules current with package-lock.json; java (DynamoDB Local)
-//   node scripts/ensure-deps.mjs --test   also qemu-img and the OpenStack CLIs the compatibility tests drive
+//   node scripts/ensure-deps.mjs --test   also qemu-img, the OpenStack CLIs the compatibility tests drive, and
+//                                         chromium for the browser page's tests (driven by playwright-core)
 // Missing system packages are installed with apt-get when running as root; otherwise one line says what
 // to install and the script exits 1.
 import { spawnSync } from "node:child_process";
@@ -83,6 +84,7 @@ if (forTests) {
     ["qemu-img", "qemu-utils"],
     ["glance", "python3-glanceclient"],
     ["openstack", "python3-openstackclient"],
+    ["chromium", "chromium"],
   );
 }
 // The local stack also accepts $JAVA_HOME/bin/java.

@@ -20,6 +20,7 @@ import { clip, MAX_BODY_BYTES } from "./limits.ts";
 import { observeError, observeRequest } from "./observe.ts";
 import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
+import { type PageFiles, registerPageRoutes } from "./routes/page.ts";
 import { registerQuotaRoutes } from "./routes/quotas.ts";
 import { registerUploadRoutes } from "./routes/uploads.ts";
 import { jsonBody } from "./validate.ts";
@@ -38,6 +39,8 @@ export interface AppDeps {
   quotas?: QuotaService;
   /** Operator policy shown by `/v2/info/import`; absent, defaults with web-download off. */
   policy?: ImportPolicyInfo;
+  /** The browser page's files, served at `/ui/` without a token; absent, there is no page. */
+  page?: PageFiles;
 }
 
 type Env = { Variables: { caller: Caller } };
@@ -103,6 +106,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get("/versions", (c) => c.json(versions(base(c))));
   // The API description needs no token, like the versions document.
   app.get("/openapi.json", (c) => c.json(openApiDocument()));
+  // Nor does the browser page: it asks for a token and sends it only to /v2.
+  if (deps.page) registerPageRoutes(app, { page: deps.page });
 
   app.use("/v2/*", async (c, next) => {
     const token = tokenFrom(c.req.raw.headers);

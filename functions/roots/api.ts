@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { DynamoMemberRepository } from "../adapters/dynamodb/member-repository.ts";
+import { FolderPageFiles } from "../adapters/files/page-files.ts";
 import { InProcessWebDownloads, LambdaWebDownloads, systemResolver } from "../adapters/http/web-download.ts";
 import { S3MultipartUploads } from "../adapters/s3/multipart.ts";
 import type { ApiConfig } from "../config.ts";
@@ -14,7 +15,7 @@ import { createStore } from "./store.ts";
 import { createWebDownloadFunction } from "./web-download.ts";
 
 /** The API function's composition root: the Glance v2 app over the store, links and quotas. */
-export function createApiFunction(config: ApiConfig, options: { log?: Logger } = {}) {
+export function createApiFunction(config: ApiConfig, options: { log?: Logger; pageDir?: string } = {}) {
   const store = createStore(config, options);
   const { images, objects, clock, log } = store;
   const multipart = createMultipartUploads({
@@ -72,6 +73,7 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger } =
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.
     maxUploadSize: MAX_OBJECT_SIZE,
     uploads: multipart,
+    ...(options.pageDir ? { page: new FolderPageFiles(options.pageDir) } : {}),
     policy: {
       ...policy,
       maxUploadSize: MAX_OBJECT_SIZE,

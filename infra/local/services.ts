@@ -201,6 +201,11 @@ export interface MinioOptions {
    * Without it, delivery is immediate and an event is dropped if the receiver does not answer.
    */
   webhook: { endpoint: string; authToken: string; queueDir?: string };
+  /**
+   * Origins whose pages may send requests to storage (the browser page's PUTs): MinIO answers their
+   * CORS preflights and exposes `ETag`, as the S3 bucket's CorsConfiguration does in AWS.
+   */
+  corsOrigins: readonly string[];
   onOutput?: (line: string) => void;
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -234,6 +239,8 @@ export async function startMinio(opts: MinioOptions): Promise<ServiceHandle> {
       MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_HANGAR: opts.webhook.authToken,
       // Events wait on disk while the receiver is down and are delivered when it is back.
       ...(opts.webhook.queueDir ? { MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HANGAR: opts.webhook.queueDir } : {}),
+      // MinIO's default is every origin; the page's own is enough.
+      MINIO_API_CORS_ALLOW_ORIGIN: opts.corsOrigins.join(","),
     },
     ...(opts.onOutput ? { onOutput: opts.onOutput } : {}),
   });

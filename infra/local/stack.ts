@@ -337,6 +337,8 @@ async function startLocked(
           authToken: receiver.token,
           ...(opts.durableEvents === false ? {} : { queueDir: dirs.minioEvents }),
         },
+        // The browser page is served by the local API, on loopback by either name.
+        corsOrigins: [`http://127.0.0.1:${opts.apiPort}`, `http://localhost:${opts.apiPort}`],
         ...(minioOutput ? { onOutput: minioOutput } : {}),
       }),
       startDynamoDbLocal({

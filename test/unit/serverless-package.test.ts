@@ -193,7 +193,9 @@ describe("packaged artifacts", () => {
     async (name) => {
       expect(artifacts[camel(name)]).toBe(`dist/${name}.zip`);
       const files = unzip(await readFile(path.join(tree, "dist", `${name}.zip`)));
-      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map"]);
+      // The api function also serves the browser page (/ui/) from the files beside its bundle.
+      const page = name === "api" ? ["ui/app.css", "ui/app.js", "ui/index.html"] : [];
+      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map", ...page]);
     },
   );
 

@@ -164,6 +164,21 @@ export class StreamLayer {
     this.pending = [];
   }
 
+  /**
+   * The lowest offset not yet streamed whose bytes the inspection needs: the head while inside it, else
+   * the start of the nearest region a format is waiting for; undefined when nothing is waiting. Bytes
+   * before that offset are never read by anything but the rolling tail.
+   */
+  wanted(): number | undefined {
+    if (this.position < this.headLimit) return this.position;
+    let lowest: number | undefined;
+    for (const region of this.pending) {
+      const from = Math.max(region.offset, this.position);
+      if (lowest === undefined || from < lowest) lowest = from;
+    }
+    return lowest;
+  }
+
   /** The first `min(position, HEAD_BYTES)` bytes. */
   head(): Uint8Array {
     if (this.headBuffer === undefined) return new Uint8Array(0);

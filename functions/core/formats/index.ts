@@ -5,6 +5,7 @@ export { detectFormat } from "./detect.ts";
 export { MalformedImageError, UnsafeImageError, UnsupportedFormatError } from "./errors.ts";
 export { PROBE_HEAD_BYTES, PROBE_TAIL_BYTES } from "./format-module.ts";
 export { createInspector, type Inspector } from "./inspector.ts";
+export { inspectRanges, type RangeInspection } from "./ranges.ts";
 export type {
   CheckResult,
   Compression,

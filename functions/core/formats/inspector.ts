@@ -20,6 +20,12 @@ export interface Inspector {
   readonly peakCapturedBytes: number;
   /** Bytes inflated so far from a gzip upload (0 otherwise); stops growing once the `gzip bomb` limit is passed. */
   readonly inflatedBytes: number;
+  /**
+   * The lowest offset not yet fed whose bytes the verdict depends on, or undefined when, up to the last
+   * `TAIL_BYTES`, none does: the caller may then feed zeros instead of reading the object (see
+   * `inspectRanges`). Every offset is needed until the stream is known not to be gzip.
+   */
+  nextWanted(): number | undefined;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -57,6 +63,10 @@ export function createInspector(opts: InspectOptions): Inspector {
     },
     get inflatedBytes() {
       return inflater?.inflated ?? 0;
+    },
+
+    nextWanted(): number | undefined {
+      return mode === "plain" ? outer.layer.wanted() : outer.layer.position;
     },
 
     update(chunk: Uint8Array): Promise<void> {
