@@ -6,6 +6,7 @@ import {
   UnsafeImageError,
   UnsupportedFormatError,
 } from "../../functions/core/formats/index.ts";
+import { declaredMatches } from "../../functions/core/import/plan.ts";
 import type { ImportPolicy } from "./api.ts";
 import { humanBytes } from "./units.ts";
 
@@ -16,14 +17,8 @@ const READ_CHUNK = 1024 * 1024;
  */
 const FALLBACK_MAX_GZIP_RATIO = 1024;
 
-/** Declared formats that name a raw byte image under another name; an ISO is one too (the importer's rule). */
-const RAW_ALIASES = new Set(["raw", "ami", "ari", "aki"]);
-
-/** Whether the importer takes a file inspected as `detected` under the declared `disk_format`. */
-export function declaredMatches(declared: string, detected: string): boolean {
-  if (declared === detected) return true;
-  return RAW_ALIASES.has(declared) && (detected === "raw" || detected === "iso");
-}
+/** Whether the importer takes a file inspected as `detected` under the declared `disk_format`: its own rule. */
+export { declaredMatches };
 
 /** The file would be killed on import: refused here, before a byte is sent, with the importer's reason. */
 export class ImageRefusedError extends Error {

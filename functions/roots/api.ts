@@ -11,11 +11,11 @@ import { createMultipartUploads } from "../core/uploads/multipart.ts";
 import { MAX_OBJECT_SIZE } from "../core/uploads/plan.ts";
 import { createApp } from "../http/app.ts";
 import { createTokenVerifier } from "../http/auth.ts";
-import { createStore } from "./store.ts";
+import { createStore, type RootOptions } from "./store.ts";
 import { createWebDownloadFunction } from "./web-download.ts";
 
 /** The API function's composition root: the Glance v2 app over the store, links and quotas. */
-export function createApiFunction(config: ApiConfig, options: { log?: Logger; pageDir?: string } = {}) {
+export function createApiFunction(config: ApiConfig, options: RootOptions & { pageDir?: string } = {}) {
   const store = createStore(config, options);
   const { images, objects, clock, log } = store;
   const multipart = createMultipartUploads({
@@ -38,7 +38,7 @@ export function createApiFunction(config: ApiConfig, options: { log?: Logger; pa
   // Tests that build the app in-process have no Lambda to invoke; they run the job in this process.
   const dispatcher = functionName
     ? new LambdaWebDownloads(functionName, config.region, lambdaEndpoint)
-    : new InProcessWebDownloads(createWebDownloadFunction(config, { log }).run, log);
+    : new InProcessWebDownloads(createWebDownloadFunction(config, { log, metrics: store.metrics }).run, log);
   const imageService = createImageService({
     images,
     objects,

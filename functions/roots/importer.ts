@@ -7,13 +7,13 @@ import { createImporter, type Importer, type ImportOutcome } from "../core/impor
 import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
 import { recordImport } from "./import-metrics.ts";
-import { createStore } from "./store.ts";
+import { createStore, type RootOptions } from "./store.ts";
 
 /** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
 const MAX_TAKEOVERS = 3;
 
 /** The importer function's composition root: S3 notification → import of each staged object. */
-export function createImporterFunction(config: ImporterConfig, options: { log?: Logger } = {}) {
+export function createImporterFunction(config: ImporterConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
   const importer = createImporter({
     images: store.images,

@@ -1,10 +1,10 @@
 import type { ReconcilerConfig } from "../config.ts";
 import type { Logger } from "../core/ports.ts";
 import { createQuotaService } from "../core/quota-service.ts";
-import { createStore } from "./store.ts";
+import { createStore, type RootOptions } from "./store.ts";
 
 /** The reconciler function's composition root: quota usage recomputed from records and storage. */
-export function createReconcilerFunction(config: ReconcilerConfig, options: { log?: Logger } = {}) {
+export function createReconcilerFunction(config: ReconcilerConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
   return {
     log: store.log,

@@ -32,15 +32,24 @@ export interface Store {
   publishingMembers<R extends MemberRepository>(members: R): R;
 }
 
+/**
+ * What a composition root may be given instead of its defaults: in Lambda, none (Powertools logs and EMF
+ * metrics on stdout); in-process (tests, the bench), a log of the caller's and metrics kept quiet.
+ */
+export interface RootOptions {
+  log?: Logger;
+  metrics?: MetricRecorder;
+}
+
 /** Builds the store adapters every composition root shares; one per Lambda container. */
-export function createStore(config: StoreConfig, options: { log?: Logger } = {}): Store {
+export function createStore(config: StoreConfig, options: RootOptions = {}): Store {
   const dynamo = new DynamoDBClient({
     region: config.region,
     ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}),
   });
   const quota = new DynamoQuotaStore(dynamo, config.table, config.quotaDefaults);
   const log = options.log ?? createLogger();
-  const metrics = createMetrics("hangar");
+  const metrics = options.metrics ?? createMetrics("hangar");
   const events = config.events
     ? new EventBridgeSink(config.events.bus, config.region, config.events.endpoint)
     : NO_EVENTS;

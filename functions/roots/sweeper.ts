@@ -4,13 +4,13 @@ import type { SweeperConfig } from "../config.ts";
 import { type RedriveReport, redriveStaleImports } from "../core/import/redrive.ts";
 import type { Logger } from "../core/ports.ts";
 import { createSweeper } from "../core/sweep.ts";
-import { createStore } from "./store.ts";
+import { createStore, type RootOptions } from "./store.ts";
 
 /**
  * The sweeper function's composition root: housekeeping (abandoned uploads, stale staged objects, stalled
  * imports) on the hourly schedule, and the re-drive of stale imports every minute.
  */
-export function createSweeperFunction(config: SweeperConfig, options: { log?: Logger } = {}) {
+export function createSweeperFunction(config: SweeperConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
   const uploads = new S3MultipartUploads({
     bucket: config.bucket,

@@ -2,10 +2,10 @@ import { pinnedFetch, systemResolver } from "../adapters/http/web-download.ts";
 import type { WebDownloadFunctionConfig } from "../config.ts";
 import type { Logger, WebDownloadJob } from "../core/ports.ts";
 import { runWebDownload } from "../core/web-download.ts";
-import { createStore } from "./store.ts";
+import { createStore, type RootOptions } from "./store.ts";
 
 /** The web-download function's composition root: fetch one URL into the image's staging key. */
-export function createWebDownloadFunction(config: WebDownloadFunctionConfig, options: { log?: Logger } = {}) {
+export function createWebDownloadFunction(config: WebDownloadFunctionConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
   const deps = {
     images: store.images,

@@ -9,9 +9,12 @@ import { createSweeperFunction } from "../../functions/roots/sweeper.ts";
  * benchmarks that need Hangar with a configuration of their own (another bucket, another policy).
  */
 export function createInProcessHangar(config: Config, options: { log?: Logger } = {}) {
-  const api = createApiFunction(config, options);
-  const importer = createImporterFunction(config, options);
-  const sweeper = createSweeperFunction(config, options);
+  // Metrics are the functions' stdout lines in Lambda and on the stack; in a test's process they would
+  // only be noise.
+  const roots = { ...options, metrics: { add() {} } };
+  const api = createApiFunction(config, roots);
+  const importer = createImporterFunction(config, roots);
+  const sweeper = createSweeperFunction(config, roots);
   return {
     app: api.app,
     handleStorageEvent: importer.handle,

@@ -16,6 +16,7 @@ import {
   S3ObjectStore,
 } from "../../functions/adapters/s3/object-store.ts";
 import { StaleStatusError } from "../../functions/core/errors.ts";
+import { blankRecord } from "../../functions/core/image/create.ts";
 import type { ImageRecord } from "../../functions/core/image/image.ts";
 import type { ListedImage, ListSource } from "../../functions/core/ports.ts";
 import { QuotaExceededError, UNLIMITED, ZERO } from "../../functions/core/quota.ts";
@@ -37,36 +38,7 @@ function repository(): DynamoImageRepository {
 const project = () => `repo-${randomUUID()}`;
 
 function record(owner: string, createdAt: string, changes: Partial<ImageRecord> = {}): ImageRecord {
-  return {
-    id: randomUUID(),
-    name: "repo",
-    status: "queued",
-    visibility: "shared",
-    protected: false,
-    os_hidden: false,
-    owner,
-    disk_format: null,
-    container_format: null,
-    size: null,
-    virtual_size: null,
-    checksum: null,
-    os_hash_algo: null,
-    os_hash_value: null,
-    min_disk: 0,
-    min_ram: 0,
-    tags: [],
-    created_at: createdAt,
-    updated_at: createdAt,
-    properties: {},
-    upload_size: null,
-    upload_sha256: null,
-    source_format: null,
-    converted: null,
-    failure: null,
-    import_progress: null,
-    import_lease_until: null,
-    ...changes,
-  };
+  return { ...blankRecord(randomUUID(), owner, createdAt), name: "repo", ...changes };
 }
 
 async function collect(source: AsyncIterable<ListedImage>): Promise<string[]> {

@@ -1,5 +1,6 @@
 import { ConflictError, NotFoundError, StaleStatusError } from "../../functions/core/errors.ts";
 import type { MemberStatus } from "../../functions/core/image/access.ts";
+import { blankRecord } from "../../functions/core/image/create.ts";
 import type { ImageRecord, ImageStatus } from "../../functions/core/image/image.ts";
 import type { ImageMember } from "../../functions/core/image/members.ts";
 import { TRANSITIONS, type TransitionName } from "../../functions/core/image/transitions.ts";
@@ -414,33 +415,11 @@ export function multipartFixture() {
 /** A complete image record for pure-logic tests: an active, shared raw image of 100 bytes, with `over` applied. */
 export function imageRecord(over: Partial<ImageRecord> = {}): ImageRecord {
   return {
-    id: "00000000-0000-4000-8000-000000000000",
-    name: null,
+    ...blankRecord("00000000-0000-4000-8000-000000000000", "p", "2026-01-01T00:00:00.000Z"),
     status: "active",
-    visibility: "shared",
-    protected: false,
-    os_hidden: false,
-    owner: "p",
     disk_format: "raw",
     container_format: "bare",
     size: 100,
-    virtual_size: null,
-    checksum: null,
-    os_hash_algo: null,
-    os_hash_value: null,
-    min_disk: 0,
-    min_ram: 0,
-    tags: [],
-    created_at: "2026-01-01T00:00:00.000Z",
-    updated_at: "2026-01-01T00:00:00.000Z",
-    properties: {},
-    upload_size: null,
-    upload_sha256: null,
-    source_format: null,
-    converted: null,
-    failure: null,
-    import_progress: null,
-    import_lease_until: null,
     ...over,
   };
 }

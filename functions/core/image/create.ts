@@ -10,7 +10,7 @@ import { type AttributeChange, applyImageChanges } from "./patch.ts";
 export type NewImage = Readonly<Record<string, unknown>>;
 
 /** A record in `queued` with nothing set: what every create starts from. */
-function blankRecord(id: string, owner: string, at: string): ImageRecord {
+export function blankRecord(id: string, owner: string, at: string): ImageRecord {
   return {
     id,
     name: null,

@@ -5,6 +5,7 @@
 import type { SourceFormat } from "../convert/index.ts";
 import type { ImportFailureReason } from "../errors.ts";
 import type { DetectionResult } from "../formats/index.ts";
+import { RAW_ALIASES } from "../image/format-names.ts";
 
 /** The operator's choices the importer follows (shown by `/v2/info/import`). */
 export interface ImportPolicy {
@@ -48,14 +49,14 @@ export interface PlanInput {
 }
 
 /** Declared formats that name a raw byte image under another name. */
-const RAW_ALIASES = new Set(["raw", "ami", "ari", "aki"]);
+const RAW_NAMES = new Set<string>(["raw", ...RAW_ALIASES]);
 const TARGETS = new Set<string>(["raw", "qcow2"] satisfies TargetFormat[]);
 
 /** The declared `disk_format` names the detected format. */
 export function declaredMatches(declared: string, detected: string): boolean {
   if (declared === detected) return true;
   // An ISO is a raw byte image; Glance's own clients label ISOs either way.
-  return RAW_ALIASES.has(declared) && (detected === "raw" || detected === "iso");
+  return RAW_NAMES.has(declared) && (detected === "raw" || detected === "iso");
 }
 
 const refuse = (reason: ImportFailureReason, message: string, inspectFirst: boolean): ImportPlan => ({
