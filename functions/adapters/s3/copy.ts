@@ -27,8 +27,12 @@ export interface CopyPart {
  * in one request), else the parts of a multipart copy, each at most 5 GiB, all but the last the same
  * size, at most 10,000 of them, together covering every byte once.
  */
-export function copyParts(size: number, partSize = COPY_PART_SIZE): CopyPart[] | undefined {
-  if (size <= MAX_SINGLE_PUT) return undefined;
+export function copyParts(
+  size: number,
+  partSize = COPY_PART_SIZE,
+  singleUpTo = MAX_SINGLE_PUT,
+): CopyPart[] | undefined {
+  if (size <= singleUpTo) return undefined;
   const each = Math.min(MAX_PART_SIZE, Math.max(partSize, Math.ceil(size / MAX_PARTS / MIB) * MIB));
   const parts: CopyPart[] = [];
   for (let first = 0; first < size; first += each) {
@@ -45,6 +49,8 @@ export interface CopyRequest {
   size: number;
   ifMatch?: string | undefined;
   signal?: AbortSignal | undefined;
+  /** The parts of a multipart copy, when not `copyParts(size)` (tests copy small objects in parts). */
+  parts?: CopyPart[] | undefined;
 }
 
 /** `x-amz-copy-source`: the bucket and the URL-encoded key. */
@@ -64,7 +70,7 @@ export function asChanged(err: unknown, key: string): unknown {
 
 /** Copies `from` to `to` inside storage (see `ObjectStore.copy`). */
 export async function copyObject(req: CopyRequest): Promise<{ size: number }> {
-  const parts = copyParts(req.size);
+  const parts = req.parts ?? copyParts(req.size);
   try {
     if (parts === undefined) {
       await req.client.send(
