@@ -104,8 +104,11 @@ export interface ObjectStore {
     options: { expiresInSeconds: number; filename?: string },
   ): Promise<PresignedRequest>;
   head(key: string): Promise<ObjectInfo | undefined>;
-  /** One sequential read of the whole object. */
-  read(key: string, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
+   * One sequential read of the whole object. With `ifMatch` (an ETag from `head`), a read of an object
+   * that has been replaced since fails with `ObjectChangedError`.
+   */
+  read(key: string, signal?: AbortSignal, options?: { ifMatch?: string }): AsyncIterable<Uint8Array>;
   readRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
   /**
    * Streams `body` into `key` (multipart for large bodies); aborts and leaves nothing behind on failure.
@@ -117,6 +120,13 @@ export interface ObjectStore {
     signal?: AbortSignal,
     options?: WriteOptions,
   ): Promise<{ size: number }>;
+  /**
+   * Copies the object at `from` to `to` inside storage: no byte passes through the caller (one copy
+   * request up to 5 GiB, a multipart copy of ranges above). With `ifMatch`, the copy fails with
+   * `ObjectChangedError` if `from` is no longer that version, and nothing is left at `to` by it. A failed
+   * or aborted multipart copy is aborted; `abortUploads(to)` finds one a crash left.
+   */
+  copy(from: string, to: string, options?: CopyOptions): Promise<{ size: number }>;
   delete(key: string): Promise<void>;
   /** Every object under a prefix, with its size (reconciliation). */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;
@@ -135,6 +145,19 @@ export interface ObjectStore {
 export interface PendingWrite {
   key: string;
   uploadId: string;
+}
+
+export interface CopyOptions {
+  /** The ETag `from` must still have (as `head` gave it). */
+  ifMatch?: string;
+  /** The size of `from`, when the caller knows it (saves a `head`). */
+  size?: number;
+  signal?: AbortSignal;
+}
+
+/** A conditional read or copy found the object replaced since its ETag was taken (HTTP 412). */
+export class ObjectChangedError extends Error {
+  override readonly name = "ObjectChangedError";
 }
 
 export interface WriteOptions {

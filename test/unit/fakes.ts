@@ -6,6 +6,7 @@ import type { ImageMember } from "../../functions/core/image/members.ts";
 import { TRANSITIONS, type TransitionName } from "../../functions/core/image/transitions.ts";
 import { createImageService } from "../../functions/core/images.ts";
 import {
+  type CopyOptions,
   type ImageRepository,
   type ListedImage,
   type ListOptions,
@@ -13,6 +14,7 @@ import {
   type Logger,
   listPosition,
   type MemberRepository,
+  ObjectChangedError,
   type ObjectInfo,
   type ObjectStore,
   type PendingWrite,
@@ -165,11 +167,38 @@ export class MemoryObjects implements ObjectStore {
   }
   async head(key: string): Promise<ObjectInfo | undefined> {
     const o = this.objects.get(key);
-    return o ? { size: o.byteLength, etag: undefined } : undefined;
+    return o ? { size: o.byteLength, etag: this.etagOf(o) } : undefined;
   }
-  async *read(key: string) {
+  /** A version tag per stored array: a key given new bytes gets a new one. */
+  private readonly etags = new WeakMap<Uint8Array, string>();
+  private etagCount = 0;
+  private etagOf(o: Uint8Array): string {
+    let etag = this.etags.get(o);
+    if (etag === undefined) {
+      etag = `"v${++this.etagCount}"`;
+      this.etags.set(o, etag);
+    }
+    return etag;
+  }
+  /** Every copy made, in order (the store's server-side copies). */
+  readonly copies: { from: string; to: string; ifMatch?: string | undefined }[] = [];
+  async copy(from: string, to: string, options: CopyOptions = {}) {
+    this.copies.push({ from, to, ifMatch: options.ifMatch });
+    options.signal?.throwIfAborted();
+    const o = this.objects.get(from);
+    if (!o) throw new Error(`no object ${from}`);
+    if (options.ifMatch !== undefined && options.ifMatch !== this.etagOf(o)) {
+      throw new ObjectChangedError(`the object at ${from} was replaced since it was read`);
+    }
+    this.objects.set(to, o.slice());
+    return { size: o.byteLength };
+  }
+  async *read(key: string, _signal?: AbortSignal, options: { ifMatch?: string } = {}) {
     const o = this.objects.get(key);
     if (!o) throw new Error(`no object ${key}`);
+    if (options.ifMatch !== undefined && options.ifMatch !== this.etagOf(o)) {
+      throw new ObjectChangedError(`the object at ${key} was replaced since it was read`);
+    }
     for (let i = 0; i < o.byteLength; i += this.chunkSize) {
       if (this.failReadAfter !== undefined && i >= this.failReadAfter) throw new Error("connection reset");
       yield o.subarray(i, i + this.chunkSize);

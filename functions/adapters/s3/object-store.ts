@@ -15,6 +15,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type {
+  CopyOptions,
   ObjectInfo,
   ObjectStore,
   PendingWrite,
@@ -22,6 +23,7 @@ import type {
   WriteOptions,
 } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
+import { asChanged, copyObject } from "./copy.ts";
 import { writeObject } from "./part-writer.ts";
 
 export interface S3StoreOptions {
@@ -234,10 +236,23 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async *read(key: string, signal?: AbortSignal): AsyncIterable<Uint8Array> {
-    const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), {
-      abortSignal: signal,
-    });
+  async *read(
+    key: string,
+    signal?: AbortSignal,
+    options: { ifMatch?: string } = {},
+  ): AsyncIterable<Uint8Array> {
+    const out = await this.client
+      .send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          ...(options.ifMatch ? { IfMatch: options.ifMatch } : {}),
+        }),
+        { abortSignal: signal },
+      )
+      .catch((err: unknown) => {
+        throw asChanged(err, key);
+      });
     if (!out.Body) return;
     yield* out.Body as Readable;
   }
@@ -278,6 +293,20 @@ export class S3ObjectStore implements ObjectStore {
       contentType: "application/octet-stream",
       ...(signal ? { signal } : {}),
       ...(options.tap ? { tap: options.tap } : {}),
+    });
+  }
+
+  async copy(from: string, to: string, options: CopyOptions = {}): Promise<{ size: number }> {
+    const size = options.size ?? (await this.head(from))?.size;
+    if (size === undefined) throw new Error(`no object at ${from} to copy`);
+    return copyObject({
+      client: this.client,
+      bucket: this.bucket,
+      from,
+      to,
+      size,
+      ifMatch: options.ifMatch,
+      signal: options.signal,
     });
   }
 

@@ -7,7 +7,14 @@ import {
 } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
-import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
+import {
+  type Clock,
+  type ImageRepository,
+  type Logger,
+  ObjectChangedError,
+  type ObjectInfo,
+  type ObjectStore,
+} from "../ports.ts";
 import { QuotaExceededError } from "../quota.ts";
 import { type ImportPolicy, type PipelineResult, runPipeline } from "./pipeline.ts";
 
@@ -235,10 +242,10 @@ export function createImporter(deps: ImporterDeps) {
 
   async function run(
     image: ImageRecord,
-    stagedKey: string,
-    size: number,
+    staged: { key: string; size: number; etag: string | undefined },
     lease: { signal: AbortSignal; current(): string; stop(): Promise<void> },
   ): Promise<ImageRecord> {
+    const { key: stagedKey, size } = staged;
     if (size === 0) {
       throw new ImportRejectedError("EMPTY_UPLOAD", "The uploaded object is empty.");
     }
@@ -258,6 +265,7 @@ export function createImporter(deps: ImporterDeps) {
         outputKey: imageKey(image.id),
         spoolKey: spoolKey(image.id),
         size,
+        etag: staged.etag,
         declaredFormat: image.disk_format,
         declaredSha256: image.upload_sha256 !== null,
         osHashAlgo: deps.osHashAlgo,
@@ -351,7 +359,8 @@ export function createImporter(deps: ImporterDeps) {
   type Lease = ReturnType<typeof heartbeat>;
 
   /** Imports an image this importer holds, renewing its lease; a failure is settled by `afterFailure`. */
-  async function importHeld(image: ImageRecord, key: string, size: number): Promise<ImportOutcome> {
+  async function importHeld(image: ImageRecord, key: string, info: ObjectInfo): Promise<ImportOutcome> {
+    const { size } = info;
     const id = image.id;
     log.info("import started", { imageId: id, size, takeovers: image.import_takeovers ?? 0 });
     const started = Date.now();
@@ -362,7 +371,7 @@ export function createImporter(deps: ImporterDeps) {
     try {
       // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
       await abortLeftoverWrites(objects, id);
-      const done = await run(image, key, size, { signal: lost.signal, ...lease });
+      const done = await run(image, { key, size, etag: info.etag }, { signal: lost.signal, ...lease });
       await abortLeftoverWrites(objects, id).catch(() => 0);
       await objects.delete(key);
       const seconds = (Date.now() - started) / 1000;
@@ -408,7 +417,11 @@ export function createImporter(deps: ImporterDeps) {
         { leaseIs: lease.current() },
       )
       .catch((e: unknown) => log.warn("could not release image", { imageId: id, error: String(e) }));
-    if (!(err instanceof HangarError))
+    if (err instanceof ObjectChangedError) {
+      // The client uploaded again while this import read the first upload: nothing was stored, and the
+      // retry (or the new upload's own event) imports the new bytes from their start.
+      log.warn("staged upload replaced while importing, will be imported again", { imageId: id });
+    } else if (!(err instanceof HangarError))
       log.error("import failed, will be retried", { imageId: id, error: String(err) });
     throw err;
   }
@@ -443,7 +456,7 @@ export function createImporter(deps: ImporterDeps) {
       const image = await acquire(id, key, info.size);
       if ("killed" in image) return { outcome: "killed", image: image.killed };
       if ("ignored" in image) return { outcome: "ignored", why: image.ignored };
-      return importHeld(image, key, info.size);
+      return importHeld(image, key, info);
     },
   };
 }

@@ -32,6 +32,8 @@ export interface PipelineInput {
   /** Scratch object for a gzip-wrapped upload whose image is not stored in order; deleted after. */
   spoolKey: string;
   size: number;
+  /** The upload's ETag when `size` was taken: the read and a copy of the upload require it. */
+  etag?: string | undefined;
   declaredFormat: string | null;
   declaredSha256: boolean;
   osHashAlgo: DigestName;
@@ -70,6 +72,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
     outputKey: input.outputKey,
     spoolKey: input.spoolKey,
     uploadSize: size,
+    uploadEtag: input.etag,
     declaredFormat: input.declaredFormat,
     policy: input.policy,
     signal,
@@ -86,6 +89,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       storedNames: ["md5", input.osHashAlgo],
       uploadNames: input.declaredSha256 ? ["sha256"] : [],
       transformed,
+      ifMatch: input.etag,
     });
   let read = openRead();
   let step: Step = { plan, detected, object: upload };
@@ -115,13 +119,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
 
 /** Reads the rest of the upload, checks it, and gives the result's inspection and digests. */
 async function finish(read: UploadRead, detected: DetectionResult) {
-  const inspection = await read.finish();
-  if (inspection.format !== detected.format) {
-    throw new ImportRejectedError(
-      "UNSAFE_IMAGE",
-      `The upload looked like ${detected.format} at its ends but inspects as ${inspection.format}.`,
-    );
-  }
+  const inspection = await read.inspected(detected);
   const { stored, upload } = await read.digests();
   return { detected, inspection, stored, upload, uploadBytes: read.read.bytes };
 }

@@ -24,6 +24,8 @@ export interface ImportContext {
   spoolKey: string;
   /** Size of the upload. */
   uploadSize: number;
+  /** The upload's ETag when its size was taken; a copy of the upload requires it still. */
+  uploadEtag?: string | undefined;
   declaredFormat: string | null;
   policy: ImportPolicy;
   signal: AbortSignal;
@@ -66,7 +68,9 @@ export function execute(ctx: ImportContext, step: Step, read: UploadRead): Promi
   const { plan, object } = step;
   switch (plan.kind) {
     case "pass-through":
-      return passThrough(ctx, object, plan.format, read);
+      return object.isUpload
+        ? copyUpload(ctx, step, plan.format, read)
+        : passThrough(ctx, object, plan.format, read);
     case "convert":
       return convert(ctx, object, plan.from, plan.to, read);
     case "unwrap":
@@ -80,7 +84,30 @@ export function execute(ctx: ImportContext, step: Step, read: UploadRead): Promi
   }
 }
 
-/** The bytes as they are, from the shared read of the upload or a new read of the spool. */
+/**
+ * The upload as it is: read once to its end (inspection and every digest), and only once it has passed
+ * copied by storage to the output key, never through the function. The copy requires the ETag the
+ * read did: an upload replaced after it was read fails the copy (`ObjectChangedError`) instead of
+ * storing bytes nobody checked.
+ */
+async function copyUpload(
+  ctx: ImportContext,
+  step: Step,
+  format: string,
+  read: UploadRead,
+): Promise<Outcome> {
+  const { objects, signal } = ctx;
+  await read.inspected(step.detected);
+  signal.throwIfAborted();
+  const written = await objects.copy(step.object.key, ctx.outputKey, {
+    size: step.object.size,
+    signal,
+    ...(ctx.uploadEtag ? { ifMatch: ctx.uploadEtag } : {}),
+  });
+  return { written, storedFormat: format };
+}
+
+/** The spool as it is, read again and written to the output key (its digests are taken as it is written). */
 async function passThrough(
   ctx: ImportContext,
   object: SourceObject,
@@ -88,7 +115,7 @@ async function passThrough(
   read: UploadRead,
 ): Promise<Outcome> {
   const { objects, signal } = ctx;
-  const body = object.isUpload ? read.read.stream() : objects.read(object.key, signal);
+  const body = objects.read(object.key, signal);
   const written = await objects.write(ctx.outputKey, body, signal, { sizeHint: object.size, tap: read.tap });
   return { written, storedFormat: format };
 }

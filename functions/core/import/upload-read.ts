@@ -6,6 +6,7 @@ import type { SequentialSource } from "../convert/ports.ts";
 import { ImportRejectedError } from "../errors.ts";
 import {
   createInspector,
+  type DetectionResult,
   type InspectionResult,
   type Inspector,
   UnsafeImageError,
@@ -77,8 +78,13 @@ export interface UploadReadInput {
   storedNames: readonly DigestName[];
   /** Digests of the uploaded bytes; taken from the stored ones when `transformed` is false. */
   uploadNames: readonly DigestName[];
-  /** The stored bytes are not the uploaded ones (unwrapped or converted). */
+  /**
+   * The stored bytes are not the uploaded ones (unwrapped or converted): the store's writes hash them.
+   * Otherwise this read hashes them, and storage copies the upload.
+   */
   transformed: boolean;
+  /** The upload's ETag when its size was taken: a replaced upload fails the read. */
+  ifMatch?: string | undefined;
 }
 
 /** The digests one read of the upload gave. */
@@ -103,16 +109,19 @@ export class UploadRead {
       signal,
     });
     const inline = size < INLINE_HASH_BELOW;
-    // The stored bytes are hashed as the store writes them, reading its part buffers in place; the
-    // uploaded bytes as they are read, only when they differ from the stored ones.
+    // Bytes stored as they were uploaded are hashed as they are read (storage copies them); other
+    // stored bytes as the store writes them, reading its part buffers in place. The uploaded bytes
+    // get digests of their own only when they differ from the stored ones.
     this.storedDigests = createDigester(transformed ? storedNames : [...storedNames, ...uploadNames], {
       inline,
       inPlace: true,
     });
     this.uploadDigests =
       transformed && uploadNames.length > 0 ? createDigester(uploadNames, { inline }) : undefined;
-    const read: SharedRead = new SharedRead(input.objects.read(input.key, signal), async (chunk) => {
-      const wait = this.uploadDigests?.update(chunk);
+    const copied = transformed ? undefined : this.storedDigests;
+    const source = input.objects.read(input.key, signal, input.ifMatch ? { ifMatch: input.ifMatch } : {});
+    const read: SharedRead = new SharedRead(source, async (chunk) => {
+      const wait = (copied ?? this.uploadDigests)?.update(chunk);
       if (wait) await wait;
       await this.inspector.update(chunk);
       input.onProgress(read.bytes);
@@ -120,8 +129,11 @@ export class UploadRead {
     this.read = read;
   }
 
-  /** Given to the store's writes of the output: hashes the stored bytes. */
-  readonly tap = (bytes: Uint8Array) => this.storedDigests.update(bytes);
+  /** Given to the store's writes of a transformed output: hashes the stored bytes. */
+  readonly tap = (bytes: Uint8Array) => {
+    if (!this.input.transformed) throw new Error("an upload stored as it is is hashed by its read");
+    return this.storedDigests.update(bytes);
+  };
 
   /** Reads what is left and runs the inspector's checks to their end. */
   async inspectAll(): Promise<InspectionResult> {
@@ -139,8 +151,30 @@ export class UploadRead {
     }
   }
 
-  /** Reads what is left, checks every byte was read, and runs the inspector's checks to their end. */
-  async finish(): Promise<InspectionResult> {
+  private finished: Promise<InspectionResult> | undefined;
+
+  /**
+   * Reads what is left, checks every byte was read, and runs the inspector's checks to their end; the
+   * same result however often it is asked.
+   */
+  finish(): Promise<InspectionResult> {
+    this.finished ??= this.finishOnce();
+    return this.finished;
+  }
+
+  /** `finish`, and the inspection must agree with the format `detected` at the object's ends. */
+  async inspected(detected: DetectionResult): Promise<InspectionResult> {
+    const inspection = await this.finish();
+    if (inspection.format !== detected.format) {
+      throw new ImportRejectedError(
+        "UNSAFE_IMAGE",
+        `The upload looked like ${detected.format} at its ends but inspects as ${inspection.format}.`,
+      );
+    }
+    return inspection;
+  }
+
+  private async finishOnce(): Promise<InspectionResult> {
     await this.read.drain();
     const { size } = this.input;
     if (this.read.bytes !== size) {

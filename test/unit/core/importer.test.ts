@@ -180,23 +180,24 @@ describe("importStagedObject", () => {
     // A real-time heartbeat: a lease of 0.3 s renewed every 0.1 s, over an import held open for 0.5 s.
     const live = makeImporter({ leaseSeconds: 0.3, clock: { now: () => new Date() } });
     const leases = new Set<string>();
-    const realWrite = objects.write.bind(objects);
-    objects.write = async (key, body, signal, options) => {
+    // A raw upload is stored by storage's copy: the import is held open there.
+    const realCopy = objects.copy.bind(objects);
+    objects.copy = async (from, to, options) => {
       for (let i = 0; i < 5; i++) {
         await new Promise((r) => setTimeout(r, 100));
         leases.add(String((await images.get(id))?.import_lease_until));
       }
-      return realWrite(key, body, signal, options);
+      return realCopy(from, to, options);
     };
     expect((await live.importStagedObject(stagingKey(id))).outcome).toBe("active");
     expect(leases.size).toBeGreaterThanOrEqual(3);
 
     const id2 = await staged(bytes);
-    objects.write = async (key, body, signal, options) => {
+    objects.copy = async (from, to, options) => {
       // Another importer takes the image over mid-import.
       await images.update(id2, { import_lease_until: "taken" }, ["importing"]);
       await new Promise((r) => setTimeout(r, 400));
-      return realWrite(key, body, signal, options);
+      return realCopy(from, to, options);
     };
     objects.objects.set(imageKey(id2), new Uint8Array([1, 2, 3]));
     const out = await live.importStagedObject(stagingKey(id2));
@@ -210,9 +211,9 @@ describe("importStagedObject", () => {
   it("an image deleted while importing does not come back, and its output is removed", async () => {
     const bytes = randomBytes(3000);
     const id = await staged(bytes);
-    const realWrite = objects.write.bind(objects);
-    objects.write = async (key, body) => {
-      const r = await realWrite(key, body);
+    const realCopy = objects.copy.bind(objects);
+    objects.copy = async (from, to, options) => {
+      const r = await realCopy(from, to, options);
       await service.delete(id, alice);
       return r;
     };
@@ -220,5 +221,39 @@ describe("importStagedObject", () => {
     expect(out.outcome).toBe("ignored");
     expect(await images.get(id)).toBeUndefined();
     expect(objects.objects.has(imageKey(id))).toBe(false);
+  });
+
+  it("stores a raw upload by storage's copy of the staged object, guarded by the ETag it read", async () => {
+    const bytes = randomBytes(20_000);
+    const id = await staged(bytes, { upload_sha256: hex("sha256", bytes) });
+    const etag = (await objects.head(stagingKey(id)))?.etag;
+    expect((await importer.importStagedObject(stagingKey(id))).outcome).toBe("active");
+    expect(objects.copies).toEqual([{ from: stagingKey(id), to: imageKey(id), ifMatch: etag }]);
+    // Nothing written through the importer.
+    expect(objects.writeOptions.has(imageKey(id))).toBe(false);
+    expect(Buffer.compare(objects.objects.get(imageKey(id)) ?? Buffer.alloc(0), bytes)).toBe(0);
+    expect(await images.get(id)).toMatchObject({
+      status: "active",
+      checksum: hex("md5", bytes),
+      os_hash_value: hex("sha512", bytes),
+    });
+  });
+
+  it("an upload replaced after it was read is not copied: the image goes back to queued for the new bytes", async () => {
+    const first = randomBytes(20_000);
+    const second = randomBytes(20_000);
+    const id = await staged(first);
+    const realCopy = objects.copy.bind(objects);
+    objects.copy = async (from, to, options) => {
+      objects.objects.set(from, second);
+      return realCopy(from, to, options);
+    };
+    await expect(importer.importStagedObject(stagingKey(id))).rejects.toThrow(/replaced/);
+    expect(objects.objects.has(imageKey(id))).toBe(false);
+    expect(await images.get(id)).toMatchObject({ status: "queued", checksum: null });
+    // The retry imports the bytes now staged.
+    objects.copy = realCopy;
+    expect((await importer.importStagedObject(stagingKey(id))).outcome).toBe("active");
+    expect(await images.get(id)).toMatchObject({ status: "active", checksum: hex("md5", second) });
   });
 });

@@ -1,0 +1,199 @@
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
+import { beforeAll, describe, expect, it } from "vitest";
+import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
+import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
+import { copyObject, copyParts } from "../../functions/adapters/s3/copy.ts";
+import { S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
+import { imageKey, stagingKey } from "../../functions/core/image/image.ts";
+import { createImageService } from "../../functions/core/images.ts";
+import { createImporter } from "../../functions/core/import/import-uploaded-image.ts";
+import {
+  type CopyOptions,
+  type Logger,
+  ObjectChangedError,
+  type WriteOptions,
+} from "../../functions/core/ports.ts";
+import { UNLIMITED } from "../../functions/core/quota.ts";
+import { MIB } from "../../functions/core/uploads/plan.ts";
+import { dynamoDbClient, getStack, s3Client } from "./setup/stack.ts";
+
+// An upload already in an accepted format (raw) is stored by storage's own copy of the staged object:
+// the importer reads it once (inspection, digests) and never writes the image's bytes. Real MinIO and
+// DynamoDB Local; a bucket of its own, with no notifications, so the stack's importer stays out of it.
+const bucket = `hangar-copy-${randomUUID().slice(0, 8)}`;
+const s3 = s3Client();
+const alice = { userId: "alice", projectId: "p-copy", roles: ["member"] };
+const md5 = (b: Uint8Array) => createHash("md5").update(b).digest("hex");
+
+/** The real S3 store, counting what the importer asks of it. */
+class CountingStore extends S3ObjectStore {
+  readonly written: string[] = [];
+  readonly copied: { from: string; to: string; options: CopyOptions }[] = [];
+  /** Runs before each copy (a test replaces the staged object there). */
+  beforeCopy: (() => Promise<void>) | undefined;
+  override write(key: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal, options?: WriteOptions) {
+    this.written.push(key);
+    return super.write(key, body, signal, options);
+  }
+  override async copy(from: string, to: string, options: CopyOptions = {}) {
+    this.copied.push({ from, to, options });
+    await this.beforeCopy?.();
+    return super.copy(from, to, options);
+  }
+}
+
+const lines: string[] = [];
+const log: Logger = {
+  info: (m) => lines.push(m),
+  warn: (m) => lines.push(m),
+  error: (m) => lines.push(m),
+};
+
+function setup() {
+  const info = getStack();
+  const objects = new CountingStore(
+    { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB },
+    s3,
+  );
+  const dynamo = dynamoDbClient();
+  const images = new DynamoImageRepository(
+    dynamo,
+    info.table,
+    new DynamoQuotaStore(dynamo, info.table, UNLIMITED),
+  );
+  const clock = { now: () => new Date() };
+  const service = createImageService({
+    images,
+    objects,
+    clock,
+    log,
+    newId: randomUUID,
+    uploadUrlTtlSeconds: 60,
+    downloadUrlTtlSeconds: 60,
+  });
+  const importer = createImporter({
+    images,
+    objects,
+    clock,
+    log,
+    osHashAlgo: "sha512",
+    leaseSeconds: 60,
+    maxTakeovers: 3,
+    progressIntervalMs: 1000,
+    policy: {
+      preferredFormat: "raw",
+      acceptedFormats: ["raw", "iso"],
+      maxVirtualSize: 2 ** 40,
+      maxGzipRatio: 64,
+    },
+  });
+  return { objects, images, service, importer };
+}
+
+async function stage(id: string, bytes: Uint8Array) {
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: stagingKey(id), Body: bytes }));
+}
+
+async function stored(key: string): Promise<Uint8Array | undefined> {
+  try {
+    const out = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return await out.Body?.transformToByteArray();
+  } catch (err) {
+    if ((err as { name?: string }).name === "NoSuchKey") return undefined;
+    throw err;
+  }
+}
+
+beforeAll(async () => {
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+});
+
+describe("pass-through by storage copy", () => {
+  it("stores a raw upload byte for byte without writing it through the importer", async () => {
+    const { objects, images, service, importer } = setup();
+    // Above the size where the digests move to worker threads.
+    const bytes = randomBytes(24 * MIB);
+    const { image } = await service.create(
+      {
+        name: "raw",
+        disk_format: "raw",
+        upload_sha256: createHash("sha256").update(bytes).digest("hex"),
+      },
+      alice,
+    );
+    await stage(image.id, bytes);
+    const etag = (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: stagingKey(image.id) }))).ETag;
+
+    expect((await importer.importStagedObject(stagingKey(image.id))).outcome).toBe("active");
+
+    // One server-side copy, guarded by the ETag of the upload read; no write of image data at all.
+    expect(objects.copied).toEqual([
+      {
+        from: stagingKey(image.id),
+        to: imageKey(image.id),
+        options: expect.objectContaining({ ifMatch: etag }),
+      },
+    ]);
+    expect(objects.written).toEqual([]);
+    expect(Buffer.compare(Buffer.from((await stored(imageKey(image.id))) ?? []), bytes)).toBe(0);
+    expect(await stored(stagingKey(image.id))).toBeUndefined();
+    expect(await images.get(image.id)).toMatchObject({
+      status: "active",
+      size: bytes.length,
+      checksum: md5(bytes),
+      os_hash_value: createHash("sha512").update(bytes).digest("hex"),
+      converted: false,
+    });
+  });
+
+  it("an upload replaced between its read and the copy stores nothing; the retry imports the new bytes", async () => {
+    const { objects, images, service, importer } = setup();
+    const first = randomBytes(12 * MIB);
+    const second = randomBytes(12 * MIB);
+    const { image } = await service.create({ name: "replaced", disk_format: "raw" }, alice);
+    await stage(image.id, first);
+    objects.beforeCopy = () => stage(image.id, second);
+
+    await expect(importer.importStagedObject(stagingKey(image.id))).rejects.toBeInstanceOf(
+      ObjectChangedError,
+    );
+    // Nothing unverified stored; the image waits for the retry (or the new upload's own event).
+    expect(await stored(imageKey(image.id))).toBeUndefined();
+    expect(await images.get(image.id)).toMatchObject({ status: "queued", checksum: null });
+    expect(lines).toContain("staged upload replaced while importing, will be imported again");
+
+    objects.beforeCopy = undefined;
+    expect((await importer.importStagedObject(stagingKey(image.id))).outcome).toBe("active");
+    expect(Buffer.compare(Buffer.from((await stored(imageKey(image.id))) ?? []), second)).toBe(0);
+    expect(await images.get(image.id)).toMatchObject({ status: "active", checksum: md5(second) });
+  });
+
+  it("copies in parts (UploadPartCopy) under the same ETag guard", async () => {
+    const bytes = randomBytes(12 * MIB + 5);
+    const from = `staging/${randomUUID()}/upload`;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: from, Body: bytes }));
+    const etag = (await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: from }))).ETag;
+    const parts = copyParts(bytes.length, 5 * MIB, 0);
+    expect(parts?.length).toBe(3);
+    const to = `images/${randomUUID()}`;
+    const req = { client: s3, bucket, from, size: bytes.length, parts };
+    await copyObject({ ...req, to, ifMatch: etag });
+    expect(Buffer.compare(Buffer.from((await stored(to)) ?? []), bytes)).toBe(0);
+
+    // A stale ETag fails the copy and leaves neither an object nor a multipart upload at the key.
+    const other = `images/${randomUUID()}`;
+    await expect(
+      copyObject({ ...req, to: other, ifMatch: '"0123456789abcdef0123456789abcdef"' }),
+    ).rejects.toBeInstanceOf(ObjectChangedError);
+    expect(await stored(other)).toBeUndefined();
+    const pending = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: other }));
+    expect(pending.Uploads ?? []).toEqual([]);
+  });
+});
