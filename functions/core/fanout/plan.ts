@@ -18,8 +18,8 @@ export const S3_MAX_PARTS = 10_000;
 export const S3_MAX_OBJECT_BYTES = 5 * TiB;
 
 /**
- * At most this many ranges, so the plan fits a Step Functions state (256 KiB: about 60 bytes of JSON a
- * range) and the execution's history (25,000 events; an inline Map iteration with one Task logs 7).
+ * At most this many ranges, so the plan fits a Step Functions state (256 KiB: at most about 90 bytes of
+ * JSON a range) and the execution's history (25,000 events; an inline Map iteration with one Task logs 7).
  */
 export const MAX_RANGES = 1000;
 
