@@ -41,6 +41,15 @@ const REGION = "us-east-1";
 const STAGE = "test";
 const BUCKET = `hangar-${STAGE}-${ACCOUNT}-${REGION}`;
 const BUCKET_ARN = `arn:aws:s3:::${BUCKET}`;
+/** The functions the fan-out state machine invokes (infra/cloudformation/fanout.yml), by placeholder. */
+const FANOUT_FUNCTIONS = {
+  FanoutControlFunctionArn: "fanoutControl",
+  FanoutHashFunctionArn: "fanoutHash",
+  FanoutWorkerFunctionArn: "fanoutWorker",
+};
+const FANOUT_FUNCTION_ARNS = Object.values(FANOUT_FUNCTIONS).map(
+  (f) => `arn:aws:lambda:${REGION}:${ACCOUNT}:function:hangar-${STAGE}-${f}`,
+);
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Resource = { Type: string; Properties?: Record<string, Json>; DependsOn?: string | string[] };
@@ -344,14 +353,14 @@ describe("IAM", () => {
         asList(s.Resource).some((r) => resolve(r) === resource),
     );
 
-  it("defines roles and policies only inline, one role per function", () => {
+  it("defines roles and policies only inline, one role per function and one for the state machine", () => {
     expect(ofType("AWS::IAM::Policy")).toEqual([]);
     expect(ofType("AWS::IAM::ManagedPolicy")).toEqual([]);
     expect(
       ofType("AWS::IAM::Role")
         .map(([id]) => id)
         .sort(),
-    ).toEqual(HANDLERS.map(roleId).sort());
+    ).toEqual([...HANDLERS.map(roleId), "FanoutStateMachineRole"].sort());
     for (const [id] of ofType("AWS::IAM::Role")) {
       expect(props(id).ManagedPolicyArns, id).toBeUndefined();
     }
@@ -372,6 +381,8 @@ describe("IAM", () => {
       "arn-of:ImporterLambdaFunction",
       // Lifecycle events go to Hangar's own bus.
       "arn-of:EventBus",
+      // The fan-out state machine invokes its functions, by name.
+      ...FANOUT_FUNCTION_ARNS,
       ...logGroups(),
     ]);
     for (const [roleId] of ofType("AWS::IAM::Role")) {
@@ -433,6 +444,52 @@ describe("IAM", () => {
     expect(allowed("ImporterRole", "s3:GetObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ImporterRole", "sqs:SendMessage", "arn-of:FailureQueue")).toBe(true);
     expect(allowed("ImporterRole", "dynamodb:ConditionCheckItem", "arn-of:ImagesTable")).toBe(true);
+  });
+});
+
+describe("fan-out state machine", () => {
+  it("is a Standard workflow whose definition is infra/stepfunctions/fanout.asl.json", async () => {
+    expect(ofType("AWS::StepFunctions::StateMachine").map(([id]) => id)).toEqual(["FanoutStateMachine"]);
+    const p = props("FanoutStateMachine");
+    expect(p.StateMachineType).toBe("STANDARD");
+    expect(p.StateMachineName).toBe(`hangar-${STAGE}-fanout`);
+    // Packaged as the file's very text: no placeholder resolved by osls, no null dropped.
+    const file = await readFile(path.join(root, "infra/stepfunctions/fanout.asl.json"), "utf8");
+    expect(p.DefinitionString).toBe(file);
+    expect(file).toContain('"ResultPath": null');
+  });
+
+  it("fills every placeholder of the definition with a fan-out function's ARN", () => {
+    const p = props("FanoutStateMachine");
+    const placeholders = [...String(p.DefinitionString).matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]);
+    const subs = p.DefinitionSubstitutions as Record<string, Json>;
+    expect(Object.keys(subs).sort()).toEqual([...new Set(placeholders)].sort());
+    expect(Object.fromEntries(Object.entries(subs).map(([k, v]) => [k, resolve(v)]))).toEqual(
+      Object.fromEntries(
+        Object.entries(FANOUT_FUNCTIONS).map(([k, f]) => [
+          k,
+          `arn:aws:lambda:${REGION}:${ACCOUNT}:function:hangar-${STAGE}-${f}`,
+        ]),
+      ),
+    );
+  });
+
+  it("runs with a role of its own, assumed by Step Functions only, that may only invoke those functions", () => {
+    expect(resolve(props("FanoutStateMachine").RoleArn)).toBe("arn-of:FanoutStateMachineRole");
+    const role = props("FanoutStateMachineRole");
+    const trust = (role.AssumeRolePolicyDocument as { Statement: Statement[] }).Statement;
+    expect(trust.map((s) => [s.Effect, s.Action, (s as unknown as { Principal: Json }).Principal])).toEqual([
+      ["Allow", "sts:AssumeRole", { Service: "states.amazonaws.com" }],
+    ]);
+    const statements = (role.Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+      (x) => x.PolicyDocument.Statement,
+    );
+    expect(statements.map((s) => [s.Effect, asList(s.Action)])).toEqual([
+      ["Allow", ["lambda:InvokeFunction"]],
+    ]);
+    expect(statements.flatMap((s) => asList(s.Resource).map(resolve)).sort()).toEqual(
+      [...FANOUT_FUNCTION_ARNS].sort(),
+    );
   });
 });
 
