@@ -41,7 +41,16 @@ export const NO_EVENTS: LifecycleEventSink = { publish: async () => {} };
 /** Counts publishing failures (a metric); optional. */
 export type PublishFailureCounter = (events: readonly LifecycleEvent[], error: unknown) => void;
 
-const image = (r: ImageRecord) => ({ image_id: r.id, project_id: r.owner });
+/**
+ * What every event of an image carries: the image, its project, and the request that created it. The
+ * publisher puts the request now being served in its place when there is one (a delete names the delete
+ * call); work no request starts (the import, the sweep) keeps the creating one.
+ */
+const image = (r: ImageRecord) => ({
+  image_id: r.id,
+  project_id: r.owner,
+  ...(r.request_id ? { request_id: r.request_id } : {}),
+});
 
 /** The events one successful transition means, from the record it wrote. */
 export function transitionEvents(

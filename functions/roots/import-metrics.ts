@@ -19,6 +19,7 @@ export function recordImport(
   const source = image.source_format ?? "unknown";
   deps.log.info("import result", {
     imageId: image.id,
+    request_id: image.request_id ?? undefined,
     outcome: outcome.outcome,
     reason: image.failure?.reason,
     sourceFormat: image.source_format,

@@ -32,29 +32,26 @@ export function createImporterFunction(config: ImporterConfig, options: RootOpti
       maxGzipRatio: config.maxGzipRatio,
     },
     progressIntervalMs: 3000,
+    // Once the image is held, every line of its import carries the request id of the call that created
+    // it, from the record the importer has just read, so an operator finds the import from that request.
+    within: (image, work) => withContext({ request_id: image.request_id ?? undefined }, work),
   });
-  // Every line, metric and event of one object's import carries its image and the request id of the call
-  // that created the image (read from its record), so an operator finds the import from that request.
+  // Every line, metric and event of one object's import carries its image.
   const observed: Importer = {
     ...importer,
-    importStagedObject: (key) => {
-      const imageId = imageIdFromStagingKey(key);
-      return withContext({ image_id: imageId }, async () => {
-        const record = imageId ? await store.images.get(imageId) : undefined;
-        return withContext({ request_id: record?.request_id ?? undefined }, async () => {
-          const started = performance.now();
-          try {
-            const outcome: ImportOutcome = await importer.importStagedObject(key);
-            recordImport(outcome, performance.now() - started, store);
-            return outcome;
-          } catch (err) {
-            // Given back to be retried (the core logged why).
-            store.metrics.add("Imports", MetricUnit.Count, 1, { outcome: "retried", reason: "TRANSIENT" });
-            throw err;
-          }
-        });
-      });
-    },
+    importStagedObject: (key) =>
+      withContext({ image_id: imageIdFromStagingKey(key) }, async () => {
+        const started = performance.now();
+        try {
+          const outcome: ImportOutcome = await importer.importStagedObject(key);
+          recordImport(outcome, performance.now() - started, store);
+          return outcome;
+        } catch (err) {
+          // Given back to be retried (the core logged why).
+          store.metrics.add("Imports", MetricUnit.Count, 1, { outcome: "retried", reason: "TRANSIENT" });
+          throw err;
+        }
+      }),
   };
   return {
     /** Imports every object an S3 (or MinIO) notification names; throws to have the event retried. */

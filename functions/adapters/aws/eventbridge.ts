@@ -10,10 +10,13 @@ const MAX_ENTRIES = 10;
 /** A state change waits this long at most for its events to be accepted. */
 const PUT_TIMEOUT_MS = 3_000;
 
-/** The detail as published: the event's, with the request id of the work that caused it. */
+/**
+ * The detail as published: the event's, with the request id of the work that caused it: the request being
+ * served, else the one that created the image, else null.
+ */
 export function eventDetail(event: LifecycleEvent): Record<string, unknown> {
   const { request_id } = currentContext();
-  return { ...event.detail, request_id: request_id ?? null };
+  return { ...event.detail, request_id: request_id ?? event.detail.request_id ?? null };
 }
 
 /**

@@ -58,6 +58,8 @@ export interface ImporterDeps {
   progressIntervalMs: number;
   /** Waits `ms`; injected so tests can run the lease clock. */
   sleep?: (ms: number) => Promise<void>;
+  /** Runs the import of an image once it is held (the composition root adds the image's context to it). */
+  within?: <T>(image: ImageRecord, work: () => Promise<T>) => Promise<T>;
 }
 
 /** The import lease this importer held was renewed by nobody or taken over: stop, and touch nothing. */
@@ -456,7 +458,9 @@ export function createImporter(deps: ImporterDeps) {
       const image = await acquire(id, key, info.size);
       if ("killed" in image) return { outcome: "killed", image: image.killed };
       if ("ignored" in image) return { outcome: "ignored", why: image.ignored };
-      return importHeld(image, key, info);
+      return deps.within
+        ? deps.within(image, () => importHeld(image, key, info))
+        : importHeld(image, key, info);
     },
   };
 }
