@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { type ImportPolicy, runPipeline } from "../../../functions/core/import/pipeline.ts";
+import { DEFAULT_IMPORT_POLICY } from "../../../functions/core/policy.ts";
 import { MemoryObjects } from "../fakes.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hangar-strategies-"));
@@ -34,13 +35,7 @@ function run(
     declaredFormat: options.declaredFormat ?? null,
     declaredSha256: true,
     osHashAlgo: "sha512",
-    policy: {
-      preferredFormat: "raw",
-      acceptedFormats: ["raw", "iso"],
-      maxVirtualSize: 2 ** 40,
-      maxGzipRatio: 64,
-      ...options.policy,
-    },
+    policy: { ...DEFAULT_IMPORT_POLICY, ...options.policy },
     objects,
     signal: new AbortController().signal,
     onProgress: (n) => {

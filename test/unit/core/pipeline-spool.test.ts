@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
 import { type ImportPolicy, runPipeline } from "../../../functions/core/import/pipeline.ts";
+import { DEFAULT_IMPORT_POLICY } from "../../../functions/core/policy.ts";
 import { MemoryObjects } from "../fakes.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hangar-spool-"));
@@ -32,13 +33,7 @@ function pipelineOn(
     declaredFormat: options.declaredFormat ?? null,
     declaredSha256: options.declaredSha256 ?? false,
     osHashAlgo: "sha512",
-    policy: {
-      preferredFormat: "raw",
-      acceptedFormats: ["raw", "iso"],
-      maxVirtualSize: 2 ** 40,
-      maxGzipRatio: 64,
-      ...options.policy,
-    },
+    policy: { ...DEFAULT_IMPORT_POLICY, ...options.policy },
     objects,
     signal: new AbortController().signal,
     onProgress: () => {},
