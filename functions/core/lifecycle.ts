@@ -116,6 +116,7 @@ export function transitionEvents(
     case "delete":
       return [{ type: "image.deleted", detail: image(record) }];
     case "releaseImport":
+    case "handOverImport":
       // Internal: the image is handed back to be imported again; nothing a subscriber acts on.
       return [];
   }

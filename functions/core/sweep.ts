@@ -1,5 +1,6 @@
 import { StaleStatusError } from "./errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, STAGING_PREFIX, stagingKey } from "./image/image.ts";
+import { HANDED_OVER } from "./image/transitions.ts";
 import { abortLeftoverWrites, importWriteKeys, writeKeyOwner } from "./leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
 import type { MultipartUploads, PendingUpload } from "./uploads/ports.ts";
@@ -36,6 +37,15 @@ export const IMPORT_STALLED = "IMPORT_STALLED";
  * died holding them. Memory holds one listing entry per upload in progress and one record per image (the
  * repository's full listing, needed because MinIO cannot list uploads by prefix).
  */
+/**
+ * When an import's lease ran out. An image a web-download handed to the importer carries the
+ * `HANDED_OVER` lease, long expired by design: its stall clock starts at the hand-over instead.
+ */
+function leaseEndMs(image: ImageRecord): number {
+  if (image.import_lease_until === HANDED_OVER) return Date.parse(image.updated_at);
+  return image.import_lease_until ? Date.parse(image.import_lease_until) : 0;
+}
+
 export function createSweeper(deps: SweepDeps) {
   const { images, objects, uploads, clock, log } = deps;
 
@@ -80,7 +90,7 @@ export function createSweeper(deps: SweepDeps) {
         updated_at: now,
         failure: {
           reason: IMPORT_STALLED,
-          message: `The import stopped without finishing (its lease expired at ${image.import_lease_until}). Upload the image again.`,
+          message: `The import stopped without finishing (its lease expired at ${new Date(leaseEndMs(image)).toISOString()}). Upload the image again.`,
         },
         import_lease_until: null,
       });
@@ -174,10 +184,7 @@ export function createSweeper(deps: SweepDeps) {
 
   /** An import whose lease expired more than the grace period ago. */
   const stalled = (image: ImageRecord, nowMs: number) =>
-    image.status === "importing" &&
-    (image.import_lease_until ? Date.parse(image.import_lease_until) : 0) +
-      deps.stalledImportGraceSeconds * 1000 <
-      nowMs;
+    image.status === "importing" && leaseEndMs(image) + deps.stalledImportGraceSeconds * 1000 < nowMs;
 
   /**
    * Deletes staged objects left too long, and kills stalled imports of staged ones; returns the images

@@ -1,6 +1,7 @@
 import ipaddr from "ipaddr.js";
 import { HangarError, StaleStatusError, UriNotAllowedError } from "./errors.ts";
 import { type ImageRecord, stagingKey } from "./image/image.ts";
+import { HANDED_OVER } from "./image/transitions.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore, WebDownloadJob } from "./ports.ts";
 
 /** Operator limits on server-side fetches. */
@@ -225,14 +226,14 @@ function failureMessage(err: unknown, signal: AbortSignal, timeoutMs: number): s
 async function underLease(
   deps: WebDownloadDeps,
   job: WebDownloadJob,
-  name: "releaseImport" | "failImport",
+  name: "handOverImport" | "failImport",
   changes: Partial<ImageRecord>,
 ): Promise<boolean> {
   try {
     await deps.images.transition(
       job.imageId,
       name,
-      { ...changes, updated_at: deps.clock.now().toISOString(), import_lease_until: null },
+      { import_lease_until: null, ...changes, updated_at: deps.clock.now().toISOString() },
       { leaseIs: job.lease },
     );
     return true;
@@ -264,9 +265,10 @@ export async function runWebDownload(
       res.contentLength !== undefined ? { sizeHint: res.contentLength } : {},
     );
     deps.log.info("web-download stored", { imageId: job.imageId, size });
-    // The bytes are staged: hand the image to the importer, whose storage event waits for this. Deleted or
-    // killed meanwhile: the importer finds it so and discards the staged bytes.
-    await underLease(deps, job, "releaseImport", {});
+    // The bytes are staged: hand the image to the importer, whose storage event waits for this. It stays
+    // `importing`, so a second web-download or import call is refused rather than fetching again. Deleted
+    // or killed meanwhile: the importer finds it so and discards the staged bytes.
+    await underLease(deps, job, "handOverImport", { import_lease_until: HANDED_OVER });
     return "stored";
   } catch (err) {
     const message = failureMessage(err, signal, policy.timeoutMs);

@@ -6,6 +6,7 @@ import {
   StaleStatusError,
 } from "../errors.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
+import { HANDED_OVER } from "../image/transitions.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
 import {
   type Clock,
@@ -96,7 +97,9 @@ export function createImporter(deps: ImporterDeps) {
     size: number,
   ): Promise<ImageRecord | { killed: ImageRecord } | undefined> {
     const now = clock.now();
-    const takeover = current.status === "importing";
+    const fromImporting = current.status === "importing";
+    // A web-download handing over its staged bytes is no crashed importer: not counted as a takeover.
+    const takeover = fromImporting && current.import_lease_until !== HANDED_OVER;
     const takeovers = (current.import_takeovers ?? 0) + (takeover ? 1 : 0);
     if (takeover && takeovers > deps.maxTakeovers) {
       const killed = await stopCrashing(current, key, takeovers - 1);
@@ -112,7 +115,7 @@ export function createImporter(deps: ImporterDeps) {
           import_progress: { bytes_read: 0, total: size, updated_at: now.toISOString() },
           ...(takeover ? { import_takeovers: takeovers } : {}),
         },
-        takeover
+        fromImporting
           ? {
               allowExpiredLeaseFrom: "importing",
               now: now.toISOString(),

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { beforeEach, describe, expect, it } from "vitest";
 import { imageKey, stagingKey } from "../../../functions/core/image/image.ts";
+import { HANDED_OVER } from "../../../functions/core/image/transitions.ts";
 import { createImageService } from "../../../functions/core/images.ts";
 import { createImporter, type ImporterDeps } from "../../../functions/core/import/import-uploaded-image.ts";
 import { fixedClock, MemoryImages, MemoryObjects, silentLog } from "../fakes.ts";
@@ -157,6 +158,16 @@ describe("importStagedObject", () => {
     // It waited out the dead importer's lease, no less.
     expect(clock.now().getTime() - started).toBeGreaterThanOrEqual(60_000);
     expect((await images.get(id))?.import_takeovers).toBe(1);
+  });
+
+  it("an image a web-download handed over is taken at once, not counted as a takeover", async () => {
+    const id = await staged(randomBytes(10));
+    await images.transition(id, "startImport", { import_lease_until: leaseIn(60_000) });
+    await images.transition(id, "handOverImport", { import_lease_until: HANDED_OVER });
+    const started = clock.now().getTime();
+    expect(await importer.importStagedObject(stagingKey(id))).toMatchObject({ outcome: "active" });
+    expect(clock.now().getTime() - started).toBeLessThan(1000);
+    expect((await images.get(id))?.import_takeovers ?? 0).toBe(0);
   });
 
   it("an image whose importers keep dying is killed with IMPORT_CRASHED after the allowed takeovers", async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Caller } from "../../../functions/core/image/access.ts";
 import { imageKey, spoolKey, stagingKey } from "../../../functions/core/image/image.ts";
+import { HANDED_OVER } from "../../../functions/core/image/transitions.ts";
 import { createSweeper } from "../../../functions/core/sweep.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
 import { multipartFixture } from "../fakes.ts";
@@ -104,6 +105,29 @@ describe("sweeper", () => {
     s.clock.advance(20 * 60_000);
     expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 1, deletedObjects: 0 });
     expect(await s.images.get(id)).toMatchObject({ status: "killed", failure: { reason: "IMPORT_STALLED" } });
+  });
+
+  it("gives an image a web-download handed over the grace from the hand-over, then kills it", async () => {
+    const s = setup();
+    const id = (await s.service.create({ name: "handed" }, alice)).image.id;
+    await s.images.transition(id, "startImport", { import_lease_until: s.clock.now().toISOString() });
+    await s.images.transition(id, "handOverImport", {
+      import_lease_until: HANDED_OVER,
+      updated_at: s.clock.now().toISOString(),
+    });
+    s.objects.objects.set(stagingKey(id), new Uint8Array(3));
+    s.objects.modified.set(stagingKey(id), s.clock.now().toISOString());
+
+    // The importer's storage event normally takes it within seconds: the sweep leaves it alone meanwhile.
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 0 });
+    s.clock.advance(59 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 0 });
+    expect((await s.images.get(id))?.status).toBe("importing");
+    s.clock.advance(2 * 60_000);
+    expect(await s.sweeper.sweep()).toMatchObject({ killedImports: 1 });
+    const killed = await s.images.get(id);
+    expect(killed?.failure?.message).not.toContain("1970");
+    expect(s.objects.objects.has(stagingKey(id))).toBe(false);
   });
 
   /** Images in four situations, each with a multipart write a crashed importer left at its keys. */

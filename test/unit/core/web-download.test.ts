@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { UriNotAllowedError } from "../../../functions/core/errors.ts";
 import { stagingKey } from "../../../functions/core/image/image.ts";
+import { HANDED_OVER } from "../../../functions/core/image/transitions.ts";
 import { createImageService } from "../../../functions/core/images.ts";
 import {
   addressRefusal,
@@ -186,8 +187,9 @@ describe("runWebDownload", () => {
     };
     const { images, objects, id, lease, deps } = await setup(fetch);
     expect(await runWebDownload(deps, { imageId: id, uri: "http://example.test/a", lease })).toBe("stored");
-    // Handed back to the importer, whose storage event takes it from `queued`.
-    expect(await images.get(id)).toMatchObject({ status: "queued", import_lease_until: null });
+    // Handed to the importer: still `importing` (no second import can start), with a lease the importer's
+    // storage event takes at once.
+    expect(await images.get(id)).toMatchObject({ status: "importing", import_lease_until: HANDED_OVER });
     expect(calls).toEqual([
       ["http://example.test/a", "93.184.216.34"],
       ["http://example.test/b", "93.184.216.34"],
