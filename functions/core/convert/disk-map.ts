@@ -25,11 +25,17 @@ export interface DiskMap {
   readonly format: SourceFormat;
   readonly virtualSize: number;
   /**
+   * Where the map can start a walk: when set, `batches(signal, from)` starts at the largest multiple
+   * of `seekUnit` at or below `from` (the guest bytes one second-level table or one block covers) and
+   * reads no table before it. When absent, `from` is ignored and the walk starts at guest 0.
+   */
+  readonly seekUnit?: number;
+  /**
    * Extents in guest order, in batches: one batch per metadata table read (an L2 table, a grain table,
    * a stretch of BAT). Reading the next batch may read metadata, so a forward-only source must have
-   * issued the reads for the previous batch first.
+   * issued the reads for the previous batch first. `from`: see `seekUnit`.
    */
-  batches(signal?: AbortSignal): AsyncIterable<readonly Extent[]>;
+  batches(signal?: AbortSignal, from?: number): AsyncIterable<readonly Extent[]>;
 }
 
 /**
