@@ -44,6 +44,11 @@ export interface DiskMap {
  * their tables mostly unoptimised (the first is walked before the first byte is out), so the run is
  * kept in three fields rather than in an extent object per entry.
  */
+/** The first of `count` table entries, each covering `unit` guest bytes, that a walk from `from` reads. */
+export function firstEntry(from: number | undefined, unit: number, count: number): number {
+  return Math.min(count, Math.max(0, Math.floor((from ?? 0) / unit)));
+}
+
 export class ExtentRuns {
   readonly extents: Extent[] = [];
   private kind: "zero" | "data" | undefined;

@@ -9,7 +9,7 @@ import {
   vhdVirtualSize,
 } from "../formats/vhd.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, firstEntry } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -58,8 +58,11 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     return {
       format: "vhd",
       virtualSize,
-      async *batches() {
-        yield [{ kind: "data", host: 0, length: virtualSize }];
+      // Seeks to any byte, like raw.
+      seekUnit: 1,
+      async *batches(_signal?: AbortSignal, from = 0) {
+        const at = Math.max(0, from);
+        if (at < virtualSize) yield [{ kind: "data", host: at, length: virtualSize - at }];
       },
     };
   }
@@ -104,13 +107,16 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     return out;
   };
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const bat = view(await range.read(batOffset, blocks * 4, sig));
-    for (let first = 0; first < blocks; first += BATCH_BLOCKS) {
+  // Seeks by block: a walk from `from` reads the BAT from the block holding it.
+  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
+    const start = firstEntry(from, blockSize, blocks);
+    if (start === blocks) return;
+    const bat = view(await range.read(batOffset + start * 4, (blocks - start) * 4, sig));
+    for (let first = start; first < blocks; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
       for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
-        const sector = bat.getUint32(i * 4);
+        const sector = bat.getUint32((i - start) * 4);
         if (sector === BAT_UNUSED) {
           out.push({ kind: "zero", length });
           continue;
@@ -129,5 +135,5 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     }
   }
 
-  return { format: "vhd", virtualSize, batches };
+  return { format: "vhd", virtualSize, seekUnit: blockSize, batches };
 }
