@@ -2,7 +2,7 @@ import { promisify } from "node:util";
 import { constants, inflateRaw } from "node:zlib";
 import { parseQcow2Header, QCOW2_INCOMPAT, QCOW2_KNOWN_INCOMPAT_MASK } from "../formats/qcow2.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, ExtentRuns, firstEntry } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { decodeZstdCluster } from "./zstd.ts";
@@ -160,13 +160,12 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
     runs.data(host, length);
   }
 
-  // Seeks by L1 entry: a walk from `from` reads the L1 table from the entry covering it, and no L2
-  // table before it.
-  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
-    const first = firstEntry(from, l2Coverage, l1Used);
-    if (first === l1Used) return;
-    const l1 = view(await range.read(h.l1Offset + first * 8, (l1Used - first) * 8, sig));
-    for (let i = first; i < l1Used; i++) {
+  // Seeks by L1 entry: a walk of `[from, to)` reads the L1 entries covering it, and no L2 table outside.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first, end } = entrySpan(from, to, l2Coverage, l1Used);
+    if (first === end) return;
+    const l1 = view(await range.read(h.l1Offset + first * 8, (end - first) * 8, sig));
+    for (let i = first; i < end; i++) {
       const guestBase = i * l2Coverage;
       const tableGuest = Math.min(l2Coverage, h.virtualSize - guestBase);
       const l2Host = l2Offset(l1, i - first, i);

@@ -1,6 +1,6 @@
 import { parseVdiHeader, VDI_HEADER_SIZE, VDI_IMAGE_TYPE } from "../formats/vdi.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, firstEntry } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -28,14 +28,14 @@ export async function openVdi(range: RangeReader, signal?: AbortSignal): Promise
   checkRange(bmapOffset, needed * 4, range.size, "vdi block map");
   const fileSize = range.size;
 
-  // Seeks by block: a walk from `from` reads the block map from the block holding it.
-  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
-    const start = firstEntry(from, blockSize, needed);
-    if (start === needed) return;
-    const bmap = view(await range.read(bmapOffset + start * 4, (needed - start) * 4, sig));
-    for (let first = start; first < needed; first += BATCH_BLOCKS) {
+  // Seeks by block: a walk of `[from, to)` reads only the block map entries of the blocks it covers.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, needed);
+    if (start === end) return;
+    const bmap = view(await range.read(bmapOffset + start * 4, (end - start) * 4, sig));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(needed, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
         const entry = bmap.getUint32((i - start) * 4, true);
         if (entry >= FIRST_UNMAPPED) {

@@ -9,7 +9,7 @@ import {
   vhdVirtualSize,
 } from "../formats/vhd.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, firstEntry } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -60,9 +60,10 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
       virtualSize,
       // Seeks to any byte, like raw.
       seekUnit: 1,
-      async *batches(_signal?: AbortSignal, from = 0) {
+      async *batches(_signal?: AbortSignal, from = 0, to = virtualSize) {
         const at = Math.max(0, from);
-        if (at < virtualSize) yield [{ kind: "data", host: at, length: virtualSize - at }];
+        const end = Math.min(virtualSize, to);
+        if (at < end) yield [{ kind: "data", host: at, length: end - at }];
       },
     };
   }
@@ -107,14 +108,14 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     return out;
   };
 
-  // Seeks by block: a walk from `from` reads the BAT from the block holding it.
-  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
-    const start = firstEntry(from, blockSize, blocks);
-    if (start === blocks) return;
-    const bat = view(await range.read(batOffset + start * 4, (blocks - start) * 4, sig));
-    for (let first = start; first < blocks; first += BATCH_BLOCKS) {
+  // Seeks by block: a walk of `[from, to)` reads only the BAT entries of the blocks it covers.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, blocks);
+    if (start === end) return;
+    const bat = view(await range.read(batOffset + start * 4, (end - start) * 4, sig));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
         const sector = bat.getUint32((i - start) * 4);
         if (sector === BAT_UNUSED) {

@@ -15,7 +15,7 @@ import {
 } from "../formats/vhdx.ts";
 import { ascii, checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import { crc32c } from "./crc32c.ts";
-import { type DiskMap, type Extent, firstEntry } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -141,16 +141,16 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
   /** Byte offset in the BAT of payload block `i`'s entry (a sector-bitmap entry follows every chunk). */
   const entryAt = (i: number) => (i + Math.floor(i / chunkRatio)) * 8;
 
-  // Seeks by block: a walk from `from` reads the BAT (unless already read when the image was opened)
-  // from the entry of the block holding it.
-  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
-    const start = firstEntry(from, blockSize, blocks);
-    if (start === blocks) return;
+  // Seeks by block: a walk of `[from, to)` reads only the BAT entries of the blocks it covers (unless
+  // the whole BAT was read when the image was opened, as it is when it precedes the metadata region).
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, blocks);
+    if (start === end) return;
     const base = early ? 0 : entryAt(start);
-    const table = view(early ?? (await range.read(batOffset + base, batEntries * 8 - base, sig)));
-    for (let first = start; first < blocks; first += BATCH_BLOCKS) {
+    const table = view(early ?? (await range.read(batOffset + base, entryAt(end - 1) + 8 - base, sig)));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
         const at = entryAt(i) - base;
         const lo = table.getUint32(at, true);

@@ -8,7 +8,7 @@ import {
   VMDK_OFFSET,
 } from "../formats/vmdk.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, ExtentRuns, firstEntry } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -136,13 +136,13 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
     return runs.done();
   }
 
-  // Seeks by grain table: a walk from `from` reads the grain directory from the entry covering it,
-  // and no grain table before it.
-  async function* batches(sig?: AbortSignal, from?: number): AsyncGenerator<Extent[]> {
-    const start = firstEntry(from, gtCoverage, gdEntries);
-    if (start === gdEntries) return;
-    const gd = view(await range.read(gdOffset + start * 4, (gdEntries - start) * 4, sig));
-    for (let i = start; i < gdEntries; i++) {
+  // Seeks by grain table: a walk of `[from, to)` reads the grain directory entries covering it, and no
+  // grain table outside.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, gtCoverage, gdEntries);
+    if (start === end) return;
+    const gd = view(await range.read(gdOffset + start * 4, (end - start) * 4, sig));
+    for (let i = start; i < end; i++) {
       const tableGuest = Math.min(gtCoverage, capacity - i * gtCoverage);
       const gtSector = gd.getUint32((i - start) * 4, true);
       if (gtSector === 0) {

@@ -124,6 +124,32 @@ describe("ranges that start past the first table seek and match", { timeout: 120
         await range.close();
       }
     });
+
+    it(`${c.name}: a range in the middle reads fewer table bytes than a walk to it`, async () => {
+      const file = await fileRange(c.make());
+      try {
+        const [start, end] = [71 * M + 100, 71 * M + 200];
+        const read: Record<string, { reads: number; bytes: number }> = {};
+        for (const seek of [false, true]) {
+          const { reader, reads } = recording(file);
+          const map = await openDiskMap(c.format, reader);
+          const opened = reads.length;
+          let at = 0;
+          for await (const p of pieces(sliceDiskMap(seek ? map : walking(map), start, end), reader))
+            at += p.length;
+          expect(at).toBe(end - start);
+          const after = reads.slice(opened);
+          read[String(seek)] = { reads: after.length, bytes: after.reduce((n, r) => n + r.length, 0) };
+        }
+        const [walk, seek] = [read.false, read.true] as { reads: number; bytes: number }[];
+        expect(seek?.reads).toBeLessThanOrEqual(walk?.reads as number);
+        // A vhdx whose BAT precedes its metadata region has read the whole BAT when opened.
+        if (c.format === "vhdx") expect(seek?.bytes).toBeLessThanOrEqual(walk?.bytes as number);
+        else expect(seek?.bytes).toBeLessThan(walk?.bytes as number);
+      } finally {
+        await file.close();
+      }
+    });
   }
 });
 
@@ -168,14 +194,24 @@ function bigQcow2(): string {
   return path;
 }
 
-/** The host offsets of the image's L2 tables, by L1 index (0 when absent). */
-function l2Tables(path: string): number[] {
+/** The L1 table's host offset, and the host offsets of the L2 tables by L1 index (0 when absent). */
+function l2Tables(path: string): { l1Offset: number; tables: number[] } {
   const file = readFileSync(path);
   const l1Size = file.readUInt32BE(36);
   const l1Offset = Number(file.readBigUInt64BE(40));
-  return Array.from({ length: l1Size }, (_, i) =>
+  const tables = Array.from({ length: l1Size }, (_, i) =>
     Number(file.readBigUInt64BE(l1Offset + i * 8) & 0x00fffffffffffe00n),
   );
+  return { l1Offset, tables };
+}
+
+interface ReadCount {
+  reads: number;
+  /** L1 indexes of the L2 tables read, in order. */
+  l2: number[];
+  /** Reads of the L1 table. */
+  l1: { offset: number; length: number }[];
+  bytes: number;
 }
 
 /** Drains `[start, end)` of `map` through the engine; checks each data byte against the written pattern. */
@@ -201,7 +237,7 @@ async function drainChecked(map: DiskMap, data: RangeReader, start: number, end:
 describe("a late range of a large qcow2 reads no L2 table before it", { timeout: 120_000 }, () => {
   it("64 GiB, range in the last eighth: only the L2 tables covering it", async () => {
     const path = bigQcow2();
-    const tables = l2Tables(path);
+    const { l1Offset, tables } = l2Tables(path);
     expect(tables.filter((t) => t !== 0)).toHaveLength(BIG_SIZE / L2_COVER);
     const file = await fileRange(path);
     try {
@@ -209,7 +245,7 @@ describe("a late range of a large qcow2 reads no L2 table before it", { timeout:
       const end = 61 * G + 2 * M - 7;
       const first = Math.floor(start / L2_COVER);
       const last = Math.floor((end - 1) / L2_COVER);
-      const counts: Record<string, { reads: number; l2: number[]; bytes: number }> = {};
+      const counts: Record<string, ReadCount> = {};
       for (const [name, seek] of [
         ["walk", false],
         ["seek", true],
@@ -221,12 +257,13 @@ describe("a late range of a large qcow2 reads no L2 table before it", { timeout:
           (last - first + 1) * 4 * K,
         );
         const l2 = reads.map((r) => tables.indexOf(r.offset)).filter((i) => i >= 0);
-        counts[name] = { reads: reads.length, l2, bytes: reads.reduce((n, r) => n + r.length, 0) };
+        const l1 = reads.filter((r) => r.offset >= l1Offset && r.offset < l1Offset + tables.length * 8);
+        counts[name] = { reads: reads.length, l2, l1, bytes: reads.reduce((n, r) => n + r.length, 0) };
       }
-      const { walk, seek } = counts as Record<
-        "walk" | "seek",
-        { reads: number; l2: number[]; bytes: number }
-      >;
+      const { walk, seek } = counts as Record<"walk" | "seek", ReadCount>;
+      // The L1 entries read: all of them, or only those of the tables covering the range.
+      expect(walk.l1).toEqual([{ offset: l1Offset, length: tables.length * 8 }]);
+      expect(seek.l1).toEqual([{ offset: l1Offset + first * 8, length: (last - first + 1) * 8 }]);
       // Before: every L2 table up to the range's last was read; after: only those covering it.
       expect(walk.l2).toEqual(Array.from({ length: last + 1 }, (_, i) => i));
       expect(seek.l2).toEqual(Array.from({ length: last - first + 1 }, (_, i) => first + i));
