@@ -1,10 +1,9 @@
 import type { DiskMap, Extent } from "./disk-map.ts";
-import { pieces } from "./engine.ts";
 import { CorruptImageError, NeedsRangedReads } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, RangeReader, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
-import { type ConvertOptions, DEFAULT_CHUNK, planOptions, rechunk } from "./to-raw.ts";
+import { type ConvertOptions, rawChunks } from "./to-raw.ts";
 
 /** Guest bytes `[start, end)` of an image's raw output. */
 export interface GuestRange {
@@ -129,12 +128,7 @@ export async function* convertRangeToRaw(
     }
     opts.onMap?.(map);
     if (range.end === range.start) return;
-    yield* rechunk(
-      pieces(sliceDiskMap(map, range.start, range.end), opened.data, planOptions(opts, false)),
-      opts.chunkSize ?? DEFAULT_CHUNK,
-      opts.signal,
-      opts.recycle === true && !opts.heldBytes,
-    );
+    yield* rawChunks(sliceDiskMap(map, range.start, range.end), opened.data, opts, false);
   } finally {
     await opened.close();
   }
