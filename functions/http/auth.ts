@@ -1,13 +1,14 @@
 import { createLocalJWKSet, createRemoteJWKSet, errors, type JWTVerifyGetKey, jwtVerify } from "jose";
-import * as z from "zod";
+import * as z from "zod/mini";
+import { $ZodError } from "zod/v4/core";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
 
 // Project ids become storage keys and names in records: at most 255 characters, like every Glance name.
 const Claims = z.object({
-  sub: z.string().min(1).max(255),
-  project_id: z.string().min(1).max(255),
-  roles: z.array(z.string()).default([]),
+  sub: z.string().check(z.minLength(1), z.maxLength(255)),
+  project_id: z.string().check(z.minLength(1), z.maxLength(255)),
+  roles: z._default(z.array(z.string()), []),
 });
 
 export interface TokenVerifierOptions {
@@ -55,7 +56,7 @@ export function refusalCause(err: unknown): RefusalCause {
     return "unknown signing key";
   if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
     return "algorithm not allowed";
-  if (err instanceof z.ZodError) return "missing claim";
+  if (err instanceof $ZodError) return "missing claim";
   return "malformed";
 }
 
@@ -65,7 +66,7 @@ const REFUSED = "The request you have made requires authentication";
 function isKeySourceFault(cause: unknown): boolean {
   if (cause instanceof errors.JWKSTimeout || cause instanceof errors.JWKSInvalid) return true;
   // Anything jose or the claims schema rejected is the token's fault; anything else (fetch failing) is ours.
-  return !(cause instanceof errors.JOSEError || cause instanceof z.ZodError);
+  return !(cause instanceof errors.JOSEError || cause instanceof $ZodError);
 }
 
 /**
