@@ -52,7 +52,9 @@ export interface ImageRepository {
    * `allowExpiredLeaseFrom` (with `now`) also allows the edge from that status once its import lease has
    * expired; `leaseIs` allows it only while the import lease is still exactly that one (the caller's);
    * `unlessProtected` only while the image is not protected (in the same conditional write, not an
-   * earlier read).
+   * earlier read). `from` is the record as the caller just read it from this repository (`get`): the
+   * write starts from it instead of reading it again; had it changed since, the conditional write fails
+   * and goes on from what it finds, as if the change had come just after the write.
    */
   transition(
     id: string,
@@ -63,18 +65,19 @@ export interface ImageRepository {
       now?: string;
       leaseIs?: string;
       unlessProtected?: boolean;
+      from?: ImageRecord;
     },
   ): Promise<ImageRecord>;
   /**
    * Writes fields that do not change the status, only if the status is one of `whileIn` and the
    * fields in `unchanged` still hold those values (compare-and-swap for fields rewritten whole). A
-   * failed condition of either kind is a StaleStatusError.
+   * failed condition of either kind is a StaleStatusError. `from` as for `transition`.
    */
   update(
     id: string,
     changes: Partial<ImageRecord>,
     whileIn: readonly ImageStatus[],
-    options?: { unchanged?: Partial<ImageRecord> },
+    options?: { unchanged?: Partial<ImageRecord>; from?: ImageRecord },
   ): Promise<ImageRecord>;
   /** Removes the record for good (after the `deleted` transition and its objects are gone). */
   purge(id: string): Promise<void>;

@@ -132,7 +132,7 @@ export function createQuotaService(deps: QuotaServiceDeps) {
   }
 
   async function projectUsage(project: string): Promise<ProjectUsage> {
-    const [usage, limits] = await Promise.all([quota.usage(project), quota.limits(project)]);
+    const [usage, limits] = await Promise.all([quota.usage(project), quota.limits(project, { fresh: true })]);
     return { project, usage, limits };
   }
 

@@ -93,7 +93,11 @@ export class QuotaExceededError extends HangarError {
 /** Per-project usage and limits (limits = operator defaults overridden per project by an admin). */
 export interface QuotaStore {
   usage(project: string): Promise<Counters>;
-  limits(project: string): Promise<Limits>;
+  /**
+   * The project's limits. They may be a copy read a short while ago (the store says how long); with
+   * `fresh`, they are read now.
+   */
+  limits(project: string, options?: { fresh?: boolean }): Promise<Limits>;
   /** Sets overrides; a value of null removes the override (back to the default). */
   setLimits(project: string, overrides: Partial<Record<QuotaKey, number | null>>): Promise<Limits>;
   /** Every project with usage or overrides. */

@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { ImageJson, propertyValue, SETTABLE_FIELDS } from "../core/image/catalogue.ts";
 import { MAX_NAME, MAX_PROPERTIES, MAX_RECORD_BYTES } from "../core/image/fields.ts";
 import { IMAGE_ID_PATTERN } from "../core/image/image.ts";
@@ -15,14 +15,20 @@ import { PatchDocument } from "../core/image/patch.ts";
  * (`owner` may be null: the caller's project), plus extra string properties. The core applies the rules.
  */
 export const ImageCreate = z
-  .object({
-    id: ImageJson.shape.id.optional(),
-    ...Object.fromEntries(Object.entries(SETTABLE_FIELDS).map(([name, schema]) => [name, schema.optional()])),
-    owner: SETTABLE_FIELDS.owner.nullable().optional(),
-  })
-  .catchall(propertyValue)
-  .describe(
-    `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON). upload_size is at most the deployment's max_upload_size (/v2/info/import).`,
+  .catchall(
+    z.object({
+      id: z.optional(ImageJson.shape.id),
+      ...Object.fromEntries(
+        Object.entries(SETTABLE_FIELDS).map(([name, schema]) => [name, z.optional(schema)]),
+      ),
+      owner: z.optional(z.nullable(SETTABLE_FIELDS.owner)),
+    }),
+    propertyValue,
+  )
+  .check(
+    z.describe(
+      `A new image, checked by the same rules as a PATCH: keys not listed are extra string properties (at most ${MAX_PROPERTIES}; names of 1 to 255 characters, not __proto__ or constructor; values of at most 65535 characters); read-only attributes and the reserved names deleted, deleted_at, location, properties and os_glance_* are refused with 403; the whole record must fit in one database item (at most ${MAX_RECORD_BYTES} bytes as JSON). upload_size is at most the deployment's max_upload_size (/v2/info/import).`,
+    ),
   );
 
 /**
@@ -36,47 +42,57 @@ export const NewImageBody = z.custom<Record<string, unknown>>(
 );
 
 /** `PATCH /v2/images/{id}` with `application/openstack-images-v2.1-json-patch`. */
-export const ImagePatch = PatchDocument.describe(
-  "JSON patch (add, replace, remove) on top-level image attributes; send it as application/openstack-images-v2.1-json-patch.",
+export const ImagePatch = PatchDocument.check(
+  z.describe(
+    "JSON patch (add, replace, remove) on top-level image attributes; send it as application/openstack-images-v2.1-json-patch.",
+  ),
 );
 
 export const MemberCreate = z.object({
-  member: z.string().min(1).max(MAX_NAME).describe("The project to share the image with"),
+  member: z
+    .string()
+    .check(z.minLength(1), z.maxLength(MAX_NAME), z.describe("The project to share the image with")),
 });
 
 export const MemberUpdate = z.object({
-  status: z.enum(MEMBER_STATUSES).describe("The member project's decision on the share"),
+  status: z.enum(MEMBER_STATUSES).check(z.describe("The member project's decision on the share")),
 });
 
 export const ImportRequest = z.object({
   method: z.object({
-    name: z.string().describe("Import method; Hangar offers web-download (see /v2/info/import)"),
-    uri: z.string().max(2048).optional().describe("For web-download: the http(s) URL to fetch"),
+    name: z.string().check(z.describe("Import method; Hangar offers web-download (see /v2/info/import)")),
+    uri: z
+      .optional(z.string().check(z.maxLength(2048)))
+      .check(z.describe("For web-download: the http(s) URL to fetch")),
   }),
 });
 
 const glanceTimeText = z
   .string()
-  .describe("UTC time, ISO 8601 without fractions (e.g. 2026-01-31T12:00:00Z)");
+  .check(z.describe("UTC time, ISO 8601 without fractions (e.g. 2026-01-31T12:00:00Z)"));
+const described = <T extends z.ZodMiniType>(schema: T, description: string): T =>
+  schema.check(z.describe(description));
 
 export const MemberJson = z.object({
-  created_at: glanceTimeText.describe("Date and time of image member creation"),
-  image_id: z.string().regex(new RegExp(IMAGE_ID_PATTERN)).describe("An identifier for the image"),
-  member_id: z.string().describe("An identifier for the image member (project id)"),
-  schema: z.string().describe("The member schema's path"),
-  status: z.enum(MEMBER_STATUSES).describe("The status of this image member"),
-  updated_at: glanceTimeText.describe("Date and time of last modification of image member"),
+  created_at: described(glanceTimeText, "Date and time of image member creation"),
+  image_id: z
+    .string()
+    .check(z.regex(new RegExp(IMAGE_ID_PATTERN)), z.describe("An identifier for the image")),
+  member_id: described(z.string(), "An identifier for the image member (project id)"),
+  schema: described(z.string(), "The member schema's path"),
+  status: described(z.enum(MEMBER_STATUSES), "The status of this image member"),
+  updated_at: described(glanceTimeText, "Date and time of last modification of image member"),
 });
 
 export const MembersJson = z.object({ members: z.array(MemberJson), schema: z.string() });
 
 const counter = z.object({
-  limit: z.number().int().describe("-1: no limit"),
-  usage: z.number().int(),
+  limit: described(z.number().check(z.int()), "-1: no limit"),
+  usage: z.number().check(z.int()),
 });
 
 export const UsageJson = z.object({
-  project_id: z.string().describe("Hangar: the project the counters belong to"),
+  project_id: described(z.string(), "Hangar: the project the counters belong to"),
   usage: z.object({
     image_count_total: counter,
     image_size_total: counter,
@@ -93,36 +109,37 @@ export const ImportInfoJson = z.object({
     type: z.literal("array"),
     value: z.array(z.string()),
   }),
-  hangar: z
-    .object({
-      preferred_format: z.string().describe("Format images are stored in when conversion is needed"),
-      accepted_formats: z.array(z.string()).describe("Formats stored as uploaded, without conversion"),
-      max_virtual_size: z.number().int().describe("Largest virtual size accepted, bytes"),
-      max_gzip_ratio: z.number().int().describe("Largest expansion of gzip-compressed uploads"),
-      max_upload_size: z.number().int().describe("Largest declared upload_size, bytes"),
+  hangar: described(
+    z.object({
+      preferred_format: described(z.string(), "Format images are stored in when conversion is needed"),
+      accepted_formats: described(z.array(z.string()), "Formats stored as uploaded, without conversion"),
+      max_virtual_size: described(z.number().check(z.int()), "Largest virtual size accepted, bytes"),
+      max_gzip_ratio: described(z.number().check(z.int()), "Largest expansion of gzip-compressed uploads"),
+      max_upload_size: described(z.number().check(z.int()), "Largest declared upload_size, bytes"),
       web_download: z.object({
-        max_bytes: z.number().int(),
-        timeout_seconds: z.number().int(),
+        max_bytes: z.number().check(z.int()),
+        timeout_seconds: z.number().check(z.int()),
       }),
-    })
-    .describe("Hangar's operator policy: shown, never sent back by clients"),
+    }),
+    "Hangar's operator policy: shown, never sent back by clients",
+  ),
 });
 
 export const StoresJson = z.object({
-  stores: z.array(z.object({ id: z.string(), description: z.string(), default: z.boolean().optional() })),
+  stores: z.array(z.object({ id: z.string(), description: z.string(), default: z.optional(z.boolean()) })),
 });
 
 export const ErrorJson = z.object({
   error: z.object({
-    code: z.number().int(),
+    code: z.number().check(z.int()),
     title: z.string(),
     message: z.string(),
-    reason: z.string().describe("Stable machine-readable code, e.g. READ_ONLY, NOT_FOUND, FETCH_FAILED"),
+    reason: described(z.string(), "Stable machine-readable code, e.g. READ_ONLY, NOT_FOUND, FETCH_FAILED"),
   }),
 });
 
 /** A Glance-style schema document (`name`, `properties`) generated from a zod object. */
-function glanceSchema(name: string, schema: z.ZodType) {
+function glanceSchema(name: string, schema: z.ZodMiniType) {
   const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { io: "output" }) as Record<string, unknown>;
   return { name, ...rest };
 }

@@ -1,13 +1,14 @@
 import { createLocalJWKSet, createRemoteJWKSet, errors, type JWTVerifyGetKey, jwtVerify } from "jose";
-import * as z from "zod";
+import * as z from "zod/mini";
+import { $ZodError } from "zod/v4/core";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
 
 // Project ids become storage keys and names in records: at most 255 characters, like every Glance name.
 const Claims = z.object({
-  sub: z.string().min(1).max(255),
-  project_id: z.string().min(1).max(255),
-  roles: z.array(z.string()).default([]),
+  sub: z.string().check(z.minLength(1), z.maxLength(255)),
+  project_id: z.string().check(z.minLength(1), z.maxLength(255)),
+  roles: z._default(z.array(z.string()), []),
 });
 
 export interface TokenVerifierOptions {
@@ -15,6 +16,8 @@ export interface TokenVerifierOptions {
   audience: string;
   jwksUrl?: string | undefined;
   publicJwk?: string | undefined;
+  /** The keys as a lookup of the caller's, instead of a URL or a JWK (tests count the lookups). */
+  keys?: JWTVerifyGetKey | undefined;
 }
 
 /**
@@ -53,7 +56,7 @@ export function refusalCause(err: unknown): RefusalCause {
     return "unknown signing key";
   if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
     return "algorithm not allowed";
-  if (err instanceof z.ZodError) return "missing claim";
+  if (err instanceof $ZodError) return "missing claim";
   return "malformed";
 }
 
@@ -63,7 +66,7 @@ const REFUSED = "The request you have made requires authentication";
 function isKeySourceFault(cause: unknown): boolean {
   if (cause instanceof errors.JWKSTimeout || cause instanceof errors.JWKSInvalid) return true;
   // Anything jose or the claims schema rejected is the token's fault; anything else (fetch failing) is ours.
-  return !(cause instanceof errors.JOSEError || cause instanceof z.ZodError);
+  return !(cause instanceof errors.JOSEError || cause instanceof $ZodError);
 }
 
 /**
@@ -72,15 +75,38 @@ function isKeySourceFault(cause: unknown): boolean {
  */
 export type TokenVerifier = (token: string) => Promise<Caller>;
 
+/**
+ * How long a verified token is taken again without checking its signature (never past its `exp`): a
+ * client sends the same token with every request, and the signature check is most of a small request's
+ * CPU. A key removed from the JWKS stops tokens signed with it within this time (jose itself keeps a
+ * fetched key set up to 10 minutes).
+ */
+export const VERIFIED_TOKEN_MS = 60_000;
+/** Verified tokens kept at most; the oldest makes room. */
+const VERIFIED_TOKENS = 1000;
+
 export function createTokenVerifier(
   options: TokenVerifierOptions,
   log?: (message: string, fields: Record<string, unknown>) => void,
+  now: () => number = Date.now,
 ): TokenVerifier {
   let keys: JWTVerifyGetKey;
-  if (options.jwksUrl) keys = createRemoteJWKSet(new URL(options.jwksUrl));
+  if (options.keys) keys = options.keys;
+  else if (options.jwksUrl) keys = createRemoteJWKSet(new URL(options.jwksUrl));
   else if (options.publicJwk) keys = createLocalJWKSet({ keys: [JSON.parse(options.publicJwk)] });
   else throw new Error("a JWKS URL or a public JWK is required");
+  const verified = new Map<string, { caller: Caller; until: number }>();
+  const keep = (token: string, caller: Caller, exp: number) => {
+    if (verified.size >= VERIFIED_TOKENS) {
+      const oldest = verified.keys().next().value;
+      if (oldest !== undefined) verified.delete(oldest);
+    }
+    verified.set(token, { caller, until: Math.min(now() + VERIFIED_TOKEN_MS, exp * 1000) });
+  };
   return async (token) => {
+    const hit = verified.get(token);
+    if (hit && now() < hit.until) return { ...hit.caller, roles: [...hit.caller.roles] };
+    if (hit) verified.delete(token);
     try {
       const { payload } = await jwtVerify(token, keys, {
         issuer: options.issuer,
@@ -101,7 +127,10 @@ export function createTokenVerifier(
         requiredClaims: ["exp"],
       });
       const claims = Claims.parse(payload);
-      return { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };
+      const caller = { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };
+      // requiredClaims makes `exp` present, and jwtVerify has checked that it is a number.
+      keep(token, { ...caller, roles: [...caller.roles] }, payload.exp as number);
+      return caller;
     } catch (err) {
       if (isKeySourceFault(err)) {
         const detail = err instanceof Error ? `${err.name}: ${err.message}` : String(err);

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type * as z from "zod";
+import type * as z from "zod/mini";
 import {
   ConflictError,
   ForbiddenError,

@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { ImageJson, imageFieldInfo, SHOWN_FIELDS, type ShownField } from "../core/image/catalogue.ts";
 import type { ImageRecord } from "../core/image/image.ts";
 import { heldBy } from "../core/quota.ts";
@@ -88,7 +88,7 @@ function glanceDialect(json: JsonSchemaProperty): JsonSchemaProperty {
   return out;
 }
 
-function glanceProperty(schema: z.ZodType): JsonSchemaProperty {
+function glanceProperty(schema: z.ZodMiniType): JsonSchemaProperty {
   const { $schema: _drop, ...json } = z.toJSONSchema(schema, { io: "output" }) as JsonSchemaProperty;
   return glanceDialect(json);
 }

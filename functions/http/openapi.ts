@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import {
   ErrorJson,
   ImageCreate,
@@ -17,7 +17,7 @@ import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
 import { MAX_BODY_BYTES } from "./limits.ts";
 import { LimitsBody } from "./routes/quotas.ts";
 
-const jsonSchema = (s: z.ZodType, io: "input" | "output") => {
+const jsonSchema = (s: z.ZodMiniType, io: "input" | "output") => {
   const { $schema: _drop, ...rest } = z.toJSONSchema(s, { io, unrepresentable: "any" }) as Record<
     string,
     unknown

@@ -1,6 +1,6 @@
 import { zValidator } from "@hono/zod-validator";
 import type { Context, MiddlewareHandler } from "hono";
-import type * as z from "zod";
+import type * as z from "zod/mini";
 import { InvalidRequestError, UnsupportedMediaTypeError } from "../core/errors.ts";
 import { describeZod } from "./errors.ts";
 
@@ -49,7 +49,11 @@ function jsonText(optional: boolean): MiddlewareHandler {
  * handler reads it with `c.req.valid("json")`. A body that breaks the schema is Glance's 400 naming the
  * problem (`Invalid <what>: field: problem`).
  */
-export function jsonBody<S extends z.ZodType>(schema: S, what: string, options: { optional?: boolean } = {}) {
+export function jsonBody<S extends z.ZodMiniType>(
+  schema: S,
+  what: string,
+  options: { optional?: boolean } = {},
+) {
   return [
     jsonText(options.optional ?? false),
     zValidator("json", schema, (result) => {

@@ -1,4 +1,5 @@
 import {
+  BatchGetItemCommand,
   ConditionalCheckFailedException,
   DeleteItemCommand,
   type DynamoDBClient,
@@ -54,6 +55,9 @@ import { projectPk, USAGE_SK } from "./quota-store.ts";
 /** A stored image item: the record's fields plus what the image holds against quota (`held_*`). */
 type Item = Record<string, unknown>;
 
+/** Keys BatchGetItem takes in one request. */
+const BATCH_GET_MAX = 100;
+
 /** Attempts of one write after races it cannot see from its own condition (quota usage, what is held). */
 const MAX_ATTEMPTS = 8;
 const backoff = (attempt: number) =>
@@ -75,6 +79,8 @@ interface WriteSpec {
    * image holds changed meanwhile). `update` leaves that to its caller, which recomputes its change.
    */
   retryRaces: boolean;
+  /** The record the caller read (`get`), to start from instead of reading it again. */
+  from?: ImageRecord | undefined;
 }
 
 /** What held for the item when it was read: its held counters (absent on items older than quotas). */
@@ -109,6 +115,9 @@ function failureOf(err: unknown): Failure {
  * difference, in one transaction whose conditions keep usage within the limits.
  */
 export class DynamoImageRepository implements ImageRepository {
+  /** The item each record `get` returned was read from, for a write that starts from that record. */
+  private readonly readItems = new WeakMap<ImageRecord, Item>();
+
   constructor(
     private readonly client: DynamoDBClient,
     private readonly table: string,
@@ -133,7 +142,7 @@ export class DynamoImageRepository implements ImageRepository {
       try {
         if (isZero(held)) await this.client.send(new PutItemCommand(put));
         else {
-          // Limits read afresh on every attempt: an admin may have changed them meanwhile.
+          // Limits as the quota store keeps them; a refusal is decided again on fresh ones (afterRace).
           const usage = await this.usageUpdate(image.owner, held);
           await this.client.send(
             new TransactWriteItemsCommand({ TransactItems: [{ Put: put }, { Update: usage }] }),
@@ -172,10 +181,11 @@ export class DynamoImageRepository implements ImageRepository {
    * larger than a limit by itself can never pass: it is refused here, without a write.
    */
   private async usageUpdate(project: string, delta: Counters): Promise<Update> {
-    const limits = await this.quota.limits(project);
-    if (QUOTA_KEYS.some((k) => limits[k] >= 0 && delta[k] > limits[k])) {
-      throw await this.exceeded(project, delta, undefined);
-    }
+    const tooLarge = (l: Counters) => QUOTA_KEYS.some((k) => l[k] >= 0 && delta[k] > l[k]);
+    let limits = await this.quota.limits(project);
+    // Refused by limits kept from an earlier read: only limits read now may refuse.
+    if (tooLarge(limits)) limits = await this.quota.limits(project, { fresh: true });
+    if (tooLarge(limits)) throw await this.exceeded(project, delta, undefined);
     const p = new Placeholders();
     const add: string[] = [];
     const within: string[] = [];
@@ -198,9 +208,15 @@ export class DynamoImageRepository implements ImageRepository {
     };
   }
 
-  /** Names the counter that overflowed, with the numbers, from a fresh read. */
+  /**
+   * Names the counter that overflowed, with the numbers, from a fresh read of usage and limits (which the
+   * next attempt then writes with); a conflict to retry when nothing overflows by them.
+   */
   private async exceeded(project: string, delta: Counters, cause: unknown): Promise<Error> {
-    const [usage, limits] = await Promise.all([this.quota.usage(project), this.quota.limits(project)]);
+    const [usage, limits] = await Promise.all([
+      this.quota.usage(project),
+      this.quota.limits(project, { fresh: true }),
+    ]);
     const key = overLimit(usage, delta, limits);
     if (!key)
       return new ConflictError("Usage changed concurrently; try again.", "CONCURRENT_UPDATE", { cause });
@@ -209,7 +225,10 @@ export class DynamoImageRepository implements ImageRepository {
 
   async get(id: string): Promise<ImageRecord | undefined> {
     const item = await this.item(id);
-    return item ? toRecord(item) : undefined;
+    if (!item) return undefined;
+    const record = toRecord(item);
+    this.readItems.set(record, item);
+    return record;
   }
 
   private async item(id: string): Promise<Item | undefined> {
@@ -254,14 +273,38 @@ export class DynamoImageRepository implements ImageRepository {
         for (const item of items) yield { image: toRecord(unmarshall(item)) };
         continue;
       }
-      // A share names its image; the image's own item is read with it (images may change since).
+      // A share names its image; the images of a page's shares are read together, in one batch.
       const shares = items.map(toMember);
-      const images = await Promise.all(shares.map((m) => this.get(m.image_id)));
-      for (const [i, image] of images.entries()) {
-        const share = shares[i];
-        if (image && share) yield { image, memberStatus: share.status };
+      const images = await this.getMany(shares.map((m) => m.image_id));
+      for (const share of shares) {
+        const image = images.get(share.image_id);
+        if (image) yield { image, memberStatus: share.status };
       }
     }
+  }
+
+  /**
+   * The records of `ids` (those that exist), read consistently with BatchGetItem: one request per 100
+   * ids, again for any keys DynamoDB leaves unprocessed (after a pause, as it asks).
+   */
+  private async getMany(ids: readonly string[]): Promise<Map<string, ImageRecord>> {
+    const found = new Map<string, ImageRecord>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += BATCH_GET_MAX) {
+      let keys = unique.slice(i, i + BATCH_GET_MAX).map((id) => marshall(imageKeyOf(id)));
+      for (let attempt = 0; keys.length > 0; attempt++) {
+        if (attempt > 0) await backoff(attempt);
+        const out = await this.client.send(
+          new BatchGetItemCommand({ RequestItems: { [this.table]: { Keys: keys, ConsistentRead: true } } }),
+        );
+        for (const item of out.Responses?.[this.table] ?? []) {
+          const record = toRecord(unmarshall(item));
+          found.set(record.id, record);
+        }
+        keys = out.UnprocessedKeys?.[this.table]?.Keys ?? [];
+      }
+    }
+    return found;
   }
 
   private partitionOf(source: ListSource): [string, string] {
@@ -322,6 +365,7 @@ export class DynamoImageRepository implements ImageRepository {
       when: allOf(...when),
       expected: edge.from,
       retryRaces: true,
+      from: options.from,
     });
   }
 
@@ -329,7 +373,7 @@ export class DynamoImageRepository implements ImageRepository {
     id: string,
     changes: Partial<ImageRecord>,
     whileIn: readonly ImageStatus[],
-    options: { unchanged?: Partial<ImageRecord> } = {},
+    options: { unchanged?: Partial<ImageRecord>; from?: ImageRecord } = {},
   ): Promise<ImageRecord> {
     // Fields read, changed and written back whole (tags, properties): the write holds only if nobody
     // changed them in between.
@@ -341,18 +385,20 @@ export class DynamoImageRepository implements ImageRepository {
       when: allOf(isIn<Item>("status", whileIn), ...unchanged),
       expected: whileIn,
       retryRaces: false,
+      from: options.from,
     });
   }
 
   /**
    * Writes `spec.changes` with its condition, the index keys the new record implies, and what it holds
    * (conditioned on what it held when read), in one UpdateItem; in a transaction with the project's usage
-   * item when what it holds changes. The item is read once; a lost write returns the item it found
-   * (`ALL_OLD`), from which the next attempt starts. A condition that fails on the record found is a
-   * StaleStatusError carrying that record.
+   * item when what it holds changes. The item is read once (not at all when the caller's record says
+   * what it was); a lost write returns the item it found (`ALL_OLD`), from which the next attempt starts.
+   * A condition that fails on the record found is a StaleStatusError carrying that record.
    */
   private async write(id: string, spec: WriteSpec): Promise<ImageRecord> {
-    let item = await this.item(id);
+    const read = spec.from?.id === id ? this.readItems.get(spec.from) : undefined;
+    let item = read ?? (await this.item(id));
     for (let attempt = 0; ; attempt++) {
       if (!item) throw new StaleStatusError(id, spec.expected);
       const current = toRecord(item);

@@ -29,16 +29,42 @@ export function countersOf(item: Record<string, unknown> | undefined): Counters 
   return out;
 }
 
+/** How long a warm function keeps a project's limits before reading them again (see `DynamoQuotaStore`). */
+export const LIMITS_CACHE_MS = 30_000;
+/** Projects whose limits one function keeps at most; the oldest entry makes room. */
+const LIMITS_CACHE_ENTRIES = 1000;
+
+export interface QuotaStoreOptions {
+  /** How long limits read once serve later writes; 0 reads them for every write. */
+  limitsCacheMs?: number;
+  /** Milliseconds now (tests move it). */
+  now?: () => number;
+}
+
 /**
  * Usage lives at `PROJECT#<id>`/`USAGE` and is only changed by `ADD` in the same transaction as the image
  * write that causes it (see DynamoImageRepository); limit overrides at `PROJECT#<id>`/`LIMITS`.
+ *
+ * Limits change rarely and every write that holds quota needs them, so a function keeps each project's
+ * limits for `limitsCacheMs` (default `LIMITS_CACHE_MS`) after reading them. `limits(p, { fresh: true })`
+ * reads them again and keeps what it read; `setLimits` keeps what it wrote. A write refused by a cached
+ * limit is decided again on fresh limits (DynamoImageRepository), so a raised limit takes effect at once;
+ * a lowered one at once in the function that set it, and in other warm functions within the cache time.
  */
 export class DynamoQuotaStore implements QuotaStore {
+  private readonly cached = new Map<string, { limits: Limits; until: number }>();
+  private readonly cacheMs: number;
+  private readonly now: () => number;
+
   constructor(
     private readonly client: DynamoDBClient,
     private readonly table: string,
     private readonly defaults: Limits,
-  ) {}
+    options: QuotaStoreOptions = {},
+  ) {
+    this.cacheMs = options.limitsCacheMs ?? LIMITS_CACHE_MS;
+    this.now = options.now ?? Date.now;
+  }
 
   private async item(project: string, sk: string): Promise<Record<string, unknown> | undefined> {
     const out = await this.client.send(
@@ -55,14 +81,30 @@ export class DynamoQuotaStore implements QuotaStore {
     return countersOf(await this.item(project, USAGE_SK));
   }
 
-  async limits(project: string): Promise<Limits> {
-    const overrides = await this.item(project, LIMITS_SK);
+  async limits(project: string, options: { fresh?: boolean } = {}): Promise<Limits> {
+    const hit = this.cached.get(project);
+    if (hit && !options.fresh && hit.until > this.now()) return { ...hit.limits };
+    return this.keep(project, this.limitsOf(await this.item(project, LIMITS_SK)));
+  }
+
+  private limitsOf(overrides: Record<string, unknown> | undefined): Limits {
     const out = { ...this.defaults };
     for (const k of QUOTA_KEYS) {
       const v = overrides?.[k];
       if (typeof v === "number") out[k] = v;
     }
     return out;
+  }
+
+  private keep(project: string, limits: Limits): Limits {
+    if (this.cacheMs <= 0) return limits;
+    this.cached.delete(project);
+    if (this.cached.size >= LIMITS_CACHE_ENTRIES) {
+      const oldest = this.cached.keys().next().value;
+      if (oldest !== undefined) this.cached.delete(oldest);
+    }
+    this.cached.set(project, { limits: { ...limits }, until: this.now() + this.cacheMs });
+    return limits;
   }
 
   async setLimits(project: string, overrides: Partial<Record<QuotaKey, number | null>>): Promise<Limits> {
@@ -73,7 +115,7 @@ export class DynamoQuotaStore implements QuotaStore {
       if (typeof v === "number") next[k] = v;
     }
     await this.client.send(new PutItemCommand({ TableName: this.table, Item: marshall(next) }));
-    return this.limits(project);
+    return this.keep(project, this.limitsOf(next));
   }
 
   async listProjects(): Promise<string[]> {

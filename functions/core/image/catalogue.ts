@@ -1,4 +1,5 @@
-import * as z from "zod";
+import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import { MAX_OBJECT_SIZE } from "../uploads/plan.ts";
 import { MAX_NAME, MAX_PROPERTY_VALUE, MAX_TAGS } from "./fields.ts";
 import { CONTAINER_FORMATS, DISK_FORMATS } from "./format-names.ts";
@@ -9,6 +10,10 @@ import { IMAGE_ID_PATTERN, IMAGE_STATUSES, VISIBILITIES } from "./image.ts";
  * its type (a zod schema) and who may write it. `/v2/schemas/image`, the OpenAPI document, the image JSON,
  * the create and PATCH rules and the read-only set are all derived from it, so a field is declared once.
  */
+
+// zod's mini API (the classic one costs the api function's cold start its setup); mini loads no locale of
+// its own, and English is the one every message is written in.
+z.config(en());
 
 /**
  * Who writes an attribute:
@@ -30,49 +35,41 @@ export interface FieldInfo {
 /** The metadata of each shown attribute's schema (a zod registry, keyed by the schema object). */
 export const imageFieldInfo = z.registry<FieldInfo>();
 
-function field<T extends z.ZodType>(schema: T, info: FieldInfo): T {
+function field<T extends z.ZodMiniType>(schema: T, info: FieldInfo): T {
   imageFieldInfo.add(schema, info);
   return schema;
 }
-const settable = <T extends z.ZodType>(schema: T, description: string, queuedOnly = false): T =>
+const settable = <T extends z.ZodMiniType>(schema: T, description: string, queuedOnly = false): T =>
   field(schema, { access: "settable", description, queuedOnly });
-const readOnly = <T extends z.ZodType>(schema: T, description: string): T =>
+const readOnly = <T extends z.ZodMiniType>(schema: T, description: string): T =>
   field(schema, { access: "read-only", description });
 
-const int32 = () =>
-  z
-    .number()
-    .int()
-    .min(0)
-    .max(2 ** 31 - 1);
-const count = () => z.number().int().min(0);
+const int32 = () => z.number().check(z.int(), z.minimum(0), z.maximum(2 ** 31 - 1));
+const count = () => z.number().check(z.int(), z.minimum(0));
 
 /** Attributes a client sets on create and by PATCH, with the values each takes. */
 const SETTABLE = {
-  name: settable(z.string().max(MAX_NAME).nullable(), "Descriptive name for the image"),
-  owner: settable(z.string().min(1).max(MAX_NAME), "Owner of the image"),
+  name: settable(z.nullable(z.string().check(z.maxLength(MAX_NAME))), "Descriptive name for the image"),
+  owner: settable(z.string().check(z.minLength(1), z.maxLength(MAX_NAME)), "Owner of the image"),
   visibility: settable(z.enum(VISIBILITIES), "Scope of image accessibility"),
   protected: settable(z.boolean(), "If true, image will not be deletable."),
   os_hidden: settable(z.boolean(), "If true, image will not appear in default image list response."),
-  disk_format: settable(z.enum(DISK_FORMATS).nullable(), "Format of the disk", true),
-  container_format: settable(z.enum(CONTAINER_FORMATS).nullable(), "Format of the container", true),
+  disk_format: settable(z.nullable(z.enum(DISK_FORMATS)), "Format of the disk", true),
+  container_format: settable(z.nullable(z.enum(CONTAINER_FORMATS)), "Format of the container", true),
   min_disk: settable(int32(), "Amount of disk space (in GB) required to boot image."),
   min_ram: settable(int32(), "Amount of ram (in MB) required to boot image."),
   tags: settable(
-    z.array(z.string().min(1).max(MAX_NAME)).max(MAX_TAGS),
+    z.array(z.string().check(z.minLength(1), z.maxLength(MAX_NAME))).check(z.maxLength(MAX_TAGS)),
     "List of strings related to the image",
   ),
   // The deployment's own ceiling (below S3's 5 TiB) is a rule of `applyImageChanges`.
   upload_size: settable(
-    z.number().int().positive().max(MAX_OBJECT_SIZE).nullable(),
+    z.nullable(z.number().check(z.int(), z.positive(), z.maximum(MAX_OBJECT_SIZE))),
     "Hangar: the number of bytes the upload will have",
     true,
   ),
   upload_sha256: settable(
-    z
-      .string()
-      .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
-      .nullable(),
+    z.nullable(z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits"))),
     "Hangar: hex sha256 of the upload, verified on import",
     true,
   ),
@@ -84,32 +81,32 @@ const uploadLink = z.looseObject({ method: z.enum(["PUT", "multipart"]), expires
 /** Attributes Hangar computes and shows; nobody sets them. */
 const READ_ONLY = {
   status: readOnly(z.enum(IMAGE_STATUSES), "Status of the image"),
-  checksum: readOnly(z.string().max(32).nullable(), "md5 hash of image contents."),
-  os_hash_algo: readOnly(z.string().max(64).nullable(), "Algorithm of os_hash_value"),
-  os_hash_value: readOnly(z.string().max(128).nullable(), "Hex digest of the image"),
-  size: readOnly(count().nullable(), "Size of image file in bytes"),
-  virtual_size: readOnly(count().nullable(), "Virtual size of image in bytes"),
+  checksum: readOnly(z.nullable(z.string().check(z.maxLength(32))), "md5 hash of image contents."),
+  os_hash_algo: readOnly(z.nullable(z.string().check(z.maxLength(64))), "Algorithm of os_hash_value"),
+  os_hash_value: readOnly(z.nullable(z.string().check(z.maxLength(128))), "Hex digest of the image"),
+  size: readOnly(z.nullable(count()), "Size of image file in bytes"),
+  virtual_size: readOnly(z.nullable(count()), "Virtual size of image in bytes"),
   created_at: readOnly(z.string(), "Date and time of image registration"),
   updated_at: readOnly(z.string(), "Date and time of the last image modification"),
   self: readOnly(z.string(), "An image self url"),
   file: readOnly(z.string(), "An image file url"),
   schema: readOnly(z.string(), "An image schema url"),
   upload: readOnly(
-    uploadLink.nullable(),
+    z.nullable(uploadLink),
     "Hangar: where to upload the image's bytes while queued: a presigned PUT (method, url, headers, expires_at) or, for large uploads, a multipart plan (method 'multipart', part_size, part_count, expires_at, parts_url, complete_url, cancel_url)",
   ),
-  source_format: readOnly(z.string().nullable(), "Hangar: disk format detected in the upload"),
-  converted: readOnly(z.boolean().nullable(), "Hangar: whether the upload was converted"),
+  source_format: readOnly(z.nullable(z.string()), "Hangar: disk format detected in the upload"),
+  converted: readOnly(z.nullable(z.boolean()), "Hangar: whether the upload was converted"),
   failure: readOnly(
-    z.looseObject({ reason: z.string(), message: z.string() }).nullable(),
+    z.nullable(z.looseObject({ reason: z.string(), message: z.string() })),
     "Hangar: why the import failed (reason, message)",
   ),
   import_progress: readOnly(
-    z.looseObject({ bytes_read: count(), total: count(), updated_at: z.string() }).nullable(),
+    z.nullable(z.looseObject({ bytes_read: count(), total: count(), updated_at: z.string() })),
     "Hangar: while importing, bytes of the upload read so far (bytes_read of total, updated_at); an import that reads the upload again starts from 0, and one converting to qcow2 reads it whole before writing its data",
   ),
   staged_size: readOnly(
-    count().nullable(),
+    z.nullable(count()),
     "Hangar: uploaded-but-unprocessed bytes this image holds against its project's quota",
   ),
 };
@@ -117,29 +114,30 @@ const READ_ONLY = {
 /** An extra property's value: a string (Glance's rule), of at most 65535 characters. */
 export const propertyValue = z
   .string()
-  .max(MAX_PROPERTY_VALUE, "extra properties are strings of at most 65535 characters");
+  .check(z.maxLength(MAX_PROPERTY_VALUE, "extra properties are strings of at most 65535 characters"));
 
 /**
  * An image as the API shows it: the attributes above, `id` (set on create, or made by Hangar) and any extra
  * string properties. Responses are built from this shape (`SHOWN_FIELDS`), never from the stored record's keys.
  */
-export const ImageJson = z
-  .object({
-    id: field(z.string().regex(new RegExp(IMAGE_ID_PATTERN), "must be a lowercase UUID"), {
+export const ImageJson = z.catchall(
+  z.object({
+    id: field(z.string().check(z.regex(new RegExp(IMAGE_ID_PATTERN), "must be a lowercase UUID")), {
       access: "create-only",
       description: "An identifier for the image",
     }),
     ...SETTABLE,
     ...READ_ONLY,
-  })
-  .catchall(propertyValue);
+  }),
+  propertyValue,
+);
 export type ImageJson = z.output<typeof ImageJson>;
 
 export type SettableField = keyof typeof SETTABLE;
 export type ShownField = keyof typeof ImageJson.shape;
 
 /** The settable attributes' value schemas, by name: what create and PATCH validate a value with. */
-export const SETTABLE_FIELDS: Readonly<Record<SettableField, z.ZodType>> = SETTABLE;
+export const SETTABLE_FIELDS: Readonly<Record<SettableField, z.ZodMiniType>> = SETTABLE;
 /** Every attribute an image shows, in the order `/v2/schemas/image` lists them. */
 export const SHOWN_FIELDS = Object.keys(ImageJson.shape) as ShownField[];
 

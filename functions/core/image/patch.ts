@@ -1,4 +1,4 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { ConflictError, ForbiddenError, InvalidRequestError, LimitExceededError } from "../errors.ts";
 import { type Caller, isAdmin } from "./access.ts";
 import { fieldInfo, propertyValue, SETTABLE_FIELDS, type SettableField } from "./catalogue.ts";
@@ -24,7 +24,7 @@ export const PatchOperation = z.object({
     error: (i) => `Unsupported patch operation: ${JSON.stringify(i.input)}; use add, replace or remove.`,
   }),
   path: z.string(),
-  value: z.unknown().optional(),
+  value: z.optional(z.unknown()),
 });
 export const PatchDocument = z.array(PatchOperation);
 export type PatchOperation = z.infer<typeof PatchOperation>;

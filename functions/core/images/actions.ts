@@ -14,7 +14,7 @@ export function imageActions(ctx: ImageContext) {
     if (!canDeactivate(image, caller))
       throw new ForbiddenError(`You are not authorized to complete ${action} action.`);
     try {
-      await ctx.images.transition(id, action, { updated_at: ctx.now() });
+      await ctx.images.transition(id, action, { updated_at: ctx.now() }, { from: image });
     } catch (err) {
       const status = err instanceof StaleStatusError ? err.current?.status : undefined;
       // A status the edge allows means a concurrent write won the race, not a refusal: retryable.

@@ -141,7 +141,7 @@ export function createImageContext(deps: ImageServiceDeps) {
       if (!step) return image;
       const unchanged = Object.fromEntries(step.guard.map((k) => [k, image[k]])) as Partial<ImageRecord>;
       try {
-        return await images.update(id, step.changes, step.whileIn, { unchanged });
+        return await images.update(id, step.changes, step.whileIn, { unchanged, from: image });
       } catch (err) {
         // Either the status moved on (a conflict for the client) or a guarded field changed (go again).
         const status = err instanceof StaleStatusError ? err.current?.status : undefined;

@@ -87,7 +87,7 @@ export function imageRecords(ctx: ImageContext) {
         new ForbiddenError(`You are not permitted to delete the image '${id}'.`, "PROTECTED");
       if (image.protected) throw isProtected();
       try {
-        await images.transition(id, "delete", { updated_at: now() }, { unlessProtected: true });
+        await images.transition(id, "delete", { updated_at: now() }, { unlessProtected: true, from: image });
       } catch (err) {
         if (!(err instanceof StaleStatusError)) throw err;
         const current = err.current;

@@ -38,7 +38,12 @@ export function imageWebDownload(ctx: ImageContext) {
       const started = clock.now();
       const lease = new Date(started.getTime() + web.leaseSeconds * 1000).toISOString();
       await images
-        .transition(id, "startImport", { updated_at: started.toISOString(), import_lease_until: lease })
+        .transition(
+          id,
+          "startImport",
+          { updated_at: started.toISOString(), import_lease_until: lease },
+          { from: image },
+        )
         .catch((err: unknown) => {
           if (!(err instanceof StaleStatusError)) throw err;
           throw new ConflictError(`Image ${id} is no longer queued; another import started.`, "NOT_QUEUED", {

@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import * as z from "zod";
+import * as z from "zod/mini";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_NAME } from "../../core/image/fields.ts";
@@ -10,9 +10,11 @@ import { jsonBody } from "../validate.ts";
 type Env = { Variables: { caller: Caller } };
 
 /** Overrides an admin may set; null restores the operator default, -1 is unlimited. */
-export const LimitsBody = z
-  .object(Object.fromEntries(QUOTA_KEYS.map((k) => [k, z.number().int().min(-1).nullable().optional()])))
-  .strict();
+export const LimitsBody = z.strictObject(
+  Object.fromEntries(
+    QUOTA_KEYS.map((k) => [k, z.optional(z.nullable(z.number().check(z.int(), z.minimum(-1))))]),
+  ),
+);
 
 /** A project id from a path or query, at most 255 characters like every name (it becomes a storage key). */
 function projectName(value: string): string {

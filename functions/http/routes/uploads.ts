@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import * as z from "zod";
+import * as z from "zod/mini";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_PARTS_PER_REQUEST, type MultipartUploadService } from "../../core/uploads/multipart.ts";
 import { MAX_PARTS } from "../../core/uploads/plan.ts";
@@ -12,14 +12,13 @@ export interface UploadRouteDeps {
 }
 
 const SignBody = z.strictObject({
-  parts: z.array(z.number().int().min(1).max(MAX_PARTS)).min(1).max(MAX_PARTS_PER_REQUEST),
+  parts: z
+    .array(z.number().check(z.int(), z.minimum(1), z.maximum(MAX_PARTS)))
+    .check(z.minLength(1), z.maxLength(MAX_PARTS_PER_REQUEST)),
 });
 
 const CompleteBody = z.strictObject({
-  upload_sha256: z
-    .string()
-    .regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")
-    .optional(),
+  upload_sha256: z.optional(z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits"))),
 });
 
 /**
