@@ -8,16 +8,28 @@
  *                                       Upload, with the importer's writing client (unsigned payloads),
  *                                       part size and queue size, and no conversion or hashing;
  *   import-child copy-writer <from> <to> the same GET into Hangar's own multipart writer (the one the
- *                                       importer uses), still no conversion or hashing.
+ *                                       importer uses), still no conversion or hashing;
+ *   import-child imports <key>...        the importer as a Lambda runs it: one instance, created once, imports
+ *                                       each staged object in turn (first import after start vs the next);
+ *   import-child get <key>               one SDK streaming GET, bytes discarded (the read's CPU alone);
+ *   import-child put <bytes> <key>       Hangar's writer storing <bytes> of in-memory data (the writes' CPU);
+ *   import-child convert <qcow2 file>    the converter from a local file, output discarded (its CPU alone);
+ *   import-child floor <raw file>        md5 + sha512 of the file in this thread (the hashing floor).
+ * The CPU modes (bench/cpu-floor.ts) report CPU seconds of the operation alone, all threads, and of the
+ * main thread (from /proc/self/task).
  *
  * Prints one JSON line on stdout: in-process seconds of the operation, peak RSS (KiB) of the process
  * (worker threads included) and what happened. Bundled by bench/run.ts, like convert-child.ts.
  */
+import { createHash, randomFillSync } from "node:crypto";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { createS3Client, createWriterClient } from "../functions/adapters/s3/object-store.ts";
 import { writeObject } from "../functions/adapters/s3/part-writer.ts";
 import { loadConfig } from "../functions/config.ts";
+import { convertToRaw } from "../functions/core/convert/index.ts";
 import type { Logger } from "../functions/core/ports.ts";
 import { createInProcessHangar as createHangar } from "../infra/local/in-process.ts";
 
@@ -38,7 +50,10 @@ const [mode, first, second] = process.argv.slice(2);
 
 // Peaks of the main isolate's memory, sampled: where the RSS goes (worker threads' heaps are not in it).
 const peak = { heapUsedMiB: 0, externalMiB: 0, arrayBuffersMiB: 0 };
+// Not in the CPU modes: each sample costs CPU (measured: 0.2 s in an import's 10 s).
+const sampled = ["import", "copy", "copy-writer"].includes(mode ?? "");
 const sampler = setInterval(() => {
+  if (!sampled) return;
   const m = process.memoryUsage();
   peak.heapUsedMiB = Math.max(peak.heapUsedMiB, m.heapUsed / 2 ** 20);
   peak.externalMiB = Math.max(peak.externalMiB, m.external / 2 ** 20);
@@ -49,6 +64,16 @@ const config = loadConfig(process.env);
 
 async function runImport(key: string): Promise<Record<string, unknown>> {
   const hangar = createHangar(config, { log });
+  const started = performance.now();
+  const report = await importWith(hangar, key);
+  return { ...report, seconds: (performance.now() - started) / 1000 };
+}
+
+/** One import of the staged object `key`, from its S3 notification; it must end active. */
+async function importWith(
+  hangar: ReturnType<typeof createHangar>,
+  key: string,
+): Promise<Record<string, unknown>> {
   const envelope = {
     Records: [
       {
@@ -58,15 +83,12 @@ async function runImport(key: string): Promise<Record<string, unknown>> {
       },
     ],
   };
-  const started = performance.now();
   const outcomes = await hangar.handleStorageEvent(envelope);
-  const seconds = (performance.now() - started) / 1000;
   const outcome = outcomes[0];
   if (outcome?.outcome !== "active")
     throw new Error(`import did not end active: ${JSON.stringify(outcomes)}`);
   const image = outcome.image;
   return {
-    seconds,
     size: image.size,
     checksum: image.checksum,
     osHashValue: image.os_hash_value,
@@ -111,11 +133,175 @@ async function runCopy(
   return { seconds, size: got.ContentLength };
 }
 
+/** CPU seconds so far: the whole process (every thread) and its main thread alone. */
+function cpuNow(): { all: number; main: number } {
+  const u = process.cpuUsage();
+  let main = Number.NaN;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    main = (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {}
+  return { all: (u.user + u.system) / 1e6, main };
+}
+
+/** Runs `work`, giving its wall seconds and CPU seconds (all threads, main thread). */
+async function measured<T>(work: () => Promise<T>) {
+  const before = cpuNow();
+  const started = performance.now();
+  const result = await work();
+  const after = cpuNow();
+  return {
+    result,
+    seconds: (performance.now() - started) / 1000,
+    cpuSeconds: after.all - before.all,
+    mainCpuSeconds: after.main - before.main,
+  };
+}
+
+/** Imports each key in turn with one importer, created once, as one Lambda instance would. */
+async function runImports(keys: string[]): Promise<Record<string, unknown>> {
+  const atStart = cpuNow();
+  const hangar = createHangar(config, { log });
+  const imports = [];
+  for (const key of keys) {
+    const m = await measured(() => importWith(hangar, key));
+    imports.push({
+      ...m.result,
+      seconds: m.seconds,
+      cpuSeconds: m.cpuSeconds,
+      mainCpuSeconds: m.mainCpuSeconds,
+    });
+  }
+  return { seconds: imports.reduce((t, i) => t + i.seconds, 0), startCpuSeconds: atStart.all, imports };
+}
+
+/** One SDK streaming GET of `key`, its bytes counted and dropped. */
+async function runGet(key: string): Promise<Record<string, unknown>> {
+  const reader = createS3Client(config.region, config.s3Endpoint);
+  const m = await measured(async () => {
+    const got = await reader.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
+    let bytes = 0;
+    for await (const chunk of got.Body as AsyncIterable<Uint8Array>) bytes += chunk.byteLength;
+    return bytes;
+  });
+  reader.destroy();
+  return {
+    seconds: m.seconds,
+    bytes: m.result,
+    opCpuSeconds: m.cpuSeconds,
+    opMainCpuSeconds: m.mainCpuSeconds,
+  };
+}
+
+/** Hangar's writer storing `size` bytes of random data (4 MiB views of one 64 MiB buffer) under `key`. */
+async function runPut(size: number, key: string): Promise<Record<string, unknown>> {
+  const writer = createWriterClient(config.region, config.s3Endpoint);
+  const data = randomFillSync(Buffer.allocUnsafe(64 << 20));
+  async function* body() {
+    for (let at = 0; at < size; at += 4 << 20) {
+      const off = at % data.length;
+      yield data.subarray(off, off + Math.min(4 << 20, size - at));
+    }
+  }
+  const m = await measured(() =>
+    writeObject(body(), {
+      client: writer,
+      bucket: config.bucket,
+      key,
+      partSize: config.partSize,
+      queueSize: QUEUE_SIZE,
+      contentType: "application/octet-stream",
+    }),
+  );
+  writer.destroy();
+  return {
+    seconds: m.seconds,
+    bytes: m.result.size,
+    opCpuSeconds: m.cpuSeconds,
+    opMainCpuSeconds: m.mainCpuSeconds,
+  };
+}
+
+/** The converter reading a local qcow2 file with the importer's options, its output dropped. */
+async function runConvert(file: string): Promise<Record<string, unknown>> {
+  const handle = await open(file, "r");
+  const size = (await handle.stat()).size;
+  const m = await measured(async () => {
+    let bytes = 0;
+    const range = {
+      size,
+      async read(offset: number, length: number, _signal?: AbortSignal, into?: Uint8Array) {
+        const buf = into ?? Buffer.allocUnsafe(length);
+        for (let done = 0; done < length; ) {
+          const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
+          if (bytesRead === 0) throw new Error("short read");
+          done += bytesRead;
+        }
+        return buf;
+      },
+    };
+    for await (const chunk of convertToRaw(
+      "qcow2",
+      { range },
+      { windowSize: 4 << 20, readAhead: 2, recycle: true },
+    ))
+      bytes += chunk.byteLength;
+    return bytes;
+  });
+  await handle.close();
+  return {
+    seconds: m.seconds,
+    bytes: m.result,
+    opCpuSeconds: m.cpuSeconds,
+    opMainCpuSeconds: m.mainCpuSeconds,
+  };
+}
+
+/** md5 + sha512 of a file in this thread; only the hashing is counted (reads are synchronous, between). */
+async function runFloor(file: string): Promise<Record<string, unknown>> {
+  const fd = openSync(file, "r");
+  const buf = Buffer.allocUnsafe(16 << 20);
+  const md5 = createHash("md5");
+  const sha512 = createHash("sha512");
+  let hashing = { md5: 0, sha512: 0 };
+  let bytes = 0;
+  for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) {
+    const chunk = buf.subarray(0, n);
+    const t0 = cpuNow().all;
+    md5.update(chunk);
+    const t1 = cpuNow().all;
+    sha512.update(chunk);
+    hashing = { md5: hashing.md5 + t1 - t0, sha512: hashing.sha512 + cpuNow().all - t1 };
+    bytes += n;
+  }
+  closeSync(fd);
+  return {
+    seconds: 0,
+    bytes,
+    md5: md5.digest("hex"),
+    opCpuSeconds: hashing.md5 + hashing.sha512,
+    md5CpuSeconds: hashing.md5,
+    sha512CpuSeconds: hashing.sha512,
+  };
+}
+
 let report: Record<string, unknown>;
+const rest = process.argv.slice(3);
 if (mode === "import" && first) report = await runImport(first);
 else if (mode === "copy" && first && second) report = await runCopy(first, second, "lib-storage");
 else if (mode === "copy-writer" && first && second) report = await runCopy(first, second, "writer");
-else throw new Error("usage: import-child import <stagingKey> | copy|copy-writer <fromKey> <toKey>");
+else if (mode === "imports" && rest.length > 0) report = await runImports(rest);
+else if (mode === "get" && first) report = await runGet(first);
+else if (mode === "put" && first && second) report = await runPut(Number(first), second);
+else if (mode === "convert" && first) report = await runConvert(first);
+else if (mode === "floor" && first) report = await runFloor(first);
+else
+  throw new Error(
+    "usage: import-child import <stagingKey> | copy|copy-writer <fromKey> <toKey> | imports <key>... | " +
+      "get <key> | put <bytes> <key> | convert <qcow2> | floor <raw>",
+  );
 
 // CPU seconds of the whole process, worker threads included.
 const cpu = process.cpuUsage();

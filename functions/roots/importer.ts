@@ -3,6 +3,7 @@ import { MetricUnit } from "../adapters/observability/metrics.ts";
 import { parseStorageEvent } from "../adapters/s3/events.ts";
 import type { ImporterConfig } from "../config.ts";
 import { imageIdFromStagingKey } from "../core/image/image.ts";
+import { hashThreads } from "../core/import/digests.ts";
 import { createImporter, type Importer, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
 import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
@@ -15,6 +16,8 @@ const MAX_TAKEOVERS = 3;
 /** The importer function's composition root: S3 notification → import of each staged object. */
 export function createImporterFunction(config: ImporterConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
+  // md5's and sha512's threads start with the function, not with its first import.
+  hashThreads.prestart(2);
   const importer = createImporter({
     images: store.images,
     objects: store.objects,

@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand } from "@aws-sdk/client-s3";
 import { describe, expect, it } from "vitest";
+import { createWriterClient } from "../../functions/adapters/s3/object-store.ts";
 import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
@@ -75,6 +77,40 @@ describe("writeObject: the importer's multipart writer, against MinIO", () => {
     const got = await stored(key);
     expect(got && sha256(got)).toBe(sha256(data));
     expect(await pendingUploads(key)).toBe(0);
+  });
+
+  it("sends the parts of Hangar's writing client over its kept-alive connections, not one new connection per part", async () => {
+    const key = "test/part-writer/connections";
+    const data = randomBytes(6 * 5 * MiB);
+    const info = getStack();
+    // The writing client takes its credentials from the environment, as in the function.
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = info.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = info.secretAccessKey;
+    const client = createWriterClient(info.region, info.s3Endpoint);
+    let connections = 0;
+    const opened = () => {
+      connections++;
+    };
+    subscribe("net.client.socket", opened);
+    try {
+      // One part at a time: kept-alive, every request after the first finds the connection free.
+      await writeObject(chunked(data), { ...options(key), client, queueSize: 1 });
+    } finally {
+      unsubscribe("net.client.socket", opened);
+      client.destroy();
+      for (const [name, value] of [
+        ["AWS_ACCESS_KEY_ID", saved.id],
+        ["AWS_SECRET_ACCESS_KEY", saved.secret],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+    const got = await stored(key);
+    expect(got && sha256(got)).toBe(sha256(data));
+    // Six parts, the create and the complete: with a connection each, eight.
+    expect(connections).toBeLessThanOrEqual(2);
   });
 
   it("grows its parts when a body is larger than expected, and keeps the bytes in order", async () => {

@@ -38,13 +38,16 @@ export class InlineDigests implements Digester {
   close(): void {}
 }
 
-// Plain CommonJS so it runs from an esbuild bundle and under tsx alike, with no file of its own.
+// Plain CommonJS so it runs from an esbuild bundle and under tsx alike, with no file of its own. One
+// thread serves one digester at a time and then the next: `start` opens a stream, `end` closes it.
 const WORKER_SOURCE = `
-const { parentPort, workerData } = require("node:worker_threads");
+const { parentPort } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
-const hashes = workerData.names.map((n) => [n, createHash(n)]);
+let hashes = [];
 parentPort.on("message", (m) => {
-  if (m.type === "data") {
+  if (m.type === "start") {
+    hashes = m.names.map((n) => [n, createHash(n)]);
+  } else if (m.type === "data") {
     const c = new Uint8Array(m.buf, 0, m.n);
     for (const [, h] of hashes) h.update(c);
     // The buffer goes back to the caller for its next batch: no garbage on either side.
@@ -56,9 +59,69 @@ parentPort.on("message", (m) => {
     parentPort.postMessage({ type: "shared-ack" });
   } else if (m.type === "end") {
     parentPort.postMessage({ type: "digest", out: Object.fromEntries(hashes.map(([a, h]) => [a, h.digest("hex")])) });
+    hashes = [];
   }
 });
 `;
+
+type FromWorker =
+  | { type: "ack"; n: number; buf: ArrayBuffer }
+  | { type: "shared-ack" }
+  | { type: "digest"; out: DigestValues };
+
+/** Idle hashing threads kept for the next digesters; more are started when more are busy at once. */
+const MAX_IDLE_THREADS = 4;
+
+/**
+ * Hashing threads, kept between imports: a thread costs its start (a V8 isolate, about as much CPU as
+ * hashing some megabytes) once per process rather than twice per import, and the first import after a
+ * start finds its threads already running (`prestart`). Idle threads do not keep the process alive.
+ */
+export class HashThreads {
+  private readonly idle: Worker[] = [];
+
+  /** Threads waiting for a digester. */
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /** Starts threads until `count` are idle. */
+  prestart(count = 2): void {
+    while (this.idle.length < Math.min(count, MAX_IDLE_THREADS)) this.idle.push(this.spawn());
+  }
+
+  /** A thread for one digester, kept alive until it is given back. */
+  take(): Worker {
+    const worker = this.idle.pop() ?? this.spawn();
+    worker.ref();
+    return worker;
+  }
+
+  /** Gives back a thread whose stream ended cleanly (every message it was sent has been answered). */
+  give(worker: Worker): void {
+    worker.unref();
+    if (this.idle.length < MAX_IDLE_THREADS) this.idle.push(worker);
+    else void worker.terminate();
+  }
+
+  /** Ends a thread that failed or was abandoned mid-stream: its state is unknown. */
+  discard(worker: Worker): void {
+    const at = this.idle.indexOf(worker);
+    if (at >= 0) this.idle.splice(at, 1);
+    void worker.terminate();
+  }
+
+  private spawn(): Worker {
+    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    // A thread that dies while idle is dropped; one that dies in use fails its digester.
+    worker.on("error", () => this.discard(worker));
+    worker.unref();
+    return worker;
+  }
+}
+
+/** The process's hashing threads, shared by every digester that does not bring its own. */
+export const hashThreads = new HashThreads();
 
 /** Batches sent to the worker: large enough that messaging costs little against hashing. */
 const BATCH_BYTES = 1024 * 1024;
@@ -69,7 +132,8 @@ const MAX_IN_FLIGHT = 8 * 1024 * 1024;
  * Hashes in a worker thread so md5 on the caller's thread and sha512 here overlap (measured on
  * the development machine: md5 + sha512 in one thread 372 MB/s, split 562 MB/s). Memory: at most
  * MAX_IN_FLIGHT + BATCH_BYTES of copied chunks. A chunk backed by a SharedArrayBuffer is not copied:
- * the worker reads it in place, and `update` returns a promise that settles once it has.
+ * the worker reads it in place, and `update` returns a promise that settles once it has. The thread
+ * comes from `threads` and goes back to it once the digest is read.
  */
 export class WorkerDigests implements Digester {
   private readonly worker: Worker;
@@ -81,36 +145,40 @@ export class WorkerDigests implements Digester {
   private readonly shared: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private failure: Error | undefined;
   private result: Promise<DigestValues>;
+  private released = false;
+  private readonly onMessage: (m: FromWorker) => void;
+  private readonly onError: (e: Error) => void;
   bytes = 0;
 
-  constructor(names: Iterable<DigestName>) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { names: [...new Set(names)] } });
+  constructor(
+    names: Iterable<DigestName>,
+    private readonly threads: HashThreads = hashThreads,
+  ) {
+    this.worker = threads.take();
+    let settle: { resolve: (v: DigestValues) => void; reject: (e: Error) => void } | undefined;
     this.result = new Promise<DigestValues>((resolve, reject) => {
-      this.worker.on(
-        "message",
-        (
-          m:
-            | { type: "ack"; n: number; buf: ArrayBuffer }
-            | { type: "shared-ack" }
-            | { type: "digest"; out: DigestValues },
-        ) => {
-          if (m.type === "shared-ack") {
-            this.shared.shift()?.resolve();
-          } else if (m.type === "ack") {
-            this.inFlight -= m.n;
-            this.free.push(m.buf);
-            if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
-          } else resolve(m.out);
-        },
-      );
-      this.worker.on("error", (e) => {
-        this.failure = e;
-        for (const w of this.waiters.splice(0)) w();
-        for (const w of this.shared.splice(0)) w.reject(e);
-        reject(e);
-      });
+      settle = { resolve, reject };
     });
     this.result.catch(() => undefined);
+    this.onMessage = (m) => {
+      if (m.type === "shared-ack") {
+        this.shared.shift()?.resolve();
+      } else if (m.type === "ack") {
+        this.inFlight -= m.n;
+        this.free.push(m.buf);
+        if (this.inFlight <= MAX_IN_FLIGHT) for (const w of this.waiters.splice(0)) w();
+      } else settle?.resolve(m.out);
+    };
+    this.onError = (e) => {
+      this.failure = e;
+      for (const w of this.waiters.splice(0)) w();
+      for (const w of this.shared.splice(0)) w.reject(e);
+      settle?.reject(e);
+      this.release(false);
+    };
+    this.worker.on("message", this.onMessage);
+    this.worker.on("error", this.onError);
+    this.worker.postMessage({ type: "start", names: [...new Set(names)] });
   }
 
   private flush(): void {
@@ -124,6 +192,7 @@ export class WorkerDigests implements Digester {
 
   update(chunk: Uint8Array): undefined | Promise<void> {
     if (this.failure) throw this.failure;
+    if (this.released) throw new Error("update after the digest");
     this.bytes += chunk.byteLength;
     if (chunk.buffer instanceof SharedArrayBuffer) {
       // Whatever is batched goes first: the worker hashes messages in the order they are sent.
@@ -151,17 +220,26 @@ export class WorkerDigests implements Digester {
   }
 
   async digest(): Promise<DigestValues> {
+    if (this.released) throw this.failure ?? new Error("the digest was read already");
     this.flush();
     this.worker.postMessage({ type: "end" });
-    try {
-      return await this.result;
-    } finally {
-      void this.worker.terminate();
-    }
+    const out = await this.result;
+    // The digest answers every message before it: the thread is clean for the next digester.
+    this.release(true);
+    return out;
   }
 
   close(): void {
-    void this.worker.terminate();
+    this.release(false);
+  }
+
+  private release(clean: boolean): void {
+    if (this.released) return;
+    this.released = true;
+    this.worker.off("message", this.onMessage);
+    this.worker.off("error", this.onError);
+    if (clean) this.threads.give(this.worker);
+    else this.threads.discard(this.worker);
   }
 }
 

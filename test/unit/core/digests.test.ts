@@ -1,6 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { createDigester, InlineDigests, WorkerDigests } from "../../../functions/core/import/digests.ts";
+import {
+  createDigester,
+  HashThreads,
+  InlineDigests,
+  WorkerDigests,
+} from "../../../functions/core/import/digests.ts";
 
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
 
@@ -61,6 +66,31 @@ describe("digesters", () => {
       off += n;
     }
     expect(await d.digest()).toEqual({ md5: hex("md5", data), sha512: hex("sha512", data) });
+  });
+
+  it("keeps its threads between digesters: one stream's digest, an abandoned stream, then a clean one", async () => {
+    const threads = new HashThreads();
+    threads.prestart(1);
+    expect(threads.idleCount).toBe(1);
+    const a = randomBytes(3 * 1024 * 1024 + 5);
+    const first = new WorkerDigests(["sha512", "md5"], threads);
+    expect(threads.idleCount).toBe(0);
+    first.update(a);
+    expect(await first.digest()).toEqual({ sha512: hex("sha512", a), md5: hex("md5", a) });
+    // The thread went back, and the next digester takes it rather than starting one.
+    expect(threads.idleCount).toBe(1);
+    const abandoned = new WorkerDigests(["sha512"], threads);
+    expect(threads.idleCount).toBe(0);
+    abandoned.update(a);
+    abandoned.close();
+    // Given up mid-stream: its thread is ended, not kept with a half-hashed stream in it.
+    expect(threads.idleCount).toBe(0);
+    const b = new Uint8Array(new SharedArrayBuffer(1024 * 1024)).fill(7);
+    const next = new WorkerDigests(["sha512"], threads);
+    await next.update(b);
+    expect(await next.digest()).toEqual({ sha512: hex("sha512", b) });
+    expect(threads.idleCount).toBe(1);
+    expect(() => next.update(b)).toThrow();
   });
 
   it("inline digests cover an empty stream", async () => {
