@@ -223,7 +223,7 @@ function progressAtEnd(image: ImageRecord, size: number, now: string) {
     total: p?.total ?? 0,
     updated_at: now,
     workers: p?.workers ?? 0,
-    ranges_done: p?.ranges_total ?? 0,
+    ranges_done: p?.ranges_done ?? 0,
     ranges_total: p?.ranges_total ?? 0,
     bytes_hashed: size,
   };
