@@ -25,17 +25,19 @@ export interface DiskMap {
   readonly format: SourceFormat;
   readonly virtualSize: number;
   /**
-   * Where the map can start a walk: when set, `batches(signal, from)` starts at the largest multiple
-   * of `seekUnit` at or below `from` (the guest bytes one second-level table or one block covers) and
-   * reads no table before it. When absent, `from` is ignored and the walk starts at guest 0.
+   * Where the map can start a walk: when set, `batches(signal, from, to)` starts at the largest
+   * multiple of `seekUnit` at or below `from` (the guest bytes one second-level table or one block
+   * covers) and reads no table before it; it may end at the first multiple at or above `to`, reading
+   * its top-level table only for that span. When absent, `from` and `to` are ignored and the walk
+   * covers the whole disk.
    */
   readonly seekUnit?: number;
   /**
    * Extents in guest order, in batches: one batch per metadata table read (an L2 table, a grain table,
    * a stretch of BAT). Reading the next batch may read metadata, so a forward-only source must have
-   * issued the reads for the previous batch first. `from`: see `seekUnit`.
+   * issued the reads for the previous batch first. `from`, `to`: see `seekUnit`.
    */
-  batches(signal?: AbortSignal, from?: number): AsyncIterable<readonly Extent[]>;
+  batches(signal?: AbortSignal, from?: number, to?: number): AsyncIterable<readonly Extent[]>;
 }
 
 /**
@@ -44,6 +46,21 @@ export interface DiskMap {
  * their tables mostly unoptimised (the first is walked before the first byte is out), so the run is
  * kept in three fields rather than in an extent object per entry.
  */
+/**
+ * The table entries `[first, end)` of `count`, each covering `unit` guest bytes, that a walk of guest
+ * bytes `[from, to)` reads (all of them when neither is given).
+ */
+export function entrySpan(
+  from: number | undefined,
+  to: number | undefined,
+  unit: number,
+  count: number,
+): { first: number; end: number } {
+  const first = Math.min(count, Math.max(0, Math.floor((from ?? 0) / unit)));
+  const end = to === undefined ? count : Math.min(count, Math.max(first, Math.ceil(to / unit)));
+  return { first, end };
+}
+
 export class ExtentRuns {
   readonly extents: Extent[] = [];
   private kind: "zero" | "data" | undefined;

@@ -2,7 +2,7 @@ import { promisify } from "node:util";
 import { constants, inflateRaw } from "node:zlib";
 import { parseQcow2Header, QCOW2_INCOMPAT, QCOW2_KNOWN_INCOMPAT_MASK } from "../formats/qcow2.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, ExtentRuns } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { decodeZstdCluster } from "./zstd.ts";
@@ -112,10 +112,13 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
   const decodeTo = (length: number) =>
     length === clusterSize ? decode : async (s: Uint8Array) => (await decode(s)).subarray(0, length);
 
-  /** The host offset of the L2 table of L1 entry `i`, or undefined when the entry maps nothing (zeros). */
-  function l2Offset(l1: DataView, i: number): number | undefined {
-    const hi = l1.getUint32(i * 8);
-    const lo = l1.getUint32(i * 8 + 4);
+  /**
+   * The host offset of the L2 table of L1 entry `i`, at index `k` of `l1`, or undefined when the entry
+   * maps nothing (zeros).
+   */
+  function l2Offset(l1: DataView, k: number, i: number): number | undefined {
+    const hi = l1.getUint32(k * 8);
+    const lo = l1.getUint32(k * 8 + 4);
     if ((hi & HI_OFFSET_MASK) === 0 && (lo & LO_OFFSET_MASK) === 0) return undefined;
     if ((hi & ~(HI_OFFSET_MASK | 0x80000000)) !== 0 || (lo & ~LO_OFFSET_MASK) !== 0) {
       throw new CorruptImageError(`qcow2 L1 entry ${i} has reserved bits set`);
@@ -157,12 +160,15 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
     runs.data(host, length);
   }
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const l1 = view(await range.read(h.l1Offset, l1Used * 8, sig));
-    for (let i = 0; i < l1Used; i++) {
+  // Seeks by L1 entry: a walk of `[from, to)` reads the L1 entries covering it, and no L2 table outside.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first, end } = entrySpan(from, to, l2Coverage, l1Used);
+    if (first === end) return;
+    const l1 = view(await range.read(h.l1Offset + first * 8, (end - first) * 8, sig));
+    for (let i = first; i < end; i++) {
       const guestBase = i * l2Coverage;
       const tableGuest = Math.min(l2Coverage, h.virtualSize - guestBase);
-      const l2Host = l2Offset(l1, i);
+      const l2Host = l2Offset(l1, i - first, i);
       if (l2Host === undefined) {
         yield [{ kind: "zero", length: tableGuest }];
         continue;
@@ -178,5 +184,5 @@ export async function openQcow2(range: RangeReader, signal?: AbortSignal): Promi
     }
   }
 
-  return { format: "qcow2", virtualSize: h.virtualSize, batches };
+  return { format: "qcow2", virtualSize: h.virtualSize, seekUnit: l2Coverage, batches };
 }

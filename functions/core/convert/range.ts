@@ -1,10 +1,9 @@
 import type { DiskMap, Extent } from "./disk-map.ts";
-import { pieces } from "./engine.ts";
 import { CorruptImageError, NeedsRangedReads } from "./errors.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, RangeReader, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
-import { type ConvertOptions, DEFAULT_CHUNK, planOptions, rechunk } from "./to-raw.ts";
+import { type ConvertOptions, rawChunks } from "./to-raw.ts";
 
 /** Guest bytes `[start, end)` of an image's raw output. */
 export interface GuestRange {
@@ -56,9 +55,9 @@ function cutBatch(batch: readonly Extent[], at: number, start: number, end: numb
 
 /**
  * `map` cut to guest bytes `[start, end)`: a map of `end - start` bytes. Extents that straddle a bound
- * are split (an encoded one is decoded whole and cut). A map with a `seekUnit` is asked for its
- * batches from `start`, so the metadata before it is not read; any other is walked from guest 0 and
- * the extents before `start` dropped. Batches after `end` are not asked for.
+ * are split (an encoded one is decoded whole and cut). A map with a `seekUnit` is asked for the
+ * batches of `[start, end)` only, so the tables outside it are not read; any other is walked from
+ * guest 0 and the extents before `start` dropped. Batches after `end` are not asked for.
  */
 export function sliceDiskMap(map: DiskMap, start: number, end: number): DiskMap {
   const unit = map.seekUnit;
@@ -68,7 +67,7 @@ export function sliceDiskMap(map: DiskMap, start: number, end: number): DiskMap 
     async *batches(signal?: AbortSignal) {
       if (end <= start) return;
       let at = unit ? Math.floor(start / unit) * unit : 0;
-      for await (const batch of unit ? map.batches(signal, start) : map.batches(signal)) {
+      for await (const batch of unit ? map.batches(signal, start, end) : map.batches(signal)) {
         const cut = cutBatch(batch, at, start, end);
         at = cut.at;
         if (cut.out.length > 0) yield cut.out;
@@ -129,12 +128,7 @@ export async function* convertRangeToRaw(
     }
     opts.onMap?.(map);
     if (range.end === range.start) return;
-    yield* rechunk(
-      pieces(sliceDiskMap(map, range.start, range.end), opened.data, planOptions(opts, false)),
-      opts.chunkSize ?? DEFAULT_CHUNK,
-      opts.signal,
-      opts.recycle === true && !opts.heldBytes,
-    );
+    yield* rawChunks(sliceDiskMap(map, range.start, range.end), opened.data, opts, false);
   } finally {
     await opened.close();
   }

@@ -9,7 +9,7 @@ import {
   pieces,
 } from "./engine.ts";
 import { checkVirtualSize, openDiskMap } from "./open.ts";
-import type { ConvertSource, SourceFormat } from "./ports.ts";
+import type { ConvertSource, RangeReader, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
 
 /** Options shared by the converters. */
@@ -118,6 +118,22 @@ export async function* rechunk(
   if (acc && fill > 0) yield acc.subarray(0, fill);
 }
 
+/** The guest bytes of `map`, read through `data`, in chunks as `opts` asks. */
+export function rawChunks(
+  map: DiskMap,
+  data: RangeReader,
+  opts: ConvertOptions,
+  forwardOnly: boolean,
+): AsyncGenerator<Uint8Array> {
+  return rechunk(
+    pieces(map, data, planOptions(opts, forwardOnly)),
+    opts.chunkSize ?? DEFAULT_CHUNK,
+    opts.signal,
+    // An accumulated chunk is reused only by a consumer done with each chunk at the next.
+    opts.recycle === true && !opts.heldBytes,
+  );
+}
+
 /**
  * Converts a disk image to its raw bytes in guest order, as chunks of about `chunkSize` bytes.
  * Memory: about (readAhead + 1) × windowSize + chunkSize + one metadata table (≈ 40 MiB by default),
@@ -134,13 +150,7 @@ export async function* convertToRaw(
     const map = await openDiskMap(format, opened.meta, opts.signal);
     checkVirtualSize(map, opts.maxVirtualSize);
     opts.onMap?.(map);
-    yield* rechunk(
-      pieces(map, opened.data, planOptions(opts, opened.forwardOnly)),
-      opts.chunkSize ?? DEFAULT_CHUNK,
-      opts.signal,
-      // An accumulated chunk is reused only by a consumer done with each chunk at the next.
-      opts.recycle === true && !opts.heldBytes,
-    );
+    yield* rawChunks(map, opened.data, opts, opened.forwardOnly);
   } finally {
     await opened.close();
   }

@@ -1,6 +1,6 @@
 import { parseVdiHeader, VDI_HEADER_SIZE, VDI_IMAGE_TYPE } from "../formats/vdi.ts";
 import { checkRange, safeNumber, view } from "./binary.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -28,13 +28,16 @@ export async function openVdi(range: RangeReader, signal?: AbortSignal): Promise
   checkRange(bmapOffset, needed * 4, range.size, "vdi block map");
   const fileSize = range.size;
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const bmap = view(await range.read(bmapOffset, needed * 4, sig));
-    for (let first = 0; first < needed; first += BATCH_BLOCKS) {
+  // Seeks by block: a walk of `[from, to)` reads only the block map entries of the blocks it covers.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, needed);
+    if (start === end) return;
+    const bmap = view(await range.read(bmapOffset + start * 4, (end - start) * 4, sig));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(needed, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
-        const entry = bmap.getUint32(i * 4, true);
+        const entry = bmap.getUint32((i - start) * 4, true);
         if (entry >= FIRST_UNMAPPED) {
           out.push({ kind: "zero", length });
           continue;
@@ -49,5 +52,5 @@ export async function openVdi(range: RangeReader, signal?: AbortSignal): Promise
     }
   }
 
-  return { format: "vdi", virtualSize, batches };
+  return { format: "vdi", virtualSize, seekUnit: blockSize, batches };
 }

@@ -9,7 +9,7 @@ import {
   vhdVirtualSize,
 } from "../formats/vhd.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -58,8 +58,12 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     return {
       format: "vhd",
       virtualSize,
-      async *batches() {
-        yield [{ kind: "data", host: 0, length: virtualSize }];
+      // Seeks to any byte, like raw.
+      seekUnit: 1,
+      async *batches(_signal?: AbortSignal, from = 0, to = virtualSize) {
+        const at = Math.max(0, from);
+        const end = Math.min(virtualSize, to);
+        if (at < end) yield [{ kind: "data", host: at, length: end - at }];
       },
     };
   }
@@ -104,13 +108,16 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     return out;
   };
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const bat = view(await range.read(batOffset, blocks * 4, sig));
-    for (let first = 0; first < blocks; first += BATCH_BLOCKS) {
+  // Seeks by block: a walk of `[from, to)` reads only the BAT entries of the blocks it covers.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, blocks);
+    if (start === end) return;
+    const bat = view(await range.read(batOffset + start * 4, (end - start) * 4, sig));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
-        const sector = bat.getUint32(i * 4);
+        const sector = bat.getUint32((i - start) * 4);
         if (sector === BAT_UNUSED) {
           out.push({ kind: "zero", length });
           continue;
@@ -129,5 +136,5 @@ export async function openVhd(range: RangeReader, signal?: AbortSignal): Promise
     }
   }
 
-  return { format: "vhd", virtualSize, batches };
+  return { format: "vhd", virtualSize, seekUnit: blockSize, batches };
 }

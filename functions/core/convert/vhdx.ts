@@ -15,7 +15,7 @@ import {
 } from "../formats/vhdx.ts";
 import { ascii, checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
 import { crc32c } from "./crc32c.ts";
-import type { DiskMap, Extent } from "./disk-map.ts";
+import { type DiskMap, type Extent, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -138,13 +138,21 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
   const batOffset = bat.offset;
   checkRange(batOffset, batEntries * 8, fileSize, "vhdx BAT");
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const table = view(early ?? (await range.read(batOffset, batEntries * 8, sig)));
-    for (let first = 0; first < blocks; first += BATCH_BLOCKS) {
+  /** Byte offset in the BAT of payload block `i`'s entry (a sector-bitmap entry follows every chunk). */
+  const entryAt = (i: number) => (i + Math.floor(i / chunkRatio)) * 8;
+
+  // Seeks by block: a walk of `[from, to)` reads only the BAT entries of the blocks it covers (unless
+  // the whole BAT was read when the image was opened, as it is when it precedes the metadata region).
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, blockSize, blocks);
+    if (start === end) return;
+    const base = early ? 0 : entryAt(start);
+    const table = view(early ?? (await range.read(batOffset + base, entryAt(end - 1) + 8 - base, sig)));
+    for (let first = start; first < end; first += BATCH_BLOCKS) {
       const out: Extent[] = [];
-      for (let i = first; i < Math.min(blocks, first + BATCH_BLOCKS); i++) {
+      for (let i = first; i < Math.min(end, first + BATCH_BLOCKS); i++) {
         const length = Math.min(blockSize, virtualSize - i * blockSize);
-        const at = (i + Math.floor(i / chunkRatio)) * 8;
+        const at = entryAt(i) - base;
         const lo = table.getUint32(at, true);
         const hi = table.getUint32(at + 4, true);
         const state = lo & 7;
@@ -163,5 +171,5 @@ export async function openVhdx(range: RangeReader, signal?: AbortSignal): Promis
     }
   }
 
-  return { format: "vhdx", virtualSize, batches };
+  return { format: "vhdx", virtualSize, seekUnit: blockSize, batches };
 }

@@ -8,7 +8,7 @@ import {
   VMDK_OFFSET,
 } from "../formats/vmdk.ts";
 import { checkRange, isPowerOfTwo, safeNumber, view } from "./binary.ts";
-import { type DiskMap, type Extent, ExtentRuns } from "./disk-map.ts";
+import { type DiskMap, type Extent, ExtentRuns, entrySpan } from "./disk-map.ts";
 import { CorruptImageError, NeedsRangedReads, UnsupportedImageError } from "./errors.ts";
 import type { RangeReader } from "./ports.ts";
 import { MAX_VIRTUAL_SIZE } from "./qcow2.ts";
@@ -110,42 +110,50 @@ export async function openVmdk(range: RangeReader, signal?: AbortSignal): Promis
     return out.length === length ? out : out.subarray(0, length);
   };
 
-  async function* batches(sig?: AbortSignal): AsyncGenerator<Extent[]> {
-    const gd = view(await range.read(gdOffset, gdEntries * 4, sig));
-    for (let i = 0; i < gdEntries; i++) {
-      const guestBase = i * gtCoverage;
-      const tableGuest = Math.min(gtCoverage, capacity - guestBase);
-      const gtSector = gd.getUint32(i * 4, true);
+  /** The extents of grain table `i` (`gt`, `count` entries): `tableGuest` guest bytes from `i × gtCoverage`. */
+  function grainRuns(gt: DataView, i: number, count: number, tableGuest: number): Extent[] {
+    const guestBase = i * gtCoverage;
+    const runs = new ExtentRuns();
+    for (let j = 0; j < count; j++) {
+      const length = Math.min(grainBytes, tableGuest - j * grainBytes);
+      const sector = gt.getUint32(j * 4, true);
+      if (sector === 0 || (zeroGte && sector === GTE_ZEROED)) {
+        runs.zero(length);
+        continue;
+      }
+      const host = sector * SECTOR;
+      if (compressed) {
+        // The compressed size is only known from the marker; read up to two grains, as QEMU does.
+        const hostLength = Math.min(2 * grainBytes, fileSize - host);
+        if (hostLength <= 0)
+          throw new CorruptImageError(`vmdk grain ${guestBase / grainBytes + j} lies outside the file`);
+        runs.push({ kind: "encoded", length, host, hostLength, decode: decodeGrain(length) });
+      } else {
+        checkRange(host, length, fileSize, `vmdk grain ${guestBase / grainBytes + j}`);
+        runs.data(host, length);
+      }
+    }
+    return runs.done();
+  }
+
+  // Seeks by grain table: a walk of `[from, to)` reads the grain directory entries covering it, and no
+  // grain table outside.
+  async function* batches(sig?: AbortSignal, from?: number, to?: number): AsyncGenerator<Extent[]> {
+    const { first: start, end } = entrySpan(from, to, gtCoverage, gdEntries);
+    if (start === end) return;
+    const gd = view(await range.read(gdOffset + start * 4, (end - start) * 4, sig));
+    for (let i = start; i < end; i++) {
+      const tableGuest = Math.min(gtCoverage, capacity - i * gtCoverage);
+      const gtSector = gd.getUint32((i - start) * 4, true);
       if (gtSector === 0) {
         yield [{ kind: "zero", length: tableGuest }];
         continue;
       }
       const count = Math.ceil(tableGuest / grainBytes);
       checkRange(gtSector * SECTOR, count * 4, fileSize, `vmdk grain table ${i}`);
-      const gt = view(await range.read(gtSector * SECTOR, count * 4, sig));
-      const runs = new ExtentRuns();
-      for (let j = 0; j < count; j++) {
-        const length = Math.min(grainBytes, tableGuest - j * grainBytes);
-        const sector = gt.getUint32(j * 4, true);
-        if (sector === 0 || (zeroGte && sector === GTE_ZEROED)) {
-          runs.zero(length);
-          continue;
-        }
-        const host = sector * SECTOR;
-        if (compressed) {
-          // The compressed size is only known from the marker; read up to two grains, as QEMU does.
-          const hostLength = Math.min(2 * grainBytes, fileSize - host);
-          if (hostLength <= 0)
-            throw new CorruptImageError(`vmdk grain ${guestBase / grainBytes + j} lies outside the file`);
-          runs.push({ kind: "encoded", length, host, hostLength, decode: decodeGrain(length) });
-        } else {
-          checkRange(host, length, fileSize, `vmdk grain ${guestBase / grainBytes + j}`);
-          runs.data(host, length);
-        }
-      }
-      yield runs.done();
+      yield grainRuns(view(await range.read(gtSector * SECTOR, count * 4, sig)), i, count, tableGuest);
     }
   }
 
-  return { format: "vmdk", virtualSize: capacity, batches };
+  return { format: "vmdk", virtualSize: capacity, seekUnit: gtCoverage, batches };
 }

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Extent } from "../../../functions/core/convert/disk-map.ts";
 import {
@@ -12,7 +13,7 @@ import {
   UnsupportedImageError,
 } from "../../../functions/core/convert/index.ts";
 import type { ConvertOptions } from "../../../functions/core/convert/to-raw.ts";
-import { baseRaw, FIXTURES, fileRange, makeImage, qemuImg, qemuRawSha256 } from "./helpers.ts";
+import { baseRaw, FIXTURES, fileRange, makeImage, memoryRange, qemuImg, qemuRawSha256 } from "./helpers.ts";
 
 const K = 1024;
 const M = K * K;
@@ -123,6 +124,35 @@ describe("one range → raw, for every format", { timeout: 120_000 }, () => {
     expect(Buffer.compare(await byRanges("raw", path, aligned), expected)).toBe(0);
     expect(Buffer.compare(await byRanges("raw", path, unaligned), expected)).toBe(0);
   });
+});
+
+describe("any range, with any read sizes, is that stretch of the whole", { timeout: 120_000 }, () => {
+  for (const name of ["v2-4k-c.qcow2", "v3-64k-zstd.qcow2", "stream.vmdk", "dynamic.vhd", "dynamic.vhdx"]) {
+    it(name, async () => {
+      const c = CASES.find((x) => x.name === name) as (typeof CASES)[number];
+      const { path, expected } = image(c);
+      const range = memoryRange(readFileSync(path));
+      await fc.assert(
+        fc.asyncProperty(
+          fc.nat(expected.length),
+          fc.nat(expected.length),
+          fc.record({
+            chunkSize: fc.integer({ min: 4 << 10, max: 3 << 20 }),
+            windowSize: fc.integer({ min: 512, max: 16 << 20 }),
+            readAhead: fc.integer({ min: 1, max: 5 }),
+            maxGap: fc.integer({ min: 0, max: 1 << 20 }),
+            decodeAhead: fc.integer({ min: 1, max: 8 << 20 }),
+          }),
+          async (a, b, opts) => {
+            const [start, end] = a <= b ? [a, b] : [b, a];
+            const out = await collect(convertRangeToRaw(c.format, { range }, { start, end }, opts));
+            expect(Buffer.compare(out, expected.subarray(start, end))).toBe(0);
+          },
+        ),
+        { numRuns: 15 },
+      );
+    });
+  }
 });
 
 /** The guest offsets at which an encoded extent of `format`'s map begins and ends. */
