@@ -1,6 +1,7 @@
 import type { FanoutFunctionConfig } from "../config.ts";
 import { createFanoutControl } from "../core/fanout/control.ts";
 import { fanoutStore, step } from "./fanout-store.ts";
+import { recordImport } from "./import-metrics.ts";
 import type { RootOptions } from "./store.ts";
 
 type ControlEvent = { step?: unknown } & Record<string, unknown>;
@@ -14,6 +15,8 @@ export function createFanoutControlFunction(config: FanoutFunctionConfig, option
     storage,
     clock: store.clock,
     log: store.log,
+    // The importer's `import result` line and metrics, for the image's actual end.
+    onSettled: (outcome, ms) => recordImport(outcome, ms, store),
   });
   return {
     handle: (event: ControlEvent): Promise<unknown> =>

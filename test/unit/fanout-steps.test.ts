@@ -152,10 +152,16 @@ async function setup(bytes: Uint8Array, over: Partial<FanoutJob> = {}) {
     }),
   );
   const deps = { images, clock, log: silentLog };
-  const control = createFanoutControl({ ...deps, objects, storage });
+  const settled: string[] = [];
+  const control = createFanoutControl({
+    ...deps,
+    objects,
+    storage,
+    onSettled: ({ outcome, image }) => settled.push(`${outcome} ${image.id}`),
+  });
   const worker = createFanoutWorker({ ...deps, storage, progress, maxVirtualSize: 2 ** 40 });
   const hash = createFanoutHash({ ...deps, storage, progress });
-  return { images, objects, storage, control, worker, hash };
+  return { images, objects, storage, control, worker, hash, settled };
 }
 
 const input = { imageId: ID, execution: EXEC };
@@ -197,6 +203,8 @@ describe("fan-out steps", () => {
     });
     await s.control.finish({ ...input, digests });
     await s.control.finish({ ...input, digests });
+    // Recorded (the `import result` line, metrics) once, by the finish that won.
+    expect(s.settled).toEqual([`active ${ID}`]);
     const image = await s.images.get(ID);
     expect(image).toMatchObject({
       status: "active",
@@ -248,6 +256,7 @@ describe("fan-out steps", () => {
         }),
       },
     });
+    expect(s.settled).toEqual([`killed ${ID}`]);
     expect(s.storage.uploads.has(plan.uploadId)).toBe(false);
     expect(s.objects.objects.has(imageKey(ID))).toBe(false);
     expect(s.objects.objects.has(UPLOAD)).toBe(false);

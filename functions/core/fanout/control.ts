@@ -9,6 +9,8 @@ import type { FanoutStorage } from "./ports.ts";
 export interface ControlDeps extends StepDeps {
   objects: ObjectStore;
   storage: FanoutStorage;
+  /** Told how a fanned-out import ended, and how long it took since the importer handed it over. */
+  onSettled?: (outcome: { outcome: "active" | "killed"; image: ImageRecord }, ms: number) => void;
 }
 
 /** The plan step's result, kept at `$.plan` for the rest of the execution. */
@@ -141,6 +143,7 @@ export function createFanoutControl(deps: ControlDeps) {
     );
     await objects.delete(job.upload_key).catch(() => undefined);
     const seconds = (Date.parse(now) - Date.parse(job.started_at)) / 1000;
+    deps.onSettled?.({ outcome: "active", image: done }, seconds * 1000);
     log.info("import finished", {
       imageId: input.imageId,
       execution: input.execution,
@@ -176,7 +179,12 @@ export function createFanoutControl(deps: ControlDeps) {
       detail: failure.message,
       error: input.error?.Error,
     });
-    await killHeld(input, image.import_lease_until, failure);
+    const killed = await killHeld(input, image.import_lease_until, failure);
+    if (killed)
+      deps.onSettled?.(
+        { outcome: "killed", image: killed },
+        clock.now().getTime() - Date.parse(job.started_at),
+      );
   }
 
   /**
@@ -187,11 +195,11 @@ export function createFanoutControl(deps: ControlDeps) {
     input: StepInput,
     lease: string | null,
     failure: { reason: string; message: string },
-  ): Promise<void> {
+  ): Promise<ImageRecord | undefined> {
     let leaseIs = lease ?? "";
     for (let attempt = 1; ; attempt++) {
       try {
-        await images.transition(
+        return await images.transition(
           input.imageId,
           "failImport",
           {
@@ -203,11 +211,10 @@ export function createFanoutControl(deps: ControlDeps) {
           },
           { leaseIs },
         );
-        return;
       } catch (err) {
         if (!(err instanceof StaleStatusError) || attempt >= 5) throw err;
         const now = await images.get(input.imageId);
-        if (now?.status !== "importing" || now.import_execution !== input.execution) return;
+        if (now?.status !== "importing" || now.import_execution !== input.execution) return undefined;
         leaseIs = now.import_lease_until ?? "";
       }
     }

@@ -115,7 +115,8 @@ export function createImporter(deps: ImporterDeps) {
           updated_at: now.toISOString(),
           import_lease_until: leaseFrom(now),
           import_progress: { bytes_read: 0, total: size, updated_at: now.toISOString() },
-          ...(takeover ? { import_takeovers: takeovers } : {}),
+          // A takeover also ends a fan-out execution's hold: its steps write only while it is named.
+          ...(takeover ? { import_takeovers: takeovers, import_execution: null, import_fanout: null } : {}),
         },
         takeover
           ? {
