@@ -1,5 +1,11 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
+import {
+  DEFAULT_FANOUT_RANGE_BYTES,
+  DEFAULT_FANOUT_THRESHOLD,
+  DEFAULT_FANOUT_WORKERS,
+  DEFAULT_HASH_LINK_BYTES,
+} from "./core/fanout/plan.ts";
 import { DISK_FORMATS, HASH_ALGOS } from "./core/image/format-names.ts";
 import { DEFAULT_IMPORT_POLICY as POLICY } from "./core/policy.ts";
 
@@ -49,6 +55,23 @@ const StoreEnv = z.object({
 const LeaseEnv = z.object({
   /** Seconds an import lease lasts unrenewed; a live importer renews it every third of that. */
   HANGAR_IMPORT_LEASE_SECONDS: int(60),
+});
+
+/** The fan-out import of images too large for one invocation (docs/scale.md). */
+const FanoutEnv = z.object({
+  /** Virtual size (bytes) above which the importer hands an image to the fan-out state machine. */
+  HANGAR_FANOUT_THRESHOLD: int(DEFAULT_FANOUT_THRESHOLD),
+  /** Bytes of raw output one worker converts (rounded up to a multiple of HANGAR_PART_SIZE). */
+  HANGAR_FANOUT_RANGE_BYTES: int(DEFAULT_FANOUT_RANGE_BYTES),
+  /** Ranges converted at once (Step Functions runs at most 40 iterations of an inline Map at once). */
+  HANGAR_FANOUT_WORKERS: z.pipe(int(DEFAULT_FANOUT_WORKERS), z.number().check(z.maximum(1000))),
+  /** Bytes of the stored image one link of the hash chain reads. */
+  HANGAR_FANOUT_HASH_LINK_BYTES: int(DEFAULT_HASH_LINK_BYTES),
+  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
+  /** The state machine the importer starts (its ARN); unset, nothing fans out. */
+  HANGAR_FANOUT_STATE_MACHINE: z.optional(nonEmpty()),
+  /** Step Functions endpoint (the local stack's stand-in); unset in AWS. */
+  HANGAR_STEPFUNCTIONS_ENDPOINT: z.optional(z.url()),
 });
 
 /** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
@@ -166,6 +189,18 @@ const Store = slice(StoreEnv, (e) => ({
 
 const Lease = slice(LeaseEnv, (e) => ({ importLeaseSeconds: e.HANGAR_IMPORT_LEASE_SECONDS }));
 
+const Fanout = slice(FanoutEnv, (e) => ({
+  fanout: Object.freeze({
+    threshold: e.HANGAR_FANOUT_THRESHOLD,
+    // Ranges are runs of whole parts of the stored image.
+    rangeBytes: Math.ceil(e.HANGAR_FANOUT_RANGE_BYTES / e.HANGAR_PART_SIZE) * e.HANGAR_PART_SIZE,
+    workers: e.HANGAR_FANOUT_WORKERS,
+    hashLinkBytes: e.HANGAR_FANOUT_HASH_LINK_BYTES,
+    stateMachineArn: e.HANGAR_FANOUT_STATE_MACHINE,
+    stepFunctionsEndpoint: e.HANGAR_STEPFUNCTIONS_ENDPOINT,
+  }),
+}));
+
 const Policy = slice(PolicyEnv, (e) => ({
   osHashAlgo: e.HANGAR_OS_HASH_ALGO,
   preferredFormat: e.HANGAR_PREFERRED_FORMAT,
@@ -215,6 +250,7 @@ const WebDownload = slice(WebDownloadEnv, (e) => ({
 export type StoreConfig = SliceOf<typeof Store>;
 export type LeaseConfig = SliceOf<typeof Lease>;
 export type PolicyConfig = SliceOf<typeof Policy>;
+export type FanoutConfig = SliceOf<typeof Fanout>;
 export type UploadsConfig = SliceOf<typeof Uploads>;
 export type SweepConfig = SliceOf<typeof Sweep>;
 export type JwtConfig = SliceOf<typeof Jwt>;
@@ -222,12 +258,14 @@ export type WebDownloadConfig = SliceOf<typeof WebDownload>;
 
 /** What each function reads: a slice of the environment, nothing more (the importer needs no JWT settings). */
 export type ApiConfig = StoreConfig & PolicyConfig & UploadsConfig & JwtConfig & WebDownloadConfig;
-export type ImporterConfig = StoreConfig & PolicyConfig & LeaseConfig;
+export type ImporterConfig = StoreConfig & PolicyConfig & LeaseConfig & FanoutConfig;
+/** The fan-out's three functions (control, worker, hash). */
+export type FanoutFunctionConfig = StoreConfig & PolicyConfig & FanoutConfig;
 export type SweeperConfig = StoreConfig & SweepConfig;
 export type ReconcilerConfig = StoreConfig;
 export type WebDownloadFunctionConfig = StoreConfig & WebDownloadConfig;
 /** Every setting (scripts and tests that build several functions' pieces). */
-export type Config = ApiConfig & SweeperConfig & ImporterConfig;
+export type Config = ApiConfig & SweeperConfig & ImporterConfig & FanoutFunctionConfig;
 
 /** One slice read from `env`; the error names every bad or missing variable. */
 function parse<S extends z.ZodMiniType>(schema: S, env: Env): z.output<S> {
@@ -244,6 +282,7 @@ function parse<S extends z.ZodMiniType>(schema: S, env: Env): z.output<S> {
 const store = (env: Env) => parse(Store, env);
 const lease = (env: Env) => parse(Lease, env);
 const policy = (env: Env) => parse(Policy, env);
+const fanout = (env: Env) => parse(Fanout, env);
 const uploads = (env: Env) => parse(Uploads, env);
 const sweep = (env: Env) => parse(Sweep, env);
 const jwt = (env: Env) => parse(Jwt, env);
@@ -266,11 +305,12 @@ function load<T>(env: Env, ...parts: ((env: Env) => object)[]): T {
 }
 
 export const loadApiConfig = (env: Env): ApiConfig => load(env, store, policy, uploads, jwt, webDownload);
-export const loadImporterConfig = (env: Env): ImporterConfig => load(env, store, policy, lease);
+export const loadImporterConfig = (env: Env): ImporterConfig => load(env, store, policy, lease, fanout);
+export const loadFanoutConfig = (env: Env): FanoutFunctionConfig => load(env, store, policy, fanout);
 export const loadSweeperConfig = (env: Env): SweeperConfig => load(env, store, sweep);
 export const loadReconcilerConfig = (env: Env): ReconcilerConfig => load(env, store);
 export const loadWebDownloadConfig = (env: Env): WebDownloadFunctionConfig => load(env, store, webDownload);
 /** Every slice at once (scripts and tests that compose several functions' pieces). */
 export const loadConfig = (env: Env): Config =>
-  load(env, store, policy, lease, uploads, sweep, jwt, webDownload);
+  load(env, store, policy, lease, fanout, uploads, sweep, jwt, webDownload);
 export const loadJwtConfig = (env: Env): JwtConfig => load(env, jwt);

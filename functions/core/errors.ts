@@ -84,6 +84,8 @@ export const IMPORT_FAILURE_REASONS = [
   "EMPTY_UPLOAD",
   "FETCH_FAILED",
   "IMPORT_CRASHED",
+  /** A fanned-out import failed for a reason other than the image (docs/scale.md). */
+  "FANOUT_FAILED",
 ] as const;
 export type ImportFailureReason = (typeof IMPORT_FAILURE_REASONS)[number];
 

@@ -1,23 +1,53 @@
+import { StepFunctionsStarter } from "../adapters/aws/step-functions.ts";
 import { withContext } from "../adapters/observability/context.ts";
 import { MetricUnit } from "../adapters/observability/metrics.ts";
 import { parseStorageEvent } from "../adapters/s3/events.ts";
+import { S3FanoutStorage } from "../adapters/s3/fanout-storage.ts";
+import { createS3Client } from "../adapters/s3/object-store.ts";
 import type { ImporterConfig } from "../config.ts";
+import { createFanoutSwitch, type FanoutSwitch } from "../core/fanout/start.ts";
 import { imageIdFromStagingKey } from "../core/image/image.ts";
 import { hashThreads } from "../core/import/digests.ts";
 import { createImporter, type Importer, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
 import { importStorageEvents } from "../core/import/storage-events.ts";
 import type { Logger } from "../core/ports.ts";
 import { recordImport } from "./import-metrics.ts";
-import { createStore, type RootOptions } from "./store.ts";
+import { createStore, type RootOptions, type Store } from "./store.ts";
 
 /** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
 const MAX_TAKEOVERS = 3;
+
+/** The switch to the fan-out state machine, when one is configured (docs/scale.md). */
+function fanoutSwitch(config: ImporterConfig, store: Store): FanoutSwitch | undefined {
+  const { stateMachineArn, stepFunctionsEndpoint } = config.fanout;
+  if (!stateMachineArn) return undefined;
+  const policy = importPolicy(config);
+  return createFanoutSwitch({
+    images: store.images,
+    objects: store.objects,
+    storage: new S3FanoutStorage(createS3Client(config.region, config.s3Endpoint), config.bucket),
+    starter: new StepFunctionsStarter(stateMachineArn, config.region, stepFunctionsEndpoint),
+    clock: store.clock,
+    log: store.log,
+    policy,
+    osHashAlgo: config.osHashAlgo,
+    settings: { ...config.fanout, partSize: config.partSize },
+  });
+}
+
+const importPolicy = (config: ImporterConfig) => ({
+  preferredFormat: config.preferredFormat,
+  acceptedFormats: config.acceptedFormats,
+  maxVirtualSize: config.maxVirtualSize,
+  maxGzipRatio: config.maxGzipRatio,
+});
 
 /** The importer function's composition root: S3 notification → import of each staged object. */
 export function createImporterFunction(config: ImporterConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
   // md5's and sha512's threads start with the function, not with its first import.
   hashThreads.prestart(2);
+  const fanout = fanoutSwitch(config, store);
   const importer = createImporter({
     images: store.images,
     objects: store.objects,
@@ -28,13 +58,9 @@ export function createImporterFunction(config: ImporterConfig, options: RootOpti
     // one that died is taken over about a minute later, when Lambda's first retry comes.
     leaseSeconds: config.importLeaseSeconds,
     maxTakeovers: MAX_TAKEOVERS,
-    policy: {
-      preferredFormat: config.preferredFormat,
-      acceptedFormats: config.acceptedFormats,
-      maxVirtualSize: config.maxVirtualSize,
-      maxGzipRatio: config.maxGzipRatio,
-    },
+    policy: importPolicy(config),
     progressIntervalMs: 3000,
+    ...(fanout ? { fanout } : {}),
     // Once the image is held, every line of its import carries the request id of the call that created
     // it, from the record the importer has just read, so an operator finds the import from that request.
     within: (image, work) => withContext({ request_id: image.request_id ?? undefined }, work),

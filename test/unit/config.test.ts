@@ -56,6 +56,14 @@ describe("configuration", () => {
       stalledImportGraceSeconds: 3600,
       redrive: { importerFunction: undefined, queuedAfterSeconds: 60, lambdaEndpoint: undefined },
       jwt: { issuer: "https://issuer.example/", audience: "hangar", jwksUrl: undefined, publicJwk: "{}" },
+      fanout: {
+        threshold: 27 * 1024 ** 3,
+        rangeBytes: 4 * 1024 ** 3,
+        workers: 40,
+        hashLinkBytes: 50 * 1024 ** 3,
+        stateMachineArn: undefined,
+        stepFunctionsEndpoint: undefined,
+      },
       webDownload: {
         maxBytes: 64 * 1024 ** 3,
         timeoutSeconds: 840,
@@ -90,8 +98,23 @@ describe("configuration", () => {
       HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1",
       HANGAR_WEB_DOWNLOAD_FUNCTION: "hangar-web-download",
       HANGAR_LAMBDA_ENDPOINT: "http://127.0.0.1:3002",
+      HANGAR_FANOUT_THRESHOLD: "1048576",
+      HANGAR_FANOUT_RANGE_BYTES: "25000000",
+      HANGAR_FANOUT_WORKERS: "3",
+      HANGAR_FANOUT_HASH_LINK_BYTES: "7340032",
+      HANGAR_FANOUT_STATE_MACHINE: "arn:aws:states:eu-west-1:123456789012:stateMachine:hangar-fanout",
+      HANGAR_STEPFUNCTIONS_ENDPOINT: "http://127.0.0.1:3003",
     });
     expect(config).toMatchObject({
+      // Rounded up to whole parts of 10,000,000 bytes.
+      fanout: {
+        threshold: 1048576,
+        rangeBytes: 30_000_000,
+        workers: 3,
+        hashLinkBytes: 7340032,
+        stateMachineArn: "arn:aws:states:eu-west-1:123456789012:stateMachine:hangar-fanout",
+        stepFunctionsEndpoint: "http://127.0.0.1:3003",
+      },
       region: "eu-west-1",
       s3Endpoint: "http://127.0.0.1:9000",
       s3PublicEndpoint: "http://storage.example:9000",

@@ -123,6 +123,8 @@ function harness(image: Uint8Array, options: { failRange?: number; serviceErrors
     new StateMachine(definition).run(
       { imageId: "img-1" },
       {
+        // Step Functions gives every execution a name; the steps pass it on (`$$.Execution.Name`).
+        context: { Execution: { Name: "img-1-exec" } },
         overrides: {
           taskResourceLocalHandlers: handlers,
           retryIntervalOverrides: {
@@ -169,6 +171,8 @@ describe("fan-out definition under aws-local-stepfunctions (stand-in handlers)",
       "finish",
     ]);
     expect(h.maxConverting()).toBeLessThanOrEqual(2);
+    // Every step, ranges included, names the execution: the record is written only while it is that one.
+    expect(new Set(h.calls.map((c) => c.execution))).toEqual(new Set(["img-1-exec"]));
     expect(Buffer.compare(h.stored() as Uint8Array, image)).toBe(0);
     const finish = h.calls.at(-1) as Step & { digests: Record<string, string> };
     expect(finish.digests).toEqual({

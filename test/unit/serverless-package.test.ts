@@ -339,20 +339,20 @@ describe("what triggers the importer", () => {
   });
 });
 
-describe("IAM", () => {
-  const statementsOf = (roleId: string): Statement[] =>
-    (props(roleId).Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
-      (p) => p.PolicyDocument.Statement,
-    );
-  const logGroups = () => new Set(ofType("AWS::Logs::LogGroup").map(([id]) => `arn-of:${id}`));
-  const allowed = (roleId: string, action: string, resource: string) =>
-    statementsOf(roleId).some(
-      (s) =>
-        s.Effect === "Allow" &&
-        asList(s.Action).includes(action) &&
-        asList(s.Resource).some((r) => resolve(r) === resource),
-    );
+const statementsOf = (roleId: string): Statement[] =>
+  (props(roleId).Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+    (p) => p.PolicyDocument.Statement,
+  );
+const logGroups = () => new Set(ofType("AWS::Logs::LogGroup").map(([id]) => `arn-of:${id}`));
+const allowed = (roleId: string, action: string, resource: string) =>
+  statementsOf(roleId).some(
+    (s) =>
+      s.Effect === "Allow" &&
+      asList(s.Action).includes(action) &&
+      asList(s.Resource).some((r) => resolve(r) === resource),
+  );
 
+describe("IAM", () => {
   it("defines roles and policies only inline, one role per function and one for the state machine", () => {
     expect(ofType("AWS::IAM::Policy")).toEqual([]);
     expect(ofType("AWS::IAM::ManagedPolicy")).toEqual([]);
@@ -381,8 +381,9 @@ describe("IAM", () => {
       "arn-of:ImporterLambdaFunction",
       // Lifecycle events go to Hangar's own bus.
       "arn-of:EventBus",
-      // The fan-out state machine invokes its functions, by name.
+      // The fan-out state machine invokes its functions, by name; the importer starts it.
       ...FANOUT_FUNCTION_ARNS,
+      "ref:FanoutStateMachine",
       ...logGroups(),
     ]);
     for (const [roleId] of ofType("AWS::IAM::Role")) {
@@ -490,6 +491,53 @@ describe("fan-out state machine", () => {
     expect(statements.flatMap((s) => asList(s.Resource).map(resolve)).sort()).toEqual(
       [...FANOUT_FUNCTION_ARNS].sort(),
     );
+  });
+});
+
+describe("fan-out functions", () => {
+  const fanoutFns = Object.values(FANOUT_FUNCTIONS);
+  const fileOf = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+  it("are the three functions the definition names, each its own handler, role and artifact", () => {
+    for (const key of fanoutFns) {
+      expect(HANDLERS).toContain(fileOf(key));
+      const p = props(functionId(fileOf(key)));
+      expect(resolve(p.FunctionName)).toBe(`hangar-${STAGE}-${key}`);
+    }
+  });
+
+  it("have the time and memory their states allow: workers and hash links 900 s, control inside 300 s", () => {
+    const timeout = (key: string) => props(functionId(fileOf(key))).Timeout;
+    const memory = (key: string) => Number(props(functionId(fileOf(key))).MemorySize);
+    expect(timeout("fanoutWorker")).toBe(900);
+    expect(timeout("fanoutHash")).toBe(900);
+    expect(timeout("fanoutControl")).toBeLessThanOrEqual(300);
+    expect(memory("fanoutWorker")).toBeGreaterThanOrEqual(3008);
+    expect(memory("fanoutHash")).toBeGreaterThanOrEqual(1769);
+  });
+
+  it("are started by the importer, which may StartExecution on the fan-out state machine and nothing else", () => {
+    const vars = (props("ImporterLambdaFunction").Environment as { Variables: Record<string, Json> })
+      .Variables;
+    expect(resolve(vars.HANGAR_FANOUT_STATE_MACHINE)).toBe("ref:FanoutStateMachine");
+    expect(vars.HANGAR_FANOUT_THRESHOLD).toBe(String(27 * 1024 ** 3));
+    const starts = ofType("AWS::IAM::Role").flatMap(([id]) =>
+      statementsOf(id)
+        .filter((st) => asList(st.Action).some((a) => a.startsWith("states:")))
+        .map((st) => [id, asList(st.Action), asList(st.Resource).map(resolve)]),
+    );
+    expect(starts).toEqual([["ImporterRole", ["states:StartExecution"], ["ref:FanoutStateMachine"]]]);
+  });
+
+  it("lets no fan-out function write under staging/, and the workers only write parts of images/", () => {
+    for (const key of fanoutFns) {
+      const role = roleId(fileOf(key));
+      expect(allowed(role, "s3:PutObject", `${BUCKET_ARN}/staging/*`), role).toBe(false);
+    }
+    expect(allowed("FanoutWorkerRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(true);
+    expect(allowed("FanoutWorkerRole", "s3:DeleteObject", `${BUCKET_ARN}/images/*`)).toBe(false);
+    expect(allowed("FanoutHashRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
+    expect(allowed("FanoutControlRole", "s3:AbortMultipartUpload", `${BUCKET_ARN}/images/*`)).toBe(true);
   });
 });
 

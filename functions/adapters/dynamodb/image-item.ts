@@ -1,4 +1,5 @@
 import * as z from "zod/mini";
+import type { FanoutJob } from "../../core/fanout/job.ts";
 import { IMAGE_STATUSES, type ImageRecord, VISIBILITIES } from "../../core/image/image.ts";
 import { listPosition } from "../../core/ports.ts";
 import { type Counters, heldBy, QUOTA_KEYS } from "../../core/quota.ts";
@@ -94,7 +95,18 @@ const StoredImage = z.object({
   converted: z._default(z.nullable(z.boolean()), null),
   failure: z._default(z.nullable(z.object({ reason: z.string(), message: z.string() })), null),
   import_progress: z._default(
-    z.nullable(z.object({ bytes_read: z.number(), total: z.number(), updated_at: z.string() })),
+    z.nullable(
+      z.object({
+        bytes_read: z.number(),
+        total: z.number(),
+        updated_at: z.string(),
+        // A fanned-out import's counters (docs/scale.md).
+        workers: z.optional(z.number()),
+        ranges_done: z.optional(z.number()),
+        ranges_total: z.optional(z.number()),
+        bytes_hashed: z.optional(z.number()),
+      }),
+    ),
     null,
   ),
   import_lease_until: nullableString,
@@ -102,6 +114,11 @@ const StoredImage = z.object({
   request_id: z.optional(z.nullable(z.string())),
   multipart_upload_id: z.optional(z.nullable(z.string())),
   multipart_started_at: z.optional(z.nullable(z.string())),
+  import_execution: z.optional(z.nullable(z.string())),
+  // The fan-out's job (core/fanout/job.ts), written and read by Hangar only.
+  import_fanout: z.optional(
+    z.nullable(z.custom<FanoutJob>((v) => typeof v === "object" && v !== null && !Array.isArray(v))),
+  ),
 });
 
 /** A stored item that does not hold a valid image record. */

@@ -39,6 +39,19 @@ export const DEFAULT_FANOUT_THRESHOLD = 27 * GiB;
  */
 export const DEFAULT_FANOUT_RANGE_BYTES = 4 * GiB;
 
+/**
+ * Default `HANGAR_FANOUT_WORKERS`: ranges converted at once. Step Functions runs at most 40 iterations
+ * of an inline Map at once whatever is asked; each is a concurrent Lambda execution.
+ */
+export const DEFAULT_FANOUT_WORKERS = 40;
+
+/**
+ * Default `HANGAR_FANOUT_HASH_LINK_BYTES`: bytes one link of the hash chain reads. md5 + sha512 run at
+ * about 372 MB/s in one thread (functions/core/import/digests.ts): 50 GiB take about 145 s, and still
+ * under 400 s if reading the object from S3 runs at only 140 MB/s, inside a link's 900 s.
+ */
+export const DEFAULT_HASH_LINK_BYTES = 50 * GiB;
+
 /** Whether an image of `virtualSize` bytes is imported by the fan-out rather than one invocation. */
 export function shouldFanOut(virtualSize: number, threshold: number): boolean {
   return virtualSize > threshold;

@@ -1,3 +1,5 @@
+import type { FanoutJob } from "../fanout/job.ts";
+
 /** Glance v2 image statuses Hangar uses; no `uploading`/`saving` (design principle 4). */
 export const IMAGE_STATUSES = ["queued", "importing", "active", "killed", "deactivated", "deleted"] as const;
 export type ImageStatus = (typeof IMAGE_STATUSES)[number];
@@ -15,6 +17,12 @@ export interface ImportProgress {
   bytes_read: number;
   total: number;
   updated_at: string;
+  /** A fanned-out import (docs/scale.md): ranges converted at once, ranges converted, ranges in all. */
+  workers?: number;
+  ranges_done?: number;
+  ranges_total?: number;
+  /** A fanned-out import: bytes of the stored image its hash chain has read. */
+  bytes_hashed?: number;
 }
 
 /** The stored image record: Glance's fields plus Hangar's. Extra user properties are strings. */
@@ -61,6 +69,13 @@ export interface ImageRecord {
   multipart_upload_id?: string | null;
   /** When that multipart upload was started; its plan's `expires_at` counts from here. */
   multipart_started_at?: string | null;
+  /**
+   * The fan-out execution importing the image (docs/scale.md); internal. Its steps write only while it
+   * is still this one.
+   */
+  import_execution?: string | null;
+  /** What the importer decided for that execution (core/fanout/job.ts); internal. */
+  import_fanout?: FanoutJob | null;
 }
 
 /**

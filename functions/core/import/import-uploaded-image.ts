@@ -5,6 +5,7 @@ import {
   ImportRejectedError,
   StaleStatusError,
 } from "../errors.ts";
+import type { FanoutSwitch } from "../fanout/start.ts";
 import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
 import { HANDED_OVER } from "../image/transitions.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
@@ -59,6 +60,8 @@ export interface ImporterDeps {
   progressIntervalMs: number;
   /** Waits `ms`; injected so tests can run the lease clock. */
   sleep?: (ms: number) => Promise<void>;
+  /** Hands images above the fan-out threshold to the fan-out state machine (docs/scale.md). */
+  fanout?: FanoutSwitch;
   /** Runs the import of an image once it is held (the composition root adds the image's context to it). */
   within?: <T>(image: ImageRecord, work: () => Promise<T>) => Promise<T>;
 }
@@ -71,6 +74,8 @@ export class LeaseLostError extends Error {
 export type ImportOutcome =
   | { outcome: "active"; image: ImageRecord }
   | { outcome: "killed"; image: ImageRecord }
+  /** Handed to a fan-out execution, which finishes (or kills) the image. */
+  | { outcome: "fanned-out"; image: ImageRecord }
   | { outcome: "ignored"; why: string };
 
 /**
@@ -113,7 +118,8 @@ export function createImporter(deps: ImporterDeps) {
           updated_at: now.toISOString(),
           import_lease_until: leaseFrom(now),
           import_progress: { bytes_read: 0, total: size, updated_at: now.toISOString() },
-          ...(takeover ? { import_takeovers: takeovers } : {}),
+          // A takeover also ends a fan-out execution's hold: its steps write only while it is named.
+          ...(takeover ? { import_takeovers: takeovers, import_execution: null, import_fanout: null } : {}),
         },
         fromImporting
           ? {
@@ -249,7 +255,7 @@ export function createImporter(deps: ImporterDeps) {
     image: ImageRecord,
     staged: { key: string; size: number; etag: string | undefined },
     lease: { signal: AbortSignal; current(): string; stop(): Promise<void> },
-  ): Promise<ImageRecord> {
+  ): Promise<ImageRecord | { fannedOut: ImageRecord }> {
     const { key: stagedKey, size } = staged;
     if (size === 0) {
       throw new ImportRejectedError("EMPTY_UPLOAD", "The uploaded object is empty.");
@@ -259,6 +265,12 @@ export function createImporter(deps: ImporterDeps) {
         "SIZE_MISMATCH",
         `The upload has ${size} bytes but the image declared upload_size ${image.upload_size}.`,
       );
+    }
+    const job = await deps.fanout?.consider(image, staged, lease.signal);
+    if (job && deps.fanout) {
+      await lease.stop();
+      lease.signal.throwIfAborted();
+      return { fannedOut: await deps.fanout.launch(image, job, lease.current()) };
     }
     const controller = new AbortController();
     const stopOnLostLease = () => controller.abort(lease.signal.reason);
@@ -377,6 +389,8 @@ export function createImporter(deps: ImporterDeps) {
       // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
       await abortLeftoverWrites(objects, id);
       const done = await run(image, { key, size, etag: info.etag }, { signal: lost.signal, ...lease });
+      // The execution owns the image, its upload and its output key now.
+      if ("fannedOut" in done) return { outcome: "fanned-out", image: done.fannedOut };
       await abortLeftoverWrites(objects, id).catch(() => 0);
       await objects.delete(key);
       const seconds = (Date.now() - started) / 1000;

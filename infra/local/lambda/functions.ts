@@ -44,6 +44,27 @@ export const FUNCTIONS = {
     memoryMb: 512,
     maximumRetryAttempts: 0,
   },
+  fanoutControl: {
+    key: "fanoutControl",
+    handler: "fanout-control",
+    timeoutSeconds: 300,
+    memoryMb: 512,
+    maximumRetryAttempts: 0,
+  },
+  fanoutWorker: {
+    key: "fanoutWorker",
+    handler: "fanout-worker",
+    timeoutSeconds: 900,
+    memoryMb: 3008,
+    maximumRetryAttempts: 0,
+  },
+  fanoutHash: {
+    key: "fanoutHash",
+    handler: "fanout-hash",
+    timeoutSeconds: 900,
+    memoryMb: 1769,
+    maximumRetryAttempts: 0,
+  },
 } as const satisfies Record<string, FunctionSpec>;
 
 export type FunctionKey = keyof typeof FUNCTIONS;

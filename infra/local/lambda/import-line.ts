@@ -19,6 +19,9 @@ export function describeFinishedImport(line: string): string | undefined {
   if (e.message !== "import result") return undefined;
   const num = (v: unknown) => (typeof v === "number" ? v : 0);
   const formats = `${e.sourceFormat ?? "?"} → ${e.diskFormat ?? "?"}${e.converted ? " (converted)" : ""}`;
+  if (e.outcome === "fanned-out") {
+    return `import ${e.imageId}: ${e.sourceFormat ?? "?"} handed to the fan-out state machine (${(num(e.ms) / 1000).toFixed(1)} s)`;
+  }
   const outcome = e.outcome === "active" ? "active" : `${e.outcome} (${e.reason ?? "no reason"})`;
   return (
     `import ${e.imageId}: ${formats}, ${size(num(e.bytesRead))} read, ` +

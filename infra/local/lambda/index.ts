@@ -9,6 +9,7 @@ import { describeFinishedImport } from "./import-line.ts";
 import { createInvokeApi } from "./invoke-api.ts";
 import { LocalFunction } from "./runtime.ts";
 import { describeS3Event } from "./s3-events.ts";
+import { LocalStepFunctions } from "./step-functions.ts";
 
 /** The bus the local functions publish lifecycle events to. */
 export const LOCAL_EVENT_BUS = "hangar-local";
@@ -40,6 +41,8 @@ export interface LocalLambdaOptions {
 export class LocalLambda {
   readonly functions = new Map<string, LocalFunction>();
   readonly invoker: AsyncInvoker;
+  /** The fan-out state machine, run locally (StartExecution on the Invoke API's address). */
+  readonly stepFunctions: LocalStepFunctions;
   private apiServer: Server | undefined;
   private invokeServer: Server | undefined;
   /** The Invoke API's address (`http://127.0.0.1:<port>`); known once the servers listen. */
@@ -62,6 +65,11 @@ export class LocalLambda {
       log: opts.log,
       describe: describeInvocation,
     });
+    this.stepFunctions = new LocalStepFunctions({
+      region: opts.region,
+      invoke: (key, event) => this.fn(key).invoke(event),
+      log: opts.log,
+    });
   }
 
   /** The local function for a key of serverless.yml's `functions:`. */
@@ -76,10 +84,13 @@ export class LocalLambda {
    * runtime, and delivers invocations left queued by an earlier run.
    */
   async start(): Promise<void> {
-    this.invokeServer = createInvokeApi(this.functions, this.invoker, this.opts.log, {
-      file: eventsFile(this.opts.home),
-      region: this.opts.region,
-    });
+    this.invokeServer = createInvokeApi(
+      this.functions,
+      this.invoker,
+      this.opts.log,
+      { file: eventsFile(this.opts.home), region: this.opts.region },
+      this.stepFunctions,
+    );
     await listen(this.invokeServer, 0);
     this.lambdaEndpoint = `http://127.0.0.1:${(this.invokeServer.address() as AddressInfo).port}`;
 
@@ -112,6 +123,7 @@ export class LocalLambda {
   async stop(graceMs: number): Promise<void> {
     await Promise.all([close(this.apiServer), close(this.invokeServer)]);
     await this.invoker.stop(graceMs);
+    await this.stepFunctions.stop(graceMs);
     await Promise.all([...this.functions.values()].map((f) => f.stop()));
   }
 
@@ -150,7 +162,13 @@ export class LocalLambda {
               HANGAR_IMPORTER_FUNCTION: functionName("importer"),
               HANGAR_LAMBDA_ENDPOINT: this.lambdaEndpoint,
             }
-          : {};
+          : key === "importer"
+            ? {
+                // Images above HANGAR_FANOUT_THRESHOLD go to the local fan-out state machine.
+                HANGAR_FANOUT_STATE_MACHINE: this.stepFunctions.stateMachineArn,
+                HANGAR_STEPFUNCTIONS_ENDPOINT: this.lambdaEndpoint,
+              }
+            : {};
     return { ...lambda, ...this.opts.env, ...own, ...this.opts.functionEnv?.[key] };
   }
 }

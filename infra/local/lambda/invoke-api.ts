@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type AsyncInvoker, UnknownFunctionError } from "./async-invoker.ts";
 import { PutEventsError, putEvents } from "./eventbridge.ts";
 import { InvocationError, type LocalFunction } from "./runtime.ts";
+import { type LocalStepFunctions, StepFunctionsError } from "./step-functions.ts";
 
 /** Lambda's limits: 6 MB for a synchronous payload, 256 KB for an asynchronous one. */
 const MAX_SYNC_PAYLOAD = 6 * 1024 * 1024;
@@ -11,7 +12,9 @@ const INVOKE_PATH = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/;
 
 /**
  * The part of the AWS APIs the functions use, on one loopback address. EventBridge's PutEvents
- * (`X-Amz-Target: AWSEvents.PutEvents`) appends to `eventsFile` (see eventbridge.ts). The Lambda API:
+ * (`X-Amz-Target: AWSEvents.PutEvents`) appends to `eventsFile` (see eventbridge.ts). Step Functions'
+ * StartExecution (`AWSStepFunctions.StartExecution`) runs the fan-out definition (step-functions.ts).
+ * The Lambda API:
  * `POST /2015-03-31/functions/{name}/invocations`.
  * `X-Amz-Invocation-Type: Event` queues the payload (202) on the asynchronous path, with its retries and
  * failure destination; `RequestResponse` (the default) runs it and answers with what the handler
@@ -23,6 +26,7 @@ export function createInvokeApi(
   invoker: AsyncInvoker,
   log: (line: string) => void,
   events: { file: string; region: string },
+  stepFunctions?: LocalStepFunctions,
 ): Server {
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     const match = req.method === "POST" ? INVOKE_PATH.exec((req.url ?? "").split("?")[0] ?? "") : null;
@@ -39,6 +43,18 @@ export function createInvokeApi(
             log(`PutEvents failed: ${err instanceof Error ? err.message : String(err)}`);
             if (!res.headersSent)
               awsError(res, 500, "InternalException", "the local event bus could not write");
+          },
+        );
+      }
+      if (
+        req.method === "POST" &&
+        req.headers["x-amz-target"] === "AWSStepFunctions.StartExecution" &&
+        stepFunctions
+      ) {
+        return void answerStartExecution(res, stepFunctions, Buffer.concat(chunks).toString("utf8")).catch(
+          (err: unknown) => {
+            log(`StartExecution failed: ${err instanceof Error ? err.message : String(err)}`);
+            if (!res.headersSent) awsError(res, 500, "InternalFailure", "the local Step Functions failed");
           },
         );
       }
@@ -118,6 +134,25 @@ async function answerPutEvents(
   } catch (err) {
     if (!(err instanceof PutEventsError)) throw err;
     awsError(res, 400, "ValidationException", err.message);
+  }
+}
+
+async function answerStartExecution(
+  res: ServerResponse,
+  sfn: LocalStepFunctions,
+  text: string,
+): Promise<void> {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return awsError(res, 400, "SerializationException", "the request body is not JSON");
+  }
+  try {
+    send(res, 200, {}, await sfn.startExecution(body));
+  } catch (err) {
+    if (!(err instanceof StepFunctionsError)) throw err;
+    awsError(res, 400, err.type, err.message);
   }
 }
 

@@ -7,6 +7,7 @@ import type { TestProject } from "vitest/node";
 import { freePort } from "../../../infra/local/services.ts";
 import { type LocalStack, startStack } from "../../../infra/local/stack.ts";
 import "./context.ts";
+import { TEST_FANOUT_ENV } from "./fanout-env.ts";
 import { assertLoopback } from "./loopback.ts";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -64,6 +65,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       functionEnv: {
         api: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
         webDownload: { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" },
+        // The fan-out (test/integration/fanout.test.ts) takes images above 72 MiB of virtual size, in
+        // small ranges and hash links; the other tests' images stay below it and import in one invocation.
+        importer: TEST_FANOUT_ENV,
       },
     });
   } catch (err) {

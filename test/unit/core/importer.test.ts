@@ -170,6 +170,16 @@ describe("importStagedObject", () => {
     expect((await images.get(id))?.import_takeovers ?? 0).toBe(0);
   });
 
+  it("a takeover ends a fan-out execution's hold on the image, so its later steps write nothing", async () => {
+    const id = await staged(randomBytes(10));
+    await images.transition(id, "startImport", {
+      import_lease_until: leaseIn(-1),
+      import_execution: `${id}-dead`,
+    });
+    expect(await importer.importStagedObject(stagingKey(id))).toMatchObject({ outcome: "active" });
+    expect(await images.get(id)).toMatchObject({ import_execution: null, import_fanout: null });
+  });
+
   it("an image whose importers keep dying is killed with IMPORT_CRASHED after the allowed takeovers", async () => {
     const id = await staged(randomBytes(10));
     await images.transition(id, "startImport", {

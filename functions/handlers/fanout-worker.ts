@@ -1,0 +1,11 @@
+import { lambdaHandler } from "../adapters/observability/lambda.ts";
+import { loadFanoutConfig } from "../config.ts";
+import { createFanoutWorkerFunction } from "../roots/fanout-worker.ts";
+
+const fn = createFanoutWorkerFunction(loadFanoutConfig(process.env));
+
+/** A step of the fan-out state machine (infra/stepfunctions/fanout.asl.json; docs/scale.md). */
+export const handler = lambdaHandler(
+  (event: Parameters<typeof fn.handle>[0]) => fn.handle(event),
+  (event) => ({ image_id: typeof event?.imageId === "string" ? event.imageId : undefined }),
+);
