@@ -13,7 +13,8 @@
  * zstd-compressed clusters, is converted against qemu-img and imported once each.
  * First, the bundle budgets (bench/budgets.ts): every Lambda bundle built, its JavaScript and its module
  * init (median of 5 fresh processes) against its budget.
- * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
+ * Then the API under load (bench/api-load.ts): create and show against their targets.
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=api only the API load; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
  * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
  * Prints a table and writes bench/results.json.
  */
@@ -32,6 +33,7 @@ import {
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
+import { apiLoadTable, measureApiLoad } from "./api-load.ts";
 import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets, median } from "./budgets.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
@@ -431,6 +433,14 @@ async function main(): Promise<void> {
     printBudgets(budgets);
     return;
   }
+  if (only === "api") {
+    // The API under load (bench/api-load.ts): its entry of results.json replaced, the rest kept.
+    const api = await measureApiLoad({ repoRoot: join(import.meta.dirname, ".."), log });
+    const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
+    writeResults({ ...previous, api });
+    console.table(apiLoadTable(api));
+    return;
+  }
   // Before the heavy parts, while the machine is as quiet as it gets.
   const budgets = runBudgets(log);
   const loadBefore = loadavg();
@@ -463,7 +473,13 @@ async function main(): Promise<void> {
     e2e = summarizeEndToEnd(result);
   }
 
+  const api =
+    only === "a" || only === "e2e"
+      ? undefined
+      : await measureApiLoad({ repoRoot: join(import.meta.dirname, ".."), log });
+
   const results = {
+    api,
     date: new Date().toISOString(),
     node: process.version,
     runs: RUNS,
@@ -525,6 +541,7 @@ async function main(): Promise<void> {
     "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
+  if (api) console.table(apiLoadTable(api));
   printBudgets(budgets);
 }
 

@@ -4,6 +4,7 @@ import { MAX_NAME, MAX_PROPERTIES, MAX_RECORD_BYTES } from "../core/image/fields
 import { IMAGE_ID_PATTERN } from "../core/image/image.ts";
 import { MEMBER_STATUSES } from "../core/image/members.ts";
 import { PatchDocument } from "../core/image/patch.ts";
+import { once } from "./image-json.ts";
 
 /**
  * The request and response schemas of the HTTP API. Requests are validated with them; `/v2/schemas/member(s)`
@@ -144,11 +145,11 @@ function glanceSchema(name: string, schema: z.ZodMiniType) {
   return { name, ...rest };
 }
 
-/** `/v2/schemas/member`: glanceclient validates member responses against it. */
-export const MEMBER_SCHEMA = glanceSchema("member", MemberJson);
+/** `/v2/schemas/member`: glanceclient validates member responses against it. Generated when first served. */
+export const memberSchema = once(() => glanceSchema("member", MemberJson));
 
 /** `/v2/schemas/members`. */
-export const MEMBERS_SCHEMA = {
+export const membersSchema = once(() => ({
   ...glanceSchema("members", MembersJson),
   links: [{ rel: "schema", href: "{schema}" }],
-};
+}));

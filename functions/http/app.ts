@@ -15,7 +15,7 @@ import type { MultipartUploadService } from "../core/uploads/multipart.ts";
 import { NewImageBody } from "./api-schemas.ts";
 import { type TokenVerifier, tokenFrom } from "./auth.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
-import { IMAGE_SCHEMA, IMAGES_SCHEMA, imageJson } from "./image-json.ts";
+import { imageJson, imageSchema, imagesSchema } from "./image-json.ts";
 import { clip, MAX_BODY_BYTES } from "./limits.ts";
 import { observeError, observeRequest } from "./observe.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -118,8 +118,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
     await next();
   });
 
-  app.get("/v2/schemas/image", (c) => c.json(IMAGE_SCHEMA));
-  app.get("/v2/schemas/images", (c) => c.json(IMAGES_SCHEMA));
+  app.get("/v2/schemas/image", (c) => c.json(imageSchema()));
+  app.get("/v2/schemas/images", (c) => c.json(imagesSchema()));
 
   // Image ids are UUIDs: anything else names no image, and is never sent to storage as a key.
   const imageIdGuard = async (c: import("hono").Context<Env>, next: () => Promise<void>) => {

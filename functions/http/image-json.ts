@@ -111,12 +111,21 @@ function imageProperties(): Record<string, JsonSchemaProperty> {
   );
 }
 
+/** `value()`, computed the first time it is asked for. */
+export function once<T>(value: () => T): () => T {
+  let kept: { value: T } | undefined;
+  return () => {
+    kept ??= { value: value() };
+    return kept.value;
+  };
+}
+
 /**
  * `/v2/schemas/image`: Glance's image schema with Hangar's fields declared, so strict clients validate them,
  * generated from the image catalogue. glanceclient turns every property into a CLI option; names that clash
- * with its options are never used.
+ * with its options are never used. Generated when first served, not at every cold start.
  */
-export const IMAGE_SCHEMA = {
+export const imageSchema = once(() => ({
   name: "image",
   additionalProperties: { type: "string" },
   properties: imageProperties(),
@@ -125,12 +134,12 @@ export const IMAGE_SCHEMA = {
     { rel: "enclosure", href: "{file}" },
     { rel: "describedby", href: "{schema}" },
   ],
-};
+}));
 
-export const IMAGES_SCHEMA = {
+export const imagesSchema = once(() => ({
   name: "images",
   properties: {
-    images: { type: "array", items: IMAGE_SCHEMA },
+    images: { type: "array", items: imageSchema() },
     schema: { type: "string" },
     first: { type: "string" },
     next: { type: "string" },
@@ -140,4 +149,4 @@ export const IMAGES_SCHEMA = {
     { rel: "next", href: "{next}" },
     { rel: "describedby", href: "{schema}" },
   ],
-};
+}));

@@ -13,7 +13,7 @@ import {
   StoresJson,
   UsageJson,
 } from "./api-schemas.ts";
-import { IMAGE_SCHEMA, IMAGES_SCHEMA } from "./image-json.ts";
+import { imageSchema, imagesSchema } from "./image-json.ts";
 import { MAX_BODY_BYTES } from "./limits.ts";
 import { LimitsBody } from "./routes/quotas.ts";
 
@@ -84,10 +84,10 @@ export function openApiDocument() {
         bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" },
       },
       schemas: {
-        Image: plain(IMAGE_SCHEMA as unknown as Record<string, unknown>),
+        Image: plain(imageSchema() as unknown as Record<string, unknown>),
         Images: {
-          ...plain(IMAGES_SCHEMA as unknown as Record<string, unknown>),
-          properties: { ...IMAGES_SCHEMA.properties, images: { type: "array", items: ref("Image") } },
+          ...plain(imagesSchema() as unknown as Record<string, unknown>),
+          properties: { ...imagesSchema().properties, images: { type: "array", items: ref("Image") } },
         },
         ImageCreate: jsonSchema(ImageCreate, "input"),
         ImagePatch: jsonSchema(ImagePatch, "input"),

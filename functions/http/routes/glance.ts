@@ -8,10 +8,10 @@ import type { ImportPolicy } from "../../core/policy.ts";
 import {
   ImagePatch,
   ImportRequest,
-  MEMBER_SCHEMA,
-  MEMBERS_SCHEMA,
   MemberCreate,
   MemberUpdate,
+  memberSchema,
+  membersSchema,
 } from "../api-schemas.ts";
 import { describeZod } from "../errors.ts";
 import { glanceTime, imageJson } from "../image-json.ts";
@@ -77,8 +77,8 @@ export function importInfoJson(policy: ImportPolicyInfo) {
 export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): void {
   const { images, policy } = deps;
 
-  app.get("/v2/schemas/member", (c) => c.json(MEMBER_SCHEMA));
-  app.get("/v2/schemas/members", (c) => c.json(MEMBERS_SCHEMA));
+  app.get("/v2/schemas/member", (c) => c.json(memberSchema()));
+  app.get("/v2/schemas/members", (c) => c.json(membersSchema()));
 
   app.patch("/v2/images/:id", async (c) => {
     // Glance's own media type, which the router's JSON validator does not read: checked and parsed here.
