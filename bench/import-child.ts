@@ -31,6 +31,7 @@ import { writeObject } from "../functions/adapters/s3/part-writer.ts";
 import { loadConfig } from "../functions/config.ts";
 import { convertToRaw } from "../functions/core/convert/index.ts";
 import type { Logger } from "../functions/core/ports.ts";
+import { createImporterFunction } from "../functions/roots/importer.ts";
 import { createInProcessHangar as createHangar } from "../infra/local/in-process.ts";
 
 /** Parts in flight in S3ObjectStore.write (its default, not configurable through Config). */
@@ -71,7 +72,7 @@ async function runImport(key: string): Promise<Record<string, unknown>> {
 
 /** One import of the staged object `key`, from its S3 notification; it must end active. */
 async function importWith(
-  hangar: ReturnType<typeof createHangar>,
+  hangar: { handleStorageEvent: ReturnType<typeof createHangar>["handleStorageEvent"] },
   key: string,
 ): Promise<Record<string, unknown>> {
   const envelope = {
@@ -160,10 +161,14 @@ async function measured<T>(work: () => Promise<T>) {
   };
 }
 
-/** Imports each key in turn with one importer, created once, as one Lambda instance would. */
+/**
+ * Imports each key in turn with the importer function alone (its composition root, as its Lambda
+ * bundle has it: no API in the process), created once, as one Lambda instance would.
+ */
 async function runImports(keys: string[]): Promise<Record<string, unknown>> {
   const atStart = cpuNow();
-  const hangar = createHangar(config, { log });
+  const importer = createImporterFunction(config, { log, metrics: { add() {} } });
+  const hangar = { handleStorageEvent: importer.handle };
   const imports = [];
   for (const key of keys) {
     const m = await measured(() => importWith(hangar, key));

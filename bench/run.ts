@@ -13,8 +13,13 @@
  * zstd-compressed clusters, is converted against qemu-img and imported once each.
  * First, the bundle budgets (bench/budgets.ts): every Lambda bundle built, its JavaScript and its module
  * init (median of 5 fresh processes) against its budget.
+<<<<<<< HEAD
  * Then the API under load (bench/api-load.ts): create and show against their targets.
  * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=api only the API load; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
+=======
+ *  (d) the importer's CPU per GiB for qcow2 → raw against md5 + sha512 of the same bytes (bench/cpu-floor.ts).
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=cpu only (d); BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
+>>>>>>> cpu
  * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
  * Prints a table and writes bench/results.json.
  */
@@ -35,6 +40,7 @@ import { join } from "node:path";
 import { build } from "esbuild";
 import { apiLoadTable, measureApiLoad } from "./api-load.ts";
 import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets, median } from "./budgets.ts";
+import { cpuTable, measureCpuFloor, summarizeCpuFloor } from "./cpu-floor.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
@@ -441,6 +447,19 @@ async function main(): Promise<void> {
     console.table(apiLoadTable(api));
     return;
   }
+  const measureCpu = async (small: string) => {
+    const { raw, md5 } = ensureRaw(small);
+    const runs = Math.max(1, Number(process.env.BENCH_CPU_RUNS ?? 3));
+    const repoRoot = join(import.meta.dirname, "..");
+    return summarizeCpuFloor(await measureCpuFloor({ qcow2: small, raw, rawMd5: md5, runs, repoRoot, log }));
+  };
+  if (only === "cpu") {
+    const cpu = await measureCpu(ensureImages().small);
+    const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
+    writeResults({ ...previous, cpu });
+    console.table(cpuTable(cpu));
+    return;
+  }
   // Before the heavy parts, while the machine is as quiet as it gets.
   const budgets = runBudgets(log);
   const loadBefore = loadavg();
@@ -477,6 +496,7 @@ async function main(): Promise<void> {
     only === "a" || only === "e2e"
       ? undefined
       : await measureApiLoad({ repoRoot: join(import.meta.dirname, ".."), log });
+  const cpu = only === "a" || only === "e2e" ? undefined : await measureCpu(small);
 
   const results = {
     api,
@@ -494,6 +514,7 @@ async function main(): Promise<void> {
     b: { ...e2e?.b, ...converter?.converterRss },
     c: e2e?.c,
     budgets: budgets.entry,
+    cpu,
   };
   writeResults(results);
 
@@ -542,6 +563,7 @@ async function main(): Promise<void> {
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
   if (api) console.table(apiLoadTable(api));
+  if (cpu) console.table(cpuTable(cpu));
   printBudgets(budgets);
 }
 
