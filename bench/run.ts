@@ -13,7 +13,10 @@
  * zstd-compressed clusters, is converted against qemu-img and imported once each.
  * First, the bundle budgets (bench/budgets.ts): every Lambda bundle built, its JavaScript and its module
  * init (median of 5 fresh processes) against its budget.
- * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
+ * (d) the client's end to end (bench/client-e2e.ts): create → upload through the link → `active` on a
+ *     stack started as `npm start` starts it, with the time after the upload broken down, beside the plain
+ *     copy and a real Glance on its file and S3 stores (BENCH_CLIENT_GLANCE=0 for none).
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=client only (d); BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
  * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
  * Prints a table and writes bench/results.json.
  */
@@ -33,6 +36,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
 import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets, median } from "./budgets.ts";
+import { clientEndToEndRows, glanceKinds, measureClientEndToEnd } from "./client-e2e.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
 const WORK = join(import.meta.dirname, ".work");
@@ -424,6 +428,18 @@ async function main(): Promise<void> {
   const started = performance.now();
   const log = (line: string) =>
     console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
+  const runClient = async () => {
+    const r = await measureClientEndToEnd({
+      runs: Math.max(1, Number(process.env.BENCH_CLIENT_RUNS ?? 4)),
+      glance: glanceKinds(),
+      log,
+    });
+    return { rows: clientEndToEndRows(r), result: r };
+  };
+  if (only === "client") {
+    console.table((await runClient()).rows);
+    return;
+  }
   if (only === "budgets") {
     const budgets = runBudgets(log);
     const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
@@ -463,6 +479,8 @@ async function main(): Promise<void> {
     e2e = summarizeEndToEnd(result);
   }
 
+  const client = only === undefined ? await runClient() : undefined;
+
   const results = {
     date: new Date().toISOString(),
     node: process.version,
@@ -478,6 +496,7 @@ async function main(): Promise<void> {
     b: { ...e2e?.b, ...converter?.converterRss },
     c: e2e?.c,
     budgets: budgets.entry,
+    client: client?.result,
   };
   writeResults(results);
 
@@ -525,6 +544,7 @@ async function main(): Promise<void> {
     "CPU s (process + MinIO): copy / writer copy": `${cpuPair(c?.cpuSeconds.copy)} / ${cpuPair(c?.cpuSeconds.copyWriter)}`,
     "CPU s (process + MinIO): import qcow2 / raw": `${cpuPair(c?.cpuSeconds.importQcow2)} / ${cpuPair(c?.cpuSeconds.importRaw)}`,
   });
+  if (client) console.table(client.rows);
   printBudgets(budgets);
 }
 
