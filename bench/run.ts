@@ -13,13 +13,13 @@
  * zstd-compressed clusters, is converted against qemu-img and imported once each.
  * First, the bundle budgets (bench/budgets.ts): every Lambda bundle built, its JavaScript and its module
  * init (median of 5 fresh processes) against its budget.
-<<<<<<< HEAD
  * Then the API under load (bench/api-load.ts): create and show against their targets.
- * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=api only the API load; BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
-=======
  *  (d) the importer's CPU per GiB for qcow2 → raw against md5 + sha512 of the same bytes (bench/cpu-floor.ts).
- * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=cpu only (d); BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
->>>>>>> cpu
+ *  (e) the client's end to end (bench/client-e2e.ts): create → upload through the link → `active` on a
+ *     stack started as `npm start` starts it, with the time after the upload broken down, beside the plain
+ *     copy and a real Glance on its file and S3 stores (BENCH_CLIENT_GLANCE=0 for none).
+ * BENCH_ONLY=a or BENCH_ONLY=e2e runs one half, BENCH_ONLY=api only the API load, BENCH_ONLY=cpu only (d),
+ * BENCH_ONLY=client only (e); BENCH_ONLY=budgets (or `npm run bench -- --only budgets`)
  * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
  * Prints a table and writes bench/results.json.
  */
@@ -40,6 +40,7 @@ import { join } from "node:path";
 import { build } from "esbuild";
 import { apiLoadTable, measureApiLoad } from "./api-load.ts";
 import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets, median } from "./budgets.ts";
+import { clientEndToEndRows, glanceKinds, measureClientEndToEnd } from "./client-e2e.ts";
 import { cpuTable, measureCpuFloor, summarizeCpuFloor } from "./cpu-floor.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
 
@@ -432,6 +433,21 @@ async function main(): Promise<void> {
   const started = performance.now();
   const log = (line: string) =>
     console.error(`[bench ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
+  const runClient = async () => {
+    const r = await measureClientEndToEnd({
+      runs: Math.max(1, Number(process.env.BENCH_CLIENT_RUNS ?? 4)),
+      glance: glanceKinds(),
+      log,
+    });
+    return { rows: clientEndToEndRows(r), result: r };
+  };
+  if (only === "client") {
+    const client = await runClient();
+    const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
+    writeResults({ ...previous, client: client.result });
+    console.table(client.rows);
+    return;
+  }
   if (only === "budgets") {
     const budgets = runBudgets(log);
     const previous = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, "utf8")) : {};
@@ -497,6 +513,7 @@ async function main(): Promise<void> {
       ? undefined
       : await measureApiLoad({ repoRoot: join(import.meta.dirname, ".."), log });
   const cpu = only === "a" || only === "e2e" ? undefined : await measureCpu(small);
+  const client = only === undefined ? await runClient() : undefined;
 
   const results = {
     api,
@@ -515,6 +532,7 @@ async function main(): Promise<void> {
     c: e2e?.c,
     budgets: budgets.entry,
     cpu,
+    client: client?.result,
   };
   writeResults(results);
 
@@ -564,6 +582,7 @@ async function main(): Promise<void> {
   });
   if (api) console.table(apiLoadTable(api));
   if (cpu) console.table(cpuTable(cpu));
+  if (client) console.table(client.rows);
   printBudgets(budgets);
 }
 

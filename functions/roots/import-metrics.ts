@@ -29,6 +29,9 @@ export function recordImport(
     bytesWritten: image.size,
     virtualSize: image.virtual_size,
     ms: Math.round(ms),
+    // When this object's handling began (event in hand): with the other lines' timestamps, where the
+    // time between the upload's completion and `active` went (delivery, lease, import, final write).
+    startedAt: new Date(Date.now() - ms).toISOString(),
   });
   const { add } = deps.metrics;
   add("Imports", MetricUnit.Count, 1, { outcome: outcome.outcome, reason });

@@ -196,9 +196,11 @@ export interface MinioOptions {
   rootUser: string;
   rootPassword: string;
   /**
-   * With `queueDir`, MinIO writes each event to disk first and delivers it even if the receiver was down,
-   * but its store is polled every 3 s (hard-coded in MinIO), which adds 0-3 s to every delivery.
-   * Without it, delivery is immediate and an event is dropped if the receiver does not answer.
+   * Without `queueDir`, one target (`HANGAR`) delivers each event at once, and drops it if the receiver
+   * does not answer. With it, that target writes each event to disk first and delivers it even if the
+   * receiver was down, but MinIO replays its on-disk store only every 3 s (hard-coded, no setting), which
+   * would add 0-3 s to every import; so a second target (`HANGARNOW`, see `webhookTargets`) sends the same
+   * events at once, and the receiver queues whichever copy of an event comes first.
    */
   webhook: { endpoint: string; authToken: string; queueDir?: string };
   /**
@@ -234,11 +236,7 @@ export async function startMinio(opts: MinioOptions): Promise<ServiceHandle> {
       MINIO_ROOT_PASSWORD: opts.rootPassword,
       // Loopback only, no network beyond it: never phone home for updates.
       MINIO_UPDATE: "off",
-      MINIO_NOTIFY_WEBHOOK_ENABLE_HANGAR: "on",
-      MINIO_NOTIFY_WEBHOOK_ENDPOINT_HANGAR: opts.webhook.endpoint,
-      MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_HANGAR: opts.webhook.authToken,
-      // Events wait on disk while the receiver is down and are delivered when it is back.
-      ...(opts.webhook.queueDir ? { MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_HANGAR: opts.webhook.queueDir } : {}),
+      ...webhookEnv(opts.webhook),
       // MinIO's default is every origin; the page's own is enough.
       MINIO_API_CORS_ALLOW_ORIGIN: opts.corsOrigins.join(","),
     },
@@ -247,6 +245,32 @@ export async function startMinio(opts: MinioOptions): Promise<ServiceHandle> {
   const url = `http://127.0.0.1:${opts.port}/minio/health/ready`;
   await startOrStop(service, async () => (await fetch(url, { signal: AbortSignal.timeout(2000) })).ok, opts);
   return service;
+}
+
+/**
+ * MinIO's webhook targets for Hangar's bucket events, by the suffix of their environment variables (their
+ * ARNs are `arn:minio:sqs::<id>:webhook`): `HANGAR`, queued on disk when `durable`; and with it `HANGARNOW`,
+ * which delivers at once, because MinIO replays a queued target only on a 3-second tick.
+ */
+export function webhookTargets(durable: boolean): { id: string; queued: boolean }[] {
+  return durable
+    ? [
+        { id: "HANGAR", queued: true },
+        { id: "HANGARNOW", queued: false },
+      ]
+    : [{ id: "HANGAR", queued: false }];
+}
+
+function webhookEnv(webhook: MinioOptions["webhook"]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const { id, queued } of webhookTargets(webhook.queueDir !== undefined)) {
+    env[`MINIO_NOTIFY_WEBHOOK_ENABLE_${id}`] = "on";
+    env[`MINIO_NOTIFY_WEBHOOK_ENDPOINT_${id}`] = webhook.endpoint;
+    env[`MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_${id}`] = webhook.authToken;
+    // Events wait on disk while the receiver is down and are delivered when it is back.
+    if (queued && webhook.queueDir) env[`MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_${id}`] = webhook.queueDir;
+  }
+  return env;
 }
 
 export interface DynamoDbLocalOptions {

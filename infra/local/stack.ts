@@ -24,7 +24,7 @@ import { buildFunctionBundles } from "./lambda/build.ts";
 import type { FunctionKey } from "./lambda/functions.ts";
 import { functionName } from "./lambda/functions.ts";
 import { LocalLambda } from "./lambda/index.ts";
-import { MinioEnvelope, toS3Event } from "./lambda/s3-events.ts";
+import { MinioEnvelope, RecentEvents, toS3Event } from "./lambda/s3-events.ts";
 import {
   assertPortFree,
   freePort,
@@ -32,6 +32,7 @@ import {
   ServiceGroup,
   startDynamoDbLocal,
   startMinio,
+  webhookTargets,
 } from "./services.ts";
 import {
   DEMO_IDENTITIES,
@@ -315,8 +316,13 @@ async function startLocked(
   };
 
   try {
+    const recentFile = join(home, "delivered-events.json");
+    await receiver.loadRecent(recentFile);
     const webhookServer = await receiver.listen();
-    cleanups.push(() => closeServer(webhookServer));
+    cleanups.push(async () => {
+      await closeServer(webhookServer);
+      await receiver.saveRecent(recentFile);
+    });
     const webhookUrl = `http://127.0.0.1:${(webhookServer.address() as AddressInfo).port}/minio-events`;
 
     const childOutput = (name: string) =>
@@ -375,7 +381,7 @@ async function startLocked(
     const table = env.HANGAR_TABLE ?? LOCAL_TABLE;
 
     const credentials = { accessKeyId: LOCAL_ACCESS_KEY_ID, secretAccessKey: LOCAL_SECRET_ACCESS_KEY };
-    await ensureBucket(s3Endpoint, credentials, bucket);
+    await ensureBucket(s3Endpoint, credentials, bucket, opts.durableEvents !== false);
     await ensureTable(dynamodbEndpoint, credentials, table);
 
     const region = env.AWS_REGION ?? LOCAL_REGION;
@@ -500,6 +506,7 @@ async function ensureBucket(
   endpoint: string,
   credentials: { accessKeyId: string; secretAccessKey: string },
   bucket: string,
+  durableEvents: boolean,
 ): Promise<void> {
   const s3 = new S3Client({ endpoint, region: LOCAL_REGION, forcePathStyle: true, credentials });
   try {
@@ -514,14 +521,13 @@ async function ensureBucket(
       new PutBucketNotificationConfigurationCommand({
         Bucket: bucket,
         NotificationConfiguration: {
-          QueueConfigurations: [
-            {
-              Id: "hangar-import",
-              QueueArn: WEBHOOK_QUEUE_ARN,
-              Events: ["s3:ObjectCreated:*"],
-              Filter: { Key: { FilterRules: [{ Name: "prefix", Value: STAGING_PREFIX }] } },
-            },
-          ],
+          // Every target gets every event (durable: a queued one and an immediate one, see webhookTargets).
+          QueueConfigurations: webhookTargets(durableEvents).map(({ id }) => ({
+            Id: id === "HANGAR" ? "hangar-import" : `hangar-import-${id.toLowerCase()}`,
+            QueueArn: `arn:minio:sqs::${id}:webhook`,
+            Events: ["s3:ObjectCreated:*"],
+            Filter: { Key: { FilterRules: [{ Name: "prefix", Value: STAGING_PREFIX }] } },
+          })),
         },
       }),
     );
@@ -575,8 +581,23 @@ async function closeServer(server: Server): Promise<void> {
 class EventReceiver {
   readonly token = randomBytes(24).toString("hex");
   private target: { lambda: LocalLambda; region: string } | undefined;
+  /** MinIO sends each event twice with durable events (at once, and from its disk queue): queue it once. */
+  private recent = new RecentEvents();
 
   constructor(private readonly log: (line: string) => void) {}
+
+  /** The events queued by the previous run, so that MinIO's copies of them still on its disk are not. */
+  async loadRecent(file: string): Promise<void> {
+    const saved = await readFile(file, "utf8").then(
+      (t) => JSON.parse(t) as unknown,
+      () => [],
+    );
+    if (Array.isArray(saved)) this.recent = new RecentEvents(saved as [string, number][]);
+  }
+
+  async saveRecent(file: string): Promise<void> {
+    await writeFile(file, `${JSON.stringify(this.recent.entries())}\n`);
+  }
 
   /**
    * Until the functions are attached (events queued by MinIO in an earlier run arrive as soon as it
@@ -646,11 +667,17 @@ class EventReceiver {
         return;
       }
       const event = toS3Event(envelope.data, target.region);
+      const copy = this.recent.claim(envelope.data);
+      if (!copy) {
+        res.writeHead(200).end();
+        return;
+      }
       // Acknowledged once on disk, as S3 gets its 202 once Lambda has queued the event: the import runs
       // after, with retries, and MinIO's one-at-a-time delivery is not held up by it.
       target.lambda.invoker.enqueue(functionName("importer"), event).then(
         () => res.writeHead(200).end(),
         (err: unknown) => {
+          copy.release();
           this.log(`storage event not queued, MinIO will retry: ${errorMessage(err)}`);
           res.writeHead(503).end();
         },

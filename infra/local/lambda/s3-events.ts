@@ -116,3 +116,46 @@ function safeDecode(key: string): string {
     return key;
   }
 }
+
+/** How long a delivered event is remembered: MinIO's queued copy follows the immediate one within 3 s. */
+const REMEMBER_MS = 10 * 60_000;
+const REMEMBER_MAX = 10_000;
+
+/**
+ * The events already queued for the importer, by what identifies one event (name, bucket, key and
+ * MinIO's sequencer, which differs for every write of an object), so that the second copy MinIO sends of
+ * each event with durable delivery is acknowledged without a second invocation. The stack saves them at
+ * stop and loads them at start (`entries`), because MinIO's queued copy of an event delivered just before
+ * a stop arrives after the next start. After a crash such a copy is invoked again, which the importer
+ * ignores as a duplicate (an image already imported or being imported), as it ignores S3's own.
+ */
+export class RecentEvents {
+  private readonly seen: Map<string, number>;
+
+  constructor(entries: Iterable<[string, number]> = []) {
+    this.seen = new Map(entries);
+  }
+
+  /** What to save, to construct the next run's with. */
+  entries(): [string, number][] {
+    return [...this.seen];
+  }
+
+  /**
+   * Claims `envelope` for queueing: undefined when a copy of it was claimed already; otherwise `release`
+   * gives the claim back (the event could not be queued, and MinIO will send it again).
+   */
+  claim(envelope: MinioEnvelope, now = Date.now()): { release(): void } | undefined {
+    const id = envelope.Records.map(
+      (r) =>
+        `${r.eventName} ${r.s3.bucket.name}/${r.s3.object.key} ${r.s3.object.sequencer ?? `${r.eventTime} ${r.s3.object.eTag ?? ""}`}`,
+    ).join("\n");
+    for (const [key, at] of this.seen) {
+      if (now - at <= REMEMBER_MS && this.seen.size <= REMEMBER_MAX) break;
+      this.seen.delete(key);
+    }
+    if (this.seen.has(id)) return undefined;
+    this.seen.set(id, now);
+    return { release: () => void this.seen.delete(id) };
+  }
+}

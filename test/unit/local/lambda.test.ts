@@ -4,7 +4,13 @@ import { describe, expect, it } from "vitest";
 import { decodeEventKey } from "../../../functions/adapters/s3/events.ts";
 import { matchRoute, toPayloadV2 } from "../../../infra/local/lambda/api-gateway.ts";
 import { API_ROUTES, FUNCTIONS } from "../../../infra/local/lambda/functions.ts";
-import { encodeS3EventKey, MinioEnvelope, toS3Event } from "../../../infra/local/lambda/s3-events.ts";
+import {
+  encodeS3EventKey,
+  MinioEnvelope,
+  RecentEvents,
+  toS3Event,
+} from "../../../infra/local/lambda/s3-events.ts";
+import { webhookTargets } from "../../../infra/local/services.ts";
 import { retryDelaysFrom } from "../../../infra/local/stack.ts";
 
 describe("local API Gateway: routes", () => {
@@ -155,6 +161,32 @@ describe("local storage events: MinIO's envelope as the S3 event AWS sends", () 
       expect(decodeEventKey(encodeS3EventKey(key))).toBe(key);
     }
     expect(encodeS3EventKey("staging/a b")).toBe("staging/a+b");
+  });
+
+  it("queues each event once when MinIO sends it twice (at once, then from its disk queue)", () => {
+    const recent = new RecentEvents();
+    const event = MinioEnvelope.parse(envelope);
+    expect(recent.claim(event, 1000)).toBeDefined();
+    expect(recent.claim(event, 3500)).toBeUndefined();
+    // A new write of the same key is a new event: its sequencer differs.
+    const again = structuredClone(event);
+    (again.Records[0] as { s3: { object: { sequencer?: string } } }).s3.object.sequencer = "17F";
+    expect(recent.claim(again, 3600)).toBeDefined();
+    // A copy that could not be queued is given back, so MinIO's next copy is queued.
+    const other = structuredClone(event);
+    (other.Records[0] as { s3: { object: { sequencer?: string } } }).s3.object.sequencer = "180";
+    recent.claim(other, 4000)?.release();
+    expect(recent.claim(other, 4100)).toBeDefined();
+    // Forgotten after ten minutes.
+    expect(recent.claim(event, 1000 + 10 * 60_000 + 1)).toBeDefined();
+  });
+
+  it("with durable events, MinIO gets a queued target and an immediate one; without, one immediate target", () => {
+    expect(webhookTargets(true)).toEqual([
+      { id: "HANGAR", queued: true },
+      { id: "HANGARNOW", queued: false },
+    ]);
+    expect(webhookTargets(false)).toEqual([{ id: "HANGAR", queued: false }]);
   });
 
   it("refuses what is not MinIO's envelope", () => {
