@@ -5,7 +5,6 @@ import { InProcessWebDownloads, LambdaWebDownloads, systemResolver } from "../ad
 import { S3MultipartUploads } from "../adapters/s3/multipart.ts";
 import type { ApiConfig } from "../config.ts";
 import { createImageService } from "../core/images.ts";
-import type { Logger } from "../core/ports.ts";
 import { createQuotaService } from "../core/quota-service.ts";
 import { createMultipartUploads } from "../core/uploads/multipart.ts";
 import { MAX_OBJECT_SIZE } from "../core/uploads/plan.ts";

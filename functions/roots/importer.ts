@@ -10,7 +10,6 @@ import { imageIdFromStagingKey } from "../core/image/image.ts";
 import { hashThreads } from "../core/import/digests.ts";
 import { createImporter, type Importer, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
 import { importStorageEvents } from "../core/import/storage-events.ts";
-import type { Logger } from "../core/ports.ts";
 import { recordImport } from "./import-metrics.ts";
 import { createStore, type RootOptions, type Store } from "./store.ts";
 

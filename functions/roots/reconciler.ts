@@ -1,5 +1,4 @@
 import type { ReconcilerConfig } from "../config.ts";
-import type { Logger } from "../core/ports.ts";
 import { createQuotaService } from "../core/quota-service.ts";
 import { createStore, type RootOptions } from "./store.ts";
 

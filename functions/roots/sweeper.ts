@@ -2,7 +2,6 @@ import { LambdaImportTrigger } from "../adapters/aws/import-trigger.ts";
 import { S3MultipartUploads } from "../adapters/s3/multipart.ts";
 import type { SweeperConfig } from "../config.ts";
 import { type RedriveReport, redriveStaleImports } from "../core/import/redrive.ts";
-import type { Logger } from "../core/ports.ts";
 import { createSweeper } from "../core/sweep.ts";
 import { createStore, type RootOptions } from "./store.ts";
 

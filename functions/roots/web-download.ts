@@ -1,6 +1,6 @@
 import { pinnedFetch, systemResolver } from "../adapters/http/web-download.ts";
 import type { WebDownloadFunctionConfig } from "../config.ts";
-import type { Logger, WebDownloadJob } from "../core/ports.ts";
+import type { WebDownloadJob } from "../core/ports.ts";
 import { runWebDownload } from "../core/web-download.ts";
 import { createStore, type RootOptions } from "./store.ts";
 

@@ -1,10 +1,4 @@
-import {
-  ConflictError,
-  ForbiddenError,
-  ImageNotFoundError,
-  InvalidRequestError,
-  StaleStatusError,
-} from "../errors.ts";
+import { ConflictError, ForbiddenError, ImageNotFoundError, StaleStatusError } from "../errors.ts";
 import { type Caller, canModify, canWrite, isAdmin } from "../image/access.ts";
 import { creatorOf, type NewImage, newImageRecord } from "../image/create.ts";
 import { type ImageRecord, imageKey, spoolKey, stagingPrefix } from "../image/image.ts";
