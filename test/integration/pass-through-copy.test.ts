@@ -175,6 +175,34 @@ describe("pass-through by storage copy", () => {
     expect(await images.get(image.id)).toMatchObject({ status: "active", checksum: md5(second) });
   });
 
+  it("copies beside the read; a read that fails leaves nothing stored, whether the copy ended first or not", async () => {
+    for (const copyDelayMs of [0, 400]) {
+      const { objects, images, service, importer } = setup();
+      const bytes = randomBytes(12 * MIB);
+      const { image } = await service.create(
+        // A declared digest the bytes do not have: the read fails, at its end.
+        { name: `mismatch-${copyDelayMs}`, disk_format: "raw", upload_sha256: "0".repeat(64) },
+        alice,
+      );
+      await stage(image.id, bytes);
+      let copyStartedBeforeReadEnded = false;
+      objects.beforeCopy = async () => {
+        copyStartedBeforeReadEnded = (await images.get(image.id))?.checksum === null;
+        await new Promise((r) => setTimeout(r, copyDelayMs));
+      };
+
+      expect((await importer.importStagedObject(stagingKey(image.id))).outcome).toBe("killed");
+      expect(objects.copied).toHaveLength(1);
+      expect(copyStartedBeforeReadEnded).toBe(true);
+      expect(await stored(imageKey(image.id))).toBeUndefined();
+      expect(await images.get(image.id)).toMatchObject({ status: "killed", checksum: null });
+      const pending = await s3.send(
+        new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: imageKey(image.id) }),
+      );
+      expect(pending.Uploads ?? []).toEqual([]);
+    }
+  });
+
   it("copies in parts (UploadPartCopy) under the same ETag guard", async () => {
     const bytes = randomBytes(12 * MIB + 5);
     const from = `staging/${randomUUID()}/upload`;
