@@ -96,9 +96,12 @@ const SRC = { qcow2: "bench/src/ref-1g.qcow2", raw: "bench/src/ref-1g.raw" };
 const BANNER =
   "import { createRequire as __benchCreateRequire } from 'module'; const require = __benchCreateRequire(import.meta.url);";
 
-/** Bundles bench/import-child.ts of this tree into a temporary directory. */
+/** Where this tree's child is bundled when no other is given; removed after the run. */
+const BUNDLE_DIR = join(tmpdir(), `hangar-bench-cpu-${process.pid}`);
+
+/** Bundles bench/import-child.ts of this tree into BUNDLE_DIR. */
 async function bundleChild(): Promise<string> {
-  const outfile = join(tmpdir(), `hangar-bench-cpu-${process.pid}`, "import-child.mjs");
+  const outfile = join(BUNDLE_DIR, "import-child.mjs");
   await build({
     entryPoints: [join(import.meta.dirname, "import-child.ts")],
     bundle: true,
@@ -254,6 +257,7 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
     s3?.destroy();
     await stack?.stop();
     await rm(home, { recursive: true, force: true });
+    await rm(BUNDLE_DIR, { recursive: true, force: true });
   }
 }
 
