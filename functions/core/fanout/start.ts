@@ -182,6 +182,8 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
       image.id,
       {
         updated_at: now.toISOString(),
+        // What the upload is, shown while it imports (and in the importer's `import result` line).
+        source_format: job.source_format,
         import_execution: name,
         import_fanout: job,
         import_progress: {
