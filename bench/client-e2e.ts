@@ -20,17 +20,18 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { DeleteObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, PutBucketNotificationConfigurationCommand, S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { build } from "esbuild";
 import { HangarClient } from "../client/lib/api.ts";
 import { uploadFile } from "../client/lib/upload.ts";
+import { MAX_POLL_INTERVAL_MS } from "../client/lib/wait.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 import { median } from "./budgets.ts";
 import { benchChildEnv } from "./e2e.ts";
 import { type GlancePeer, type GlanceRun, startGlance } from "./glance-peer.ts";
-import { ensureReferenceImage, procCpuSeconds } from "./reference.ts";
+import { busiestThread, ensureReferenceImage, procCpuSeconds, threadCpuSeconds } from "./reference.ts";
 
 const MiB = 1 << 20;
 /** How often the bench's client asks for the image while it waits (the CLI starts at 500 ms and grows). */
@@ -59,8 +60,10 @@ export interface HangarRun {
   /** create → `active` seen by the client (s). */
   seconds: number;
   breakdown: Breakdown;
-  /** What the CLI's own wait (500 ms, growing 1.25× to 5 s) would have added after `active` (s). */
+  /** What the CLI's own wait (250 ms, growing 1.25× to 1 s) would have added after `active` (s). */
   cliWaitLag: number;
+  /** The same with the CLI's earlier wait (500 ms growing to 5 s). */
+  cliWaitLagBefore: number;
   /** CPU seconds spent during the run, per process. */
   cpu: Record<string, number>;
 }
@@ -70,6 +73,8 @@ export interface ClientEndToEndResult {
   loadBefore: number[];
   loadAfter: number[];
   hangar: HangarRun[];
+  /** With BENCH_CLIENT_QUEUED_TOO=1: runs with events through MinIO's queued target only (as before). */
+  queuedOnly: HangarRun[];
   copy: { seconds: number; cpu: number; minioCpu: number }[];
   glance: Record<string, GlanceRun[]>;
   glanceSkipped: string[];
@@ -132,13 +137,17 @@ function breakdownOf(
   };
 }
 
-/** When the CLI's wait (first show at once, then 500 ms growing 1.25× up to 5 s) first sees `active`. */
-function cliSeesAt(uploaded: number, active: number): number {
+/**
+ * When the CLI's wait (a show at once, then every `first` ms growing 1.25× up to `most`) first sees
+ * `active`: client/lib/wait.ts now waits 250 ms growing to MAX_POLL_INTERVAL_MS, it used to wait 500 ms
+ * growing to 5 s.
+ */
+function cliSeesAt(uploaded: number, active: number, first = 250, most = MAX_POLL_INTERVAL_MS): number {
   let at = uploaded;
-  let interval = 500;
+  let interval = first;
   while (at < active) {
     at += interval;
-    interval = Math.min(5000, Math.round(interval * 1.25));
+    interval = Math.min(most, Math.round(interval * 1.25));
   }
   return at;
 }
@@ -213,6 +222,25 @@ export interface ClientEndToEndOptions {
   /** Glance peers to run ("file", "s3"); empty for none. */
   glance: readonly ("file" | "s3")[];
   log: (line: string) => void;
+  /** Also run each round with events through MinIO's queued target only (what npm start did before). */
+  queuedOnlyToo?: boolean;
+}
+
+/** Routes the bucket's staging events to these MinIO webhook targets (see infra/local/services.ts). */
+async function routeEvents(s3: S3Client, bucket: string, targets: string[]): Promise<void> {
+  await s3.send(
+    new PutBucketNotificationConfigurationCommand({
+      Bucket: bucket,
+      NotificationConfiguration: {
+        QueueConfigurations: targets.map((id) => ({
+          Id: `bench-${id}`,
+          QueueArn: `arn:minio:sqs::${id}:webhook`,
+          Events: ["s3:ObjectCreated:*"],
+          Filter: { Key: { FilterRules: [{ Name: "prefix", Value: "staging/" }] } },
+        })),
+      },
+    }),
+  );
 }
 
 export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promise<ClientEndToEndResult> {
@@ -294,6 +322,7 @@ export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promis
     const hangarOnce = async (i: number): Promise<HangarRun> => {
       const pids = stackPids(stack as LocalStack, home);
       const cpu0 = cpuOf(pids);
+      const threads0 = threadCpuSeconds(pids.importer);
       const start = Date.now();
       const result = await uploadFile(client, {
         path: qcow2,
@@ -319,14 +348,23 @@ export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promis
         } else await new Promise((r) => setTimeout(r, POLL_MS));
       }
       const cpu = diff(cpu0, cpuOf(pids));
-      // The `import result` line may trail the record's last write by a few milliseconds.
-      await new Promise((r) => setTimeout(r, 200));
+      // The importer's busiest thread: on cores of its own, the import cannot take less than this.
+      cpu.importerBusiestThread = busiestThread(threads0, threadCpuSeconds(pids.importer));
+      // The `import result` line trails the record's last write (by more on a busy machine).
+      const resultLogged = () =>
+        lines.some(
+          (l) =>
+            l.text.startsWith("[importer] {") && l.text.includes('"import result"') && l.text.includes(id),
+        );
+      for (let waited = 0; !resultLogged() && waited < 10_000; waited += 50)
+        await new Promise((r) => setTimeout(r, 50));
       const breakdown = breakdownOf(lines, id, { start, uploaded, seen });
       await client.deleteImage(id);
       return {
         seconds: (seen - start) / 1000,
         breakdown,
         cliWaitLag: (cliSeesAt(uploaded, seen) - seen) / 1000,
+        cliWaitLagBefore: (cliSeesAt(uploaded, seen, 500, 5000) - seen) / 1000,
         cpu,
       };
     };
@@ -342,15 +380,27 @@ export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promis
     const hangar: HangarRun[] = [];
     const copy: ClientEndToEndResult["copy"] = [];
     const glance: Record<string, GlanceRun[]> = Object.fromEntries(glances.map((g) => [g.kind, []]));
-    for (let i = 0; i < opts.runs; i++) {
-      const h = await hangarOnce(i);
-      hangar.push(h);
+    const queuedOnly: HangarRun[] = [];
+    const logRun = (what: string, i: number, h: HangarRun) => {
       const b = h.breakdown;
       opts.log(
-        `run ${i + 1}/${opts.runs} Hangar: ${h.seconds.toFixed(2)} s (upload ${b.upload.toFixed(2)}, ` +
+        `run ${i + 1}/${opts.runs} ${what}: ${h.seconds.toFixed(2)} s (upload ${b.upload.toFixed(2)}, ` +
           `delivery ${b.eventDelivery.toFixed(2)}, lease ${b.lease.toFixed(2)}, import ${b.import.toFixed(2)}, ` +
           `final ${b.finalWrite.toFixed(2)}, seen ${b.clientSees.toFixed(2)}); CPU ${cpuLine(h.cpu)}`,
       );
+    };
+    for (let i = 0; i < opts.runs; i++) {
+      if (opts.queuedOnlyToo) {
+        // The same stack with bucket events routed to MinIO's queued target only, as before the immediate one.
+        await routeEvents(s3, info.bucket, ["HANGAR"]);
+        const q = await hangarOnce(i);
+        queuedOnly.push(q);
+        logRun("Hangar, queued events only", i, q);
+        await routeEvents(s3, info.bucket, ["HANGAR", "HANGARNOW"]);
+      }
+      const h = await hangarOnce(i);
+      hangar.push(h);
+      logRun("Hangar", i, h);
       for (const g of glances) {
         const r = await g.run(qcow2, rawMd5, POLL_MS);
         glance[g.kind]?.push(r);
@@ -364,7 +414,16 @@ export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promis
       opts.log(`run ${i + 1}/${opts.runs} plain copy: ${c.seconds.toFixed(2)} s`);
     }
     s3.destroy();
-    return { runs: opts.runs, loadBefore, loadAfter: loadavg(), hangar, copy, glance, glanceSkipped };
+    return {
+      runs: opts.runs,
+      loadBefore,
+      loadAfter: loadavg(),
+      hangar,
+      queuedOnly,
+      copy,
+      glance,
+      glanceSkipped,
+    };
   } catch (err) {
     const tail = lines
       .slice(-30)
@@ -403,6 +462,18 @@ export function clientEndToEndRows(r: ClientEndToEndResult): Record<string, stri
   const part = (k: keyof Breakdown) =>
     `${f(med(h.map((x) => x.breakdown[k])))}  [${all(h.map((x) => x.breakdown[k]))}]`;
   const cpuMed = (k: string) => med(h.map((x) => x.cpu[k] ?? Number.NaN));
+  const q = r.queuedOnly;
+  const qpart = (k: keyof Breakdown) =>
+    `${f(med(q.map((x) => x.breakdown[k])))}  [${all(q.map((x) => x.breakdown[k]))}]`;
+  const queuedRows: Record<string, string> =
+    q.length === 0
+      ? {}
+      : {
+          "same, events through MinIO's queued target only (before): create → active (s)": `${f(med(q.map((x) => x.seconds)))}  [${all(q.map((x) => x.seconds))}]`,
+          "  event delivery, queued target only": qpart("eventDelivery"),
+          "  after the upload, queued target only": qpart("afterUpload"),
+          "  ratio now / before, pairs": all(h.map((x, i) => x.seconds / (q[i]?.seconds ?? Number.NaN))),
+        };
   const rows: Record<string, string> = {
     "client e2e Hangar: create → active (s), median [runs]": `${f(hangar)}  [${all(h.map((x) => x.seconds))}]`,
     "  upload (create, parts, complete)": part("upload"),
@@ -413,8 +484,10 @@ export function clientEndToEndRows(r: ClientEndToEndResult): Record<string, stri
     "  import (read, convert, write, digests)": part("import"),
     "  final write + clean-up": part("finalWrite"),
     "  client sees it (last poll)": part("clientSees"),
-    "  the CLI's own wait would add (s)": `${f(med(h.map((x) => x.cliWaitLag)))}  [${all(h.map((x) => x.cliWaitLag))}]`,
+    "  the CLI's own wait would add (s), now / before": `${f(med(h.map((x) => x.cliWaitLag)))} / ${f(med(h.map((x) => x.cliWaitLagBefore)))}  [${all(h.map((x) => x.cliWaitLag))} / ${all(h.map((x) => x.cliWaitLagBefore))}]`,
     "  CPU s per run: importer + api + MinIO + DynamoDB + client": `${f(cpuMed("importer"))} + ${f(cpuMed("api"))} + ${f(cpuMed("minio"))} + ${f(cpuMed("dynamodb"))} + ${f(cpuMed("client"))}`,
+    "  CPU s of the importer's busiest thread": f(cpuMed("importerBusiestThread")),
+    ...queuedRows,
     "plain copy GET → Upload, 1 GiB raw (s)": `${f(med(r.copy.map((c) => c.seconds)))}  [${all(r.copy.map((c) => c.seconds))}]`,
     "  CPU s: copy + MinIO": `${f(med(r.copy.map((c) => c.cpu)))} + ${f(med(r.copy.map((c) => c.minioCpu)))}`,
   };
@@ -422,10 +495,10 @@ export function clientEndToEndRows(r: ClientEndToEndResult): Record<string, stri
     if (runs.length === 0) continue;
     const g = med(runs.map((x) => x.seconds));
     rows[`Glance 25.1, ${kind} store: create → active (s)`] = `${f(g)}  [${all(runs.map((x) => x.seconds))}]`;
-    rows[`  create / stage / import (s)`] =
+    rows[`  ${kind}: create / stage / import (s)`] =
       `${f(med(runs.map((x) => x.create)))} / ${f(med(runs.map((x) => x.stage)))} / ${f(med(runs.map((x) => x.import)))}`;
-    rows[`  CPU s per run: glance-api + MinIO`] =
-      `${f(med(runs.map((x) => x.cpu.glance)))} + ${f(med(runs.map((x) => x.cpu.minio ?? 0)))}`;
+    rows[`  ${kind}: CPU s per run, glance-api (qemu-img included) + MinIO`] =
+      `${f(med(runs.map((x) => x.cpu.glance)))} + ${f(med(runs.map((x) => x.cpu.minio ?? 0)))} (busiest thread ${f(med(runs.map((x) => x.cpu.busiestThread)))})`;
     // Pairs: run i of Hangar against run i of Glance, taken back to back.
     const ratios = runs.map((x, i) => (h[i]?.seconds ?? Number.NaN) / x.seconds);
     rows[`Hangar / Glance ${kind} (target ≤ ${TARGETS[kind]}×): medians, [pairs]`] =
@@ -447,7 +520,12 @@ async function main(): Promise<void> {
   const log = (line: string) =>
     console.error(`[client-e2e ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
   const runs = Math.max(1, Number(process.env.BENCH_CLIENT_RUNS ?? 4));
-  const r = await measureClientEndToEnd({ runs, glance: glanceKinds(), log });
+  const r = await measureClientEndToEnd({
+    runs,
+    glance: glanceKinds(),
+    log,
+    queuedOnlyToo: process.env.BENCH_CLIENT_QUEUED_TOO === "1",
+  });
   console.log(
     `client end to end, ${runs} runs; load average ${r.loadBefore.map((x) => x.toFixed(1)).join(" ")} → ` +
       `${r.loadAfter.map((x) => x.toFixed(1)).join(" ")}`,

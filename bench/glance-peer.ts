@@ -17,7 +17,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "../infra/local/services.ts";
-import { procCpuSeconds } from "./reference.ts";
+import { busiestThread, procCpuSeconds, threadCpuSeconds } from "./reference.ts";
 
 const run = promisify(execFile);
 /** Debian's own interpreter: the packages live in its dist-packages, not in any other Python on PATH. */
@@ -31,7 +31,7 @@ export interface GlanceRun {
   /** import call → `active` seen. */
   import: number;
   /** CPU seconds of glance-api (qemu-img included) and, on the S3 store, of MinIO, during the run. */
-  cpu: { glance: number; minio?: number };
+  cpu: { glance: number; busiestThread: number; minio?: number };
 }
 
 export interface GlancePeer {
@@ -237,6 +237,7 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
     stop,
     async run(qcow2, rawMd5, pollMs) {
       const cpu0 = treeCpu(child.pid);
+      const threads0 = threadCpuSeconds(child.pid);
       const minio0 = procCpuSeconds(o.s3.minioPid);
       const t0 = Date.now();
       const image = await json("POST", "/v2/images", {
@@ -302,6 +303,7 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
         import: (t3 - t2) / 1000,
         cpu: {
           glance: cpu,
+          busiestThread: busiestThread(threads0, threadCpuSeconds(child.pid)),
           ...(o.kind === "s3" && minio0 !== undefined && minio1 !== undefined
             ? { minio: minio1 - minio0 }
             : {}),

@@ -4,7 +4,7 @@
  * in 64 stretches of 8 MiB, one every 16 MiB; its raw (`qemu-img convert -O raw`) and that raw's md5.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const WORK = join(import.meta.dirname, ".work");
@@ -45,14 +45,38 @@ export function ensureReferenceImage(): { qcow2: string; raw: string; rawMd5: st
 }
 
 /** CPU seconds (user + system, all threads) a process has used so far, from /proc; undefined when gone. */
-export function procCpuSeconds(pid: number | undefined): number | undefined {
+export function procCpuSeconds(pid: number | undefined, statFile = `/proc/${pid}/stat`): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const stat = readFileSync(statFile, "utf8");
     // After the parenthesised command name (which may hold spaces): utime and stime are the 12th and 13th.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds per thread of a process so far (by thread id), from /proc/<pid>/task. */
+export function threadCpuSeconds(pid: number | undefined): Map<string, number> {
+  const out = new Map<string, number>();
+  if (pid === undefined) return out;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    const seconds = procCpuSeconds(Number(tid), `/proc/${pid}/task/${tid}/stat`);
+    if (seconds !== undefined) out.set(tid, seconds);
+  }
+  return out;
+}
+
+/** The most CPU any one thread used between two `threadCpuSeconds` readings. */
+export function busiestThread(before: Map<string, number>, after: Map<string, number>): number {
+  let most = 0;
+  for (const [tid, seconds] of after) most = Math.max(most, seconds - (before.get(tid) ?? 0));
+  return most;
 }

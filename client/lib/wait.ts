@@ -8,9 +8,13 @@ export class WaitTimeoutError extends Error {
   override name = "WaitTimeoutError";
 }
 
+/** The longest wait between two looks at the image: how late, at most, the client learns it is ready. */
+export const MAX_POLL_INTERVAL_MS = 1000;
+
 /**
- * Polls the image until it settles (`active`, `killed`, ...), every `intervalMs` (default 500 ms, growing to
- * 5 s for long imports). A 404 means the image was deleted meanwhile.
+ * Polls the image until it settles (`active`, `killed`, ...), every `intervalMs` (default 250 ms, growing to
+ * 1 s for long imports: a show is one read, and a longer wait is time the user waits after the import is
+ * done). A 404 means the image was deleted meanwhile.
  */
 export async function waitForImage(
   client: HangarClient,
@@ -18,7 +22,7 @@ export async function waitForImage(
   options: { timeoutMs?: number | undefined; signal?: AbortSignal | undefined; intervalMs?: number } = {},
 ): Promise<Image> {
   const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : Number.POSITIVE_INFINITY;
-  let interval = options.intervalMs ?? 500;
+  let interval = options.intervalMs ?? 250;
   for (;;) {
     options.signal?.throwIfAborted();
     let image: Image;
@@ -35,6 +39,6 @@ export async function waitForImage(
       );
     }
     await new Promise((r) => setTimeout(r, interval));
-    interval = Math.min(5000, Math.round(interval * 1.25));
+    interval = Math.min(Math.max(MAX_POLL_INTERVAL_MS, options.intervalMs ?? 0), Math.round(interval * 1.25));
   }
 }

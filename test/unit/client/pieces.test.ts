@@ -3,8 +3,9 @@ import { readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { uploadSummary } from "../../../client/cli.ts";
+import type { HangarClient } from "../../../client/lib/api.ts";
 import {
   declaredMatches,
   diskFormatFor,
@@ -17,6 +18,7 @@ import { SparseWriter } from "../../../client/lib/sparse.ts";
 import { whyRefused } from "../../../client/lib/token.ts";
 import { humanDuration } from "../../../client/lib/units.ts";
 import type { UploadResult } from "../../../client/lib/upload.ts";
+import { waitForImage } from "../../../client/lib/wait.ts";
 
 const jwt = (claims: object) =>
   ["e30", Buffer.from(JSON.stringify(claims)).toString("base64url"), "sig"].join(".");
@@ -148,5 +150,30 @@ describe("sparse writes", () => {
     const info = await stat(path);
     expect(info.size).toBe(data.length);
     expect(info.blocks * 512).toBeLessThan(256 * 1024);
+  });
+});
+
+describe("waiting for an import", () => {
+  it("sees the image settle within a second of it, however long the import ran", async () => {
+    vi.useFakeTimers();
+    try {
+      for (const readyAfterMs of [700, 6_000, 45_000]) {
+        const started = Date.now();
+        let seenAt: number | undefined;
+        const client = {
+          getImage: async (id: string) => {
+            const ready = Date.now() - started >= readyAfterMs;
+            if (ready) seenAt ??= Date.now();
+            return { id, status: ready ? "active" : "importing" };
+          },
+        } as unknown as HangarClient;
+        const waiting = waitForImage(client, "img");
+        await vi.advanceTimersByTimeAsync(readyAfterMs + 5_000);
+        await expect(waiting).resolves.toMatchObject({ status: "active" });
+        expect((seenAt ?? Number.POSITIVE_INFINITY) - started - readyAfterMs).toBeLessThanOrEqual(1000);
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
