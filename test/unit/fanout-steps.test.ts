@@ -175,8 +175,8 @@ describe("fan-out steps", () => {
     const plan = await s.control.plan(input);
     expect(plan).toMatchObject({ virtualSize: bytes.length, partsTotal: 5, workers: 2 });
     expect(plan.ranges).toHaveLength(3);
-    // Every step holds the image ten minutes ahead: no re-drive or stall rule takes a running fan-out.
-    expect((await s.images.get(ID))?.import_lease_until).toBe("2026-01-01T00:10:00.000Z");
+    // Every step holds the image 150 s ahead: no re-drive or stall rule takes a running fan-out.
+    expect((await s.images.get(ID))?.import_lease_until).toBe("2026-01-01T00:02:30.000Z");
     for (const range of plan.ranges) await s.worker.convert({ ...input, uploadId: plan.uploadId, range });
     // A retried range writes the same parts again and is counted once.
     const again = plan.ranges[1];

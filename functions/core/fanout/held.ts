@@ -6,11 +6,12 @@ import type { FanoutJob } from "./job.ts";
 /**
  * How long a fan-out step holds the import lease: every step renews it, and a step that runs longer
  * renews it every `FANOUT_HEARTBEAT_MS`. Longer than an importer's lease because the gaps between
- * steps include Step Functions' retry back-off (up to about a minute). An execution that dies without
- * its cleanup leaves the image to the sweeper's stall rule this long after its last step.
+ * steps include Step Functions' retry back-off (at most about a minute: 2 + 4 + 8 + 16 + 32 s), short
+ * enough that an execution that dies without its cleanup leaves the image to the re-drive within
+ * three minutes.
  */
-export const FANOUT_LEASE_SECONDS = 600;
-export const FANOUT_HEARTBEAT_MS = 60_000;
+export const FANOUT_LEASE_SECONDS = 150;
+export const FANOUT_HEARTBEAT_MS = 30_000;
 
 /** The image is no longer imported by this execution (taken over, deleted, finished): touch nothing. */
 export class FanoutSupersededError extends HangarError {
