@@ -592,7 +592,10 @@ class EventReceiver {
       (t) => JSON.parse(t) as unknown,
       () => [],
     );
-    if (Array.isArray(saved)) this.recent = new RecentEvents(saved as [string, number][]);
+    if (!Array.isArray(saved)) return;
+    const valid = (e: unknown): e is [string, number] =>
+      Array.isArray(e) && typeof e[0] === "string" && typeof e[1] === "number";
+    this.recent = new RecentEvents(saved.filter(valid));
   }
 
   async saveRecent(file: string): Promise<void> {
