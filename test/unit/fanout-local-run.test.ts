@@ -5,27 +5,12 @@ import { ExecutionError, StateMachine, type StateMachineDefinition } from "aws-l
 import { describe, expect, it } from "vitest";
 import { type HashChainState, hashLink } from "../../functions/core/fanout/hash-chain.ts";
 import { type FanoutRange, planRanges } from "../../functions/core/fanout/plan.ts";
+import "../../infra/local/lambda/promise-with-resolvers.ts";
 
 // Runs the fan-out definition under aws-local-stepfunctions with in-memory stand-ins for the three
-// functions (which are not built yet): the states' wiring is what is under test. The stand-ins copy
+// functions: the states' wiring is what is under test (test/integration/fanout.test.ts runs the real ones). The stand-ins copy
 // ranges into "parts" and the hash stand-in runs the real hash chain, so the result must be the
 // image's bytes and node:crypto's digests. The real handlers, storage and records are not involved.
-
-// aws-local-stepfunctions 3.0.0 declares Node >= 22: its Map state calls Promise.withResolvers, which
-// Node 20 lacks. Hangar runs on 20 and 22, so the tests supply it there (the same few lines as the spec).
-if (!("withResolvers" in Promise)) {
-  Object.defineProperty(Promise, "withResolvers", {
-    value<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
 
 const FILE = path.resolve(import.meta.dirname, "../../infra/stepfunctions/fanout.asl.json");
 const definition = JSON.parse(

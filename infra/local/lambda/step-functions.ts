@@ -3,22 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { StateMachineDefinition } from "aws-local-stepfunctions";
 import { FUNCTIONS, type FunctionKey, functionName, LOCAL_SERVICE, LOCAL_STAGE } from "./functions.ts";
+import "./promise-with-resolvers.ts";
 import { InvocationError } from "./runtime.ts";
-
-// aws-local-stepfunctions 3 calls Promise.withResolvers (Node 22); the local stack also runs on Node 20.
-if (!("withResolvers" in Promise)) {
-  Object.defineProperty(Promise, "withResolvers", {
-    value<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 /** The definition serverless.yml deploys, run here as it is. */
