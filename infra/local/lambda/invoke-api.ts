@@ -28,6 +28,27 @@ export function createInvokeApi(
   events: { file: string; region: string },
   stepFunctions?: LocalStepFunctions,
 ): Server {
+  const serviceCall = (target: string): ServiceCall | undefined => {
+    if (target === "AWSEvents.PutEvents") {
+      return {
+        name: "PutEvents",
+        run: (body) => putEvents(events.file, events.region, body),
+        refusal: (err) =>
+          err instanceof PutEventsError ? { type: "ValidationException", message: err.message } : undefined,
+        fault: ["InternalException", "the local event bus could not write"],
+      };
+    }
+    if (target === "AWSStepFunctions.StartExecution" && stepFunctions) {
+      return {
+        name: "StartExecution",
+        run: (body) => stepFunctions.startExecution(body),
+        refusal: (err) =>
+          err instanceof StepFunctionsError ? { type: err.type, message: err.message } : undefined,
+        fault: ["InternalFailure", "the local Step Functions failed"],
+      };
+    }
+    return undefined;
+  };
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     const match = req.method === "POST" ? INVOKE_PATH.exec((req.url ?? "").split("?")[0] ?? "") : null;
     const chunks: Buffer[] = [];
@@ -37,24 +58,13 @@ export function createInvokeApi(
       if (size <= MAX_SYNC_PAYLOAD) chunks.push(chunk);
     });
     req.on("end", () => {
-      if (req.method === "POST" && req.headers["x-amz-target"] === "AWSEvents.PutEvents") {
-        return void answerPutEvents(res, events, Buffer.concat(chunks).toString("utf8")).catch(
+      const service =
+        req.method === "POST" ? serviceCall(String(req.headers["x-amz-target"] ?? "")) : undefined;
+      if (service) {
+        return void answerJsonCall(res, Buffer.concat(chunks).toString("utf8"), service).catch(
           (err: unknown) => {
-            log(`PutEvents failed: ${err instanceof Error ? err.message : String(err)}`);
-            if (!res.headersSent)
-              awsError(res, 500, "InternalException", "the local event bus could not write");
-          },
-        );
-      }
-      if (
-        req.method === "POST" &&
-        req.headers["x-amz-target"] === "AWSStepFunctions.StartExecution" &&
-        stepFunctions
-      ) {
-        return void answerStartExecution(res, stepFunctions, Buffer.concat(chunks).toString("utf8")).catch(
-          (err: unknown) => {
-            log(`StartExecution failed: ${err instanceof Error ? err.message : String(err)}`);
-            if (!res.headersSent) awsError(res, 500, "InternalFailure", "the local Step Functions failed");
+            log(`${service.name} failed: ${err instanceof Error ? err.message : String(err)}`);
+            if (!res.headersSent) awsError(res, 500, service.fault[0], service.fault[1]);
           },
         );
       }
@@ -118,42 +128,36 @@ export function createInvokeApi(
   });
 }
 
-async function answerPutEvents(
-  res: ServerResponse,
-  events: { file: string; region: string },
-  text: string,
-): Promise<void> {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return awsError(res, 400, "SerializationException", "the request body is not JSON");
-  }
-  try {
-    send(res, 200, {}, await putEvents(events.file, events.region, body));
-  } catch (err) {
-    if (!(err instanceof PutEventsError)) throw err;
-    awsError(res, 400, "ValidationException", err.message);
-  }
+/** A call to one of the AWS services the local Lambda API address also answers. */
+interface ServiceCall {
+  name: string;
+  run: (body: unknown) => Promise<unknown>;
+  /** The caller's error `err` is, as AWS types it; undefined for the service's own faults. */
+  refusal: (err: unknown) => { type: string; message: string } | undefined;
+  /** What a fault of the service answers (500). */
+  fault: [type: string, message: string];
 }
 
-async function answerStartExecution(
-  res: ServerResponse,
-  sfn: LocalStepFunctions,
-  text: string,
-): Promise<void> {
+/**
+ * Answers one call of an AWS JSON-protocol service: a body that is not JSON, or an error of `run` that
+ * `refusal` names, is the caller's 400; anything else it throws is the service's own fault.
+ */
+async function answerJsonCall(res: ServerResponse, text: string, call: ServiceCall): Promise<void> {
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
     return awsError(res, 400, "SerializationException", "the request body is not JSON");
   }
+  let answer: unknown;
   try {
-    send(res, 200, {}, await sfn.startExecution(body));
+    answer = await call.run(body);
   } catch (err) {
-    if (!(err instanceof StepFunctionsError)) throw err;
-    awsError(res, 400, err.type, err.message);
+    const refused = call.refusal(err);
+    if (!refused) throw err;
+    return awsError(res, 400, refused.type, refused.message);
   }
+  send(res, 200, {}, answer);
 }
 
 function send(res: ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
