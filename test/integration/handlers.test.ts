@@ -8,6 +8,7 @@ import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
 import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
+import { HANDED_OVER } from "../../functions/core/image/transitions.ts";
 import { UNLIMITED } from "../../functions/core/quota.ts";
 import { FUNCTIONS, type FunctionKey } from "../../infra/local/lambda/functions.ts";
 import { type InvocationError, LocalFunction } from "../../infra/local/lambda/runtime.ts";
@@ -182,8 +183,8 @@ describe("built handler bundles with AWS's event shapes", () => {
       expect(await fn.invoke({ imageId: id, uri, lease })).toEqual({ outcome: "stored" });
       const staged = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `staging/${id}/upload` }));
       expect(staged.ContentLength).toBe(data.length);
-      // Given back to the importer under the fetch's lease.
-      expect(await images.get(id)).toMatchObject({ status: "queued", import_lease_until: null });
+      // Handed to the importer in place: still `importing`, under the lease the importer takes at once.
+      expect(await images.get(id)).toMatchObject({ status: "importing", import_lease_until: HANDED_OVER });
     } finally {
       server.close();
     }
