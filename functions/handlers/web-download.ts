@@ -1,11 +1,15 @@
-import * as z from "zod";
+import * as z from "zod/mini";
 import { lambdaHandler } from "../adapters/observability/lambda.ts";
 import { loadWebDownloadConfig } from "../config.ts";
 import { createWebDownloadFunction } from "../roots/web-download.ts";
 
 const webDownload = createWebDownloadFunction(loadWebDownloadConfig(process.env));
 
-const Job = z.object({ imageId: z.uuid(), uri: z.string().min(1).max(2048), lease: z.iso.datetime() });
+const Job = z.object({
+  imageId: z.uuid(),
+  uri: z.string().check(z.minLength(1), z.maxLength(2048)),
+  lease: z.iso.datetime(),
+});
 
 /** Asynchronous invocation from the API: fetch one web-download URL into the image's staging key. */
 export const handler = lambdaHandler(

@@ -44,8 +44,6 @@ const importPolicy = (config: ImporterConfig) => ({
 /** The importer function's composition root: S3 notification → import of each staged object. */
 export function createImporterFunction(config: ImporterConfig, options: RootOptions = {}) {
   const store = createStore(config, options);
-  // md5's and sha512's threads start with the function, not with its first import.
-  hashThreads.prestart(2);
   const fanout = fanoutSwitch(config, store);
   const importer = createImporter({
     images: store.images,
@@ -83,10 +81,14 @@ export function createImporterFunction(config: ImporterConfig, options: RootOpti
   };
   return {
     /** Imports every object an S3 (or MinIO) notification names; throws to have the event retried. */
-    handle: (event: unknown): Promise<ImportOutcome[]> =>
-      importStorageEvents(
+    handle: (event: unknown): Promise<ImportOutcome[]> => {
+      // md5's and sha512's threads start while the first import heads the object and takes its lease,
+      // not in the module's init (its budget) nor when the first digest is asked for.
+      hashThreads.prestart(2);
+      return importStorageEvents(
         { importer: observed, bucket: config.bucket, log: store.log },
         parseStorageEvent(event),
-      ),
+      );
+    },
   };
 }
