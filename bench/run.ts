@@ -23,12 +23,11 @@
  * only the budgets, which then replace the `budgets` entry of bench/results.json and keep the rest.
  * Prints a table and writes bench/results.json.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
   closeSync,
   existsSync,
   ftruncateSync,
-  mkdirSync,
   openSync,
   readFileSync,
   rmSync,
@@ -43,6 +42,7 @@ import { type BudgetRow, budgetFindings, budgetTable, INIT_RUNS, measureBudgets,
 import { clientEndToEndRows, glanceKinds, measureClientEndToEnd } from "./client-e2e.ts";
 import { cpuTable, measureCpuFloor, summarizeCpuFloor } from "./cpu-floor.ts";
 import { benchChildEnv, type EndToEndResult, type Measured, measureEndToEnd } from "./e2e.ts";
+import { ensureReferenceImage, sh } from "./reference.ts";
 
 const WORK = join(import.meta.dirname, ".work");
 const RUNS = Math.max(3, Number(process.env.BENCH_RUNS ?? 5));
@@ -52,33 +52,10 @@ const OUT_DIR = process.env.BENCH_OUT_DIR ?? (existsSync("/dev/shm") ? "/dev/shm
 const MiB = 1 << 20;
 const GiB = 2 ** 30;
 
-function sh(cmd: string, args: string[]): string {
-  return execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 64 * MiB });
-}
-
-/** 1 GiB virtual, 512 MiB of random data in 64 stretches of 8 MiB, one every 16 MiB. */
+/** The reference image (bench/reference.ts) and an 8 GiB-virtual copy of it. */
 function ensureImages(): { small: string; big: string } {
-  mkdirSync(WORK, { recursive: true });
-  const small = join(WORK, "ref-1g.qcow2");
+  const small = ensureReferenceImage().qcow2;
   const big = join(WORK, "ref-8g.qcow2");
-  if (!existsSync(small)) {
-    const raw = join(WORK, "ref.raw");
-    sh("truncate", ["-s", "1G", raw]);
-    for (let i = 0; i < 64; i++) {
-      sh("dd", [
-        "if=/dev/urandom",
-        `of=${raw}`,
-        "bs=8M",
-        "count=1",
-        `seek=${2 * i}`,
-        "conv=notrunc",
-        "status=none",
-      ]);
-    }
-    sh("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, `${small}.tmp`]);
-    sh("mv", [`${small}.tmp`, small]);
-    rmSync(raw);
-  }
   if (!existsSync(big)) {
     sh("cp", [small, `${big}.tmp`]);
     sh("qemu-img", ["resize", "-f", "qcow2", `${big}.tmp`, "8G"]);
@@ -297,14 +274,10 @@ function rawMd5Of(image: string): string {
 }
 
 /** The qemu-img raw of the 1 GiB image (sparse file; the plain copy's source) and its md5. */
-function ensureRaw(small: string): { raw: string; md5: string } {
-  const raw = join(WORK, "ref-1g.raw");
-  if (!existsSync(raw)) {
-    sh("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", small, `${raw}.tmp`]);
-    sh("mv", [`${raw}.tmp`, raw]);
-  }
-  const md5 = sh("md5sum", [raw]).split(/\s+/)[0] ?? "";
-  return { raw, md5 };
+/** The reference image's raw and its md5. */
+function ensureRaw(): { raw: string; md5: string } {
+  const { raw, rawMd5 } = ensureReferenceImage();
+  return { raw, md5: rawMd5 };
 }
 
 function summarizeEndToEnd(e: EndToEndResult) {
@@ -464,7 +437,7 @@ async function main(): Promise<void> {
     return;
   }
   const measureCpu = async (small: string) => {
-    const { raw, md5 } = ensureRaw(small);
+    const { raw, md5 } = ensureRaw();
     const runs = Math.max(1, Number(process.env.BENCH_CPU_RUNS ?? 3));
     const repoRoot = join(import.meta.dirname, "..");
     return summarizeCpuFloor(await measureCpuFloor({ qcow2: small, raw, rawMd5: md5, runs, repoRoot, log }));
@@ -490,7 +463,7 @@ async function main(): Promise<void> {
   let e2e: ReturnType<typeof summarizeEndToEnd> | undefined;
   if (only !== "a") {
     const child = await bundle("import-child");
-    const { raw, md5 } = ensureRaw(small);
+    const { raw, md5 } = ensureRaw();
     const result = await measureEndToEnd({
       child,
       qcow2: small,
