@@ -54,7 +54,7 @@ export interface CopyRequest {
 }
 
 /** `x-amz-copy-source`: the bucket and the URL-encoded key. */
-const copySource = (bucket: string, key: string) =>
+export const copySource = (bucket: string, key: string) =>
   `${bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
 
 const changed = (err: unknown) =>

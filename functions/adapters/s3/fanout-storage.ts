@@ -1,24 +1,13 @@
 import type { Readable } from "node:stream";
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   GetObjectCommand,
-  ListPartsCommand,
   type S3Client,
-  S3ServiceException,
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
 import type { FanoutStorage, ListedPart } from "../../core/fanout/ports.ts";
-import { asChanged } from "./copy.ts";
-
-const isNoSuchUpload = (err: unknown) =>
-  err instanceof S3ServiceException && (err.name === "NoSuchUpload" || err.$metadata.httpStatusCode === 404);
-
-/** `x-amz-copy-source`: the bucket and the URL-encoded key. */
-const copySource = (bucket: string, key: string) =>
-  `${bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
+import { asChanged, copySource } from "./copy.ts";
+import { abortUpload, completeUpload, createUpload, listUploadParts } from "./multipart-calls.ts";
 
 /**
  * The stored image's multipart upload as the fan-out writes it: from several invocations, part by part
@@ -30,16 +19,8 @@ export class S3FanoutStorage implements FanoutStorage {
     private readonly bucket: string,
   ) {}
 
-  async create(key: string): Promise<string> {
-    const out = await this.client.send(
-      new CreateMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: key,
-        ContentType: "application/octet-stream",
-      }),
-    );
-    if (!out.UploadId) throw new Error(`storage started no multipart upload at ${key}`);
-    return out.UploadId;
+  create(key: string): Promise<string> {
+    return createUpload(this.client, this.bucket, key);
   }
 
   async uploadPart(
@@ -87,53 +68,16 @@ export class S3FanoutStorage implements FanoutStorage {
     }
   }
 
-  async listParts(key: string, uploadId: string): Promise<ListedPart[] | undefined> {
-    const parts: ListedPart[] = [];
-    try {
-      // Pages followed while IsTruncated (MinIO returns a next marker on the last page too).
-      let marker: string | undefined;
-      for (;;) {
-        const out = await this.client.send(
-          new ListPartsCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
-          }),
-        );
-        for (const p of out.Parts ?? []) {
-          if (p.PartNumber === undefined || p.ETag === undefined) continue;
-          parts.push({ partNumber: p.PartNumber, size: p.Size ?? 0, etag: p.ETag });
-        }
-        if (!out.IsTruncated || out.NextPartNumberMarker === undefined) break;
-        marker = String(out.NextPartNumberMarker);
-      }
-    } catch (err) {
-      if (isNoSuchUpload(err)) return undefined;
-      throw err;
-    }
-    return parts;
+  listParts(key: string, uploadId: string): Promise<ListedPart[] | undefined> {
+    return listUploadParts(this.client, this.bucket, key, uploadId);
   }
 
-  async complete(key: string, uploadId: string, parts: readonly ListedPart[]): Promise<void> {
-    await this.client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: key,
-        UploadId: uploadId,
-        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
-      }),
-    );
+  complete(key: string, uploadId: string, parts: readonly ListedPart[]): Promise<void> {
+    return completeUpload(this.client, this.bucket, key, uploadId, parts);
   }
 
-  async abort(key: string, uploadId: string): Promise<void> {
-    try {
-      await this.client.send(
-        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
-      );
-    } catch (err) {
-      if (!isNoSuchUpload(err)) throw err;
-    }
+  abort(key: string, uploadId: string): Promise<void> {
+    return abortUpload(this.client, this.bucket, key, uploadId);
   }
 
   async *readRange(

@@ -1,16 +1,8 @@
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  ListPartsCommand,
-  paginateListObjectsV2,
-  type S3Client,
-  S3ServiceException,
-  UploadPartCommand,
-} from "@aws-sdk/client-s3";
+import { paginateListObjectsV2, type S3Client, UploadPartCommand } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type { PresignedRequest } from "../../core/ports.ts";
 import type { ListedObject, MultipartUploads, PendingUpload, StoredPart } from "../../core/uploads/ports.ts";
+import { abortUpload, completeUpload, createUpload, listUploadParts } from "./multipart-calls.ts";
 import { createS3Client, listMultipartUploads } from "./object-store.ts";
 
 export interface S3MultipartOptions {
@@ -20,9 +12,6 @@ export interface S3MultipartOptions {
   /** Endpoint written into presigned part links, when clients reach storage by another address. */
   publicEndpoint?: string | undefined;
 }
-
-const isNoSuchUpload = (err: unknown) =>
-  err instanceof S3ServiceException && (err.name === "NoSuchUpload" || err.$metadata.httpStatusCode === 404);
 
 const iso = (d: Date | undefined) => d?.toISOString();
 
@@ -40,16 +29,8 @@ export class S3MultipartUploads implements MultipartUploads {
       : this.client;
   }
 
-  async create(key: string): Promise<string> {
-    const out = await this.client.send(
-      new CreateMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: key,
-        ContentType: "application/octet-stream",
-      }),
-    );
-    if (!out.UploadId) throw new Error(`storage returned no upload id for ${key}`);
-    return out.UploadId;
+  create(key: string): Promise<string> {
+    return createUpload(this.client, this.bucket, key);
   }
 
   async presignPart(
@@ -78,68 +59,20 @@ export class S3MultipartUploads implements MultipartUploads {
     };
   }
 
-  async listParts(key: string, uploadId: string): Promise<StoredPart[] | undefined> {
-    const parts: StoredPart[] = [];
-    try {
-      // ListParts returns at most 1000 parts a page; a plan may have 10,000. Not the SDK's paginator: it
-      // stops only when no next marker comes back, and MinIO returns one on the last page too (the loop
-      // never ends), so the pages are followed while `IsTruncated` says there are more.
-      let marker: string | undefined;
-      for (;;) {
-        const out = await this.client.send(
-          new ListPartsCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
-          }),
-        );
-        for (const p of out.Parts ?? []) {
-          if (p.PartNumber === undefined || p.ETag === undefined) continue;
-          parts.push({
-            partNumber: p.PartNumber,
-            size: p.Size ?? 0,
-            etag: p.ETag,
-            lastModified: iso(p.LastModified),
-          });
-        }
-        if (!out.IsTruncated || out.NextPartNumberMarker === undefined) break;
-        marker = String(out.NextPartNumberMarker);
-      }
-    } catch (err) {
-      if (isNoSuchUpload(err)) return undefined;
-      throw err;
-    }
-    return parts.sort((a, b) => a.partNumber - b.partNumber);
+  listParts(key: string, uploadId: string): Promise<StoredPart[] | undefined> {
+    return listUploadParts(this.client, this.bucket, key, uploadId);
   }
 
-  async complete(
+  complete(
     key: string,
     uploadId: string,
     parts: readonly { partNumber: number; etag: string }[],
   ): Promise<void> {
-    await this.client.send(
-      new CompleteMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: key,
-        UploadId: uploadId,
-        MultipartUpload: {
-          Parts: [...parts]
-            .sort((a, b) => a.partNumber - b.partNumber)
-            .map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })),
-        },
-      }),
-    );
+    return completeUpload(this.client, this.bucket, key, uploadId, parts);
   }
 
-  async abort(key: string, uploadId: string): Promise<void> {
-    try {
-      await this.client.send(
-        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
-      );
-    } catch (err) {
-      if (!isNoSuchUpload(err)) throw err;
-    }
+  abort(key: string, uploadId: string): Promise<void> {
+    return abortUpload(this.client, this.bucket, key, uploadId);
   }
 
   async listPending(prefix: string): Promise<PendingUpload[]> {
