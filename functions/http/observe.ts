@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { type MetricRecorder, MetricUnit } from "../adapters/observability/metrics.ts";
+import { writeTogether } from "../adapters/observability/stdout.ts";
 import type { Caller } from "../core/image/access.ts";
 import type { Logger } from "../core/ports.ts";
 import { QuotaExceededError } from "../core/quota.ts";
@@ -18,17 +19,20 @@ export function observeRequest(
 ): void {
   const route = c.req.routePath === "*" || c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
   const status = c.res.status;
-  deps.log.info("request", {
-    request_id: requestId,
-    method: c.req.method,
-    route,
-    status,
-    ms: Math.round(ms * 10) / 10,
-    project: c.get("caller")?.projectId,
-  });
-  deps.metrics?.add("ApiLatency", MetricUnit.Milliseconds, ms, {
-    route: `${c.req.method} ${route}`,
-    status_class: `${Math.floor(status / 100)}xx`,
+  // The request's log line and its metric line leave in one write.
+  writeTogether(() => {
+    deps.log.info("request", {
+      request_id: requestId,
+      method: c.req.method,
+      route,
+      status,
+      ms: Math.round(ms * 10) / 10,
+      project: c.get("caller")?.projectId,
+    });
+    deps.metrics?.add("ApiLatency", MetricUnit.Milliseconds, ms, {
+      route: `${c.req.method} ${route}`,
+      status_class: `${Math.floor(status / 100)}xx`,
+    });
   });
 }
 

@@ -16,7 +16,7 @@ let metrics: Metrics | undefined;
 /**
  * Metrics in CloudWatch's embedded metric format (Powertools Metrics): one JSON line on stdout per
  * metric, which CloudWatch Logs turns into a metric in AWS; locally the same lines are in the stack's log.
- * Each metric is written at once (a single-metric set), so nothing is lost when a function ends.
+ * Each metric is written at once, so nothing is lost when a function ends.
  */
 export function createMetrics(service: string): MetricRecorder {
   metrics ??= new Metrics({
@@ -26,9 +26,19 @@ export function createMetrics(service: string): MetricRecorder {
   const root = metrics;
   return {
     add(name, unit, value, dimensions = {}) {
-      const one = root.singleMetric();
-      for (const [key, v] of Object.entries(dimensions)) one.addDimension(key, v);
-      one.addMetric(name, unit, value);
+      // The one instance, stored and published in one synchronous step, writes the line Powertools'
+      // `singleMetric()` would, without building a Metrics object (and its console) per metric: that
+      // was about a twentieth of a small request's CPU. Nothing else stores metrics on it.
+      try {
+        for (const [key, v] of Object.entries(dimensions)) root.addDimension(key, v);
+        root.addMetric(name, unit, value);
+        root.publishStoredMetrics();
+      } catch (err) {
+        // A refused metric (bad name or value) leaves no dimension behind for the next one.
+        root.clearMetrics();
+        root.clearDimensions();
+        throw err;
+      }
     },
   };
 }
