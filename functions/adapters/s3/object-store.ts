@@ -8,7 +8,6 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   NotFound,
-  PutObjectCommand,
   paginateListObjectsV2,
   S3Client,
   type S3ClientConfig,
@@ -26,6 +25,7 @@ import type {
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { asChanged, copyObject } from "./copy.ts";
 import { writeObject } from "./part-writer.ts";
+import { PutLinkSigner } from "./put-link.ts";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -183,6 +183,7 @@ const isNotFound = (err: unknown) =>
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
   private readonly presigner: S3Client;
+  private readonly putLinks: PutLinkSigner;
   /** Writes the stored image; its part bodies are not hashed for the signature (see `unsignedPayloads`). */
   private readonly writer: S3Client;
   private readonly bucket: string;
@@ -196,6 +197,7 @@ export class S3ObjectStore implements ObjectStore {
     this.presigner = options.publicEndpoint
       ? createS3Client(options.region, options.publicEndpoint)
       : this.client;
+    this.putLinks = new PutLinkSigner(this.presigner);
     // Its own client, so the middleware never reaches the one that signs links.
     this.writer = createWriterClient(options.region, options.endpoint);
   }
@@ -204,16 +206,8 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     options: { expiresInSeconds: number; contentLength?: number },
   ): Promise<PresignedRequest> {
-    const command = new PutObjectCommand({
-      Bucket: this.bucket,
-      Key: key,
-      ...(options.contentLength !== undefined ? { ContentLength: options.contentLength } : {}),
-    });
-    const url = await getSignedUrl(this.presigner, command, {
-      expiresIn: options.expiresInSeconds,
-      // Signing the length makes storage refuse a body of any other size.
-      ...(options.contentLength !== undefined ? { signableHeaders: new Set(["content-length"]) } : {}),
-    });
+    // The URL getSignedUrl gives for a PutObjectCommand, signed with a key derived once (put-link.ts).
+    const url = await this.putLinks.presign(this.bucket, key, options);
     const headers: Record<string, string> = {};
     if (options.contentLength !== undefined) headers["Content-Length"] = String(options.contentLength);
     return { method: "PUT", url, headers, expiresAt: expiry(options.expiresInSeconds) };
