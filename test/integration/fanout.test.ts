@@ -136,15 +136,18 @@ describe("fan-out import (images above HANGAR_FANOUT_THRESHOLD)", () => {
   const CASES: [string, string, string[] | null][] = [
     ["qcow2", "qcow2", ["-O", "qcow2"]],
     ["zlib-compressed qcow2", "qcow2", ["-O", "qcow2", "-c"]],
-    ["raw (stored as uploaded, parts copied by storage)", "raw", null],
+    ["raw with a declared upload_sha256 (stored as uploaded, parts copied by storage)", "raw", null],
   ];
   for (const [label, format, args] of CASES) {
     it(`${label}: identical to the single-invocation import, same checksum and os_hash_value`, async () => {
       const file = args ? join(dir, `${format}-${args.length}.img`) : source;
       if (args) qemuImg("convert", "-f", "raw", ...args, source, file);
       const upload = readFileSync(file);
+      // An upload stored as it is is the stored object: the stored chain checks its declared sha256,
+      // and no chain of the upload's own runs.
+      const declared = args ? {} : { upload_sha256: hex("sha256", upload) };
       const id = await create(
-        { name: `fanout ${label}`, disk_format: format, container_format: "bare" },
+        { name: `fanout ${label}`, disk_format: format, container_format: "bare", ...declared },
         upload,
       );
       const image = await waitForStatus(id, "active", getStack().tokens.alice, 120_000);
@@ -154,6 +157,7 @@ describe("fan-out import (images above HANGAR_FANOUT_THRESHOLD)", () => {
       const links = await logged(id, "fan-out hash link");
       expect(links.length).toBe(Math.ceil(VIRTUAL / LINK));
       expect((await logged(id, "fan-out range written")).length).toBeGreaterThanOrEqual(VIRTUAL / RANGE);
+      expect(await logged(id, "fan-out upload hash link")).toHaveLength(0);
 
       const single = await singleImport(upload, id);
       const fanned = await getBytes(`images/${id}`);
