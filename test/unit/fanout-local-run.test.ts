@@ -60,6 +60,8 @@ function harness(
     serviceErrorsOnce?: boolean;
     upload?: Uint8Array;
     failUploadAt?: number;
+    /** The plan as control code older than the upload chain answered it: no `hashUpload`, no `uploadSize`. */
+    olderPlan?: boolean;
   } = {},
 ) {
   const calls: Step[] = [];
@@ -76,6 +78,7 @@ function harness(
     Plan: (input: unknown) => {
       record(input);
       const plan = planRanges({ virtualSize: image.byteLength, rangeBytes: 2 * PART, partSize: PART });
+      if (options.olderPlan) return { ...plan, uploadId: "upload-1", workers: 2 } as never;
       return {
         ...plan,
         ranges: plan.ranges as FanoutRange[],
@@ -238,6 +241,13 @@ describe("fan-out definition under aws-local-stepfunctions (stand-in handlers)",
     };
     expect(finish.uploadDigests).toEqual({ sha256: createHash("sha256").update(upload).digest("hex") });
     expect(finish.digests.md5).toBe(createHash("md5").update(image).digest("hex"));
+  });
+
+  it("runs no upload chain for a plan without hashUpload (older control code), and still finishes", async () => {
+    const h = harness(image, { olderPlan: true });
+    await h.run();
+    expect(h.calls.filter((c) => c.chain === "upload")).toEqual([]);
+    expect(h.calls.at(-1)).toMatchObject({ step: "finish", uploadDigests: {} });
   });
 
   it("sends an upload link's failure (a digest that does not match) to Cleanup with its reason; no Finish", async () => {

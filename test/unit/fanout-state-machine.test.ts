@@ -98,6 +98,8 @@ describe("fan-out state machine definition", () => {
     const u = upload?.States ?? {};
     expect(upload?.StartAt).toBe("HashUpload?");
     expect(u["HashUpload?"]?.Choices?.map((c) => c.Next)).toEqual(["StartUploadHash"]);
+    // A plan without the flag (from older control code) runs no upload chain rather than failing.
+    expect(JSON.stringify(u["HashUpload?"]?.Choices)).toContain('"IsPresent":true');
     expect(u["HashUpload?"]?.Default).toBe("UploadNotHashed");
     expect(u.UploadNotHashed).toMatchObject({ OutputPath: "$.uploadHash", End: true });
     expect(u.StartUploadHash?.Next).toBe("UploadHashLink");
