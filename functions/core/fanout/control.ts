@@ -40,8 +40,8 @@ export interface PlanOutput {
 /**
  * The fan-out's control steps (the `fanoutControl` function): plan (start the multipart upload, cut the
  * ranges), complete (assemble the parts), finish (check the upload's declared sha256, record the digests,
- * make the image active) and cleanup
- * (abort, delete, kill the image with a reason). Each is safe to run twice.
+ * make the image active) and cleanup (abort, delete, kill the image with a reason). Each is safe to run
+ * twice.
  */
 export function createFanoutControl(deps: ControlDeps) {
   const { images, objects, storage, clock, log } = deps;
