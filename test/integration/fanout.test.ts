@@ -7,6 +7,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -79,6 +80,12 @@ async function exists(key: string): Promise<boolean> {
   }
 }
 
+/** Every object whose key starts with `prefix`. */
+async function keysUnder(prefix: string): Promise<string[]> {
+  const out = await s3Client().send(new ListObjectsV2Command({ Bucket: getStack().bucket, Prefix: prefix }));
+  return (out.Contents ?? []).map((o) => o.Key ?? "");
+}
+
 async function uploadsAt(key: string): Promise<number> {
   const out = await s3Client().send(
     new ListMultipartUploadsCommand({ Bucket: getStack().bucket, Prefix: key }),
@@ -86,8 +93,11 @@ async function uploadsAt(key: string): Promise<number> {
   return (out.Uploads ?? []).filter((u) => u.Key === key).length;
 }
 
-/** The single-invocation import of `bytes` (the importer's pipeline, default policy), outside staging/. */
-async function singleImport(bytes: Uint8Array, tag: string) {
+/**
+ * The single-invocation import of `bytes` (the importer's pipeline, default policy), outside staging/;
+ * with `declaredSha256` it also computes the upload's sha256, as it does for an image that declares one.
+ */
+async function singleImport(bytes: Uint8Array, tag: string, declaredSha256 = false) {
   const info = getStack();
   process.env.AWS_ACCESS_KEY_ID = info.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = info.secretAccessKey;
@@ -107,7 +117,7 @@ async function singleImport(bytes: Uint8Array, tag: string) {
     size: bytes.length,
     etag: head?.etag,
     declaredFormat: null,
-    declaredSha256: false,
+    declaredSha256,
     osHashAlgo: "sha512",
     policy: DEFAULT_IMPORT_POLICY,
     objects,
@@ -126,15 +136,18 @@ describe("fan-out import (images above HANGAR_FANOUT_THRESHOLD)", () => {
   const CASES: [string, string, string[] | null][] = [
     ["qcow2", "qcow2", ["-O", "qcow2"]],
     ["zlib-compressed qcow2", "qcow2", ["-O", "qcow2", "-c"]],
-    ["raw (stored as uploaded, parts copied by storage)", "raw", null],
+    ["raw with a declared upload_sha256 (stored as uploaded, parts copied by storage)", "raw", null],
   ];
   for (const [label, format, args] of CASES) {
     it(`${label}: identical to the single-invocation import, same checksum and os_hash_value`, async () => {
       const file = args ? join(dir, `${format}-${args.length}.img`) : source;
       if (args) qemuImg("convert", "-f", "raw", ...args, source, file);
       const upload = readFileSync(file);
+      // An upload stored as it is is the stored object: the stored chain checks its declared sha256,
+      // and no chain of the upload's own runs.
+      const declared = args ? {} : { upload_sha256: hex("sha256", upload) };
       const id = await create(
-        { name: `fanout ${label}`, disk_format: format, container_format: "bare" },
+        { name: `fanout ${label}`, disk_format: format, container_format: "bare", ...declared },
         upload,
       );
       const image = await waitForStatus(id, "active", getStack().tokens.alice, 120_000);
@@ -144,6 +157,7 @@ describe("fan-out import (images above HANGAR_FANOUT_THRESHOLD)", () => {
       const links = await logged(id, "fan-out hash link");
       expect(links.length).toBe(Math.ceil(VIRTUAL / LINK));
       expect((await logged(id, "fan-out range written")).length).toBeGreaterThanOrEqual(VIRTUAL / RANGE);
+      expect(await logged(id, "fan-out upload hash link")).toHaveLength(0);
 
       const single = await singleImport(upload, id);
       const fanned = await getBytes(`images/${id}`);
@@ -178,6 +192,80 @@ describe("fan-out import (images above HANGAR_FANOUT_THRESHOLD)", () => {
       expect(await uploadsAt(`images/${id}`)).toBe(0);
     }, 180_000);
   }
+
+  describe("a qcow2 whose image declares upload_sha256 (as Hangar's CLI and browser page always do)", () => {
+    let upload: Buffer;
+    beforeAll(() => {
+      // Every cluster allocated (-S 0): an upload of about the virtual size, so the upload's own chain
+      // takes several links too.
+      const file = join(dir, "declared.qcow2");
+      qemuImg("convert", "-f", "raw", "-O", "qcow2", "-S", "0", source, file);
+      upload = readFileSync(file);
+    });
+
+    it("fans out with a chain over the upload beside the conversion, and is identical to the single import", async () => {
+      const sha256 = hex("sha256", upload);
+      const id = await create(
+        { name: "fanout declared", disk_format: "qcow2", container_format: "bare", upload_sha256: sha256 },
+        upload,
+      );
+      const image = await waitForStatus(id, "active", getStack().tokens.alice, 120_000);
+
+      // Through the state machine: both chains ran, each in several links.
+      expect(await logged(id, "import fanned out")).toHaveLength(1);
+      expect(upload.length).toBeGreaterThan(2 * LINK);
+      expect(await logged(id, "fan-out upload hash link")).toHaveLength(Math.ceil(upload.length / LINK));
+      expect(await logged(id, "fan-out hash link")).toHaveLength(Math.ceil(VIRTUAL / LINK));
+
+      const single = await singleImport(upload, id, true);
+      expect(single.result.upload.sha256).toBe(sha256);
+      const fanned = await getBytes(`images/${id}`);
+      const a = join(dir, `${id}-fanout.raw`);
+      const b = join(dir, `${id}-single.raw`);
+      writeFileSync(a, fanned);
+      writeFileSync(b, single.stored);
+      expect(qemuImg("compare", "-f", "raw", "-F", "raw", a, b).toString()).toContain("Images are identical");
+      expect(image).toMatchObject({
+        disk_format: "raw",
+        source_format: "qcow2",
+        converted: true,
+        upload_sha256: sha256,
+        size: VIRTUAL,
+        virtual_size: VIRTUAL,
+        checksum: single.result.stored.md5,
+        os_hash_algo: "sha512",
+        os_hash_value: single.result.stored.sha512,
+      });
+      expect(image.import_progress).toMatchObject({
+        ranges_done: VIRTUAL / RANGE,
+        ranges_total: VIRTUAL / RANGE,
+        bytes_hashed: VIRTUAL,
+        upload_bytes_hashed: upload.length,
+      });
+      expect(await exists(`staging/${id}/upload`)).toBe(false);
+      expect(await uploadsAt(`images/${id}`)).toBe(0);
+    }, 180_000);
+
+    it("a wrong declared sha256 kills the image with DIGEST_MISMATCH and leaves nothing behind", async () => {
+      const wrong = hex("sha256", Buffer.from("not this upload"));
+      const id = await create(
+        { name: "fanout wrong digest", disk_format: "qcow2", container_format: "bare", upload_sha256: wrong },
+        upload,
+      );
+      const image = await waitForStatus(id, "killed", getStack().tokens.alice, 120_000);
+      expect(await logged(id, "import fanned out")).toHaveLength(1);
+      // The single import's reason and message.
+      expect(image.failure).toEqual({
+        reason: "DIGEST_MISMATCH",
+        message: `The upload's sha256 is ${hex("sha256", upload)} but the image declared upload_sha256 ${wrong}.`,
+      });
+      expect(image.checksum ?? null).toBeNull();
+      // No stored object, no parts, nothing left of the upload.
+      expect(await keysUnder(`images/${id}`)).toEqual([]);
+      expect(await uploadsAt(`images/${id}`)).toBe(0);
+      expect(await keysUnder(`staging/${id}/`)).toEqual([]);
+    }, 180_000);
+  });
 
   it("a worker's failure (a corrupt cluster in one range) kills the image and leaves nothing behind", async () => {
     const file = join(dir, "corrupt.qcow2");

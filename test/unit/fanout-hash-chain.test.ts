@@ -56,6 +56,20 @@ describe("hash chain", () => {
     });
   }
 
+  it("gives node:crypto's sha256 alone (the upload chain) over six uneven links, and over 3 MiB links", async () => {
+    expect(await runChain(data, cuts, ["sha256"])).toEqual({
+      done: true,
+      bytes: data.byteLength,
+      digests: { sha256: oneShot("sha256", data) },
+    });
+    const even = await runChain(
+      data,
+      [1, 2, 3].map((n) => n * 1024 * 1024).filter((c) => c < data.byteLength),
+      ["sha256"],
+    );
+    expect(even.done && even.digests.sha256).toBe(oneShot("sha256", data));
+  });
+
   it("gives the same digests for a single link and for an empty image", async () => {
     const single = await runChain(data, [], ["md5", "sha512"]);
     expect(single.done && single.digests.sha512).toBe(oneShot("sha512", data));

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { ExecutionError, StateMachine, type StateMachineDefinition } from "aws-local-stepfunctions";
 import { describe, expect, it } from "vitest";
-import { type HashChainState, hashLink } from "../../functions/core/fanout/hash-chain.ts";
+import { type ChainAlgo, type HashChainState, hashLink } from "../../functions/core/fanout/hash-chain.ts";
 import { type FanoutRange, planRanges } from "../../functions/core/fanout/plan.ts";
 import "../../infra/local/lambda/promise-with-resolvers.ts";
 
@@ -27,8 +27,43 @@ const LINK = 7 * MiB + 3;
 
 type Step = { step: string; imageId: string; [k: string]: unknown };
 
-/** A fan-out over `image` with stand-in handlers; `failRange` makes that range's worker throw. */
-function harness(image: Uint8Array, options: { failRange?: number; serviceErrorsOnce?: boolean } = {}) {
+/** One link of the real hash chain over `bytes`, as the hash function answers the state machine. */
+async function link(bytes: Uint8Array, algos: ChainAlgo[], offset: number, state: HashChainState | null) {
+  const length = Math.min(LINK, bytes.byteLength - offset);
+  const body = bytes.subarray(offset, offset + length);
+  const out = await hashLink({
+    state: state ?? undefined,
+    algos,
+    offset,
+    length,
+    source: (async function* () {
+      yield body;
+    })(),
+    last: offset + length === bytes.byteLength,
+  });
+  return (
+    out.done
+      ? { done: true, offset: out.bytes, state: null, digests: out.digests }
+      : { done: false, offset: out.state.bytes, state: out.state }
+  ) as never;
+}
+
+/**
+ * A fan-out over `image` with stand-in handlers; `failRange` makes that range's worker throw. With
+ * `upload`, the plan asks for the upload's own chain over those bytes, and `failUploadAt` makes its link
+ * at that offset throw.
+ */
+function harness(
+  image: Uint8Array,
+  options: {
+    failRange?: number;
+    serviceErrorsOnce?: boolean;
+    upload?: Uint8Array;
+    failUploadAt?: number;
+    /** The plan as control code older than the upload chain answered it: no `hashUpload`, no `uploadSize`. */
+    olderPlan?: boolean;
+  } = {},
+) {
   const calls: Step[] = [];
   const parts = new Map<number, Uint8Array>();
   let stored: Uint8Array | undefined;
@@ -43,7 +78,15 @@ function harness(image: Uint8Array, options: { failRange?: number; serviceErrors
     Plan: (input: unknown) => {
       record(input);
       const plan = planRanges({ virtualSize: image.byteLength, rangeBytes: 2 * PART, partSize: PART });
-      return { ...plan, ranges: plan.ranges as FanoutRange[], uploadId: "upload-1", workers: 2 } as never;
+      if (options.olderPlan) return { ...plan, uploadId: "upload-1", workers: 2 } as never;
+      return {
+        ...plan,
+        ranges: plan.ranges as FanoutRange[],
+        uploadId: "upload-1",
+        workers: 2,
+        uploadSize: options.upload?.byteLength ?? image.byteLength,
+        hashUpload: options.upload !== undefined,
+      } as never;
     },
     ConvertRange: async (input: unknown) => {
       const { range } = record(input) as unknown as { range: FanoutRange };
@@ -77,23 +120,27 @@ function harness(image: Uint8Array, options: { failRange?: number; serviceErrors
         virtualSize: number;
       };
       if (!stored) throw new Error("hashing before completion");
-      const length = Math.min(LINK, virtualSize - offset);
-      const body = stored.subarray(offset, offset + length);
-      const out = await hashLink({
-        state: state ?? undefined,
-        algos: ["md5", "sha512"],
-        offset,
-        length,
-        source: (async function* () {
-          yield body;
-        })(),
-        last: offset + length === virtualSize,
-      });
-      return (
-        out.done
-          ? { done: true, offset: out.bytes, state: null, digests: out.digests }
-          : { done: false, offset: out.state.bytes, state: out.state }
-      ) as never;
+      if (virtualSize !== stored.byteLength) throw new Error("the plan's size is not the stored object's");
+      return link(stored, ["md5", "sha512"], offset, state);
+    },
+    UploadHashLink: async (input: unknown) => {
+      const { offset, state, uploadSize, chain } = record(input) as unknown as {
+        offset: number;
+        state: HashChainState | null;
+        uploadSize: number;
+        chain: string;
+      };
+      const upload = options.upload;
+      if (!upload || chain !== "upload" || uploadSize !== upload.byteLength) {
+        throw new Error("an upload chain nobody planned");
+      }
+      await new Promise((r) => setTimeout(r, 5));
+      if (offset === options.failUploadAt) {
+        throw Object.assign(new Error("The upload's sha256 is x but the image declared upload_sha256 y."), {
+          name: "Hangar.DIGEST_MISMATCH",
+        });
+      }
+      return link(upload, ["sha256"], offset, state);
     },
     Finish: (input: unknown) => {
       record(input);
@@ -117,6 +164,7 @@ function harness(image: Uint8Array, options: { failRange?: number; serviceErrors
             Plan: 0,
             Complete: 0,
             HashLink: 0,
+            UploadHashLink: 0,
             Finish: 0,
             Cleanup: 0,
           },
@@ -141,7 +189,7 @@ describe("fan-out definition under aws-local-stepfunctions (stand-in handlers)",
     const output = (await h.run()) as {
       imageId: string;
       plan: { uploadId: string };
-      hash: { done: boolean };
+      digests: { stored: Record<string, string>; upload: Record<string, string> };
     };
     expect(h.steps()).toEqual([
       "plan",
@@ -159,15 +207,58 @@ describe("fan-out definition under aws-local-stepfunctions (stand-in handlers)",
     // Every step, ranges included, names the execution: the record is written only while it is that one.
     expect(new Set(h.calls.map((c) => c.execution))).toEqual(new Set(["img-1-exec"]));
     expect(Buffer.compare(h.stored() as Uint8Array, image)).toBe(0);
-    const finish = h.calls.at(-1) as Step & { digests: Record<string, string> };
+    const finish = h.calls.at(-1) as Step & {
+      digests: Record<string, string>;
+      uploadDigests: Record<string, string>;
+    };
     expect(finish.digests).toEqual({
       md5: createHash("md5").update(image).digest("hex"),
       sha512: createHash("sha512").update(image).digest("hex"),
     });
+    // No upload chain was planned: its branch gives no digests.
+    expect(finish.uploadDigests).toEqual({});
     // "ResultPath": null kept each state's input: the plan and the execution's input reach the end.
     expect(output.imageId).toBe("img-1");
     expect(output.plan.uploadId).toBe("upload-1");
-    expect(output.hash.done).toBe(true);
+    expect(output.digests.stored).toEqual(finish.digests);
+  });
+
+  it("runs the upload's own chain beside the conversion, and gives Finish both chains' digests", async () => {
+    // 16 MiB + 1: three links of 7 MiB + 3, a size unrelated to the stored image's.
+    const upload = randomBytes(16 * MiB + 1);
+    const h = harness(image, { upload });
+    await h.run();
+    const steps = h.steps();
+    expect(steps.filter((s) => s === "hash")).toHaveLength(4 + 3);
+    const uploadLinks = h.calls.filter((c) => c.chain === "upload");
+    expect(uploadLinks.map((c) => c.offset)).toEqual([0, LINK, 2 * LINK]);
+    // Beside the Map, not after it: an upload link ran before the stored image was completed.
+    expect(steps.indexOf("hash")).toBeLessThan(steps.indexOf("complete"));
+    expect(steps.at(-1)).toBe("finish");
+    const finish = h.calls.at(-1) as Step & {
+      digests: Record<string, string>;
+      uploadDigests: Record<string, string>;
+    };
+    expect(finish.uploadDigests).toEqual({ sha256: createHash("sha256").update(upload).digest("hex") });
+    expect(finish.digests.md5).toBe(createHash("md5").update(image).digest("hex"));
+  });
+
+  it("runs no upload chain for a plan without hashUpload (older control code), and still finishes", async () => {
+    const h = harness(image, { olderPlan: true });
+    await h.run();
+    expect(h.calls.filter((c) => c.chain === "upload")).toEqual([]);
+    expect(h.calls.at(-1)).toMatchObject({ step: "finish", uploadDigests: {} });
+  });
+
+  it("sends an upload link's failure (a digest that does not match) to Cleanup with its reason; no Finish", async () => {
+    const h = harness(image, { upload: randomBytes(16 * MiB + 1), failUploadAt: 2 * LINK });
+    const failure = await h.run().catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(ExecutionError);
+    expect(h.steps()).not.toContain("finish");
+    const cleanup = h.calls.at(-1) as Step & { error: { Error: string; Cause: string } };
+    expect(cleanup.step).toBe("cleanup");
+    expect(cleanup.error.Error).toBe("Hangar.DIGEST_MISMATCH");
+    expect(cleanup.error.Cause).toMatch(/declared upload_sha256/);
   });
 
   it("retries a range after a Lambda service error", async () => {

@@ -29,7 +29,11 @@ type State = {
   Catch?: { ErrorEquals: string[]; Next: string; ResultPath?: string }[];
   Parameters?: Record<string, unknown>;
   ItemProcessor?: { StartAt: string; States: Record<string, State> };
+  Branches?: { StartAt: string; States: Record<string, State> }[];
   MaxConcurrencyPath?: string;
+  OutputPath?: string;
+  ResultSelector?: Record<string, string>;
+  ResultPath?: string | null;
 };
 type Definition = { StartAt: string; States: Record<string, State> };
 
@@ -43,11 +47,12 @@ function substituted(source = text): Definition {
   ) as Definition;
 }
 
-/** Every state, the Map's inner ones included, with its name. */
+/** Every state, the Map's and the Parallel's inner ones included, with its name. */
 function allStates(states: Record<string, State>): [string, State][] {
   return Object.entries(states).flatMap(([name, s]) => [
     [name, s] as [string, State],
     ...(s.ItemProcessor ? allStates(s.ItemProcessor.States) : []),
+    ...(s.Branches ?? []).flatMap((b) => allStates(b.States)),
   ]);
 }
 
@@ -62,7 +67,7 @@ describe("fan-out state machine definition", () => {
   });
 
   it("is refused by the validator when a transition points nowhere", () => {
-    const broken = substituted(text.replace('"Next": "Complete"', '"Next": "Nowhere"'));
+    const broken = substituted(text.replace('"Next": "UploadHashLink"', '"Next": "Nowhere"'));
     expect(aslValidator(broken).isValid).toBe(false);
   });
 
@@ -71,21 +76,48 @@ describe("fan-out state machine definition", () => {
     expect(names).toEqual(PLACEHOLDERS);
   });
 
-  it("plans, converts ranges in a Map with its concurrency from the plan, completes, hashes in a loop, finishes", () => {
-    const s = definition.States;
+  it("plans, then in parallel converts ranges in a Map, completes and hashes the stored image in a loop, beside the upload's own chain; finishes", () => {
+    const top = definition.States;
     expect(definition.StartAt).toBe("Plan");
-    expect(s.Plan?.Next).toBe("Convert");
+    expect(top.Plan?.Next).toBe("Import");
+    expect(top.Import?.Type).toBe("Parallel");
+    expect(top.Import?.Next).toBe("Finish");
+    const [stored, upload] = top.Import?.Branches ?? [];
+    const s = stored?.States ?? {};
+    expect(stored?.StartAt).toBe("Convert");
     expect(s.Convert?.Type).toBe("Map");
     expect(s.Convert?.MaxConcurrencyPath).toBe("$.plan.workers");
     expect(s.Convert?.Next).toBe("Complete");
     expect(s.Complete?.Next).toBe("StartHash");
     expect(s.StartHash?.Next).toBe("HashLink");
     expect(s.HashLink?.Next).toBe("Hashed?");
-    expect(s["Hashed?"]?.Choices?.map((c) => c.Next)).toEqual(["Finish"]);
+    expect(s["Hashed?"]?.Choices?.map((c) => c.Next)).toEqual(["Stored"]);
     expect(s["Hashed?"]?.Default).toBe("HashLink");
-    expect(s.Finish?.End).toBe(true);
-    expect(s.Cleanup?.Next).toBe("Failed");
-    expect(s.Failed?.Type).toBe("Fail");
+    expect(s.Stored).toMatchObject({ OutputPath: "$.hash", End: true });
+    // The upload's chain runs only when the plan says so; either way the branch ends with its digests.
+    const u = upload?.States ?? {};
+    expect(upload?.StartAt).toBe("HashUpload?");
+    expect(u["HashUpload?"]?.Choices?.map((c) => c.Next)).toEqual(["StartUploadHash"]);
+    // A plan without the flag (from older control code) runs no upload chain rather than failing.
+    expect(JSON.stringify(u["HashUpload?"]?.Choices)).toContain('"IsPresent":true');
+    expect(u["HashUpload?"]?.Default).toBe("UploadNotHashed");
+    expect(u.UploadNotHashed).toMatchObject({ OutputPath: "$.uploadHash", End: true });
+    expect(u.StartUploadHash?.Next).toBe("UploadHashLink");
+    expect(u.UploadHashLink?.Parameters).toMatchObject({ chain: "upload" });
+    expect(u.UploadHashLink?.Next).toBe("UploadHashed?");
+    expect(u["UploadHashed?"]?.Choices?.map((c) => c.Next)).toEqual(["UploadHashed"]);
+    expect(u["UploadHashed?"]?.Default).toBe("UploadHashLink");
+    expect(u.UploadHashed).toMatchObject({ OutputPath: "$.uploadHash", End: true });
+    // Only the two chains' digests leave the Parallel, for Finish to compare and record.
+    expect(top.Import?.ResultSelector).toEqual({ "stored.$": "$[0].digests", "upload.$": "$[1].digests" });
+    expect(top.Import?.ResultPath).toBe("$.digests");
+    expect(top.Finish?.Parameters).toMatchObject({
+      "digests.$": "$.digests.stored",
+      "uploadDigests.$": "$.digests.upload",
+    });
+    expect(top.Finish?.End).toBe(true);
+    expect(top.Cleanup?.Next).toBe("Failed");
+    expect(top.Failed?.Type).toBe("Fail");
   });
 
   it("retries every Task on Lambda service errors only", () => {
@@ -97,6 +129,7 @@ describe("fan-out state machine definition", () => {
       "Finish",
       "HashLink",
       "Plan",
+      "UploadHashLink",
     ]);
     for (const [name, st] of tasks) {
       expect({ name, retried: st.Retry?.flatMap((r) => r.ErrorEquals).sort() }).toEqual({
@@ -108,7 +141,7 @@ describe("fan-out state machine definition", () => {
 
   it("sends every failure outside Cleanup to Cleanup, keeping the input and the error", () => {
     for (const [name, st] of Object.entries(definition.States)) {
-      if (st.Type !== "Task" && st.Type !== "Map") continue;
+      if (st.Type !== "Task" && st.Type !== "Map" && st.Type !== "Parallel") continue;
       const expected = name === "Cleanup" ? "Failed" : "Cleanup";
       expect({ name, catch: st.Catch }).toEqual({
         name,
@@ -121,7 +154,10 @@ describe("fan-out state machine definition", () => {
         ],
       });
     }
-    // A range's failure reaches Cleanup through the Map's Catch.
-    expect(definition.States.Convert?.ItemProcessor?.States.ConvertRange?.Catch).toBeUndefined();
+    // A range's or a link's failure reaches Cleanup through the Parallel's Catch (a branch's states
+    // cannot leave it).
+    const inner = states.filter(([name]) => !(name in definition.States));
+    expect(inner.length).toBeGreaterThan(0);
+    for (const [name, st] of inner) expect({ name, catch: st.Catch }).toEqual({ name, catch: undefined });
   });
 });

@@ -22,6 +22,8 @@ const UPLOAD = `staging/${ID}/upload`;
 class MemoryFanoutStorage implements FanoutStorage {
   readonly uploads = new Map<string, { key: string; parts: Map<number, Uint8Array> }>();
   partWrites = 0;
+  /** The ETag each ranged read required, by key. */
+  readonly ifMatch: [string, string | undefined][] = [];
   private n = 0;
   constructor(private readonly objects: MemoryObjects) {}
   async create(key: string) {
@@ -65,7 +67,8 @@ class MemoryFanoutStorage implements FanoutStorage {
   async abort(_key: string, uploadId: string) {
     this.uploads.delete(uploadId);
   }
-  async *readRange(key: string, offset: number, length: number) {
+  async *readRange(key: string, offset: number, length: number, options?: { ifMatch?: string | undefined }) {
+    this.ifMatch.push([key, options?.ifMatch]);
     const all = await this.objects.readRange(key, offset, length);
     for (let i = 0; i < all.byteLength; i += 1_000_000) yield all.subarray(i, i + 1_000_000);
   }
@@ -279,6 +282,93 @@ describe("fan-out steps", () => {
     expect(s.objects.objects.has(imageKey(ID))).toBe(true);
     expect(s.objects.objects.has(UPLOAD)).toBe(true);
     expect((await s.images.get(ID))?.status).toBe("importing");
+  });
+});
+
+describe("the upload's own chain (a converted upload that declares upload_sha256)", () => {
+  // The upload (what the client sent and declared) and the stored raw image differ in bytes and size.
+  const upload = randomBytes(17 * MiB + 11);
+  const stored = randomBytes(23 * MiB + 5);
+  const sha256 = createHash("sha256").update(upload).digest("hex");
+  const converted: Partial<FanoutJob> = {
+    mode: "convert",
+    source_format: "qcow2",
+    convert_from: "qcow2",
+    upload_etag: '"e1"',
+    upload_algos: ["sha256"],
+    output_size: stored.length,
+    virtual_size: stored.length,
+  };
+
+  /** Runs the upload chain link by link (running `retry` twice), as the state machine would. */
+  async function uploadChain(s: Awaited<ReturnType<typeof setup>>, retry = -1) {
+    let out: HashStepOutput = { done: false, offset: 0, state: null as never };
+    const offsets: number[] = [];
+    for (let i = 0; !out.done; i++) {
+      const linkInput = {
+        ...input,
+        chain: "upload" as const,
+        uploadSize: upload.length,
+        offset: out.offset,
+        state: out.state,
+      };
+      // The state went through JSON, as Step Functions carries it.
+      const next: HashStepOutput = JSON.parse(JSON.stringify(await s.hash.hash(linkInput)));
+      if (i === retry) expect(JSON.parse(JSON.stringify(await s.hash.hash(linkInput)))).toEqual(next);
+      offsets.push(out.offset);
+      out = next;
+    }
+    return { digests: out.digests, offsets };
+  }
+
+  it("restores its state link after link to the sha256 of one pass over the upload, read under its ETag; finish activates", async () => {
+    const s = await setup(upload, converted);
+    await s.images.update(ID, { upload_sha256: sha256 }, ["importing"]);
+    s.objects.objects.set(imageKey(ID), stored);
+    const { digests, offsets } = await uploadChain(s, 1);
+    // Three links of 7 MiB + 3 over 17 MiB + 11, the second run twice with the same result.
+    expect(offsets).toEqual([0, 7 * MiB + 3, 14 * MiB + 6]);
+    expect(digests).toEqual({ sha256 });
+    expect(new Set(s.storage.ifMatch.map(([key, etag]) => `${key} ${etag}`))).toEqual(
+      new Set([`${UPLOAD} "e1"`]),
+    );
+    expect((await s.images.get(ID))?.import_progress).toMatchObject({ upload_bytes_hashed: upload.length });
+    const storedDigests = {
+      md5: createHash("md5").update(stored).digest("hex"),
+      sha512: createHash("sha512").update(stored).digest("hex"),
+    };
+    await s.control.finish({ ...input, digests: storedDigests, uploadDigests: digests });
+    expect(await s.images.get(ID)).toMatchObject({
+      status: "active",
+      size: stored.length,
+      checksum: storedDigests.md5,
+      os_hash_value: storedDigests.sha512,
+      converted: true,
+      import_progress: { bytes_hashed: stored.length, upload_bytes_hashed: upload.length },
+    });
+  });
+
+  it("refuses a declared sha256 that is not the upload's: at the chain's last link, and at finish", async () => {
+    const s = await setup(upload, converted);
+    const wrong = createHash("sha256").update("not the upload").digest("hex");
+    await s.images.update(ID, { upload_sha256: wrong }, ["importing"]);
+    s.objects.objects.set(imageKey(ID), stored);
+    const err = await uploadChain(s).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportRejectedError);
+    expect((err as ImportRejectedError).message).toBe(
+      `The upload's sha256 is ${sha256} but the image declared upload_sha256 ${wrong}.`,
+    );
+    expect((stepError(err) as Error).name).toBe(`${ERROR_PREFIX}DIGEST_MISMATCH`);
+    // Finish is the gate whatever reached it: the wrong digest, or none from the upload's chain.
+    for (const uploadDigests of [{ sha256 }, {}, undefined]) {
+      const declared = uploadDigests?.sha256 === sha256 ? wrong : sha256;
+      await s.images.update(ID, { upload_sha256: declared }, ["importing"]);
+      const refused = await s.control
+        .finish({ ...input, digests: { md5: "a", sha512: "b", sha256 }, uploadDigests })
+        .catch((e: unknown) => e);
+      expect(refused).toMatchObject({ reason: "DIGEST_MISMATCH" });
+      expect((await s.images.get(ID))?.status).toBe("importing");
+    }
   });
 });
 

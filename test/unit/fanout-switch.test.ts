@@ -109,6 +109,7 @@ describe("the importer's switch to the fan-out", () => {
       output_size: 8 * MiB,
       virtual_size: 8 * MiB,
       algos: ["md5", "sha512"],
+      upload_algos: [],
       upload_id: null,
     });
     if (!job) throw new Error("not fanned out");
@@ -132,16 +133,36 @@ describe("the importer's switch to the fan-out", () => {
       stored_format: "raw",
       output_size: raw.length,
       algos: ["md5", "sha512", "sha256"],
+      // The stored bytes are the upload's: no chain of the upload's own.
+      upload_algos: [],
     });
   });
 
-  it("leaves to one invocation: an image at or under the threshold, a gzip-wrapped upload, a conversion with a declared sha256", async () => {
+  it("fans out a conversion with a declared sha256, with a sha256 chain over the upload beside the stored one", async () => {
+    const s = await setup(qcow2, { sha256: "b".repeat(64) });
+    const job = await s.fanout.consider(s.image, s.staged, s.signal);
+    expect(job).toMatchObject({
+      mode: "convert",
+      convert_from: "qcow2",
+      output_size: 8 * MiB,
+      upload_size: qcow2.length,
+      // The stored chain reads the raw output, whose sha256 is not the upload's.
+      algos: ["md5", "sha512"],
+      upload_algos: ["sha256"],
+    });
+    if (!job) throw new Error("not fanned out");
+    await s.fanout.launch(s.image, job, "2026-01-01T00:01:00.000Z");
+    expect((await s.images.get(ID))?.import_progress).toMatchObject({
+      bytes_hashed: 0,
+      upload_bytes_hashed: 0,
+    });
+  });
+
+  it("leaves to one invocation: an image at or under the threshold, a gzip-wrapped upload", async () => {
     const under = await setup(qcow2, { threshold: 8 * MiB });
     expect(await under.fanout.consider(under.image, under.staged, under.signal)).toBeUndefined();
     const gz = await setup(gzipSync(raw));
     expect(await gz.fanout.consider(gz.image, gz.staged, gz.signal)).toBeUndefined();
-    const declared = await setup(qcow2, { sha256: "b".repeat(64) });
-    expect(await declared.fanout.consider(declared.image, declared.staged, declared.signal)).toBeUndefined();
   });
 
   it("refuses, before anything is started, what one invocation refuses: a virtual size above the limit", async () => {

@@ -537,6 +537,9 @@ describe("fan-out functions", () => {
     expect(allowed("FanoutWorkerRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(true);
     expect(allowed("FanoutWorkerRole", "s3:DeleteObject", `${BUCKET_ARN}/images/*`)).toBe(false);
     expect(allowed("FanoutHashRole", "s3:PutObject", `${BUCKET_ARN}/images/*`)).toBe(false);
+    // The hash links read the stored image and, for a converted upload's declared sha256, the upload.
+    expect(allowed("FanoutHashRole", "s3:GetObject", `${BUCKET_ARN}/images/*`)).toBe(true);
+    expect(allowed("FanoutHashRole", "s3:GetObject", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("FanoutControlRole", "s3:AbortMultipartUpload", `${BUCKET_ARN}/images/*`)).toBe(true);
   });
 });

@@ -105,6 +105,7 @@ const StoredImage = z.object({
         ranges_done: z.optional(z.number()),
         ranges_total: z.optional(z.number()),
         bytes_hashed: z.optional(z.number()),
+        upload_bytes_hashed: z.optional(z.number()),
       }),
     ),
     null,

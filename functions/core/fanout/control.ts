@@ -1,8 +1,9 @@
-import { ImportRejectedError, StaleStatusError } from "../errors.ts";
+import { StaleStatusError } from "../errors.ts";
 import { type ImageRecord, imageKey } from "../image/image.ts";
 import type { ObjectStore } from "../ports.ts";
 import type { ChainAlgo } from "./hash-chain.ts";
 import { failureOf, held, renew, type StepDeps, type StepError, type StepInput } from "./held.ts";
+import { checkDeclaredSha256, type FanoutJob, hashesUpload, uploadSha256 } from "./job.ts";
 import { type FanoutRange, planRanges } from "./plan.ts";
 import type { FanoutStorage } from "./ports.ts";
 
@@ -11,6 +12,13 @@ export interface ControlDeps extends StepDeps {
   storage: FanoutStorage;
   /** Told how a fanned-out import ended, and how long it took since the importer handed it over. */
   onSettled?: (outcome: { outcome: "active" | "killed"; image: ImageRecord }, ms: number) => void;
+}
+
+/** The finish step's input: the stored chain's digests, and the upload chain's when it ran. */
+export interface FinishInput extends StepInput {
+  digests: Partial<Record<ChainAlgo, string>>;
+  /** `{}` when the upload chain did not run; absent from executions started before it existed. */
+  uploadDigests?: Partial<Record<ChainAlgo, string>> | undefined;
 }
 
 /** The plan step's result, kept at `$.plan` for the rest of the execution. */
@@ -23,12 +31,17 @@ export interface PlanOutput {
   ranges: FanoutRange[];
   uploadId: string;
   workers: number;
+  /** Bytes of the staged upload: what the upload chain hashes. */
+  uploadSize: number;
+  /** Whether the upload chain runs (a converted upload whose image declares `upload_sha256`). */
+  hashUpload: boolean;
 }
 
 /**
  * The fan-out's control steps (the `fanoutControl` function): plan (start the multipart upload, cut the
- * ranges), complete (assemble the parts), finish (record the digests, make the image active) and cleanup
- * (abort, delete, kill the image with a reason). Each is safe to run twice.
+ * ranges), complete (assemble the parts), finish (check the upload's declared sha256, record the digests,
+ * make the image active) and cleanup (abort, delete, kill the image with a reason). Each is safe to run
+ * twice.
  */
 export function createFanoutControl(deps: ControlDeps) {
   const { images, objects, storage, clock, log } = deps;
@@ -66,6 +79,8 @@ export function createFanoutControl(deps: ControlDeps) {
       ranges: [...cut.ranges],
       uploadId,
       workers: Math.max(1, Math.min(job.workers, cut.ranges.length)),
+      uploadSize: job.upload_size,
+      hashUpload: hashesUpload(job),
     };
   }
 
@@ -99,22 +114,14 @@ export function createFanoutControl(deps: ControlDeps) {
     await renew(deps, input);
   }
 
-  async function finish(input: StepInput & { digests: Partial<Record<ChainAlgo, string>> }): Promise<void> {
+  async function finish(input: FinishInput): Promise<void> {
     const current = await images.get(input.imageId);
     // A retried finish whose first attempt won: nothing left to do.
     if (current?.status === "active" && current.checksum === input.digests.md5) return;
     const { image, job } = await held(images, input);
     const { digests } = input;
-    if (
-      job.algos.includes("sha256") &&
-      image.upload_sha256 !== null &&
-      digests.sha256 !== image.upload_sha256
-    ) {
-      throw new ImportRejectedError(
-        "DIGEST_MISMATCH",
-        `The upload's sha256 is ${digests.sha256} but the image declared upload_sha256 ${image.upload_sha256}.`,
-      );
-    }
+    // The gate: no image becomes active while its declared sha256 is not the upload's, whichever chain read it.
+    checkDeclaredSha256(image.upload_sha256, uploadSha256(job, digests, input.uploadDigests));
     const stored = await objects.head(imageKey(input.imageId));
     if (stored?.size !== job.output_size) {
       throw new Error(`the stored image has ${stored?.size ?? "no"} bytes, expected ${job.output_size}`);
@@ -133,7 +140,7 @@ export function createFanoutControl(deps: ControlDeps) {
         os_hash_value: digests[job.os_hash_algo] ?? null,
         source_format: job.source_format,
         converted: job.mode === "convert",
-        import_progress: progressAtEnd(image, job.output_size, now),
+        import_progress: progressAtEnd(image, job, now),
         import_lease_until: null,
         import_execution: null,
         import_fanout: null,
@@ -223,7 +230,7 @@ export function createFanoutControl(deps: ControlDeps) {
   return { plan, complete, finish, cleanup };
 }
 
-function progressAtEnd(image: ImageRecord, size: number, now: string) {
+function progressAtEnd(image: ImageRecord, job: FanoutJob, now: string) {
   const p = image.import_progress;
   return {
     bytes_read: p?.total ?? 0,
@@ -232,7 +239,8 @@ function progressAtEnd(image: ImageRecord, size: number, now: string) {
     workers: p?.workers ?? 0,
     ranges_done: p?.ranges_done ?? 0,
     ranges_total: p?.ranges_total ?? 0,
-    bytes_hashed: size,
+    bytes_hashed: job.output_size,
+    ...(hashesUpload(job) ? { upload_bytes_hashed: job.upload_size } : {}),
   };
 }
 

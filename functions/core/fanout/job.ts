@@ -1,4 +1,5 @@
 import type { SourceFormat } from "../convert/ports.ts";
+import { ImportRejectedError } from "../errors.ts";
 import type { ChainAlgo } from "./hash-chain.ts";
 
 /**
@@ -30,8 +31,17 @@ export interface FanoutJob {
   workers: number;
   /** Bytes one hash link reads. */
   hash_link_bytes: number;
-  /** The chain's algorithms: md5, `os_hash_algo`, and sha256 when a declared upload sha256 is checked. */
+  /**
+   * The stored-object chain's algorithms: md5, `os_hash_algo`, and sha256 when the upload is stored as it
+   * is (copy) and declares `upload_sha256`: the stored bytes are then the upload's.
+   */
   algos: ChainAlgo[];
+  /**
+   * The upload chain's algorithms: `["sha256"]` when a converted upload declares `upload_sha256` (the
+   * declared digest is of the upload's bytes, which the stored chain never reads), else none and no
+   * upload chain runs. Absent on jobs recorded before the upload chain existed.
+   */
+  upload_algos?: ChainAlgo[];
   os_hash_algo: "sha256" | "sha384" | "sha512";
   /** The multipart upload of the stored image, once the plan step started it. */
   upload_id: string | null;
@@ -49,4 +59,34 @@ export interface FanoutProgress {
   ranges_done: number;
   ranges_total: number;
   bytes_hashed: number;
+  /** Bytes of the upload its own chain has read; only while a converted upload's sha256 is checked. */
+  upload_bytes_hashed?: number;
+}
+
+/** Whether the execution runs the upload chain (`upload_algos` names an algorithm). */
+export const hashesUpload = (job: FanoutJob): boolean => (job.upload_algos ?? []).length > 0;
+
+/**
+ * The sha256 of the upload as the fan-out computed it: the stored chain's when the upload was stored as
+ * it is, the upload chain's when it was converted; undefined when neither computed it.
+ */
+export function uploadSha256(
+  job: FanoutJob,
+  stored: Partial<Record<ChainAlgo, string>>,
+  upload: Partial<Record<ChainAlgo, string>> | undefined,
+): string | undefined {
+  return job.mode === "copy" ? stored.sha256 : upload?.sha256;
+}
+
+/**
+ * Refuses an import whose upload does not have the sha256 its image declared, with the reason and
+ * message the single-invocation import gives (`DIGEST_MISMATCH`).
+ */
+export function checkDeclaredSha256(declared: string | null, actual: string | undefined): void {
+  if (declared !== null && actual !== declared) {
+    throw new ImportRejectedError(
+      "DIGEST_MISMATCH",
+      `The upload's sha256 is ${actual} but the image declared upload_sha256 ${declared}.`,
+    );
+  }
 }

@@ -6,7 +6,7 @@ import { type ImportPolicy, planImport } from "../import/plan.ts";
 import { detectObject } from "../import/strategies.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "../ports.ts";
 import type { ChainAlgo } from "./hash-chain.ts";
-import { executionName, type FanoutJob } from "./job.ts";
+import { executionName, type FanoutJob, hashesUpload } from "./job.ts";
 import { FanoutPlanError, planRanges, shouldFanOut } from "./plan.ts";
 import type { FanoutStarter, FanoutStorage } from "./ports.ts";
 import { uploadReader } from "./worker.ts";
@@ -56,8 +56,8 @@ export interface StagedUpload {
  * upload whose virtual size is above the threshold is inspected with every check the single-invocation
  * import makes (the same inspector, fed the head, the tables and the tail), planned as that import would
  * plan it, and fanned out; one that fails a check is refused with the same reason. Uploads it cannot
- * read by range (gzip-wrapped), and converted ones whose declared upload sha256 only a full read can
- * check, stay with the single invocation. `launch` records the job and starts the execution.
+ * read by range (gzip-wrapped) stay with the single invocation. `launch` records the job and starts the
+ * execution.
  */
 export function createFanoutSwitch(deps: FanoutSwitchDeps) {
   const { settings, log } = deps;
@@ -133,17 +133,14 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
     const virtualSize = await virtualSizeOf(from, reader, signal);
     if (virtualSize === undefined || !shouldFanOut(virtualSize, settings.threshold)) return undefined;
     const { inspection, copy } = await check(image, detected, reader, signal);
-    if (!copy && image.upload_sha256 !== null) {
-      log.info("not fanned out: a converted upload's declared sha256 needs one full read", {
-        imageId: image.id,
-        virtualSize: inspection.virtualSize,
-      });
-      return undefined;
-    }
     const outputSize = copy ? staged.size : inspection.virtualSize;
     checkPlan(outputSize);
     const algos: ChainAlgo[] = ["md5", deps.osHashAlgo];
-    if (copy && image.upload_sha256 !== null && !algos.includes("sha256")) algos.push("sha256");
+    const declared = image.upload_sha256 !== null;
+    // A declared sha256 is of the upload's bytes: the stored chain reads them only when they are stored as
+    // they are; a converted upload gets a chain of its own.
+    if (copy && declared && !algos.includes("sha256")) algos.push("sha256");
+    const uploadAlgos: ChainAlgo[] = !copy && declared ? ["sha256"] : [];
     return {
       upload_key: staged.key,
       upload_etag: staged.etag ?? null,
@@ -159,6 +156,7 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
       workers: settings.workers,
       hash_link_bytes: settings.hashLinkBytes,
       algos,
+      upload_algos: uploadAlgos,
       os_hash_algo: deps.osHashAlgo,
       upload_id: null,
       started_at: deps.clock.now().toISOString(),
@@ -194,6 +192,7 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
           ranges_done: 0,
           ranges_total: cut.ranges.length,
           bytes_hashed: 0,
+          ...(hashesUpload(job) ? { upload_bytes_hashed: 0 } : {}),
         },
       },
       ["importing"],
@@ -218,6 +217,7 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
       virtualSize: job.virtual_size,
       ranges: cut.ranges.length,
       partSize: cut.partSize,
+      uploadChain: hashesUpload(job),
     });
     return recorded;
   }

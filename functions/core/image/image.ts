@@ -23,6 +23,8 @@ export interface ImportProgress {
   ranges_total?: number;
   /** A fanned-out import: bytes of the stored image its hash chain has read. */
   bytes_hashed?: number;
+  /** A fanned-out converted import with a declared sha256: bytes of the upload its own chain has read. */
+  upload_bytes_hashed?: number;
 }
 
 /** The stored image record: Glance's fields plus Hangar's. Extra user properties are strings. */

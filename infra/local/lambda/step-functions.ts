@@ -76,7 +76,7 @@ export class LocalStepFunctions {
     this.stateMachineArn = localStateMachineArn(opts.region);
   }
 
-  /** Every Task state, in the Map's processor too, invokes the function its Resource names. */
+  /** Every Task state, in the Map's processor and the Parallel's branches too, invokes the function its Resource names. */
   private mapTasks(states: Record<string, StateShape>, byArn: Map<string, FunctionKey>): void {
     for (const [name, state] of Object.entries(states)) {
       if (state.Type === "Task") {
@@ -85,6 +85,7 @@ export class LocalStepFunctions {
         this.tasks[name] = (input) => this.invokeTask(key, input);
       }
       if (state.ItemProcessor) this.mapTasks(state.ItemProcessor.States, byArn);
+      for (const branch of state.Branches ?? []) this.mapTasks(branch.States, byArn);
     }
   }
 
@@ -172,4 +173,5 @@ interface StateShape {
   Type: string;
   Resource?: unknown;
   ItemProcessor?: { States: Record<string, StateShape> };
+  Branches?: { States: Record<string, StateShape> }[];
 }

@@ -40,21 +40,31 @@ const start = (sfn: LocalStepFunctions, name: string, input = { imageId: "img" }
     input: JSON.stringify(input),
   });
 
-/** A fan-out of one range and one link, each step answered as the real functions answer. */
-const happy = ({ key, event }: Call): unknown => {
-  if (key === "fanoutControl" && event.step === "plan")
-    return {
-      virtualSize: 10,
-      partSize: 5,
-      rangeBytes: 10,
-      partsTotal: 2,
-      uploadId: "u",
-      workers: 1,
-      ranges: [{ index: 0, offset: 0, length: 10, firstPart: 1, lastPart: 2 }],
-    };
-  if (key === "fanoutHash") return { done: true, offset: 10, state: null, digests: { md5: "m" } };
-  return null;
-};
+/**
+ * A fan-out of one range and one link, each step answered as the real functions answer; with
+ * `hashUpload`, one link of the upload's own chain too.
+ */
+const answer =
+  (hashUpload: boolean) =>
+  ({ key, event }: Call): unknown => {
+    if (key === "fanoutControl" && event.step === "plan")
+      return {
+        virtualSize: 10,
+        partSize: 5,
+        rangeBytes: 10,
+        partsTotal: 2,
+        uploadId: "u",
+        workers: 1,
+        ranges: [{ index: 0, offset: 0, length: 10, firstPart: 1, lastPart: 2 }],
+        uploadSize: 7,
+        hashUpload,
+      };
+    if (key === "fanoutHash" && event.chain === "upload")
+      return { done: true, offset: 7, state: null, digests: { sha256: "s" } };
+    if (key === "fanoutHash") return { done: true, offset: 10, state: null, digests: { md5: "m" } };
+    return null;
+  };
+const happy = answer(false);
 
 describe("the local Step Functions (StartExecution)", () => {
   it("runs the definition's Tasks on the functions their placeholders name, each given the execution's name", async () => {
@@ -72,6 +82,21 @@ describe("the local Step Functions (StartExecution)", () => {
       "fanoutControl:finish",
     ]);
     expect(new Set(s.calls.map((c) => c.event.execution))).toEqual(new Set(["img-1"]));
+  });
+
+  it("runs the upload's own chain in the Parallel's other branch, on the hash function, when the plan asks", async () => {
+    const s = stand(answer(true));
+    await start(s.sfn, "img-4");
+    expect(await s.finished("img-4")).toBe("fan-out execution img-4 succeeded");
+    const upload = s.calls.filter((c) => c.event.chain === "upload");
+    expect(upload.map((c) => [c.key, c.event.uploadSize, c.event.execution])).toEqual([
+      ["fanoutHash", 7, "img-4"],
+    ]);
+    expect(s.calls.at(-1)?.event).toMatchObject({
+      step: "finish",
+      digests: { md5: "m" },
+      uploadDigests: { sha256: "s" },
+    });
   });
 
   it("hands a function's error to Cleanup as Lambda reports it: Error the error type, Cause the JSON error", async () => {
