@@ -177,12 +177,14 @@ net.Socket.prototype.connect = function (...args) {
   connects.push(JSON.stringify(args[0]));
   return connect.apply(this, args);
 };
+const loaded = new Set(process.moduleLoadList);
 const started = performance.now();
 const cpu = process.cpuUsage();
 const mod = await import(pathToFileURL(process.argv[1]).href);
 const ms = performance.now() - started;
 const { user, system } = process.cpuUsage(cpu);
-process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects }) + "\\n");
+const builtins = process.moduleLoadList.filter((m) => !loaded.has(m) && m.startsWith("NativeModule ")).map((m) => m.slice("NativeModule ".length));
+process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects, builtins }) + "\\n");
 process.exit(0);
 `;
 
@@ -193,6 +195,8 @@ export interface InitResult {
   cpuSamples: number[];
   /** Connections attempted while importing (must be none). */
   connects: string[];
+  /** Node's own modules the import loaded (`process.moduleLoadList`), e.g. `internal/deps/undici/undici`. */
+  builtins: string[];
 }
 
 export function median(xs: number[]): number {
@@ -206,6 +210,7 @@ export function measureInit(bundle: string, env: Record<string, string>, runs = 
   const samples: number[] = [];
   const cpuSamples: number[] = [];
   const connects = new Set<string>();
+  const builtins = new Set<string>();
   for (let i = 0; i < runs; i++) {
     const r = spawnSync(process.execPath, ["--input-type=module", "-e", INIT_CHILD, bundle], {
       // Nothing of this machine's environment (AWS_PROFILE, proxies) reaches the function.
@@ -217,13 +222,20 @@ export function measureInit(bundle: string, env: Record<string, string>, runs = 
     if (r.status !== 0 || !line.startsWith("{")) {
       throw new Error(`importing ${bundle} failed (${r.status ?? r.signal}): ${r.stderr}`);
     }
-    const report = JSON.parse(line) as { ms: number; cpuMs: number; handler: string; connects: string[] };
+    const report = JSON.parse(line) as {
+      ms: number;
+      cpuMs: number;
+      handler: string;
+      connects: string[];
+      builtins: string[];
+    };
     if (report.handler !== "function") throw new Error(`${bundle} exports no handler function`);
     samples.push(report.ms);
     cpuSamples.push(report.cpuMs);
     for (const c of report.connects) connects.add(c);
+    for (const m of report.builtins) builtins.add(m);
   }
-  return { medianMs: median(samples), samples, cpuSamples, connects: [...connects] };
+  return { medianMs: median(samples), samples, cpuSamples, connects: [...connects], builtins: [...builtins] };
 }
 
 export interface BudgetRow {

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { createRemoteJWKSet, type JWTVerifyGetKey } from "jose";
 import { DynamoMemberRepository } from "../adapters/dynamodb/member-repository.ts";
 import { FolderPageFiles } from "../adapters/files/page-files.ts";
 import { InProcessWebDownloads, LambdaWebDownloads, systemResolver } from "../adapters/http/web-download.ts";
@@ -12,6 +13,22 @@ import { createApp } from "../http/app.ts";
 import { createTokenVerifier } from "../http/auth.ts";
 import { createStore, type RootOptions } from "./store.ts";
 import { createWebDownloadFunction } from "./web-download.ts";
+
+/**
+ * The JWKS at `url` as jose's remote key set, made when the first token is verified rather than in the
+ * module's init: making it creates a `Headers`, which loads Node's built-in undici (fetch, and the
+ * modules it needs: http2, worker_threads, perf_hooks), about 25 ms of CPU. The first request loads
+ * undici anyway (the Lambda adapter hands the app a `Request`, and the keys are fetched with `fetch`);
+ * init does not. The URL is checked here, so a bad one still fails the function's init.
+ */
+export function lazyRemoteKeys(url: string): JWTVerifyGetKey {
+  const parsed = new URL(url);
+  let keys: JWTVerifyGetKey | undefined;
+  return (header, token) => {
+    keys ??= createRemoteJWKSet(parsed);
+    return keys(header, token);
+  };
+}
 
 /** The API function's composition root: the Glance v2 app over the store, links and quotas. */
 export function createApiFunction(config: ApiConfig, options: RootOptions & { pageDir?: string } = {}) {
@@ -66,7 +83,10 @@ export function createApiFunction(config: ApiConfig, options: RootOptions & { pa
   const app = createApp({
     images: imageService,
     quotas: createQuotaService({ quota: store.quota, images, objects, log }),
-    verifyToken: createTokenVerifier(config.jwt, (m, f) => log.warn(m, f)),
+    verifyToken: createTokenVerifier(
+      config.jwt.jwksUrl ? { ...config.jwt, keys: lazyRemoteKeys(config.jwt.jwksUrl) } : config.jwt,
+      (m, f) => log.warn(m, f),
+    ),
     log,
     metrics: store.metrics,
     // Beyond 5 GiB a declared upload gets a multipart plan; S3's object limit is the ceiling.

@@ -80,6 +80,12 @@ describe("bundle budgets", () => {
     for (const b of bundles) {
       const init = measureInit(b.bundle, initEnv(b.name), 1);
       expect({ bundle: b.name, connects: init.connects }).toEqual({ bundle: b.name, connects: [] });
+      // Node's fetch (its built-in undici, with http2 and worker_threads) is a fifth of the api's init;
+      // no function needs it before its first event.
+      expect({ bundle: b.name, undici: init.builtins.filter((m) => m.includes("undici")) }).toEqual({
+        bundle: b.name,
+        undici: [],
+      });
     }
   }, 120_000);
 });
