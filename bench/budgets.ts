@@ -2,8 +2,9 @@
  * Bundle budgets: what each Lambda zip may weigh in JavaScript and how long its module init may take, and
  * how both are measured. Used by `npm run bench` (bench/run.ts) and test/unit/bundles.test.ts.
  *
- * - JavaScript: the bytes of `<name>/index.mjs` as `scripts/build.mjs` writes it (minified, source map
- *   beside it, not counted), read from the bundle's esbuild metafile.
+ * - JavaScript: the bytes of `<name>/index.mjs` and of every chunk beside it (`chunk-*.mjs`, modules the
+ *   function imports when first used) as `scripts/build.mjs` writes them (minified, source maps beside
+ *   them, not counted), read from the bundle's esbuild metafile.
  * - Module init: a fresh Node process with the function's configuration in its environment imports the
  *   built bundle; the time of that `import()` is taken inside the process (Node's own start-up is not
  *   in it), the median of INIT_RUNS processes. Endpoints are loopback addresses nobody listens on: init
@@ -75,14 +76,31 @@ export function readBundles(outDir: string): BuiltBundle[] {
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** The function's entry, `index.mjs` (the chunks its `import()`s load are entry points of esbuild's too). */
 function entryOutput(metafile: Metafile) {
-  const outputs = Object.values(metafile.outputs).filter((o) => o.entryPoint !== undefined);
+  const outputs = Object.entries(metafile.outputs).filter(([file]) => /(^|\/)index\.mjs$/.test(file));
   if (outputs.length !== 1 || !outputs[0]) throw new Error("expected a metafile of exactly one bundle");
-  return outputs[0];
+  return outputs[0][1];
 }
 
-/** The bundle's JavaScript bytes. */
-export const jsBytes = (metafile: Metafile): number => entryOutput(metafile).bytes;
+/** The bundle's JavaScript files: its entry and every chunk beside it (`.mjs`; source maps are not). */
+export function jsOutputs(metafile: Metafile): Metafile["outputs"][string][] {
+  entryOutput(metafile);
+  return Object.entries(metafile.outputs)
+    .filter(([file]) => file.endsWith(".mjs"))
+    .map(([, o]) => o);
+}
+
+/** The bundle's JavaScript bytes: the entry and every chunk, whether init loads it or a later request. */
+export const jsBytes = (metafile: Metafile): number =>
+  jsOutputs(metafile).reduce((sum, o) => sum + o.bytes, 0);
+
+/** Every input of the bundle's JavaScript with the bytes it left there, over the entry and its chunks. */
+function bundleInputs(metafile: Metafile): [string, number][] {
+  return jsOutputs(metafile).flatMap((o) =>
+    Object.entries(o.inputs).map(([input, { bytesInOutput }]): [string, number] => [input, bytesInOutput]),
+  );
+}
 
 /**
  * Where an input comes from: the package (`@smithy/core`) and the directory it was installed in
@@ -100,7 +118,7 @@ export function packageOf(input: string): { name: string; dir: string } | undefi
 /** Bytes each package contributes to the bundle (by package name, all its copies together), largest first. */
 export function packageSizes(metafile: Metafile): [string, number][] {
   const sizes = new Map<string, number>();
-  for (const [input, { bytesInOutput }] of Object.entries(entryOutput(metafile).inputs)) {
+  for (const [input, bytesInOutput] of bundleInputs(metafile)) {
     const name = packageOf(input)?.name ?? input.split("/").slice(0, 2).join("/");
     sizes.set(name, (sizes.get(name) ?? 0) + bytesInOutput);
   }
@@ -110,7 +128,7 @@ export function packageSizes(metafile: Metafile): [string, number][] {
 /** Packages the bundle holds more than one copy of (one name, several install directories). */
 export function duplicatePackages(metafile: Metafile): { name: string; dirs: string[] }[] {
   const dirs = new Map<string, Set<string>>();
-  for (const input of Object.keys(entryOutput(metafile).inputs)) {
+  for (const [input] of bundleInputs(metafile)) {
     const pkg = packageOf(input);
     if (!pkg) continue;
     const set = dirs.get(pkg.name) ?? new Set<string>();
@@ -177,12 +195,14 @@ net.Socket.prototype.connect = function (...args) {
   connects.push(JSON.stringify(args[0]));
   return connect.apply(this, args);
 };
+const loaded = new Set(process.moduleLoadList);
 const started = performance.now();
 const cpu = process.cpuUsage();
 const mod = await import(pathToFileURL(process.argv[1]).href);
 const ms = performance.now() - started;
 const { user, system } = process.cpuUsage(cpu);
-process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects }) + "\\n");
+const builtins = process.moduleLoadList.filter((m) => !loaded.has(m) && m.startsWith("NativeModule ")).map((m) => m.slice("NativeModule ".length));
+process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects, builtins }) + "\\n");
 process.exit(0);
 `;
 
@@ -193,6 +213,8 @@ export interface InitResult {
   cpuSamples: number[];
   /** Connections attempted while importing (must be none). */
   connects: string[];
+  /** Node's own modules the import loaded (`process.moduleLoadList`), e.g. `internal/deps/undici/undici`. */
+  builtins: string[];
 }
 
 export function median(xs: number[]): number {
@@ -206,6 +228,7 @@ export function measureInit(bundle: string, env: Record<string, string>, runs = 
   const samples: number[] = [];
   const cpuSamples: number[] = [];
   const connects = new Set<string>();
+  const builtins = new Set<string>();
   for (let i = 0; i < runs; i++) {
     const r = spawnSync(process.execPath, ["--input-type=module", "-e", INIT_CHILD, bundle], {
       // Nothing of this machine's environment (AWS_PROFILE, proxies) reaches the function.
@@ -217,13 +240,20 @@ export function measureInit(bundle: string, env: Record<string, string>, runs = 
     if (r.status !== 0 || !line.startsWith("{")) {
       throw new Error(`importing ${bundle} failed (${r.status ?? r.signal}): ${r.stderr}`);
     }
-    const report = JSON.parse(line) as { ms: number; cpuMs: number; handler: string; connects: string[] };
+    const report = JSON.parse(line) as {
+      ms: number;
+      cpuMs: number;
+      handler: string;
+      connects: string[];
+      builtins: string[];
+    };
     if (report.handler !== "function") throw new Error(`${bundle} exports no handler function`);
     samples.push(report.ms);
     cpuSamples.push(report.cpuMs);
     for (const c of report.connects) connects.add(c);
+    for (const m of report.builtins) builtins.add(m);
   }
-  return { medianMs: median(samples), samples, cpuSamples, connects: [...connects] };
+  return { medianMs: median(samples), samples, cpuSamples, connects: [...connects], builtins: [...builtins] };
 }
 
 export interface BudgetRow {

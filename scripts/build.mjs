@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Bundles every Lambda entry point in functions/handlers/ into dist/<name>/index.mjs and zips it into
-// dist/<name>.zip, the artifacts serverless.yml deploys (`package.artifact`). Each bundle's esbuild
-// metafile goes beside it, dist/<name>/metafile.json (not into the zip): what each package weighs, and
-// what the bundle-budget test (test/unit/bundles.test.ts) and `npm run bench` read.
+// Bundles every Lambda entry point in functions/handlers/ into dist/<name>/index.mjs (with the chunks it
+// imports later, chunk-*.mjs, beside it) and zips that folder into dist/<name>.zip, the artifacts
+// serverless.yml deploys (`package.artifact`). Each bundle's esbuild metafile goes beside it,
+// dist/<name>/metafile.json (not into the zip): what each package weighs, and what the bundle-budget
+// test (test/unit/bundles.test.ts) and `npm run bench` read.
 //
 //   node scripts/build.mjs                    # all handlers
 //   node scripts/build.mjs api                # only the named handlers
@@ -146,19 +147,6 @@ function zipDirectory(files, zipPath) {
 }
 
 /**
- * The part of esbuild's combined metafile that belongs to one output: that output (and its map) and
- * exactly the inputs it holds, so `esbuild.analyzeMetafile` and the budget test read one bundle at a time.
- */
-function metafileOf(metafile, outputKey) {
-  const output = metafile.outputs[outputKey];
-  const inputs = Object.fromEntries(Object.keys(output.inputs).map((k) => [k, metafile.inputs[k]]));
-  const outputs = { [outputKey]: output };
-  const mapKey = `${outputKey}.map`;
-  if (metafile.outputs[mapKey]) outputs[mapKey] = metafile.outputs[mapKey];
-  return { inputs, outputs };
-}
-
-/**
  * Builds the named handlers (all when empty) into `outDir` (dist/ by default) and returns what was
  * written: per handler its zip and bytes, the bundle's JavaScript bytes, and its metafile.
  */
@@ -181,59 +169,69 @@ export async function buildHandlers(names = [], { outDir = distDir } = {}) {
     ]),
   );
 
-  // One esbuild call; each entry point still gets its own self-contained bundle (no code splitting).
-  const result = await build({
-    absWorkingDir: root,
-    entryPoints: Object.fromEntries(
-      selected.map((name) => [`${name}/index`, path.join(handlersDir, `${name}.ts`)]),
+  // One esbuild build per function, into its own folder: `index.mjs`, and the chunks of the modules its
+  // code imports only when first used (`import()`, functions/roots/lazy.ts), which its init does not
+  // load. The folder is the function: nothing is shared with another function's.
+  const results = await Promise.all(
+    selected.map((name) =>
+      build({
+        absWorkingDir: root,
+        entryPoints: { index: path.join(handlersDir, `${name}.ts`) },
+        outdir: path.join(outDir, name),
+        outExtension: { ".js": ".mjs" },
+        bundle: true,
+        splitting: true,
+        chunkNames: "chunk-[hash]",
+        platform: "node",
+        target: "node22",
+        format: "esm",
+        minify: true,
+        // No keepNames: its defineProperty call per function and class was a tenth of the api's module init.
+        // Hangar's error classes name themselves (`override name = …`), and logged or thrown stack traces are
+        // mapped back to the sources from the maps beside the bundle (functions/adapters/stack-map.ts); only
+        // library classes that take their name from the constructor (jose's errors) log a minified one.
+        keepNames: false,
+        sourcemap: true,
+        // Source maps already point at the sources; the bundle does not need them inlined.
+        sourcesContent: false,
+        legalComments: "none",
+        // Prefer a package's ESM entry, as Node does for `import`.
+        mainFields: ["module", "main"],
+        // In every chunk: each is a module of its own.
+        banner: { js: banner },
+        plugins: [sdkSchemaLiteralKeys, lambdaCredentials],
+        metafile: true,
+        logLevel: "warning",
+      }),
     ),
-    outdir: outDir,
-    outExtension: { ".js": ".mjs" },
-    bundle: true,
-    platform: "node",
-    target: "node22",
-    format: "esm",
-    minify: true,
-    // No keepNames: its defineProperty call per function and class was a tenth of the api's module init.
-    // Hangar's error classes name themselves (`override name = …`), and logged or thrown stack traces are
-    // mapped back to the sources from the map beside the bundle (functions/adapters/stack-map.ts); only
-    // library classes that take their name from the constructor (jose's errors) log a minified one.
-    keepNames: false,
-    sourcemap: true,
-    // Source maps already point at the sources; the bundle does not need them inlined.
-    sourcesContent: false,
-    legalComments: "none",
-    // Prefer a package's ESM entry, as Node does for `import`.
-    mainFields: ["module", "main"],
-    banner: { js: banner },
-    plugins: [sdkSchemaLiteralKeys, lambdaCredentials],
-    metafile: true,
-    logLevel: "warning",
-  });
-  if (result.errors.length > 0) throw new Error("esbuild reported errors");
-
-  const outputKeys = new Map(
-    Object.keys(result.metafile.outputs).map((key) => [path.resolve(root, key), key]),
   );
+  if (results.some((r) => r.errors.length > 0)) throw new Error("esbuild reported errors");
+
   const built = [];
-  for (const name of selected) {
+  for (const [i, name] of selected.entries()) {
+    const { metafile } = results[i];
     const dir = path.join(outDir, name);
     const bundle = path.join(dir, "index.mjs");
-    const outputKey = outputKeys.get(bundle);
-    if (!outputKey) throw new Error(`esbuild's metafile has no output ${bundle}`);
+    const outputs = Object.entries(metafile.outputs).map(([key, o]) => ({
+      file: path.resolve(root, key),
+      ...o,
+    }));
+    if (!outputs.some((o) => o.file === bundle))
+      throw new Error(`esbuild's metafile has no output ${bundle}`);
     if (name === "api") await buildPage(path.join(dir, PAGE_DIR));
     const files = (await listFiles(dir)).filter((f) => f.name !== METAFILE);
     const zipPath = path.join(outDir, `${name}.zip`);
     await zipDirectory(files, zipPath);
     const metafilePath = path.join(dir, METAFILE);
-    await writeFile(metafilePath, JSON.stringify(metafileOf(result.metafile, outputKey)));
+    await writeFile(metafilePath, JSON.stringify(metafile));
     const { size } = await stat(zipPath);
     built.push({
       name,
       zip: path.relative(root, zipPath),
       bytes: size,
       bundle,
-      jsBytes: result.metafile.outputs[outputKey].bytes,
+      // The entry and every chunk: all of it is the function's code, loaded at init or later.
+      jsBytes: outputs.filter((o) => o.file.endsWith(".mjs")).reduce((sum, o) => sum + o.bytes, 0),
       metafile: metafilePath,
     });
   }

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { SourceMap } from "node:module";
+import { basename } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /**
@@ -12,22 +13,36 @@ import { fileURLToPath } from "node:url";
  * stack traces are returned as they are.
  */
 
-type Loaded = { bundle: string; url: string; map: SourceMap } | null;
+/**
+ * The folder of the bundle: its entry (`index.mjs`) and the chunks the build split off beside it, each
+ * with its map; a file's map is read the first time one of its frames is mapped.
+ */
+type Loaded = { dir: string; dirUrl: string; maps: Map<string, SourceMap | null> } | null;
 let loaded: Loaded | undefined;
 
 function load(): Loaded {
   if (loaded !== undefined) return loaded;
   loaded = null;
-  try {
-    const bundle = fileURLToPath(import.meta.url);
-    if (bundle.endsWith(".mjs")) {
-      const map = new SourceMap(JSON.parse(readFileSync(`${bundle}.map`, "utf8")));
-      loaded = { bundle, url: import.meta.url, map };
-    }
-  } catch {
-    // No map beside the bundle: frames stay as they are.
+  const bundle = fileURLToPath(import.meta.url);
+  if (bundle.endsWith(".mjs")) {
+    const dirUrl = import.meta.url.slice(0, import.meta.url.lastIndexOf("/") + 1);
+    loaded = { dir: bundle.slice(0, bundle.length - basename(bundle).length), dirUrl, maps: new Map() };
   }
   return loaded;
+}
+
+function mapOf(bundle: NonNullable<Loaded>, file: string): SourceMap | null {
+  let map = bundle.maps.get(file);
+  if (map === undefined) {
+    try {
+      map = new SourceMap(JSON.parse(readFileSync(`${bundle.dir}${file}.map`, "utf8")));
+    } catch {
+      // No map beside the file: its frames stay as they are.
+      map = null;
+    }
+    bundle.maps.set(file, map);
+  }
+  return map;
 }
 
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -37,17 +52,20 @@ const repoPath = (source: string) =>
   source.replace(/^(?:\.\.\/)+/, "").replace(/^file:\/\/.*?\/functions\//, "functions/");
 
 /**
- * `stack` with every frame in this bundle (`file:///var/task/index.mjs:1:2345` or the plain path)
- * rewritten to its source position (`functions/http/app.ts:65:3`); frames elsewhere are kept.
+ * `stack` with every frame in this bundle's folder (`file:///var/task/index.mjs:1:2345`, a chunk
+ * `file:///var/task/chunk-X.mjs:1:99`, or the plain paths) rewritten to its source position
+ * (`functions/http/app.ts:65:3`); frames elsewhere are kept.
  */
 export function mapStack(stack: string, bundle: Loaded = load()): string {
   if (!bundle) return stack;
   const frame = new RegExp(
-    `(?:${escapeRegExp(bundle.url)}|${escapeRegExp(bundle.bundle)}):(\\d+):(\\d+)`,
+    `(?:${escapeRegExp(bundle.dirUrl)}|${escapeRegExp(bundle.dir)})([\\w.-]+\\.mjs):(\\d+):(\\d+)`,
     "g",
   );
-  return stack.replace(frame, (whole, line: string, column: string) => {
-    const entry = bundle.map.findEntry(Number(line) - 1, Number(column) - 1) as {
+  return stack.replace(frame, (whole, file: string, line: string, column: string) => {
+    const map = mapOf(bundle, file);
+    if (!map) return whole;
+    const entry = map.findEntry(Number(line) - 1, Number(column) - 1) as {
       originalSource?: string;
       originalLine?: number;
       originalColumn?: number;

@@ -1,36 +1,46 @@
-import { StepFunctionsStarter } from "../adapters/aws/step-functions.ts";
 import { withContext } from "../adapters/observability/context.ts";
 import { MetricUnit } from "../adapters/observability/metrics.ts";
 import { parseStorageEvent } from "../adapters/s3/events.ts";
-import { S3FanoutStorage } from "../adapters/s3/fanout-storage.ts";
-import { createS3Client } from "../adapters/s3/object-store.ts";
 import type { ImporterConfig } from "../config.ts";
-import { createFanoutSwitch, type FanoutSwitch } from "../core/fanout/start.ts";
+import type { FanoutSwitch } from "../core/fanout/start.ts";
 import { imageIdFromStagingKey } from "../core/image/image.ts";
 import { hashThreads } from "../core/import/digests.ts";
 import { createImporter, type Importer, type ImportOutcome } from "../core/import/import-uploaded-image.ts";
 import { importStorageEvents } from "../core/import/storage-events.ts";
 import { recordImport } from "./import-metrics.ts";
+import { lazily } from "./lazy.ts";
 import { createStore, type RootOptions, type Store } from "./store.ts";
 
 /** Imports of one image taken over from a dead importer before the image is killed (IMPORT_CRASHED). */
 const MAX_TAKEOVERS = 3;
 
-/** The switch to the fan-out state machine, when one is configured (docs/scale.md). */
+/**
+ * The switch to the fan-out state machine, when one is configured (docs/scale.md), made with the first
+ * import that asks it (lazy.ts): its S3 and Step Functions clients are not part of the function's init.
+ */
 function fanoutSwitch(config: ImporterConfig, store: Store): FanoutSwitch | undefined {
   const { stateMachineArn, stepFunctionsEndpoint } = config.fanout;
   if (!stateMachineArn) return undefined;
   const policy = importPolicy(config);
-  return createFanoutSwitch({
-    images: store.images,
-    objects: store.objects,
-    storage: new S3FanoutStorage(createS3Client(config.region, config.s3Endpoint), config.bucket),
-    starter: new StepFunctionsStarter(stateMachineArn, config.region, stepFunctionsEndpoint),
-    clock: store.clock,
-    log: store.log,
-    policy,
-    osHashAlgo: config.osHashAlgo,
-    settings: { ...config.fanout, partSize: config.partSize },
+  return lazily<FanoutSwitch>(async () => {
+    const [{ createFanoutSwitch }, { S3FanoutStorage }, { createS3Client }, { StepFunctionsStarter }] =
+      await Promise.all([
+        import("../core/fanout/start.ts"),
+        import("../adapters/s3/fanout-storage.ts"),
+        import("../adapters/s3/object-store.ts"),
+        import("../adapters/aws/step-functions.ts"),
+      ]);
+    return createFanoutSwitch({
+      images: store.images,
+      objects: store.objects,
+      storage: new S3FanoutStorage(createS3Client(config.region, config.s3Endpoint), config.bucket),
+      starter: new StepFunctionsStarter(stateMachineArn, config.region, stepFunctionsEndpoint),
+      clock: store.clock,
+      log: store.log,
+      policy,
+      osHashAlgo: config.osHashAlgo,
+      settings: { ...config.fanout, partSize: config.partSize },
+    });
   });
 }
 

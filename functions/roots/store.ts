@@ -5,7 +5,7 @@ import { DynamoQuotaStore } from "../adapters/dynamodb/quota-store.ts";
 import { createLogger } from "../adapters/log.ts";
 import { currentContext } from "../adapters/observability/context.ts";
 import { createMetrics, type MetricRecorder, MetricUnit } from "../adapters/observability/metrics.ts";
-import { S3ObjectStore } from "../adapters/s3/object-store.ts";
+import type { S3ObjectStore } from "../adapters/s3/object-store.ts";
 import type { StoreConfig } from "../config.ts";
 import {
   type LifecycleEventSink,
@@ -15,6 +15,7 @@ import {
   publishingMembers,
 } from "../core/lifecycle.ts";
 import type { Clock, Logger, MemberRepository } from "../core/ports.ts";
+import { lazily } from "./lazy.ts";
 
 /** What every function works on: image records (with their quota), stored bytes, a clock and a log. */
 export interface Store {
@@ -67,13 +68,18 @@ export function createStore(config: StoreConfig, options: RootOptions = {}): Sto
     dynamo,
     quota,
     images,
-    objects: new S3ObjectStore({
-      bucket: config.bucket,
-      region: config.region,
-      endpoint: config.s3Endpoint,
-      publicEndpoint: config.s3PublicEndpoint,
-      partSize: config.partSize,
-    }),
+    // The S3 client and its commands are a fifth of a bundle; the api's reads and edits of records never
+    // need them (lazy.ts).
+    objects: lazily(
+      async () =>
+        new (await import("../adapters/s3/object-store.ts")).S3ObjectStore({
+          bucket: config.bucket,
+          region: config.region,
+          endpoint: config.s3Endpoint,
+          publicEndpoint: config.s3PublicEndpoint,
+          partSize: config.partSize,
+        }),
+    ),
     clock: { now: () => new Date() },
     log,
     metrics,

@@ -1,6 +1,6 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BUDGETS,
@@ -29,6 +29,19 @@ beforeAll(() => {
 afterAll(() => {
   if (outDir) rmSync(outDir, { recursive: true, force: true });
 });
+
+/** The names of the files a zip holds, from its central directory. */
+function zipNames(zip: Buffer): string[] {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const names: string[] = [];
+  let at = zip.readUInt32LE(eocd + 16);
+  for (let i = zip.readUInt16LE(eocd + 10); i > 0; i--) {
+    const nameLength = zip.readUInt16LE(at + 28);
+    names.push(zip.toString("utf8", at + 46, at + 46 + nameLength));
+    at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
+  }
+  return names;
+}
 
 /** A metafile of one bundle made of `inputs` (path → bytes in the output). */
 function metafile(inputs: Record<string, number>, bytes = 1024): Metafile {
@@ -60,6 +73,17 @@ describe("bundle budgets", () => {
     }
   });
 
+  it("counts every JavaScript file of a function's folder, entry and chunks, and zips every one", () => {
+    for (const b of bundles) {
+      const dir = dirname(b.bundle);
+      const js = readdirSync(dir).filter((f) => f.endsWith(".mjs"));
+      const bytes = js.reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+      expect({ bundle: b.name, bytes: jsBytes(b.metafile) }).toEqual({ bundle: b.name, bytes });
+      const zipped = zipNames(readFileSync(join(outDir, `${b.name}.zip`)));
+      expect(zipped).toEqual(expect.arrayContaining([...js, ...js.map((f) => `${f}.map`)]));
+    }
+  });
+
   it("holds one copy of each package in every bundle", () => {
     const duplicates = bundles.flatMap((b) =>
       duplicatePackages(b.metafile).map((d) => ({ bundle: b.name, ...d })),
@@ -80,6 +104,12 @@ describe("bundle budgets", () => {
     for (const b of bundles) {
       const init = measureInit(b.bundle, initEnv(b.name), 1);
       expect({ bundle: b.name, connects: init.connects }).toEqual({ bundle: b.name, connects: [] });
+      // Node's fetch (its built-in undici, with http2 and worker_threads) is a fifth of the api's init;
+      // no function needs it before its first event.
+      expect({ bundle: b.name, undici: init.builtins.filter((m) => m.includes("undici")) }).toEqual({
+        bundle: b.name,
+        undici: [],
+      });
     }
   }, 120_000);
 });
@@ -104,6 +134,14 @@ describe("bundle checks", () => {
       dir: "../main/node_modules/zod",
     });
     expect(packageOf("functions/config.ts")).toBeUndefined();
+  });
+
+  it("weighs a bundle's entry and its chunks, not their source maps", () => {
+    const m = metafile({ "functions/a.ts": 100 }, 1000);
+    m.outputs["dist/fn/chunk-ABC.mjs"] = { bytes: 500, inputs: { "functions/b.ts": { bytesInOutput: 400 } } };
+    m.outputs["dist/fn/chunk-ABC.mjs.map"] = { bytes: 9000, inputs: {} };
+    m.outputs["dist/fn/index.mjs.map"] = { bytes: 9000, inputs: {} };
+    expect(jsBytes(m)).toBe(1500);
   });
 
   it("reports a bundle over its budget, and only then", () => {

@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
-import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink } from "node:fs/promises";
+import { appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -204,7 +204,11 @@ describe("packaged artifacts", () => {
       const files = unzip(await readFile(path.join(tree, "dist", `${name}.zip`)));
       // The api function also serves the browser page (/ui/) from the files beside its bundle.
       const page = name === "api" ? ["ui/app.css", "ui/app.js", "ui/index.html"] : [];
-      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map", ...page]);
+      // And the chunks the bundle imports when first used (scripts/build.mjs), with their maps.
+      const chunks = (await readdir(path.join(tree, "dist", name))).filter((f) =>
+        /^chunk-\w+\.mjs(\.map)?$/.test(f),
+      );
+      expect([...files.keys()].sort()).toEqual(["index.mjs", "index.mjs.map", ...chunks, ...page].sort());
     },
   );
 
