@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
 import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
 import { copyObject, copyParts } from "../../functions/adapters/s3/copy.ts";
-import { S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
+import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
 import { imageKey, stagingKey } from "../../functions/core/image/image.ts";
 import { createImageService } from "../../functions/core/images.ts";
 import { createImporter } from "../../functions/core/import/import-uploaded-image.ts";
@@ -60,7 +60,7 @@ function setup() {
   const info = getStack();
   const objects = new CountingStore(
     { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB },
-    s3,
+    contentMd5ForDeletes(s3Client()),
   );
   const dynamo = dynamoDbClient();
   const images = new DynamoImageRepository(
