@@ -16,11 +16,12 @@ import { join, resolve } from "node:path";
 import {
   CopyObjectCommand,
   DeleteObjectCommand,
+  ListObjectVersionsCommand,
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { imageKey, stagingKey } from "../functions/core/image/image.ts";
+import { imageKey, stagingKey, stagingPrefix } from "../functions/core/image/image.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 
@@ -184,18 +185,30 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       );
       return id;
     };
+    /**
+     * Deletes every version under `prefix`: the bucket keeps versions, so a delete by key alone would
+     * leave each 1 GiB behind a delete marker.
+     */
+    const purge = async (prefix: string) => {
+      const out = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix }));
+      for (const v of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
+      }
+    };
     const importOnce = async (source: string, diskFormat: string, expectMd5?: string): Promise<Measured> => {
       const id = await stage(source, diskFormat);
       const m = await runChild(["import", stagingKey(id)]);
       if (expectMd5 !== undefined && m.report.checksum !== expectMd5)
         throw new Error(`imported ${source}: md5 ${m.report.checksum}, expected ${expectMd5}`);
-      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: imageKey(id) }));
+      // A raw import keeps its data at the staging key; a converted one at images/<id>.
+      await purge(imageKey(id));
+      await purge(stagingPrefix(id));
       return m;
     };
     const copyOnce = async (mode: "copy" | "copy-writer"): Promise<Measured> => {
       const to = "bench/out/plain-copy";
       const m = await runChild([mode, SRC.raw, to]);
-      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: to }));
+      await purge(to);
       return m;
     };
 
