@@ -25,6 +25,17 @@ import { imageKey, stagingKey, stagingPrefix } from "../functions/core/image/ima
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 
+/**
+ * Deletes every version under `prefix` (one listing page: the bench's keys hold a few versions each). The
+ * stack's bucket keeps versions, so a delete by key alone would leave each 1 GiB behind a delete marker.
+ */
+export async function purgeVersions(client: S3Client, bucket: string, prefix: string): Promise<void> {
+  const out = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix }));
+  for (const v of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
+  }
+}
+
 export interface ChildReport {
   seconds: number;
   maxRssKiB: number;
@@ -185,16 +196,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       );
       return id;
     };
-    /**
-     * Deletes every version under `prefix`: the bucket keeps versions, so a delete by key alone would
-     * leave each 1 GiB behind a delete marker.
-     */
-    const purge = async (prefix: string) => {
-      const out = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix }));
-      for (const v of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
-        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
-      }
-    };
+    const purge = (prefix: string) => purgeVersions(client, bucket, prefix);
     const importOnce = async (source: string, diskFormat: string, expectMd5?: string): Promise<Measured> => {
       const id = await stage(source, diskFormat);
       const m = await runChild(["import", stagingKey(id)]);
