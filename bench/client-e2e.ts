@@ -20,7 +20,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { DeleteObjectCommand, PutBucketNotificationConfigurationCommand, S3Client } from "@aws-sdk/client-s3";
+import { PutBucketNotificationConfigurationCommand, S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { build } from "esbuild";
 import { HangarClient } from "../client/lib/api.ts";
@@ -29,7 +29,7 @@ import { MAX_POLL_INTERVAL_MS } from "../client/lib/wait.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 import { median } from "./budgets.ts";
-import { benchChildEnv } from "./e2e.ts";
+import { benchChildEnv, purgeVersions } from "./e2e.ts";
 import { type GlancePeer, type GlanceRun, startGlance } from "./glance-peer.ts";
 import { busiestThread, ensureReferenceImage, procCpuSeconds, threadCpuSeconds } from "./reference.ts";
 
@@ -373,7 +373,7 @@ export async function measureClientEndToEnd(opts: ClientEndToEndOptions): Promis
       const before = procCpuSeconds(minioPid) ?? Number.NaN;
       const r = await runChild([copyChild, "copy", SRC_RAW, "bench/out/plain-copy"], childEnv);
       const minioCpu = (procCpuSeconds(minioPid) ?? Number.NaN) - before;
-      await s3.send(new DeleteObjectCommand({ Bucket: info.bucket, Key: "bench/out/plain-copy" }));
+      await purgeVersions(s3, info.bucket, "bench/out/plain-copy");
       return { seconds: r.seconds, cpu: r.cpuSeconds, minioCpu };
     };
 

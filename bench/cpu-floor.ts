@@ -24,19 +24,14 @@ import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } 
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import {
-  CopyObjectCommand,
-  DeleteObjectCommand,
-  PutBucketNotificationConfigurationCommand,
-  S3Client,
-} from "@aws-sdk/client-s3";
+import { CopyObjectCommand, PutBucketNotificationConfigurationCommand, S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { build } from "esbuild";
 import { imageKey, stagingKey } from "../functions/core/image/image.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 import { median } from "./budgets.ts";
-import { benchChildEnv } from "./e2e.ts";
+import { benchChildEnv, purgeVersions } from "./e2e.ts";
 
 const GiB = 2 ** 30;
 /** The target: the importer's CPU per GiB at most this many times the hashing floor's. */
@@ -234,11 +229,10 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         s.startCpu.push(report.startCpuSeconds);
         if (minioBefore !== undefined && minioAfter !== undefined)
           s.minioPerImport.push((minioAfter - minioBefore) / ids.length);
-        for (const id of ids)
-          await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: imageKey(id) }));
+        for (const id of ids) await purgeVersions(client, bucket, imageKey(id));
         s.get.push(await op(child, ["get", SRC.raw]));
         s.put.push(await op(child, ["put", String(GiB), "bench/out/cpu-put"]));
-        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: "bench/out/cpu-put" }));
+        await purgeVersions(client, bucket, "bench/out/cpu-put");
         s.convert.push(await op(child, ["convert", input.qcow2]));
         const later = report.imports.slice(1).map((m) => m.cpuSeconds);
         input.log(

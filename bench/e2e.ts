@@ -16,13 +16,25 @@ import { join, resolve } from "node:path";
 import {
   CopyObjectCommand,
   DeleteObjectCommand,
+  ListObjectVersionsCommand,
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { imageKey, stagingKey } from "../functions/core/image/image.ts";
+import { imageKey, stagingKey, stagingPrefix } from "../functions/core/image/image.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
+
+/**
+ * Deletes every version under `prefix` (one listing page: the bench's keys hold a few versions each). The
+ * stack's bucket keeps versions, so a delete by key alone would leave each 1 GiB behind a delete marker.
+ */
+export async function purgeVersions(client: S3Client, bucket: string, prefix: string): Promise<void> {
+  const out = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix }));
+  for (const v of [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])]) {
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
+  }
+}
 
 export interface ChildReport {
   seconds: number;
@@ -184,18 +196,21 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       );
       return id;
     };
+    const purge = (prefix: string) => purgeVersions(client, bucket, prefix);
     const importOnce = async (source: string, diskFormat: string, expectMd5?: string): Promise<Measured> => {
       const id = await stage(source, diskFormat);
       const m = await runChild(["import", stagingKey(id)]);
       if (expectMd5 !== undefined && m.report.checksum !== expectMd5)
         throw new Error(`imported ${source}: md5 ${m.report.checksum}, expected ${expectMd5}`);
-      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: imageKey(id) }));
+      // A raw import keeps its data at the staging key; a converted one at images/<id>.
+      await purge(imageKey(id));
+      await purge(stagingPrefix(id));
       return m;
     };
     const copyOnce = async (mode: "copy" | "copy-writer"): Promise<Measured> => {
       const to = "bench/out/plain-copy";
       const m = await runChild([mode, SRC.raw, to]);
-      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: to }));
+      await purge(to);
       return m;
     };
 

@@ -7,6 +7,7 @@ import {
   imageKey,
   spoolKey,
   stagingKey,
+  storedObject,
 } from "./image/image.ts";
 import { writeKeyOwner } from "./leftovers.ts";
 import type { ImageRepository, Logger, ObjectStore } from "./ports.ts";
@@ -175,8 +176,11 @@ export function createQuotaService(deps: QuotaServiceDeps) {
       for await (const obj of deps.objects.list(`${area}/`)) {
         const id = ownerOf(area, obj.key);
         const image = id !== undefined ? owners.get(id) : undefined;
-        if (!image || !owns(image.status, area, false)) scan.orphans.push(obj.key);
-        else if (area !== "spool") countObject(scan, area, image, obj);
+        // An image kept where it was uploaded holds its data under staging/: stored bytes, not staged ones.
+        const keptHere = area === "staging" && image !== undefined && storedObject(image).key === obj.key;
+        const as: Area = keptHere ? "images" : area;
+        if (!image || !owns(image.status, as, false)) scan.orphans.push(obj.key);
+        else if (as !== "spool") countObject(scan, as, image, obj);
       }
     }
     return scan;

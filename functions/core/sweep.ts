@@ -1,5 +1,11 @@
 import { StaleStatusError } from "./errors.ts";
-import { type ImageRecord, imageIdFromStagingKey, STAGING_PREFIX, stagingKey } from "./image/image.ts";
+import {
+  type ImageRecord,
+  imageIdFromStagingKey,
+  STAGING_PREFIX,
+  stagingKey,
+  storedObject,
+} from "./image/image.ts";
 import { HANDED_OVER } from "./image/transitions.ts";
 import { abortLeftoverWrites, importWriteKeys, writeKeyOwner } from "./leftovers.ts";
 import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
@@ -200,6 +206,9 @@ export function createSweeper(deps: SweepDeps) {
         if (stalled(image, pass.nowMs)) await killStalled(image, object.key, pass.report);
         continue;
       }
+      // The image's own data, kept where it was uploaded: never stale. A later upload over it is deleted
+      // by its own storage event (by version); what a lost event left is deleted with the image.
+      if (image && storedObject(image).key === object.key) continue;
       const modified = object.lastModified ? Date.parse(object.lastModified) : 0;
       if (modified >= pass.cutoff) continue;
       // Queued this long with its bytes staged means the storage event was lost; anything else is leftover.

@@ -75,11 +75,11 @@ export function createImporterFunction(config: ImporterConfig, options: RootOpti
   // Every line, metric and event of one object's import carries its image.
   const observed: Importer = {
     ...importer,
-    importStagedObject: (key) =>
+    importStagedObject: (key, versionId) =>
       withContext({ image_id: imageIdFromStagingKey(key) }, async () => {
         const started = performance.now();
         try {
-          const outcome: ImportOutcome = await importer.importStagedObject(key);
+          const outcome: ImportOutcome = await importer.importStagedObject(key, versionId);
           recordImport(outcome, performance.now() - started, store);
           return outcome;
         } catch (err) {

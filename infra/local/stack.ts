@@ -13,6 +13,7 @@ import {
   CreateBucketCommand,
   HeadBucketCommand,
   PutBucketNotificationConfigurationCommand,
+  PutBucketVersioningCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
@@ -516,6 +517,11 @@ async function ensureBucket(
       if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
       await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     }
+    // Versions keep an image's data immutable where it was uploaded (docs/uploads.md): an image imported
+    // as it is stays the version the importer verified, whatever the upload link writes afterwards.
+    await s3.send(
+      new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
+    );
     // Put every time: the configuration is ours, and a changed filter must not survive from an old run.
     await s3.send(
       new PutBucketNotificationConfigurationCommand({

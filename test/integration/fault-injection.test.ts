@@ -5,6 +5,7 @@ import { join } from "node:path";
 import {
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutBucketNotificationConfigurationCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
@@ -142,15 +143,27 @@ function s3Client(): S3Client {
   });
 }
 
-/** Objects and unfinished multipart uploads an image's keys still hold. */
+/**
+ * Objects (every version and delete marker) and unfinished multipart uploads an image's keys still hold,
+ * beyond its data: the one version of its upload an image imported as it is keeps (then nothing is at
+ * `images/<id>`).
+ */
 async function leftovers(id: string): Promise<string[]> {
   const s3 = s3Client();
   try {
     const found: string[] = [];
     for (const prefix of [`staging/${id}`, `spool/${id}`]) {
-      const listed = await s3.send(new ListObjectsV2Command({ Bucket: stack.info.bucket, Prefix: prefix }));
-      for (const o of listed.Contents ?? []) found.push(`object ${o.Key}`);
+      const listed = await s3.send(
+        new ListObjectVersionsCommand({ Bucket: stack.info.bucket, Prefix: prefix }),
+      );
+      for (const v of listed.Versions ?? []) found.push(`object ${v.Key}@${v.VersionId}`);
+      for (const m of listed.DeleteMarkers ?? []) found.push(`delete marker ${m.Key}@${m.VersionId}`);
     }
+    const stored = await s3.send(
+      new ListObjectsV2Command({ Bucket: stack.info.bucket, Prefix: `images/${id}` }),
+    );
+    const kept = found.length === 1 && found[0]?.startsWith(`object staging/${id}/upload@`);
+    if (kept && (stored.KeyCount ?? 0) === 0) found.length = 0;
     // MinIO lists multipart uploads for a whole key only: ask for each key an import writes.
     for (const key of [`images/${id}`, `spool/${id}`, `staging/${id}/upload`]) {
       const uploads = await s3.send(

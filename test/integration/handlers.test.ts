@@ -3,7 +3,12 @@ import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import {
+  CreateBucketCommand,
+  HeadObjectCommand,
+  PutBucketVersioningCommand,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
 import type { APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
@@ -61,6 +66,10 @@ let importer: LocalFunction;
 
 beforeAll(async () => {
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  // Versions kept, as in the deployed bucket (infra/cloudformation/storage.yml).
+  await s3.send(
+    new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
+  );
   api = start("api");
   importer = start("importer");
 });
@@ -121,7 +130,9 @@ describe("built handler bundles with AWS's event shapes", () => {
     expect(await importer.invoke(await event("s3-put", { bucket, imageId: id, etag: "fixture" }))).toBeNull();
     const file = await show(id);
     expect(file.statusCode).toBe(302);
-    expect(String(file.location)).toContain(`/${bucket}/images/${id}`);
+    // Kept where it was uploaded: the link names the staged object and the version the import verified.
+    expect(String(file.location)).toContain(`/${bucket}/staging/${id}/upload?`);
+    expect(String(file.location)).toContain("versionId=");
   });
 
   it("importer: ObjectCreated:Put (S3's key) and CompleteMultipartUpload (MinIO's %2F key) both import", async () => {
@@ -133,7 +144,7 @@ describe("built handler bundles with AWS's event shapes", () => {
         await importer.invoke(await event(fixture, { bucket, imageId: id, etag: "fixture" })),
         fixture,
       ).toBeNull();
-      const stored = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `images/${id}` }));
+      const stored = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: `staging/${id}/upload` }));
       expect(stored.ContentLength, fixture).toBe(data.length);
       // A repeated event changes nothing: the image is no longer waiting for an upload.
       expect(

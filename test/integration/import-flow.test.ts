@@ -1,5 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
-import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
+import {
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  PutObjectCommand,
+} from "@aws-sdk/client-s3";
 import { describe, expect, it } from "vitest";
 import { api, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
 
@@ -29,6 +34,14 @@ async function keys(prefix: string): Promise<string[]> {
   return (out.Contents ?? []).map((o) => o.Key ?? "");
 }
 
+/** Every version (and delete marker) under `prefix`, as `key@version`. */
+async function versions(prefix: string): Promise<string[]> {
+  const out = await s3Client().send(
+    new ListObjectVersionsCommand({ Bucket: getStack().bucket, Prefix: prefix }),
+  );
+  return [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])].map((v) => `${v.Key}@${v.VersionId}`);
+}
+
 describe("create → presigned upload → event → import → active", () => {
   it("an image uploaded through its link becomes active with the digests of its bytes", async () => {
     const bytes = randomBytes(3 * 1024 * 1024 + 17);
@@ -56,25 +69,35 @@ describe("create → presigned upload → event → import → active", () => {
       upload: null,
       failure: null,
     });
+    // An upload in an accepted format is the image's data where it was uploaded: one version, nothing
+    // under images/.
     const stored = await s3Client().send(
-      new HeadObjectCommand({ Bucket: getStack().bucket, Key: `images/${created.id}` }),
+      new HeadObjectCommand({ Bucket: getStack().bucket, Key: `staging/${created.id}/upload` }),
     );
     expect(stored.ContentLength).toBe(bytes.length);
-    expect(await keys(`staging/${created.id}/`)).toEqual([]);
+    expect(await versions(`staging/${created.id}/`)).toEqual([
+      `staging/${created.id}/upload@${stored.VersionId}`,
+    ]);
+    expect(await versions(`images/${created.id}`)).toEqual([]);
   });
 
   it("a second upload after the import changes nothing and its object is removed", async () => {
     const bytes = randomBytes(4096);
     const created = await createImage({ name: "twice" });
-    await follow(created.upload as Upload, bytes);
+    const put = await follow(created.upload as Upload, bytes);
+    const kept = `staging/${created.id}/upload@${put.headers.get("x-amz-version-id")}`;
     const first = await waitForStatus(created.id, "active", getStack().tokens.alice);
     // The link is still within its lifetime: a late or repeated upload fires another event.
     const again = await follow(created.upload as Upload, randomBytes(4096));
     expect(again.status).toBe(200);
-    await expect.poll(() => keys(`staging/${created.id}/`), { timeout: 15_000 }).toEqual([]);
+    // Its version is deleted; the image's own stays.
+    await expect.poll(() => versions(`staging/${created.id}/`), { timeout: 15_000 }).toEqual([kept]);
     const after = await waitForStatus(created.id, "active", getStack().tokens.alice);
     expect(after.checksum).toBe(first.checksum);
     expect(after.checksum).toBe(hex("md5", bytes));
+    const file = await api(`/v2/images/${created.id}/file`, {}, getStack().tokens.alice);
+    const downloaded = await fetch(file.headers.get("location") ?? "");
+    expect(Buffer.compare(Buffer.from(await downloaded.arrayBuffer()), bytes)).toBe(0);
   });
 
   it("an upload for a deleted image imports nothing", async () => {
@@ -83,8 +106,8 @@ describe("create → presigned upload → event → import → active", () => {
     expect(del.status).toBe(204);
     const put = await follow(created.upload as Upload, randomBytes(2048));
     expect(put.status).toBe(200);
-    await expect.poll(() => keys(`staging/${created.id}/`), { timeout: 15_000 }).toEqual([]);
-    expect(await keys(`images/${created.id}`)).toEqual([]);
+    await expect.poll(() => versions(`staging/${created.id}/`), { timeout: 15_000 }).toEqual([]);
+    expect(await versions(`images/${created.id}`)).toEqual([]);
     const show = await api(`/v2/images/${created.id}`, {}, getStack().tokens.alice);
     expect(show.status).toBe(404);
   });
@@ -107,8 +130,8 @@ describe("create → presigned upload → event → import → active", () => {
     const image = await waitForStatus(created.id, "killed", getStack().tokens.alice);
     expect(image.failure).toMatchObject({ reason: "DIGEST_MISMATCH" });
     expect(String((image.failure as { message: string }).message)).toContain(hex("sha256", bytes));
-    expect(await keys(`images/${created.id}`)).toEqual([]);
-    expect(await keys(`staging/${created.id}/`)).toEqual([]);
+    expect(await versions(`images/${created.id}`)).toEqual([]);
+    expect(await versions(`staging/${created.id}/`)).toEqual([]);
   });
 
   it("an object written under staging/ by other means than the link still imports (the event is the trigger)", async () => {

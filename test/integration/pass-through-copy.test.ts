@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
 import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
 import { copyObject, copyParts } from "../../functions/adapters/s3/copy.ts";
-import { S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
+import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
 import { imageKey, stagingKey } from "../../functions/core/image/image.ts";
 import { createImageService } from "../../functions/core/images.ts";
 import { createImporter } from "../../functions/core/import/import-uploaded-image.ts";
@@ -24,9 +24,12 @@ import { UNLIMITED } from "../../functions/core/quota.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
 import { dynamoDbClient, getStack, s3Client } from "./setup/stack.ts";
 
-// An upload already in an accepted format (raw) is stored by storage's own copy of the staged object:
-// the importer reads it once (inspection, digests) and never writes the image's bytes. Real MinIO and
-// DynamoDB Local; a bucket of its own, with no notifications, so the stack's importer stays out of it.
+// In storage that keeps no versions, an upload already in an accepted format (raw) cannot be kept where
+// it was uploaded (the link could change it under the image): it is stored by storage's own copy of the
+// staged object, and the importer reads it once (inspection, digests) and never writes the image's
+// bytes. (Storage that keeps versions, as Hangar's bucket does, keeps it in place instead:
+// pass-through-in-place.test.ts.) Real MinIO and DynamoDB Local; a bucket of its own, never versioned,
+// with no notifications, so the stack's importer stays out of it.
 const bucket = `hangar-copy-${randomUUID().slice(0, 8)}`;
 const s3 = s3Client();
 const alice = { userId: "alice", projectId: "p-copy", roles: ["member"] };
@@ -60,7 +63,7 @@ function setup() {
   const info = getStack();
   const objects = new CountingStore(
     { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB },
-    s3,
+    contentMd5ForDeletes(s3Client()),
   );
   const dynamo = dynamoDbClient();
   const images = new DynamoImageRepository(
@@ -115,7 +118,7 @@ beforeAll(async () => {
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
 });
 
-describe("pass-through by storage copy", () => {
+describe("pass-through by storage copy, in storage that keeps no versions", () => {
   it("stores a raw upload byte for byte without writing it through the importer", async () => {
     const { objects, images, service, importer } = setup();
     // Above the size where the digests move to worker threads.

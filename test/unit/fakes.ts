@@ -229,9 +229,12 @@ export class MemoryObjects implements ObjectStore {
     this.objects.set(key, all);
     return { size: all.byteLength };
   }
-  async delete(key: string) {
+  /** Keeps no versions (like a bucket without versioning): one object per key, deleted whole. */
+  async delete(key: string, _versionId?: string) {
     this.objects.delete(key);
   }
+  /** No versions kept: the one object at `key` is the one to keep. */
+  async deleteOtherVersions(_key: string, _keep: string) {}
   async *list(prefix: string) {
     for (const [key, o] of this.objects) if (key.startsWith(prefix)) yield { key, size: o.byteLength };
   }

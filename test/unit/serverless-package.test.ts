@@ -579,14 +579,46 @@ describe("image bucket", () => {
     expect(rule.AllowedOrigins).toBeDefined();
   });
 
-  it("aborts incomplete multipart uploads after 2 days, expires staging/ after 7 and spool/ after 1", () => {
+  it("aborts incomplete multipart uploads after 2 days and expires spool/ after 1, never current staging/ objects", () => {
     const rules = (props("ImagesBucket").LifecycleConfiguration as { Rules: Record<string, Json>[] }).Rules;
     expect(rules.every((r) => r.Status === "Enabled")).toBe(true);
     expect(rules).toContainEqual(
       expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 2 } }),
     );
-    expect(rules).toContainEqual(expect.objectContaining({ Prefix: "staging/", ExpirationInDays: 7 }));
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: "spool/", ExpirationInDays: 1 }));
+    // An image imported as it is keeps its data under staging/: no rule may expire it there, current or not.
+    const reachesStaging = (r: Record<string, Json>) => "staging/".startsWith(String(r.Prefix ?? ""));
+    for (const rule of rules.filter(reachesStaging)) {
+      expect(rule.ExpirationInDays, String(rule.Id)).toBeUndefined();
+      expect(rule.NoncurrentVersionExpiration, String(rule.Id)).toBeUndefined();
+    }
+  });
+
+  it("keeps object versions; leaked noncurrent versions and bare delete markers expire", () => {
+    const bucket = props("ImagesBucket");
+    expect(bucket.VersioningConfiguration).toEqual({ Status: "Enabled" });
+    const rules = (bucket.LifecycleConfiguration as { Rules: Record<string, Json>[] }).Rules;
+    for (const prefix of ["images/", "spool/"]) {
+      expect(rules).toContainEqual(
+        expect.objectContaining({ Prefix: prefix, NoncurrentVersionExpiration: { NoncurrentDays: 1 } }),
+      );
+    }
+    expect(rules).toContainEqual(expect.objectContaining({ Prefix: "", ExpiredObjectDeleteMarker: true }));
+  });
+
+  it("lets every role that deletes objects delete their versions", () => {
+    for (const [role, resource] of [
+      ["ApiRole", "staging/*"],
+      ["ApiRole", "images/*"],
+      ["ImporterRole", "staging/*"],
+      ["ImporterRole", "images/*"],
+      ["ImporterRole", "spool/*"],
+    ] as const) {
+      expect(allowed(role, "s3:DeleteObjectVersion", `${BUCKET_ARN}/${resource}`), role).toBe(true);
+    }
+    expect(allowed("ApiRole", "s3:GetObjectVersion", `${BUCKET_ARN}/staging/*`)).toBe(true);
+    expect(allowed("ImporterRole", "s3:GetObjectVersion", `${BUCKET_ARN}/staging/*`)).toBe(true);
+    expect(allowed("ImporterRole", "s3:ListBucketVersions", BUCKET_ARN)).toBe(true);
   });
 });
 

@@ -116,6 +116,8 @@ const StoredImage = z.object({
   multipart_upload_id: z.optional(z.nullable(z.string())),
   multipart_started_at: z.optional(z.nullable(z.string())),
   import_execution: z.optional(z.nullable(z.string())),
+  // An upload kept as the image's data: its key and verified version (core/image/image.ts).
+  stored_object: z.optional(z.nullable(z.object({ key: z.string(), version_id: z.optional(z.string()) }))),
   // The fan-out's job (core/fanout/job.ts), written and read by Hangar only.
   import_fanout: z.optional(
     z.nullable(z.custom<FanoutJob>((v) => typeof v === "object" && v !== null && !Array.isArray(v))),

@@ -10,7 +10,12 @@ const RecordSchema = z.object({
   eventName: z.string(),
   s3: z.object({
     bucket: z.object({ name: z.string() }),
-    object: z.object({ key: z.string(), size: z.optional(z.number()) }),
+    object: z.object({
+      key: z.string(),
+      size: z.optional(z.number()),
+      // Present when the bucket keeps versions (S3 and MinIO alike).
+      versionId: z.optional(z.string()),
+    }),
   }),
 });
 
@@ -32,8 +37,13 @@ export function parseStorageEvent(body: unknown): StorageObjectEvent[] {
       `not an S3 event notification: ${parsed.error.issues[0]?.message ?? ""}`,
     );
   }
-  return parsed.data.Records.filter((r) => /^(s3:)?ObjectCreated:/.test(r.eventName)).map((r) => ({
-    bucket: r.s3.bucket.name,
-    key: decodeEventKey(r.s3.object.key),
-  }));
+  return parsed.data.Records.filter((r) => /^(s3:)?ObjectCreated:/.test(r.eventName)).map((r) => {
+    const { versionId } = r.s3.object;
+    return {
+      bucket: r.s3.bucket.name,
+      key: decodeEventKey(r.s3.object.key),
+      // "null": an object written while the bucket kept no versions.
+      ...(versionId && versionId !== "null" ? { versionId } : {}),
+    };
+  });
 }

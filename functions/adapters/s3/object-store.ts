@@ -7,6 +7,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectVersionsCommand,
   NotFound,
   paginateListObjectsV2,
   S3Client,
@@ -20,6 +21,7 @@ import type {
   ObjectStore,
   PendingWrite,
   PresignedRequest,
+  ReadOptions,
   WriteOptions,
 } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
@@ -176,6 +178,44 @@ export function storedImagePartSize(hint: number | undefined, configured: number
   return Math.min(MAX_PART_SIZE, Math.max(configured, Math.ceil(hint / 9000 / MIB) * MIB));
 }
 
+/** One version of an object (or a delete marker), as DeleteObjects names it. */
+export interface ObjectVersion {
+  Key: string;
+  VersionId: string;
+}
+
+/**
+ * Every version and delete marker under `prefix`, page by page (S3 and MinIO list them by prefix). A bucket
+ * that never kept versions lists each object once, as version `null`. The SDK has no paginator for this
+ * listing (two markers, key and version id), hence the loop.
+ */
+export async function* objectVersionPages(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  pageSize?: number,
+): AsyncIterable<ObjectVersion[]> {
+  let markers: { KeyMarker?: string; VersionIdMarker?: string } = {};
+  for (;;) {
+    const out = await client.send(
+      new ListObjectVersionsCommand({
+        Bucket: bucket,
+        Prefix: prefix,
+        ...markers,
+        ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
+      }),
+    );
+    yield [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])].flatMap((v) =>
+      v.Key && v.VersionId ? [{ Key: v.Key, VersionId: v.VersionId }] : [],
+    );
+    if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
+    markers = {
+      KeyMarker: out.NextKeyMarker,
+      ...(out.NextVersionIdMarker !== undefined ? { VersionIdMarker: out.NextVersionIdMarker } : {}),
+    };
+  }
+}
+
 const isNotFound = (err: unknown) =>
   err instanceof NotFound ||
   (err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === "NoSuchKey"));
@@ -215,13 +255,14 @@ export class S3ObjectStore implements ObjectStore {
 
   async presignGet(
     key: string,
-    options: { expiresInSeconds: number; filename?: string },
+    options: { expiresInSeconds: number; filename?: string; versionId?: string },
   ): Promise<PresignedRequest> {
     const url = await getSignedUrl(
       this.presigner,
       new GetObjectCommand({
         Bucket: this.bucket,
         Key: key,
+        ...(options.versionId ? { VersionId: options.versionId } : {}),
         // glanceclient reads the body only when the type is exactly this.
         ResponseContentType: "application/octet-stream",
         ...(options.filename
@@ -236,24 +277,23 @@ export class S3ObjectStore implements ObjectStore {
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return { size: out.ContentLength ?? 0, etag: out.ETag };
+      // A bucket that never kept versions says `null` (or nothing): no version to name.
+      const versionId = out.VersionId && out.VersionId !== "null" ? out.VersionId : undefined;
+      return { size: out.ContentLength ?? 0, etag: out.ETag, ...(versionId ? { versionId } : {}) };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
     }
   }
 
-  async *read(
-    key: string,
-    signal?: AbortSignal,
-    options: { ifMatch?: string } = {},
-  ): AsyncIterable<Uint8Array> {
+  async *read(key: string, signal?: AbortSignal, options: ReadOptions = {}): AsyncIterable<Uint8Array> {
     const out = await this.client
       .send(
         new GetObjectCommand({
           Bucket: this.bucket,
           Key: key,
           ...(options.ifMatch ? { IfMatch: options.ifMatch } : {}),
+          ...(options.versionId ? { VersionId: options.versionId } : {}),
         }),
         { abortSignal: signal },
       )
@@ -264,12 +304,19 @@ export class S3ObjectStore implements ObjectStore {
     yield* out.Body as Readable;
   }
 
-  async readRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  async readRange(
+    key: string,
+    offset: number,
+    length: number,
+    signal?: AbortSignal,
+    options: { versionId?: string } = {},
+  ): Promise<Uint8Array> {
     if (length === 0) return new Uint8Array(0);
     const out = await this.client.send(
       new GetObjectCommand({
         Bucket: this.bucket,
         Key: key,
+        ...(options.versionId ? { VersionId: options.versionId } : {}),
         Range: `bytes=${offset}-${offset + length - 1}`,
       }),
       { abortSignal: signal },
@@ -317,8 +364,49 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
-  async delete(key: string): Promise<void> {
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  async delete(key: string, versionId?: string): Promise<void> {
+    if (versionId !== undefined) {
+      await this.deleteVersion(key, versionId);
+      return;
+    }
+    await this.deleteVersions(key, (v) => v.Key === key);
+  }
+
+  async deleteOtherVersions(key: string, keep: string): Promise<void> {
+    await this.deleteVersions(key, (v) => v.Key === key && v.VersionId !== keep);
+  }
+
+  private async deleteVersion(key: string, versionId: string): Promise<void> {
+    try {
+      await this.client.send(
+        new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }),
+      );
+    } catch (err) {
+      // Gone already (or never there): the goal is reached.
+      if (
+        !(err instanceof S3ServiceException && /^(NoSuchVersion|NoSuchKey|InvalidArgument)$/.test(err.name))
+      )
+        throw err;
+    }
+  }
+
+  /** Deletes the versions and delete markers under `prefix` that `which` picks, a listing page per request. */
+  private async deleteVersions(
+    prefix: string,
+    which: (v: ObjectVersion) => boolean,
+    pageSize?: number,
+  ): Promise<void> {
+    for await (const page of objectVersionPages(this.client, this.bucket, prefix, pageSize)) {
+      const objects = page.filter(which);
+      if (objects.length === 0) continue;
+      const out = await this.client.send(
+        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: objects, Quiet: true } }),
+      );
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchVersion");
+      if (failed.length > 0) {
+        throw new Error(`could not delete ${failed.length} versions under ${prefix}: ${failed[0]?.Code}`);
+      }
+    }
   }
 
   async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
@@ -335,19 +423,12 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   /**
-   * Deletes every object under `prefix`, a listing page (up to 1000 keys, DeleteObjects' own limit) per
-   * request, then aborts every multipart upload storage lists under it, all pages of them. `pageSize`
+   * Deletes every object under `prefix`, every version of each and their delete markers, a listing page
+   * (up to 1000, DeleteObjects' own limit) per request, then aborts every multipart upload storage lists under it, all pages of them. `pageSize`
    * shortens both listings' pages (tests).
    */
   async deletePrefix(prefix: string, pageSize?: number): Promise<void> {
-    for await (const page of this.objectPages(prefix, pageSize)) {
-      const keys = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
-      if (keys.length) {
-        await this.client.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }),
-        );
-      }
-    }
+    await this.deleteVersions(prefix, () => true, pageSize);
     // S3 lists uploads by prefix; MinIO only for a whole key, so callers abort known keys with `abortUploads`.
     // Every page is listed before any abort: an upload aborted under the listing's markers ends it early
     // on MinIO (the next page starts after an upload id that no longer exists).

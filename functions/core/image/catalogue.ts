@@ -151,6 +151,7 @@ const UNSHOWN: Readonly<Record<string, FieldInfo>> = {
   import_takeovers: { access: "read-only" },
   multipart_upload_id: { access: "read-only" },
   multipart_started_at: { access: "read-only" },
+  stored_object: { access: "read-only" },
   // Glance's read-only attributes Hangar does not show.
   locations: { access: "read-only" },
   direct_url: { access: "read-only" },

@@ -78,6 +78,19 @@ export interface ImageRecord {
   import_execution?: string | null;
   /** What the importer decided for that execution (core/fanout/job.ts); internal. */
   import_fanout?: FanoutJob | null;
+  /**
+   * Where the image's data is when it is not at `images/<id>`: an upload stored as it is stays at its
+   * staging key, and the record names the version the importer read and verified (`storedObject`).
+   * Internal, never shown; absent for converted images and for images imported before versions were kept.
+   */
+  stored_object?: StoredObject | null;
+}
+
+/** One version of one object: the data of an image. */
+export interface StoredObject {
+  key: string;
+  /** Absent only for `images/<id>`, whose every version is Hangar's own write. */
+  version_id?: string;
 }
 
 /**
@@ -96,6 +109,9 @@ export const stagingPrefix = (id: string): string => `${STAGING_PREFIX}${id}/`;
 export const stagingKey = (id: string): string => `${stagingPrefix(id)}upload`;
 /** Where the stored image lives. */
 export const imageKey = (id: string): string => `images/${id}`;
+/** Where an image's data is: the object its import kept, or (converted, or from before versions) `images/<id>`. */
+export const storedObject = (image: Pick<ImageRecord, "id" | "stored_object">): StoredObject =>
+  image.stored_object ?? { key: imageKey(image.id) };
 /**
  * Scratch space of an import: a gzip-wrapped upload whose image is not stored in order is unwrapped
  * here, outside `staging/` so that it fires no import, and deleted once converted.

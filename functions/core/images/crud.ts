@@ -1,7 +1,7 @@
 import { ConflictError, ForbiddenError, ImageNotFoundError, StaleStatusError } from "../errors.ts";
 import { type Caller, canModify, canWrite, isAdmin } from "../image/access.ts";
 import { creatorOf, type NewImage, newImageRecord } from "../image/create.ts";
-import { type ImageRecord, imageKey, spoolKey, stagingPrefix } from "../image/image.ts";
+import { type ImageRecord, imageKey, spoolKey, stagingPrefix, storedObject } from "../image/image.ts";
 import { applyImagePatch, type PatchOperation } from "../image/patch.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
 import type { PresignedRequest } from "../ports.ts";
@@ -92,6 +92,8 @@ export function imageRecords(ctx: ImageContext) {
       // Quota is released by the transition above, once. An import running now loses its next
       // conditional write and removes its own output; what it is writing right now is aborted here.
       await deps.multipart?.discard(image);
+      // Every version of each: the staged upload (for an image kept where it was uploaded, its data too,
+      // `storedObject` is always under its staging prefix or at images/<id>), what an import wrote, its spool.
       await objects.deletePrefix(stagingPrefix(id));
       await abortLeftoverWrites(objects, id);
       await objects.delete(imageKey(id));
@@ -113,7 +115,12 @@ export function imageRecords(ctx: ImageContext) {
       if (image.status !== "active" && image.status !== "deactivated") {
         throw new ConflictError(`Image ${id} has no data: its status is ${image.status}.`, "NO_DATA");
       }
-      return objects.presignGet(imageKey(id), { expiresInSeconds: deps.downloadUrlTtlSeconds });
+      // The version the import verified: a later PUT to the upload link cannot change what this serves.
+      const { key, version_id } = storedObject(image);
+      return objects.presignGet(key, {
+        expiresInSeconds: deps.downloadUrlTtlSeconds,
+        ...(version_id !== undefined ? { versionId: version_id } : {}),
+      });
     },
   };
 }

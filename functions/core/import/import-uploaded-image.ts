@@ -6,7 +6,7 @@ import {
   StaleStatusError,
 } from "../errors.ts";
 import type { FanoutSwitch } from "../fanout/start.ts";
-import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey } from "../image/image.ts";
+import { type ImageRecord, imageIdFromStagingKey, imageKey, spoolKey, storedObject } from "../image/image.ts";
 import { HANDED_OVER } from "../image/transitions.ts";
 import { abortLeftoverWrites } from "../leftovers.ts";
 import {
@@ -253,7 +253,7 @@ export function createImporter(deps: ImporterDeps) {
 
   async function run(
     image: ImageRecord,
-    staged: { key: string; size: number; etag: string | undefined },
+    staged: { key: string; size: number; etag: string | undefined; versionId: string | undefined },
     lease: { signal: AbortSignal; current(): string; stop(): Promise<void> },
   ): Promise<ImageRecord | { fannedOut: ImageRecord }> {
     const { key: stagedKey, size } = staged;
@@ -266,7 +266,11 @@ export function createImporter(deps: ImporterDeps) {
         `The upload has ${size} bytes but the image declared upload_size ${image.upload_size}.`,
       );
     }
-    const job = await deps.fanout?.consider(image, staged, lease.signal);
+    const job = await deps.fanout?.consider(
+      image,
+      { key: staged.key, size: staged.size, etag: staged.etag },
+      lease.signal,
+    );
     if (job && deps.fanout) {
       await lease.stop();
       lease.signal.throwIfAborted();
@@ -283,6 +287,7 @@ export function createImporter(deps: ImporterDeps) {
         spoolKey: spoolKey(image.id),
         size,
         etag: staged.etag,
+        versionId: staged.versionId,
         declaredFormat: image.disk_format,
         declaredSha256: image.upload_sha256 !== null,
         osHashAlgo: deps.osHashAlgo,
@@ -331,6 +336,8 @@ export function createImporter(deps: ImporterDeps) {
         converted: result.converted,
         import_progress: { bytes_read: result.uploadBytes, total: size, updated_at: now },
         import_lease_until: null,
+        // The upload kept as the image's data, that version of it; otherwise the data is at images/<id>.
+        stored_object: result.kept ?? null,
       },
       { leaseIs: lease.current() },
     );
@@ -344,15 +351,16 @@ export function createImporter(deps: ImporterDeps) {
   async function acquire(
     id: string,
     key: string,
-    size: number,
+    info: ObjectInfo,
+    eventVersion: string | undefined,
   ): Promise<ImageRecord | { killed: ImageRecord } | { ignored: string }> {
+    const { size } = info;
     let watched: string | null | undefined;
     // Bounded: each round either takes the image, or sees it move, or waits out part of one lease.
     for (let round = 0; round < MAX_ACQUIRE_ROUNDS; round++) {
       const current = await images.get(id);
       if (!current || !TAKES_UPLOADS.has(current.status)) {
-        // A late or repeated upload for an image that is done (or gone) is garbage: free the storage.
-        await objects.delete(key);
+        await discardLate(current, key, eventVersion);
         return { ignored: `image ${id} is ${current?.status ?? "gone"}, not waiting for an upload` };
       }
       const leaseEnd = current.import_lease_until ? Date.parse(current.import_lease_until) : 0;
@@ -373,6 +381,24 @@ export function createImporter(deps: ImporterDeps) {
     return { ignored: `image ${id} kept changing while this import tried to take it` };
   }
 
+  /**
+   * A late or repeated upload for an image that is done (or gone) is garbage: free the storage. Never
+   * the version an image keeps at that key as its data: an upload written over it after the import (the
+   * client still holds the link) is deleted by its own version, and the image keeps what was verified.
+   */
+  async function discardLate(current: ImageRecord | undefined, key: string, version: string | undefined) {
+    const kept = current ? storedObject(current) : undefined;
+    if (kept?.key !== key || kept.version_id === undefined) {
+      await objects.delete(key);
+      return;
+    }
+    // The event that imported the image, delivered again: nothing to free.
+    if (version === kept.version_id) return;
+    if (version !== undefined) await objects.delete(key, version);
+    else await objects.deleteOtherVersions(key, kept.version_id);
+    log.warn("upload after import discarded", { imageId: current?.id, key, versionId: version ?? null });
+  }
+
   type Lease = ReturnType<typeof heartbeat>;
 
   /** Imports an image this importer holds, renewing its lease; a failure is settled by `afterFailure`. */
@@ -388,11 +414,16 @@ export function createImporter(deps: ImporterDeps) {
     try {
       // Multipart writes an earlier attempt left here when it crashed: aborted before and after ours.
       await abortLeftoverWrites(objects, id);
-      const done = await run(image, { key, size, etag: info.etag }, { signal: lost.signal, ...lease });
+      const staged = { key, size, etag: info.etag, versionId: info.versionId };
+      const done = await run(image, staged, { signal: lost.signal, ...lease });
       // The execution owns the image, its upload and its output key now.
       if ("fannedOut" in done) return { outcome: "fanned-out", image: done.fannedOut };
       await abortLeftoverWrites(objects, id).catch(() => 0);
-      await objects.delete(key);
+      // The staged upload goes, all its versions, except the one the image keeps as its data.
+      const kept = done.stored_object;
+      if (kept?.key === key && kept.version_id !== undefined)
+        await objects.deleteOtherVersions(key, kept.version_id);
+      else await objects.delete(key);
       const seconds = (Date.now() - started) / 1000;
       log.info("import finished", {
         imageId: id,
@@ -467,12 +498,17 @@ export function createImporter(deps: ImporterDeps) {
   }
 
   return {
-    async importStagedObject(key: string): Promise<ImportOutcome> {
+    /**
+     * Imports the upload at `key`. `versionId` is the version the storage event names (storage that
+     * keeps versions): a late upload is discarded by it. The import itself reads the version `head`
+     * finds, the newest.
+     */
+    async importStagedObject(key: string, versionId?: string): Promise<ImportOutcome> {
       const id = imageIdFromStagingKey(key);
       if (!id) return { outcome: "ignored", why: `not a staging key Hangar generated: ${key}` };
       const info = await objects.head(key);
       if (!info) return { outcome: "ignored", why: `staged object ${key} is gone` };
-      const image = await acquire(id, key, info.size);
+      const image = await acquire(id, key, info, versionId);
       if ("killed" in image) return { outcome: "killed", image: image.killed };
       if ("ignored" in image) return { outcome: "ignored", why: image.ignored };
       return deps.within

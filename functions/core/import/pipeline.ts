@@ -1,5 +1,6 @@
 import { HangarError, ImportRejectedError } from "../errors.ts";
 import type { DetectionResult, InspectionResult } from "../formats/index.ts";
+import type { StoredObject } from "../image/image.ts";
 import type { ObjectStore } from "../ports.ts";
 import type { DigestName, DigestValues } from "./digests.ts";
 import { type ImportPlan, type ImportPolicy, planImport } from "./plan.ts";
@@ -24,6 +25,8 @@ export interface PipelineResult {
   /** Digests of the uploaded bytes (sha256 when the client declared one). */
   upload: DigestValues;
   uploadBytes: number;
+  /** The stored data is the upload itself, this version of it (nothing was written). */
+  kept?: StoredObject;
 }
 
 export interface PipelineInput {
@@ -34,6 +37,12 @@ export interface PipelineInput {
   size: number;
   /** The upload's ETag when `size` was taken: the read and a copy of the upload require it. */
   etag?: string | undefined;
+  /**
+   * The upload's version when `size` was taken (storage keeps versions): every read names it, so the
+   * bytes checked are that version's whatever is written to the key meanwhile, and an upload in an
+   * accepted format is kept as that version instead of copied.
+   */
+  versionId?: string | undefined;
   declaredFormat: string | null;
   declaredSha256: boolean;
   osHashAlgo: DigestName;
@@ -61,7 +70,7 @@ const refusal = (plan: ImportPlan & { kind: "refuse" }) => new ImportRejectedErr
  */
 export async function runPipeline(input: PipelineInput): Promise<PipelineResult> {
   const { objects, key, size, signal } = input;
-  const upload: SourceObject = { key, size, isUpload: true };
+  const upload: SourceObject = { key, size, isUpload: true, versionId: input.versionId };
   const detected = await detectObject(objects, upload, signal);
   const wrapped = detected.compression === "gzip";
   const plan = planImport({ detected, wrapped, declaredFormat: input.declaredFormat, policy: input.policy });
@@ -90,6 +99,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       uploadNames: input.declaredSha256 ? ["sha256"] : [],
       transformed,
       ifMatch: input.etag,
+      versionId: input.versionId,
     });
   let read = openRead();
   let step: Step = { plan, detected, object: upload };
@@ -99,9 +109,16 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
       spooled ||= step.plan.kind === "spool-first";
       const outcome = await execute(ctx, step, read);
       if ("written" in outcome) {
-        const { storedFormat, written } = outcome;
+        const { storedFormat, written, kept } = outcome;
         const checked = await finish(read, step.detected);
-        return { ...checked, storedFormat, storedSize: written.size, converted: transformed, spooled };
+        const result = {
+          ...checked,
+          storedFormat,
+          storedSize: written.size,
+          converted: transformed,
+          spooled,
+        };
+        return kept ? { ...result, kept } : result;
       }
       if (n === MAX_STEPS) throw new Error(`import plan ${outcome.next.plan.kind} after ${n} plans`);
       if (outcome.readAgain) {

@@ -5,6 +5,8 @@ import type { Importer, ImportOutcome } from "./import-uploaded-image.ts";
 export interface StorageObjectEvent {
   bucket: string;
   key: string;
+  /** The version the event is about, when storage keeps versions. */
+  versionId?: string | undefined;
 }
 
 /** Some objects of one notification could not be imported for a reason that may pass: retry the event. */
@@ -29,7 +31,7 @@ export async function importStorageEvents(
       continue;
     }
     try {
-      const outcome = await deps.importer.importStagedObject(event.key);
+      const outcome = await deps.importer.importStagedObject(event.key, event.versionId);
       if (outcome.outcome === "ignored") deps.log.info("event ignored", { key: event.key, why: outcome.why });
       outcomes.push(outcome);
     } catch (err) {

@@ -1,6 +1,7 @@
 /**
  * One strategy per import plan. Each stores the image under the output key from one read of the upload
- * (`UploadRead`), or says which plan comes next: the plan of the spool once it is written, or the
+ * (`UploadRead`), or keeps the upload itself as the image (a pass-through in storage that keeps
+ * versions), or says which plan comes next: the plan of the spool once it is written, or the
  * fallback of a forward-only plan whose image needs ranged reads.
  */
 import { convertToQcow2, convertToRaw, gunzipSource, NeedsRangedReads } from "../convert/index.ts";
@@ -8,6 +9,7 @@ import type { ConvertSource, SourceFormat } from "../convert/ports.ts";
 import { ImportRejectedError } from "../errors.ts";
 import { type DetectionResult, detectFormat } from "../formats/index.ts";
 import type { RangeReader } from "../formats/types.ts";
+import type { StoredObject } from "../image/image.ts";
 import type { ObjectStore } from "../ports.ts";
 import { fallbackFor, type ImportPlan, type ImportPolicy, planImport, type TargetFormat } from "./plan.ts";
 import type { UploadRead } from "./upload-read.ts";
@@ -37,6 +39,8 @@ export interface SourceObject {
   size: number;
   /** The upload itself: its sequential read is the shared one. */
   isUpload: boolean;
+  /** The version every read of the object names, when storage keeps versions. */
+  versionId?: string | undefined;
 }
 
 /** A plan, what it was made from, and the object it reads. */
@@ -47,19 +51,22 @@ export interface Step {
 }
 
 export type Outcome =
-  | { written: { size: number }; storedFormat: string }
+  /** Stored; `kept`: the stored data is the upload itself, that version of it, not a new object. */
+  | { written: { size: number }; storedFormat: string; kept?: StoredObject }
   /** Go on with `next`; `readAgain`: its read of the upload starts from the beginning again. */
   | { next: Step; readAgain: boolean };
 
 /** Detects the format of a stored object from its two ends. */
 export async function detectObject(
   objects: ObjectStore,
-  { key, size }: SourceObject,
+  object: SourceObject,
   signal: AbortSignal,
 ): Promise<DetectionResult> {
-  const head = await objects.readRange(key, 0, Math.min(size, HEAD_PROBE), signal);
+  const { size } = object;
+  const range = rangeReader(objects, object, signal);
+  const head = await range.read(0, Math.min(size, HEAD_PROBE));
   const tailStart = Math.max(0, size - TAIL_PROBE);
-  const tail = await objects.readRange(key, tailStart, size - tailStart, signal);
+  const tail = await range.read(tailStart, size - tailStart);
   return detectFormat(head, tail, size);
 }
 
@@ -68,9 +75,10 @@ export function execute(ctx: ImportContext, step: Step, read: UploadRead): Promi
   const { plan, object } = step;
   switch (plan.kind) {
     case "pass-through":
-      return object.isUpload
-        ? copyUpload(ctx, step, plan.format, read)
-        : passThrough(ctx, object, plan.format, read);
+      if (!object.isUpload) return passThrough(ctx, object, plan.format, read);
+      return object.versionId !== undefined
+        ? keepUpload(step, object.versionId, plan.format, read)
+        : copyUpload(ctx, step, plan.format, read);
     case "convert":
       return convert(ctx, object, plan.from, plan.to, read);
     case "unwrap":
@@ -85,7 +93,20 @@ export function execute(ctx: ImportContext, step: Step, read: UploadRead): Promi
 }
 
 /**
- * The upload as it is: copied by storage to the output key, never through the function, while the
+ * The upload as it is, kept where it is: the image's data is the version of the upload this read reads
+ * (every read of the import names it), so nothing is written or copied at all. The read takes every
+ * digest and runs the inspection; a later write to the upload's key makes a new version, never a change
+ * of this one.
+ */
+async function keepUpload(step: Step, versionId: string, format: string, read: UploadRead): Promise<Outcome> {
+  await read.inspected(step.detected);
+  const { key, size } = step.object;
+  return { written: { size }, storedFormat: format, kept: { key, version_id: versionId } };
+}
+
+/**
+ * The upload as it is, in storage that keeps no versions (an upload kept in place could then change
+ * under the image): copied by storage to the output key, never through the function, while the
  * function reads it once to its end (inspection and every digest). The copy runs beside the read, so
  * the import takes about as long as the longer of the two rather than their sum. Nothing serves the
  * output key before the image is `active`, and the import becomes `active` only once the read has
@@ -204,9 +225,15 @@ async function orFallback(step: Step, attempt: () => Promise<Outcome>): Promise<
   }
 }
 
-/** Ranged reads of a stored object, for converters that need random access. */
-function rangeOf(ctx: ImportContext, { key, size }: SourceObject): RangeReader {
-  return { size, read: (offset, length, s) => ctx.objects.readRange(key, offset, length, s ?? ctx.signal) };
+/** Ranged reads of a stored object (of its version, when it names one), for converters that need random access. */
+function rangeOf(ctx: ImportContext, object: SourceObject): RangeReader {
+  return rangeReader(ctx.objects, object, ctx.signal);
+}
+
+function rangeReader(objects: ObjectStore, object: SourceObject, signal: AbortSignal): RangeReader {
+  const { key, size, versionId } = object;
+  const options = versionId !== undefined ? { versionId } : {};
+  return { size, read: (offset, length, s) => objects.readRange(key, offset, length, s ?? signal, options) };
 }
 
 /** Converts `source` to `to` into the output key, hashing what is stored. */

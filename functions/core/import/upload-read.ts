@@ -80,11 +80,13 @@ export interface UploadReadInput {
   uploadNames: readonly DigestName[];
   /**
    * The stored bytes are not the uploaded ones (unwrapped or converted): the store's writes hash them.
-   * Otherwise this read hashes them, and storage copies the upload.
+   * Otherwise this read hashes them, and the upload is kept (or copied by storage).
    */
   transformed: boolean;
   /** The upload's ETag when its size was taken: a replaced upload fails the read. */
   ifMatch?: string | undefined;
+  /** The upload's version when its size was taken: the read reads it whatever came after it. */
+  versionId?: string | undefined;
 }
 
 /** The digests one read of the upload gave. */
@@ -119,7 +121,10 @@ export class UploadRead {
     this.uploadDigests =
       transformed && uploadNames.length > 0 ? createDigester(uploadNames, { inline }) : undefined;
     const copied = transformed ? undefined : this.storedDigests;
-    const source = input.objects.read(input.key, signal, input.ifMatch ? { ifMatch: input.ifMatch } : {});
+    const source = input.objects.read(input.key, signal, {
+      ...(input.ifMatch ? { ifMatch: input.ifMatch } : {}),
+      ...(input.versionId ? { versionId: input.versionId } : {}),
+    });
     const read: SharedRead = new SharedRead(source, async (chunk) => {
       const wait = (copied ?? this.uploadDigests)?.update(chunk);
       if (wait) await wait;

@@ -24,6 +24,20 @@ describe("storage events", () => {
     expect(parseStorageEvent(body)).toEqual([{ bucket: "b", key: `staging/${id}/upload` }]);
     expect(decodeEventKey("a+b%2Bc")).toBe("a b+c");
   });
+  it("passes on the version an event names, not the `null` of an object written without versions", () => {
+    const versioned = (versionId: string) => ({
+      Records: [
+        {
+          ...record(`staging/${id}/upload`),
+          s3: { ...record("").s3, object: { key: `staging/${id}/upload`, versionId } },
+        },
+      ],
+    });
+    expect(parseStorageEvent(versioned("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"))).toEqual([
+      { bucket: "b", key: `staging/${id}/upload`, versionId: "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY" },
+    ]);
+    expect(parseStorageEvent(versioned("null"))).toEqual([{ bucket: "b", key: `staging/${id}/upload` }]);
+  });
   it("skips other event kinds and refuses what is not an envelope", () => {
     expect(parseStorageEvent({ Records: [record("x", "ObjectRemoved:Delete")] })).toEqual([]);
     expect(() => parseStorageEvent({ nope: 1 })).toThrow(/not an S3 event/);

@@ -71,6 +71,22 @@ describe("sweeper", () => {
     expect([...s.objects.objects.keys()]).toEqual([stagingKey(fresh)]);
   });
 
+  it("never deletes the staged object an image keeps as its data, however old", async () => {
+    const s = setup();
+    const id = (await s.service.create({ name: "kept" }, alice)).image.id;
+    const lease = new Date(s.clock.now().getTime() + 60_000).toISOString();
+    await s.images.transition(id, "startImport", { import_lease_until: lease });
+    await s.images.transition(id, "finishImport", {
+      import_lease_until: null,
+      stored_object: { key: stagingKey(id), version_id: "v1" },
+    });
+    s.objects.objects.set(stagingKey(id), new Uint8Array(3));
+    s.objects.modified.set(stagingKey(id), new Date(s.clock.now().getTime() - 25 * HOUR).toISOString());
+
+    expect(await s.sweeper.sweep()).toMatchObject({ deletedObjects: 0 });
+    expect(s.objects.objects.has(stagingKey(id))).toBe(true);
+  });
+
   it("kills an import whose lease expired beyond the grace, and cleans what it left", async () => {
     const s = setup();
     const id = (await s.service.create({ name: "stuck" }, alice)).image.id;
