@@ -22,7 +22,8 @@ import {
 } from "../../functions/core/ports.ts";
 import { UNLIMITED } from "../../functions/core/quota.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
-import { dynamoDbClient, getStack, s3Client } from "./setup/stack.ts";
+import { directImport } from "./setup/direct-import.ts";
+import { getStack, s3Client } from "./setup/stack.ts";
 
 // In storage that keeps no versions, an upload already in an accepted format (raw) cannot be kept where
 // it was uploaded (the link could change it under the image): it is stored by storage's own copy of the
@@ -65,39 +66,10 @@ function setup() {
     { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB },
     contentMd5ForDeletes(s3Client()),
   );
-  const dynamo = dynamoDbClient();
-  const images = new DynamoImageRepository(
-    dynamo,
-    info.table,
-    new DynamoQuotaStore(dynamo, info.table, UNLIMITED),
-  );
-  const clock = { now: () => new Date() };
-  const service = createImageService({
-    images,
+  return {
     objects,
-    clock,
-    log,
-    newId: randomUUID,
-    uploadUrlTtlSeconds: 60,
-    downloadUrlTtlSeconds: 60,
-  });
-  const importer = createImporter({
-    images,
-    objects,
-    clock,
-    log,
-    osHashAlgo: "sha512",
-    leaseSeconds: 60,
-    maxTakeovers: 3,
-    progressIntervalMs: 1000,
-    policy: {
-      preferredFormat: "raw",
-      acceptedFormats: ["raw", "iso"],
-      maxVirtualSize: 2 ** 40,
-      maxGzipRatio: 64,
-    },
-  });
-  return { objects, images, service, importer };
+    ...directImport(objects, { log: log, acceptedFormats: ["raw", "iso"], uploadUrlTtlSeconds: 60 }),
+  };
 }
 
 async function stage(id: string, bytes: Uint8Array) {

@@ -19,7 +19,8 @@ import { createImporter } from "../../functions/core/import/import-uploaded-imag
 import type { CopyOptions, Logger, ReadOptions, WriteOptions } from "../../functions/core/ports.ts";
 import { UNLIMITED } from "../../functions/core/quota.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
-import { api, dynamoDbClient, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
+import { directImport } from "./setup/direct-import.ts";
+import { api, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
 
 // An upload already in an accepted format is kept where it was uploaded: the image's data is the version
 // of the staged object the importer read and verified, nothing is written or copied. Real MinIO and
@@ -61,39 +62,14 @@ function setup() {
     { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB },
     contentMd5ForDeletes(s3Client()),
   );
-  const dynamo = dynamoDbClient();
-  const images = new DynamoImageRepository(
-    dynamo,
-    info.table,
-    new DynamoQuotaStore(dynamo, info.table, UNLIMITED),
-  );
-  const clock = { now: () => new Date() };
-  const service = createImageService({
-    images,
+  return {
     objects,
-    clock,
-    log: quiet,
-    newId: randomUUID,
-    uploadUrlTtlSeconds: 600,
-    downloadUrlTtlSeconds: 60,
-  });
-  const importer = createImporter({
-    images,
-    objects,
-    clock,
-    log: quiet,
-    osHashAlgo: "sha512",
-    leaseSeconds: 60,
-    maxTakeovers: 3,
-    progressIntervalMs: 1000,
-    policy: {
-      preferredFormat: "raw",
+    ...directImport(objects, {
+      log: quiet,
       acceptedFormats: ["raw", "iso", "qcow2"],
-      maxVirtualSize: 2 ** 40,
-      maxGzipRatio: 64,
-    },
-  });
-  return { objects, images, service, importer };
+      uploadUrlTtlSeconds: 600,
+    }),
+  };
 }
 
 /** Every version and delete marker under `prefix`, as version ids. */
