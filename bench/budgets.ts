@@ -42,8 +42,34 @@ export interface Metafile {
   inputs: Record<string, { bytes: number }>;
   outputs: Record<
     string,
-    { bytes: number; entryPoint?: string; inputs: Record<string, { bytesInOutput: number }> }
+    {
+      bytes: number;
+      entryPoint?: string;
+      inputs: Record<string, { bytesInOutput: number }>;
+      imports?: { path: string; kind: string; external?: boolean }[];
+    }
   >;
+}
+
+/**
+ * The packages a function's init loads: those of its `index.mjs` and of every chunk it reaches by static
+ * imports (what an `import()` reaches is left for the request that asks for it).
+ */
+export function initPackages(metafile: Metafile): string[] {
+  const [entry] = Object.keys(metafile.outputs).filter((file) => /(^|\/)index\.mjs$/.test(file));
+  const seen = new Set<string>();
+  const todo = entry ? [entry] : [];
+  for (let file = todo.pop(); file !== undefined; file = todo.pop()) {
+    if (seen.has(file)) continue;
+    seen.add(file);
+    for (const i of metafile.outputs[file]?.imports ?? []) {
+      if (i.kind === "import-statement" && !i.external && metafile.outputs[i.path]) todo.push(i.path);
+    }
+  }
+  const names = [...seen].flatMap((file) =>
+    Object.keys(metafile.outputs[file]?.inputs ?? {}).flatMap((input) => packageOf(input)?.name ?? []),
+  );
+  return [...new Set(names)].sort();
 }
 
 export interface BuiltBundle {

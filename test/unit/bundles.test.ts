@@ -8,6 +8,7 @@ import {
   buildBundles,
   duplicatePackages,
   initEnv,
+  initPackages,
   jsBytes,
   type Metafile,
   measureInit,
@@ -112,6 +113,19 @@ describe("bundle budgets", () => {
       });
     }
   }, 120_000);
+});
+
+describe("what init loads", () => {
+  it("keeps S3 and the web-download address checks out of the api's init, and S3 out of the importer's", () => {
+    const byName = new Map(bundles.map((b) => [b.name, initPackages(b.metafile)]));
+    const api = byName.get("api") ?? [];
+    const importer = byName.get("importer") ?? [];
+    // What init does load, so an empty walk cannot pass.
+    expect(api).toEqual(expect.arrayContaining(["@aws-sdk/client-dynamodb", "hono"]));
+    expect(importer).toEqual(expect.arrayContaining(["@aws-sdk/client-dynamodb"]));
+    expect(api.filter((p) => ["@aws-sdk/client-s3", "ipaddr.js"].includes(p))).toEqual([]);
+    expect(importer.filter((p) => p === "@aws-sdk/client-s3")).toEqual([]);
+  });
 });
 
 describe("bundle checks", () => {

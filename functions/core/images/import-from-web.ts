@@ -1,6 +1,5 @@
 import { ConflictError, ForbiddenError, StaleStatusError, UriNotAllowedError } from "../errors.ts";
 import type { Caller } from "../image/access.ts";
-import { checkTarget } from "../web-download.ts";
 import type { ImageContext } from "./context.ts";
 
 function parseUri(uri: string): URL {
@@ -32,6 +31,8 @@ export function imageWebDownload(ctx: ImageContext) {
         );
       }
       const url = parseUri(uri);
+      // The address checks (and ipaddr.js) are loaded by the first web-download, not by every cold start.
+      const { checkTarget } = await import("../web-download.ts");
       await checkTarget(url, web.resolve, web);
       // One import at a time: the image leaves `queued` now, held by the fetch until it has staged the
       // bytes. A second request, or an upload through the link, finds it `importing` and is refused.
