@@ -6,7 +6,7 @@ import {
   convertToRaw,
   type RangeReader,
   type SequentialSource,
-  type SourceFormat,
+  SOURCE_FORMATS,
 } from "../../functions/core/convert/index.ts";
 import type { HangarClient, Image } from "./api.ts";
 import { SparseWriter } from "./sparse.ts";
@@ -18,17 +18,6 @@ export class DownloadVerificationError extends Error {
 /** Formats `--format` can ask for: those the converter writes. */
 export const DOWNLOAD_FORMATS = ["raw", "qcow2"] as const;
 export type DownloadFormat = (typeof DOWNLOAD_FORMATS)[number];
-
-/** Stored formats the converter reads; an ISO is a raw byte image. */
-const SOURCE_FORMAT: Record<string, SourceFormat> = {
-  raw: "raw",
-  iso: "raw",
-  qcow2: "qcow2",
-  vmdk: "vmdk",
-  vhd: "vhd",
-  vhdx: "vhdx",
-  vdi: "vdi",
-};
 
 export interface DownloadResult {
   image_id: string;
@@ -150,7 +139,7 @@ function converted(
   source: ConvertSource,
   signal: AbortSignal | undefined,
 ): AsyncIterable<Uint8Array> {
-  const from = SOURCE_FORMAT[image.disk_format ?? ""];
+  const from = SOURCE_FORMATS[image.disk_format ?? ""];
   if (!from)
     throw new Error(`image ${image.id} is stored as ${image.disk_format}, which Hangar cannot convert`);
   const options = signal ? { signal } : {};
@@ -175,7 +164,7 @@ export async function downloadImage(
   const url = await client.downloadUrl(id);
   const stored = image.disk_format ?? "raw";
   const target = options.format ?? stored;
-  const convert = target !== stored && !(target === "raw" && SOURCE_FORMAT[stored] === "raw");
+  const convert = target !== stored && !(target === "raw" && SOURCE_FORMATS[stored] === "raw");
   const digests = new StoredDigests(image);
   const read = new HashedRead(
     (await get(url, signal)).body as AsyncIterable<Uint8Array>,

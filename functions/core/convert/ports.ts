@@ -17,3 +17,14 @@ export interface ConvertSource {
 }
 
 export type SourceFormat = "raw" | "qcow2" | "vmdk" | "vhd" | "vhdx" | "vdi";
+
+/** The converter's reader for each disk format it reads, by Glance's `disk_format` name (an ISO is a raw byte image). */
+export const SOURCE_FORMATS: Readonly<Partial<Record<string, SourceFormat>>> = {
+  raw: "raw",
+  iso: "raw",
+  qcow2: "qcow2",
+  vmdk: "vmdk",
+  vhd: "vhd",
+  vhdx: "vhdx",
+  vdi: "vdi",
+};

@@ -1,4 +1,4 @@
-import { openDiskMap, type RangeReader, type SourceFormat } from "../convert/index.ts";
+import { openDiskMap, type RangeReader, SOURCE_FORMATS, type SourceFormat } from "../convert/index.ts";
 import { ImportRejectedError } from "../errors.ts";
 import { type DetectionResult, inspectRanges } from "../formats/index.ts";
 import type { ImageRecord } from "../image/image.ts";
@@ -32,17 +32,6 @@ export interface FanoutSwitchDeps {
   osHashAlgo: "sha256" | "sha384" | "sha512";
   settings: FanoutSettings;
 }
-
-/** Formats a worker converts by range (an ISO is a raw byte image). */
-const CONVERTS: Partial<Record<string, SourceFormat>> = {
-  raw: "raw",
-  iso: "raw",
-  qcow2: "qcow2",
-  vmdk: "vmdk",
-  vhd: "vhd",
-  vhdx: "vhdx",
-  vdi: "vdi",
-};
 
 /** The staged upload as the importer holds it. */
 export interface StagedUpload {
@@ -123,7 +112,8 @@ export function createFanoutSwitch(deps: FanoutSwitchDeps) {
     signal: AbortSignal,
   ): Promise<FanoutJob | undefined> {
     const detected = await detectObject(deps.objects, { ...staged, isUpload: true }, signal);
-    const from = CONVERTS[detected.format];
+    // Every format the converter reads, a worker converts by range.
+    const from = SOURCE_FORMATS[detected.format];
     if (detected.compression !== "none" || from === undefined) return undefined;
     const reader = uploadReader(
       deps.storage,
