@@ -14,7 +14,7 @@
  * final write and clean-up (→ `import finished`), and the client seeing it (→ the show that says `active`).
  * CPU seconds per run come from /proc/<pid>/stat of the importer, the api, MinIO and DynamoDB Local.
  */
-import { spawn } from "node:child_process";
+
 import { createReadStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -29,6 +29,7 @@ import { MAX_POLL_INTERVAL_MS } from "../client/lib/wait.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 import { median } from "./budgets.ts";
+import { runJsonChild } from "./child.ts";
 import { benchChildEnv, purgeVersions } from "./e2e.ts";
 import { type GlancePeer, type GlanceRun, startGlance } from "./glance-peer.ts";
 import { busiestThread, ensureReferenceImage, procCpuSeconds, threadCpuSeconds } from "./reference.ts";
@@ -195,26 +196,17 @@ async function bundleCopyChild(dir: string): Promise<string> {
   return outfile;
 }
 
-function runChild(
+async function runChild(
   argv: string[],
   env: Record<string, string>,
 ): Promise<{ seconds: number; cpuSeconds: number }> {
-  return new Promise((resolvePromise, reject) => {
-    const p = spawn(process.execPath, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => {
-      out += d;
-    });
-    p.stderr.setEncoding("utf8").on("data", (d: string) => {
-      err = (err + d).slice(-4000);
-    });
-    p.on("error", reject);
-    p.on("close", (code) => {
-      if (code !== 0) return reject(new Error(`${argv.join(" ")} exited ${code}: ${err}`));
-      resolvePromise(JSON.parse(out.trim().split("\n").at(-1) ?? "{}"));
-    });
-  });
+  const { report } = await runJsonChild<{ seconds: number; cpuSeconds: number }>(
+    process.execPath,
+    argv,
+    env,
+    argv.join(" "),
+  );
+  return report;
 }
 
 export interface ClientEndToEndOptions {

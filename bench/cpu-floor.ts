@@ -19,7 +19,8 @@
  * BENCH_CPU_WRAP a command before them (e.g. `perf record -g -o <file> --` with `--perf-basic-prof`). `npx tsx bench/cpu-floor.ts --top <file.cpuprofile>`
  * prints a profile's functions by self time.
  */
-import { execFileSync, spawn } from "node:child_process";
+
+import { execFileSync } from "node:child_process";
 import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
@@ -31,6 +32,7 @@ import { imageKey, stagingKey } from "../functions/core/image/image.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
 import { median } from "./budgets.ts";
+import { runJsonChild } from "./child.ts";
 import { benchChildEnv, purgeVersions } from "./e2e.ts";
 
 const GiB = 2 ** 30;
@@ -267,40 +269,15 @@ function cpuOf(pid: number | undefined): number | undefined {
   }
 }
 
-function runChild(
+async function runChild(
   child: string,
   args: string[],
   env: Record<string, string>,
   nodeArgs: string[] = [],
   wrap: string[] = [],
 ): Promise<unknown> {
-  return new Promise((resolvePromise, reject) => {
-    const [command = "", ...rest] = [...wrap, process.execPath, ...nodeArgs, child, ...args];
-    const p = spawn(command, rest, {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let err = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => {
-      out += d;
-    });
-    p.stderr.setEncoding("utf8").on("data", (d: string) => {
-      err = (err + d).slice(-8000);
-    });
-    p.on("error", reject);
-    p.on("close", (code) => {
-      if (code !== 0) {
-        reject(new Error(`import-child ${args[0]} exited ${code}: ${err}`));
-        return;
-      }
-      try {
-        resolvePromise(JSON.parse(out.trim().split("\n").at(-1) ?? ""));
-      } catch (e) {
-        reject(new Error(`import-child ${args[0]} printed no report: ${out}\n${err}`, { cause: e }));
-      }
-    });
-  });
+  const [command = "", ...rest] = [...wrap, process.execPath, ...nodeArgs, child, ...args];
+  return (await runJsonChild<unknown>(command, rest, env, `import-child ${args[0]}`)).report;
 }
 
 /** Per-GiB figures of one series against the floor. */

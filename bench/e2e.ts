@@ -8,7 +8,7 @@
  * source uploaded once under `bench/`, outside `staging/`. Every import and every plain copy runs in its
  * own child process (bench/import-child.ts) that reports its in-process seconds and peak RSS.
  */
-import { spawn } from "node:child_process";
+
 import { createReadStream, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -24,6 +24,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { imageKey, stagingKey, stagingPrefix } from "../functions/core/image/image.ts";
 import { freePort } from "../infra/local/services.ts";
 import { hangarEnv, type LocalStack, startStack } from "../infra/local/stack.ts";
+import { runJsonChild } from "./child.ts";
 
 /**
  * Deletes every version under `prefix` (one listing page: the bench's keys hold a few versions each). The
@@ -315,32 +316,12 @@ export function benchChildEnv(extra: Record<string, string> = {}): Record<string
   return env;
 }
 
-function runMeasured(argv: string[], env: Record<string, string>): Promise<Measured> {
-  const args = argv.slice(-3);
-  return new Promise((resolvePromise, reject) => {
-    const started = performance.now();
-    const p = spawn(process.execPath, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => {
-      out += d;
-    });
-    p.stderr.setEncoding("utf8").on("data", (d: string) => {
-      err = (err + d).slice(-8000);
-    });
-    p.on("error", reject);
-    p.on("close", (code) => {
-      const processSeconds = (performance.now() - started) / 1000;
-      if (code !== 0) {
-        reject(new Error(`import-child ${args.join(" ")} exited ${code}: ${err}`));
-        return;
-      }
-      try {
-        const report = JSON.parse(out.trim().split("\n").at(-1) ?? "") as ChildReport;
-        resolvePromise({ seconds: report.seconds, processSeconds, maxRssKiB: report.maxRssKiB, report });
-      } catch (e) {
-        reject(new Error(`import-child ${args.join(" ")} printed no report: ${out}\n${err}`, { cause: e }));
-      }
-    });
-  });
+async function runMeasured(argv: string[], env: Record<string, string>): Promise<Measured> {
+  const { report, processSeconds } = await runJsonChild<ChildReport>(
+    process.execPath,
+    argv,
+    env,
+    `import-child ${argv.slice(-3).join(" ")}`,
+  );
+  return { seconds: report.seconds, processSeconds, maxRssKiB: report.maxRssKiB, report };
 }
