@@ -290,7 +290,7 @@ export interface DynamoDbLocalOptions {
  * Starts DynamoDB Local with a shared database file under `dbPath` and resolves once it answers HTTP.
  * DynamoDB Local 1.25 has no option to choose its bind address: it listens on all interfaces.
  * The file keeps a write-ahead log (`useWriteAheadLog`): a create's transaction then costs DynamoDB Local
- * about a third less CPU than with SQLite's default rollback journal (docs/performance.md, "API").
+ * about 30 % less CPU than with SQLite's default rollback journal (docs/performance.md, "API").
  */
 export async function startDynamoDbLocal(opts: DynamoDbLocalOptions): Promise<ServiceHandle> {
   await useWriteAheadLog(join(opts.dbPath, DYNAMODB_LOCAL_DB_FILE));
