@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:net";
+import { join } from "node:path";
+import { DYNAMODB_LOCAL_DB_FILE, useWriteAheadLog } from "./dynamodb-file.ts";
 import { LocalStackError, PortInUseError, ServiceExitedError } from "./errors.ts";
 
 export interface ExitInfo {
@@ -287,8 +289,11 @@ export interface DynamoDbLocalOptions {
 /**
  * Starts DynamoDB Local with a shared database file under `dbPath` and resolves once it answers HTTP.
  * DynamoDB Local 1.25 has no option to choose its bind address: it listens on all interfaces.
+ * The file keeps a write-ahead log (`useWriteAheadLog`): a create's transaction then costs DynamoDB Local
+ * about 30 % less CPU than with SQLite's default rollback journal (docs/performance.md, "API").
  */
 export async function startDynamoDbLocal(opts: DynamoDbLocalOptions): Promise<ServiceHandle> {
+  await useWriteAheadLog(join(opts.dbPath, DYNAMODB_LOCAL_DB_FILE));
   const service = spawnService({
     name: "DynamoDB Local",
     command: opts.java,
