@@ -378,6 +378,8 @@ describe("IAM", () => {
       `${BUCKET_ARN}/staging/*`,
       `${BUCKET_ARN}/images/*`,
       `${BUCKET_ARN}/spool/*`,
+      // Objects of zeros that parts of zeros are copied from.
+      `${BUCKET_ARN}/zeros/*`,
       "arn-of:FailureQueue",
       // The API starts web-download jobs by invoking that function, and the sweeper's re-drive the
       // importer; no other function is invoked.
@@ -604,6 +606,21 @@ describe("image bucket", () => {
       );
     }
     expect(rules).toContainEqual(expect.objectContaining({ Prefix: "", ExpiredObjectDeleteMarker: true }));
+  });
+
+  it("lets the writers of objects make and copy from the objects of zeros, which no rule expires", () => {
+    for (const role of ["ImporterRole", "WebDownloadRole"]) {
+      for (const action of ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]) {
+        expect(allowed(role, action, `${BUCKET_ARN}/zeros/*`), `${role} ${action}`).toBe(true);
+      }
+    }
+    const rules = (props("ImagesBucket").LifecycleConfiguration as { Rules: Record<string, Json>[] }).Rules;
+    for (const rule of rules.filter((r) => "zeros/".startsWith(String(r.Prefix ?? "")))) {
+      expect(rule.ExpirationInDays, String(rule.Id)).toBeUndefined();
+    }
+    expect(rules).toContainEqual(
+      expect.objectContaining({ Prefix: "zeros/", NoncurrentVersionExpiration: { NoncurrentDays: 1 } }),
+    );
   });
 
   it("lets every role that deletes objects delete their versions", () => {

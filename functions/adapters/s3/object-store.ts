@@ -28,6 +28,7 @@ import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { asChanged, copyObject } from "./copy.ts";
 import { writeObject } from "./part-writer.ts";
 import { PutLinkSigner } from "./put-link.ts";
+import { ZeroObjects } from "./zero-object.ts";
 
 export interface S3StoreOptions {
   bucket: string;
@@ -39,6 +40,11 @@ export interface S3StoreOptions {
   partSize: number;
   /** Parts uploaded in parallel; memory held is about (queueSize + 1) × partSize. */
   queueSize?: number;
+  /**
+   * Parts of zeros copied inside storage from an object of zeros under `zeros/` rather than sent
+   * (default true).
+   */
+  copyZeroParts?: boolean;
 }
 
 /** S3 clients configured the way Hangar's links need: no flexible-checksum query parameters in URLs. */
@@ -227,6 +233,8 @@ export class S3ObjectStore implements ObjectStore {
   /** Writes the stored image; its part bodies are not hashed for the signature (see `unsignedPayloads`). */
   private readonly writer: S3Client;
   private readonly bucket: string;
+  /** What parts of zeros are copied from (`zeros/`), made on first need and then known to the process. */
+  private readonly zeros: ZeroObjects | undefined;
 
   constructor(
     private readonly options: S3StoreOptions,
@@ -240,6 +248,7 @@ export class S3ObjectStore implements ObjectStore {
     this.putLinks = new PutLinkSigner(this.presigner);
     // Its own client, so the middleware never reaches the one that signs links.
     this.writer = createWriterClient(options.region, options.endpoint);
+    this.zeros = options.copyZeroParts === false ? undefined : new ZeroObjects(this.writer, this.bucket);
   }
 
   async presignPut(
@@ -347,6 +356,7 @@ export class S3ObjectStore implements ObjectStore {
       contentType: "application/octet-stream",
       ...(signal ? { signal } : {}),
       ...(options.tap ? { tap: options.tap } : {}),
+      ...(this.zeros ? { zeros: this.zeros } : {}),
     });
   }
 

@@ -6,8 +6,11 @@ import {
   PutObjectCommand,
   type S3Client,
   UploadPartCommand,
+  UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
+import { isZeros } from "../../core/convert/zeros.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
+import type { ZeroSource } from "./zero-object.ts";
 
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
 export const GROW_EVERY = 900;
@@ -42,6 +45,18 @@ export interface WriteObjectOptions {
    * backed by a SharedArrayBuffer); a rejection fails the write.
    */
   tap?: (bytes: Uint8Array) => Promise<void> | undefined;
+  /**
+   * Objects of zeros in the same bucket: a part of a multipart upload that holds only zeros is then
+   * copied from one inside storage (UploadPartCopy) instead of sent. The tap still sees its bytes.
+   */
+  zeros?: ZeroSource;
+}
+
+/** Bytes of zeros in a SharedArrayBuffer, never written: what the tap sees of a part of zeros. */
+let zeroParts: Uint8Array | undefined;
+function zeroPart(length: number): Uint8Array {
+  if (!zeroParts || zeroParts.byteLength < length) zeroParts = new Uint8Array(new SharedArrayBuffer(length));
+  return zeroParts.subarray(0, length);
 }
 
 /**
@@ -49,7 +64,9 @@ export interface WriteObjectOptions {
  * up to `queueSize` parts in flight. Parts are filled by copying into a fixed pool of `queueSize + 1`
  * buffers that are reused once their upload (and tap) completes, so the memory held is
  * (queueSize + 1) × partSize whatever the body's chunking (more only once parts grow), and nothing is
- * left for the GC.
+ * left for the GC. With `zeros`, a part that holds only zeros (chunks of the converter's zero buffer are
+ * known as such; others are compared with zeros while the part has nothing else) is never copied into
+ * a buffer: storage copies it from an object of zeros, and the tap sees a shared buffer of zeros.
  * On failure the multipart upload is aborted: no part is left behind.
  */
 export async function writeObject(
@@ -137,14 +154,93 @@ export async function writeObject(
     inflight.add(done);
   };
 
+  /** Copies part `number` (`length` bytes of zeros) from an object of zeros; its ETag. */
+  const copyZeros = async (zeros: ZeroSource, number: number, length: number, id: string | undefined) => {
+    for (let attempt = 1; ; attempt++) {
+      const made = zeros.objectFor(length);
+      const from = await made;
+      check();
+      try {
+        const out = await client.send(
+          new UploadPartCopyCommand({
+            Bucket: bucket,
+            Key: key,
+            UploadId: id,
+            PartNumber: number,
+            CopySource: `${bucket}/${from}`,
+            CopySourceRange: `bytes=0-${length - 1}`,
+          }),
+          { abortSignal: signal },
+        );
+        return out.CopyPartResult?.ETag;
+      } catch (err) {
+        // The object of zeros was deleted since it was made: made again, once.
+        if (attempt > 1 || !(err instanceof Error && err.name === "NoSuchKey")) throw err;
+        zeros.forget(length, made);
+      }
+    }
+  };
+
+  /** Stores the next part, of `length` zeros, by a copy inside storage; the tap sees zeros. */
+  const sendZeros = async (zeros: ZeroSource, length: number): Promise<void> => {
+    // No buffer bounds these parts: as many in flight as parts sent.
+    while (inflight.size > queueSize) {
+      await Promise.race(inflight);
+      check();
+    }
+    const number = ++partNumber;
+    let tapped: Promise<void> | undefined;
+    try {
+      tapped = o.tap?.(zeroPart(length));
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const sent = copyZeros(zeros, number, length, uploadId).then((etag) => {
+      parts.push({ PartNumber: number, ETag: etag });
+    });
+    const done: Promise<void> = Promise.all([sent, tapped])
+      .then(
+        () => undefined,
+        (err: unknown) => fail(err),
+      )
+      .finally(() => inflight.delete(done));
+    inflight.add(done);
+  };
+
+  // The part being filled: `fill` bytes of `partLength`, in `current` once it holds anything but zeros
+  // (without `zeros`, always). Before that, the bytes are zeros and are not copied anywhere.
   let current: Uint8Array | undefined;
   let fill = 0;
+  let partLength = 0;
   // Size of the part being filled: that of part partNumber + 1.
   const nextSize = () => partSizeAt(partNumber + 1, o.partSize, o.growAfter, o.growEvery);
+  const zeros = o.zeros;
+  /** Sends the part filled so far, as a copy of zeros or from its buffer. */
+  const flush = async () => {
+    if (current) send(current, fill);
+    else if (zeros) await sendZeros(zeros, fill);
+    current = undefined;
+    fill = 0;
+  };
+  /** Adds `piece` to the part being filled: copied into its buffer, or only counted while it is zeros. */
+  const add = async (piece: Uint8Array) => {
+    if (!current && zeros && isZeros(piece)) {
+      fill += piece.byteLength;
+      return;
+    }
+    if (!current) {
+      current = await take(partLength);
+      // The zeros before this piece were not copied; the buffer may hold an earlier part.
+      current.fill(0, 0, fill);
+    }
+    current.set(piece, fill);
+    fill += piece.byteLength;
+  };
   try {
     for await (const chunk of body) {
       for (let at = 0; at < chunk.byteLength; ) {
-        if (current && fill === current.byteLength) {
+        if (fill > 0 && fill === partLength) {
           // A full part and more bytes behind it: the body is multipart.
           // Not abortable: an upload created while the request was being abandoned would be left
           // behind with an id never seen. It is short; the abort is honoured right after.
@@ -154,14 +250,11 @@ export async function writeObject(
             )
           ).UploadId;
           check();
-          send(current, fill);
-          current = undefined;
-          fill = 0;
+          await flush();
         }
-        current ??= await take(nextSize());
-        const n = Math.min(chunk.byteLength - at, current.byteLength - fill);
-        current.set(chunk.subarray(at, at + n), fill);
-        fill += n;
+        if (fill === 0) partLength = nextSize();
+        const n = Math.min(chunk.byteLength - at, partLength - fill);
+        await add(chunk.subarray(at, at + n));
         at += n;
         size += n;
       }
@@ -169,7 +262,7 @@ export async function writeObject(
     }
     if (uploadId === undefined) {
       // The whole body fits one part.
-      const bytes = current ? current.subarray(0, fill) : new Uint8Array(0);
+      const bytes = current ? current.subarray(0, fill) : zeroPart(fill);
       await o.tap?.(bytes);
       check();
       await client.send(
@@ -184,8 +277,8 @@ export async function writeObject(
       );
       return { size };
     }
-    if (current && fill > 0) send(current, fill);
-    current = undefined;
+    // The last part, which may be smaller than 5 MiB, copied or sent.
+    if (fill > 0) await flush();
     await Promise.all(inflight);
     check();
     parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));

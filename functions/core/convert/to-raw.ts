@@ -11,6 +11,7 @@ import {
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, RangeReader, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
+import { zeroBuffer } from "./zeros.ts";
 
 /** Options shared by the converters. */
 export interface ConvertOptions {
@@ -69,7 +70,7 @@ export function planOptions(opts: ConvertOptions, forwardOnly: boolean): PlanOpt
 /**
  * Re-chunks pieces into chunks of `[chunkSize / 2, chunkSize]` bytes (the last may be shorter).
  * Large pieces are passed on as views without copying, and runs of zeros as views of one shared zero
- * buffer: chunks are read-only and may be views into a larger buffer (copy one before writing to it
+ * buffer (a `zeroBuffer`, which a consumer tells by its buffer without reading it): chunks are read-only and may be views into a larger buffer (copy one before writing to it
  * or transferring its ArrayBuffer).
  */
 export async function* rechunk(
@@ -94,7 +95,7 @@ export async function* rechunk(
         if (piece.bytes) {
           yield piece.bytes.subarray(done, done + n);
         } else {
-          zeros ??= new Uint8Array(chunkSize);
+          zeros ??= zeroBuffer(chunkSize);
           yield zeros.subarray(0, n);
         }
         done += n;
