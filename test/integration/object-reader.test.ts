@@ -1,0 +1,210 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import type { ClientRequest } from "node:http";
+import type { Socket } from "node:net";
+import {
+  CreateBucketCommand,
+  PutBucketVersioningCommand,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from "@aws-sdk/client-s3";
+import { beforeAll, describe, expect, it } from "vitest";
+import { SLAB_BYTES } from "../../functions/adapters/s3/object-reader.ts";
+import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
+import { ObjectChangedError, type ObjectRead } from "../../functions/core/ports.ts";
+import { MIB } from "../../functions/core/uploads/plan.ts";
+import { getStack, s3Client } from "./setup/stack.ts";
+
+// Whole-object reads over a socket of their own (object-reader.ts) against the stack's MinIO, beside the
+// same reads through the SDK's own HTTP handler (`sdkReads`).
+
+const s3 = s3Client();
+const bucket = `hangar-reader-${randomUUID().slice(0, 8)}`;
+
+/** The store as Hangar builds it: its client asks for no response checksums (createS3Client). */
+function store(o: { sdkReads?: boolean } = {}) {
+  const info = getStack();
+  const client = new S3Client({
+    endpoint: info.s3Endpoint,
+    region: info.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  return new S3ObjectStore(
+    { bucket, region: info.region, endpoint: info.s3Endpoint, partSize: 8 * MIB, ...o },
+    contentMd5ForDeletes(client),
+  );
+}
+
+async function put(key: string, body: Uint8Array): Promise<{ etag?: string; versionId?: string }> {
+  const out = await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+  return { ...(out.ETag ? { etag: out.ETag } : {}), ...(out.VersionId ? { versionId: out.VersionId } : {}) };
+}
+
+/** Reads `read` to its end, copying each chunk and giving it back (or keeping it, with `keep`). */
+async function consume(read: ObjectRead, keep = false) {
+  const chunks: Uint8Array[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  let shared = true;
+  let largest = 0;
+  for await (const chunk of read) {
+    buffers.add(chunk.buffer);
+    shared &&= chunk.buffer instanceof SharedArrayBuffer;
+    largest = Math.max(largest, chunk.byteLength);
+    if (keep) {
+      chunks.push(chunk);
+    } else {
+      chunks.push(Buffer.from(chunk));
+      read.release?.(chunk);
+    }
+  }
+  return { bytes: Buffer.concat(chunks), count: chunks.length, buffers: buffers.size, shared, largest };
+}
+
+/** Runs `body` with every TCP connection the process opens meanwhile noted. */
+async function sockets<T>(body: (opened: Socket[]) => Promise<T>): Promise<T> {
+  const opened: Socket[] = [];
+  const note = (message: unknown) => opened.push((message as { socket: Socket }).socket);
+  subscribe("net.client.socket", note);
+  try {
+    return await body(opened);
+  } finally {
+    unsubscribe("net.client.socket", note);
+  }
+}
+
+const closed = (socket: Socket) =>
+  socket.destroyed
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => socket.once("close", () => resolve()));
+
+/** The error `promise` fails with. */
+async function failure(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => {
+      throw new Error("expected a failure");
+    },
+    (err: unknown) => err,
+  );
+}
+
+beforeAll(async () => {
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  await s3.send(
+    new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
+  );
+});
+
+describe("S3ObjectStore.read over a socket of its own (MinIO)", () => {
+  it("reads objects of every size byte for byte, in shared buffers used again once given back", async () => {
+    const objects = store();
+    const sizes = [0, 1, 65_537, SLAB_BYTES - 1, SLAB_BYTES, SLAB_BYTES + 1, 10 * SLAB_BYTES + 12_345];
+    for (const size of sizes) {
+      const key = `staging/${randomUUID()}/upload`;
+      const data = randomBytes(size);
+      await put(key, data);
+      const got = await consume(objects.read(key));
+      expect(Buffer.compare(got.bytes, data), `size ${size}`).toBe(0);
+      expect(got.count, `size ${size}`).toBe(Math.ceil(size / SLAB_BYTES));
+      expect(got.largest).toBeLessThanOrEqual(SLAB_BYTES);
+      expect(got.shared, `size ${size}`).toBe(true);
+      // Eleven chunks from at most four buffers: two read ahead, one filling, one lent.
+      if (size > 4 * SLAB_BYTES) expect(got.buffers).toBeLessThanOrEqual(4);
+    }
+  });
+
+  it("a consumer that never gives chunks back keeps every one of them unchanged", async () => {
+    const key = `staging/${randomUUID()}/upload`;
+    const data = randomBytes(10 * SLAB_BYTES + 5);
+    await put(key, data);
+    const got = await consume(store().read(key), true);
+    expect(Buffer.compare(got.bytes, data)).toBe(0);
+    expect(got.buffers).toBe(11);
+  });
+
+  it("reads the version asked for, and an ETag that still matches, whatever came after", async () => {
+    const objects = store();
+    const key = `staging/${randomUUID()}/upload`;
+    const first = randomBytes(3 * MIB + 3);
+    const { versionId, etag } = await put(key, first);
+    await put(key, randomBytes(MIB));
+    expect(versionId).toMatch(/.+/);
+    const got = await consume(objects.read(key, undefined, { versionId: versionId as string }));
+    expect(Buffer.compare(got.bytes, first)).toBe(0);
+    const latest = await objects.head(key);
+    const again = await consume(objects.read(key, undefined, { ifMatch: latest?.etag as string }));
+    expect(again.bytes.length).toBe(MIB);
+    expect(etag).not.toBe(latest?.etag);
+  });
+
+  it("a missing object and a replaced one fail as the SDK's own read does", async () => {
+    const key = `staging/${randomUUID()}/upload`;
+    const { etag } = await put(key, randomBytes(1000));
+    await put(key, randomBytes(1000));
+    const seen: unknown[] = [];
+    for (const objects of [store(), store({ sdkReads: true })]) {
+      const missing = await failure(consume(objects.read(`staging/${randomUUID()}/none`)));
+      expect(missing).toBeInstanceOf(S3ServiceException);
+      expect(missing).toMatchObject({ name: "NoSuchKey", $metadata: { httpStatusCode: 404 } });
+      const changed = await failure(consume(objects.read(key, undefined, { ifMatch: etag as string })));
+      expect(changed).toBeInstanceOf(ObjectChangedError);
+      expect((changed as Error).cause).toMatchObject({
+        name: "PreconditionFailed",
+        $metadata: { httpStatusCode: 412 },
+      });
+      const version = await failure(consume(objects.read(key, undefined, { versionId: randomUUID() })));
+      expect(version).toBeInstanceOf(S3ServiceException);
+      seen.push(
+        [missing, changed, version].map((e) => {
+          const { name, message, $fault, $metadata } = e as S3ServiceException;
+          return { name, message, $fault, status: $metadata?.httpStatusCode };
+        }),
+      );
+    }
+    expect(seen[0]).toEqual(seen[1]);
+  });
+
+  it("an abort mid-read fails the read and closes its connection; so does a consumer stopping early", async () => {
+    const key = `staging/${randomUUID()}/upload`;
+    await put(key, randomBytes(24 * MIB));
+    await sockets(async (opened) => {
+      const controller = new AbortController();
+      const it = store().read(key, controller.signal)[Symbol.asyncIterator]();
+      expect((await it.next()).done).toBe(false);
+      expect(opened).toHaveLength(1);
+      controller.abort(new Error("the import stopped"));
+      const err = await failure(it.next());
+      expect(err).toMatchObject({ name: "AbortError", cause: { message: "the import stopped" } });
+      await closed(opened[0] as Socket);
+      expect(opened[0]?.bytesRead).toBeLessThan(24 * MIB);
+    });
+    await sockets(async (opened) => {
+      for await (const _ of store().read(key)) break;
+      expect(opened).toHaveLength(1);
+      await closed(opened[0] as Socket);
+      expect(opened[0]?.bytesRead).toBeLessThan(24 * MIB);
+    });
+  });
+
+  it("sends no whole-object GET through node:http; the SDK's read does (the comparison this test rests on)", async () => {
+    const key = `staging/${randomUUID()}/upload`;
+    await put(key, randomBytes(MIB));
+    const gets: string[] = [];
+    const note = (message: unknown) => {
+      const request = (message as { request: ClientRequest }).request;
+      if (request.method === "GET" && request.path.includes(key)) gets.push(request.path);
+    };
+    subscribe("http.client.request.start", note);
+    try {
+      await consume(store().read(key));
+      expect(gets).toEqual([]);
+      await consume(store({ sdkReads: true }).read(key));
+      expect(gets).toHaveLength(1);
+    } finally {
+      unsubscribe("http.client.request.start", note);
+    }
+  });
+});
