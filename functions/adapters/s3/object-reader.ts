@@ -486,7 +486,7 @@ export function readObject(
   input: GetObjectCommandInput,
   signal?: AbortSignal,
   onError: (err: unknown) => unknown = (err) => err,
-): ObjectRead & { readonly pool: SlabPool } {
+): ObjectRead & { readonly pool: SlabPool; release(chunk: Uint8Array): void } {
   const pool = new SlabPool();
   async function* chunks(): AsyncGenerator<Uint8Array> {
     const command = new GetObjectCommand(input);
