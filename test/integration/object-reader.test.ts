@@ -251,7 +251,12 @@ describe("imports read over the socket (MinIO, DynamoDB Local)", () => {
   let disk: Buffer;
   let qcow2: Buffer;
 
+  // The store writes converted images with a client of its own, which takes its credentials from here.
+  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+
   beforeAll(() => {
+    process.env.AWS_ACCESS_KEY_ID = getStack().accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = getStack().secretAccessKey;
     dir = mkdtempSync(join(tmpdir(), "hangar-reader-"));
     // 64 MiB with 32 MiB of data in stretches: a qcow2 of many of the reader's buffers.
     disk = Buffer.alloc(64 * MIB);
@@ -269,7 +274,16 @@ describe("imports read over the socket (MinIO, DynamoDB Local)", () => {
     qcow2 = readFileSync(join(dir, "disk.qcow2"));
   });
 
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+    for (const [name, value] of [
+      ["AWS_ACCESS_KEY_ID", saved.id],
+      ["AWS_SECRET_ACCESS_KEY", saved.secret],
+    ] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  });
 
   /** Imports `bytes` as `format` with reads through the socket or the SDK; the record and the store. */
   async function imported(format: "raw" | "qcow2", bytes: Buffer, sdkReads: boolean) {
@@ -289,7 +303,12 @@ describe("imports read over the socket (MinIO, DynamoDB Local)", () => {
     const gets: string[] = [];
     const note = (message: unknown) => {
       const request = (message as { request: ClientRequest }).request;
-      if (request.method === "GET" && request.path.includes(image.id) && !request.getHeader("range")) {
+      const path = new URL(request.path, "http://storage").pathname;
+      if (
+        request.method === "GET" &&
+        path.endsWith(`/${stagingKey(image.id)}`) &&
+        !request.getHeader("range")
+      ) {
         gets.push(request.path);
       }
     };
