@@ -1,11 +1,13 @@
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { ClientRequest } from "node:http";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { createServer } from "node:tls";
+import { promisify } from "node:util";
 import {
   CreateBucketCommand,
   PutBucketVersioningCommand,
@@ -347,4 +349,107 @@ describe("imports read over the socket (MinIO, DynamoDB Local)", () => {
       expect(read?.buffers.size).toBeLessThanOrEqual(6);
     });
   }
+});
+
+describe("over TLS", () => {
+  // MinIO speaks plain HTTP here: a TLS proxy on loopback, with a certificate made for the test, stands
+  // in front of it. The reads run in a child process that trusts that certificate the way Node trusts
+  // any (NODE_EXTRA_CA_CERTS), with the store's client configured as in AWS (an https endpoint).
+  it("reads byte for byte over an https endpoint, through the socket's TLS, as the SDK's read does", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hangar-reader-tls-"));
+    const info = getStack();
+    const upstream = new URL(info.s3Endpoint);
+    const proxy = createServer();
+    try {
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "rsa:2048",
+          "-nodes",
+          "-days",
+          "1",
+          "-subj",
+          "/CN=127.0.0.1",
+          "-addext",
+          "subjectAltName=IP:127.0.0.1",
+          "-keyout",
+          join(dir, "key.pem"),
+          "-out",
+          join(dir, "cert.pem"),
+        ],
+        { stdio: "ignore" },
+      );
+      proxy.setSecureContext({
+        key: readFileSync(join(dir, "key.pem")),
+        cert: readFileSync(join(dir, "cert.pem")),
+      });
+      proxy.on("secureConnection", (client) => {
+        const server = connect(Number(upstream.port), upstream.hostname);
+        client.pipe(server).pipe(client);
+        client.on("error", () => server.destroy());
+        server.on("error", () => client.destroy());
+      });
+      await new Promise<void>((ready) => proxy.listen(0, "127.0.0.1", ready));
+      const port = (proxy.address() as { port: number }).port;
+      const key = `staging/${randomUUID()}/upload`;
+      const data = randomBytes(5 * SLAB_BYTES + 77);
+      await put(key, data);
+      const root = resolve(import.meta.dirname, "../..");
+      const child = join(dir, "read.mts");
+      writeFileSync(
+        child,
+        `import { createHash } from "node:crypto";
+import { subscribe } from "node:diagnostics_channel";
+import { S3ObjectStore } from ${JSON.stringify(join(root, "functions/adapters/s3/object-store.ts"))};
+const out = [];
+let gets = 0;
+subscribe("http.client.request.start", ({ request }) => { if (request.method === "GET") gets++; });
+for (const sdkReads of [false, true]) {
+  const store = new S3ObjectStore({ bucket: process.env.BUCKET, region: process.env.REGION, endpoint: process.env.ENDPOINT, partSize: 8 << 20, sdkReads });
+  const read = store.read(process.env.KEY);
+  const hash = createHash("sha256");
+  let shared = true;
+  gets = 0;
+  for await (const chunk of read) {
+    hash.update(chunk);
+    shared &&= chunk.buffer instanceof SharedArrayBuffer;
+    read.release?.(chunk);
+  }
+  out.push({ sdkReads, sha256: hash.digest("hex"), shared, gets });
+}
+console.log(JSON.stringify(out));
+`,
+      );
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [join(root, "node_modules", "tsx", "dist", "cli.mjs"), child],
+        {
+          cwd: root,
+          timeout: 60_000,
+          env: {
+            PATH: process.env.PATH ?? "",
+            AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
+            NODE_EXTRA_CA_CERTS: join(dir, "cert.pem"),
+            AWS_ACCESS_KEY_ID: info.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: info.secretAccessKey,
+            ENDPOINT: `https://127.0.0.1:${port}`,
+            REGION: info.region,
+            BUCKET: bucket,
+            KEY: key,
+          },
+        },
+      );
+      const sha256 = createHash("sha256").update(data).digest("hex");
+      expect(JSON.parse(stdout.trim().split("\n").at(-1) ?? "")).toEqual([
+        { sdkReads: false, sha256, shared: true, gets: 0 },
+        { sdkReads: true, sha256, shared: false, gets: 1 },
+      ]);
+    } finally {
+      proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
