@@ -1,7 +1,8 @@
 import { readFileSync } from "node:fs";
 import { setImmediate as tick } from "node:timers/promises";
+import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { convertToRaw, type SequentialSource } from "../../../functions/core/convert/index.ts";
+import { convertToRaw, gunzipSource, type SequentialSource } from "../../../functions/core/convert/index.ts";
 import { ForwardReader } from "../../../functions/core/convert/source.ts";
 import { SharedRead } from "../../../functions/core/import/upload-read.ts";
 import { digest, makeImage, memoryRange, qemuRawSha256 } from "./helpers.ts";
@@ -70,6 +71,16 @@ describe("chunks lent by the source", () => {
       expect(source.outstanding).toBe(0);
     });
   }
+
+  it("the gunzip of a gzip-wrapped qcow2 reads it right and gives every chunk back once inflated", async () => {
+    const path = makeImage("lent.qcow2", "qcow2");
+    const source = new LendingSource(gzipSync(readFileSync(path)), 64 * 1024);
+    expect(await digest(convertToRaw("qcow2", { sequential: gunzipSource(source) }))).toEqual(
+      qemuRawSha256(path, "qcow2"),
+    );
+    expect(source.outstanding).toBe(0);
+    expect(source.allocated).toBeLessThan(8);
+  });
 
   it("the forward reader serves reads that step back within what it keeps, and gives chunks back as it drops them", async () => {
     const bytes = new Uint8Array(5_000_000).map((_, i) => (i * 7 + (i >> 13)) & 0xff);
