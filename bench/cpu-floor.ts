@@ -83,6 +83,8 @@ export interface CpuSeries {
 
 export interface CpuFloorResult {
   floor: OpSample[];
+  /** The importer's GET over its own socket (object-reader.ts), by the first child, beside the SDK's. */
+  socketGet: OpSample[];
   series: Record<string, CpuSeries>;
   loadAverageBefore: number[];
   loadAverageAfter: number[];
@@ -200,6 +202,7 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
     };
 
     const floor: OpSample[] = [];
+    const socketGet: OpSample[] = [];
     const series: Record<string, CpuSeries> = Object.fromEntries(
       Object.keys(children).map((label) => [
         label,
@@ -210,6 +213,7 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
 
     for (let round = 0; round < input.runs; round++) {
       floor.push(await op(Object.values(children)[0] as string, ["floor", input.raw]));
+      socketGet.push(await op(Object.values(children)[0] as string, ["socket-get", SRC.raw]));
       for (const [label, child] of Object.entries(children)) {
         const s = series[label] as CpuSeries;
         const ids: string[] = [];
@@ -243,7 +247,7 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         );
       }
     }
-    return { floor, series, loadAverageBefore, loadAverageAfter: loadavg() };
+    return { floor, socketGet, series, loadAverageBefore, loadAverageAfter: loadavg() };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");
     throw new Error(`cpu bench failed: ${err instanceof Error ? err.message : String(err)}\n${tail}`, {
@@ -312,6 +316,7 @@ export function summarizeCpuFloor(r: CpuFloorResult) {
     floorCpuPerGiB: floorPerGiB,
     md5CpuPerGiB: median(r.floor.map((m) => (m.md5CpuSeconds ?? 0) / (m.bytes / GiB))),
     sha512CpuPerGiB: median(r.floor.map((m) => (m.sha512CpuSeconds ?? 0) / (m.bytes / GiB))),
+    socketGetCpuPerGiB: median((r.socketGet ?? []).map((m) => m.opCpuSeconds / (m.bytes / GiB))),
     target: CPU_TARGET,
     loadAverageBefore: r.loadAverageBefore,
     loadAverageAfter: r.loadAverageAfter,
@@ -327,6 +332,7 @@ export function cpuTable(summary: ReturnType<typeof summarizeCpuFloor>): Record<
   const rows: Record<string, string> = {
     "CPU floor: md5 + sha512 of the 1 GiB output, one thread (CPU-s/GiB)": `${f(summary.floorCpuPerGiB)} (md5 ${f(summary.md5CpuPerGiB)} + sha512 ${f(summary.sha512CpuPerGiB)})`,
   };
+  rows["piece: the importer's GET over its own socket (CPU-s/GiB)"] = f(summary.socketGetCpuPerGiB);
   for (const [label, s] of Object.entries(summary.series)) {
     const p = Object.keys(summary.series).length > 1 ? `[${label}] ` : "";
     rows[`${p}importer qcow2 → raw, all threads (CPU-s/GiB) / main thread`] =

@@ -12,6 +12,7 @@
  *   import-child imports <key>...        the importer as a Lambda runs it: one instance, created once, imports
  *                                       each staged object in turn (first import after start vs the next);
  *   import-child get <key>               one SDK streaming GET, bytes discarded (the read's CPU alone);
+ *   import-child socket-get <key>        the same GET as the importer reads it (object-reader.ts), chunks given back;
  *   import-child put <bytes> <key>       Hangar's writer storing <bytes> of in-memory data (the writes' CPU);
  *   import-child convert <qcow2 file>    the converter from a local file, output discarded (its CPU alone);
  *   import-child floor <raw file>        md5 + sha512 of the file in this thread (the hashing floor).
@@ -26,6 +27,7 @@ import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
+import { readObject } from "../functions/adapters/s3/object-reader.ts";
 import { createS3Client, createWriterClient } from "../functions/adapters/s3/object-store.ts";
 import { writeObject } from "../functions/adapters/s3/part-writer.ts";
 import { loadConfig } from "../functions/config.ts";
@@ -200,6 +202,27 @@ async function runGet(key: string): Promise<Record<string, unknown>> {
   };
 }
 
+/** One GET of `key` over the importer's own socket (object-reader.ts), each chunk counted and given back. */
+async function runSocketGet(key: string): Promise<Record<string, unknown>> {
+  const reader = createS3Client(config.region, config.s3Endpoint);
+  const m = await measured(async () => {
+    const read = readObject(reader, { Bucket: config.bucket, Key: key });
+    let bytes = 0;
+    for await (const chunk of read) {
+      bytes += chunk.byteLength;
+      read.release(chunk);
+    }
+    return bytes;
+  });
+  reader.destroy();
+  return {
+    seconds: m.seconds,
+    bytes: m.result,
+    opCpuSeconds: m.cpuSeconds,
+    opMainCpuSeconds: m.mainCpuSeconds,
+  };
+}
+
 /** Hangar's writer storing `size` bytes of random data (4 MiB views of one 64 MiB buffer) under `key`. */
 async function runPut(size: number, key: string): Promise<Record<string, unknown>> {
   const writer = createWriterClient(config.region, config.s3Endpoint);
@@ -299,13 +322,14 @@ else if (mode === "copy" && first && second) report = await runCopy(first, secon
 else if (mode === "copy-writer" && first && second) report = await runCopy(first, second, "writer");
 else if (mode === "imports" && rest.length > 0) report = await runImports(rest);
 else if (mode === "get" && first) report = await runGet(first);
+else if (mode === "socket-get" && first) report = await runSocketGet(first);
 else if (mode === "put" && first && second) report = await runPut(Number(first), second);
 else if (mode === "convert" && first) report = await runConvert(first);
 else if (mode === "floor" && first) report = await runFloor(first);
 else
   throw new Error(
     "usage: import-child import <stagingKey> | copy|copy-writer <fromKey> <toKey> | imports <key>... | " +
-      "get <key> | put <bytes> <key> | convert <qcow2> | floor <raw>",
+      "get|socket-get <key> | put <bytes> <key> | convert <qcow2> | floor <raw>",
   );
 
 // CPU seconds of the whole process, worker threads included.

@@ -113,9 +113,9 @@ export interface ObjectStore {
   /**
    * One sequential read of the whole object. With `ifMatch` (an ETag from `head`), a read of an object
    * that has been replaced since fails with `ObjectChangedError`; with `versionId`, that version is read
-   * whatever was written at the key since.
+   * whatever was written at the key since. Its chunks may be lent (see `ObjectRead`).
    */
-  read(key: string, signal?: AbortSignal, options?: ReadOptions): AsyncIterable<Uint8Array>;
+  read(key: string, signal?: AbortSignal, options?: ReadOptions): ObjectRead;
   readRange(
     key: string,
     offset: number,
@@ -168,6 +168,17 @@ export interface ObjectStore {
 export interface PendingWrite {
   key: string;
   uploadId: string;
+}
+
+/**
+ * One sequential read of an object. A reader may hand its chunks out of buffers it fills again: a chunk it
+ * yielded stays as it is until the consumer gives it back with `release`, and is never written again if
+ * that never happens. Both sides may ignore `release`: a consumer that never calls it gets chunks of its
+ * own, at the cost of new buffers.
+ */
+export interface ObjectRead extends AsyncIterable<Uint8Array> {
+  /** Gives back a chunk this read yielded (or any view of it), once nothing reads it any more. */
+  release?(chunk: Uint8Array): void;
 }
 
 export interface ReadOptions {

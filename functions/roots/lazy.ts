@@ -5,7 +5,8 @@
  *
  * Every method answers at once with a promise of what the loaded adapter's method gives, which can also
  * be iterated with `for await`: it serves methods that return a promise and methods that return an async
- * iterable (`read`, `list`) alike. For objects used through their methods only (ports), never fields.
+ * iterable (`read`, `list`) alike, and a chunk of a read that lends them goes back through it (`release`,
+ * see ObjectRead). For objects used through their methods only (ports), never fields.
  */
 export function lazily<T extends object>(load: () => Promise<T>): T {
   let loaded: Promise<T> | undefined;
@@ -23,9 +24,20 @@ export function lazily<T extends object>(load: () => Promise<T>): T {
         if (typeof fn !== "function") throw new TypeError(`${name} is not a method of the loaded adapter`);
         return fn.apply(target, args) as unknown;
       });
+      let settled: { release?: (chunk: unknown) => void } | undefined;
+      result.then(
+        (value) => {
+          settled = value as typeof settled;
+        },
+        () => undefined,
+      );
       return Object.assign(result, {
         async *[Symbol.asyncIterator]() {
           yield* (await result) as AsyncIterable<unknown>;
+        },
+        // A read that lends its chunks (ObjectRead) takes them back through its own `release`.
+        release(chunk: unknown) {
+          settled?.release?.(chunk);
         },
       });
     };

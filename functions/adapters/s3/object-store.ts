@@ -18,6 +18,7 @@ import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type {
   CopyOptions,
   ObjectInfo,
+  ObjectRead,
   ObjectStore,
   PendingWrite,
   PresignedRequest,
@@ -26,6 +27,7 @@ import type {
 } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { asChanged, copyObject } from "./copy.ts";
+import { readObject } from "./object-reader.ts";
 import { writeObject } from "./part-writer.ts";
 import { PutLinkSigner } from "./put-link.ts";
 import { ZeroObjects } from "./zero-object.ts";
@@ -45,6 +47,11 @@ export interface S3StoreOptions {
    * (default true).
    */
   copyZeroParts?: boolean;
+  /**
+   * Whole-object reads through the SDK's own HTTP handler (`node:http`) instead of a socket of their own
+   * (object-reader.ts): for comparisons.
+   */
+  sdkReads?: boolean;
 }
 
 /** S3 clients configured the way Hangar's links need: no flexible-checksum query parameters in URLs. */
@@ -295,22 +302,24 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async *read(key: string, signal?: AbortSignal, options: ReadOptions = {}): AsyncIterable<Uint8Array> {
-    const out = await this.client
-      .send(
-        new GetObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          ...(options.ifMatch ? { IfMatch: options.ifMatch } : {}),
-          ...(options.versionId ? { VersionId: options.versionId } : {}),
-        }),
-        { abortSignal: signal },
-      )
-      .catch((err: unknown) => {
-        throw asChanged(err, key);
-      });
-    if (!out.Body) return;
-    yield* out.Body as Readable;
+  read(key: string, signal?: AbortSignal, options: ReadOptions = {}): ObjectRead {
+    const input = {
+      Bucket: this.bucket,
+      Key: key,
+      ...(options.ifMatch ? { IfMatch: options.ifMatch } : {}),
+      ...(options.versionId ? { VersionId: options.versionId } : {}),
+    };
+    const changed = (err: unknown) => asChanged(err, key);
+    if (!this.options.sdkReads) return readObject(this.client, input, signal, changed);
+    const client = this.client;
+    return (async function* () {
+      const out = await client
+        .send(new GetObjectCommand(input), { abortSignal: signal })
+        .catch((err: unknown) => {
+          throw changed(err);
+        });
+      if (out.Body) yield* out.Body as Readable;
+    })();
   }
 
   async readRange(

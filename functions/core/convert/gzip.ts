@@ -12,11 +12,13 @@ export function gunzipSource(compressed: SequentialSource): SequentialSource {
     async *stream(signal?: AbortSignal) {
       const gunzip = createGunzip({ chunkSize: 1 << 20 });
       const input = compressed.stream(signal);
+      // A lent chunk goes back once zlib has consumed it (the write's callback).
+      const release = compressed.release?.bind(compressed);
       const pump = (async () => {
         try {
           for await (const chunk of input) {
             if (gunzip.destroyed) return;
-            if (!gunzip.write(chunk)) {
+            if (!gunzip.write(chunk, release && (() => release(chunk)))) {
               await new Promise((resolve) => {
                 gunzip.once("drain", resolve);
                 gunzip.once("close", resolve);

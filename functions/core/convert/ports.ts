@@ -3,9 +3,13 @@ import type { RangeReader } from "../formats/types.ts";
 
 export type { RangeReader };
 
-/** One sequential read of the whole object, from its first byte (a plain GET). */
+/**
+ * One sequential read of the whole object, from its first byte (a plain GET). With `release`, its chunks
+ * may be lent: each stays as it is until given back, and a reader keeps none it has given back.
+ */
 export interface SequentialSource {
   stream(signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  release?(chunk: Uint8Array): void;
 }
 
 /** Where a converter reads its input. `range` is absent only for sources that cannot seek (gzip). */

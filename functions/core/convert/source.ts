@@ -40,6 +40,8 @@ export class ForwardReader implements RangeReader {
   private ended = false;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly controller = new AbortController();
+  /** The source lends its chunks: each is given back once dropped, and no read returns a view of one. */
+  private readonly giveBack: ((chunk: Uint8Array) => void) | undefined;
 
   constructor(
     private readonly source: SequentialSource,
@@ -49,6 +51,7 @@ export class ForwardReader implements RangeReader {
     signal?: AbortSignal,
   ) {
     this.size = fallback?.size ?? size ?? Number.POSITIVE_INFINITY;
+    this.giveBack = source.release?.bind(source);
     // Aborting the conversion stops the stream too, so a stalled GET cannot hold up cleanup.
     signal?.addEventListener("abort", () => this.controller.abort(signal.reason), { once: true });
   }
@@ -64,7 +67,7 @@ export class ForwardReader implements RangeReader {
     this.controller.abort();
     const it = this.iterator;
     this.iterator = undefined;
-    this.chunks.length = 0;
+    this.dropAll();
     if (it?.return) await it.return().catch(() => undefined);
   }
 
@@ -82,7 +85,7 @@ export class ForwardReader implements RangeReader {
     const end = offset + length;
     if (offset >= this.bufEnd) {
       // Nothing buffered is needed: drop it and skip the gap without keeping it.
-      this.chunks.length = 0;
+      this.dropAll();
       this.bufStart = this.bufEnd;
       while (!this.ended && this.bufEnd <= offset) {
         const chunk = await this.pull();
@@ -91,6 +94,7 @@ export class ForwardReader implements RangeReader {
           this.bufStart = offset;
         } else {
           this.bufStart = this.bufEnd;
+          if (chunk) this.giveBack?.(chunk);
         }
       }
     }
@@ -131,7 +135,7 @@ export class ForwardReader implements RangeReader {
       if (chunkEnd > offset && pos < offset + length) {
         const from = Math.max(0, offset - pos);
         const to = Math.min(chunk.length, offset + length - pos);
-        if (!out && to - from === length) return chunk.subarray(from, to);
+        if (!out && to - from === length && !this.giveBack) return chunk.subarray(from, to);
         // Uninitialised is safe: the loop fills every byte unless the stream ended, handled below.
         out ??= into ?? Buffer.allocUnsafe(length);
         out.set(chunk.subarray(from, to), written);
@@ -150,7 +154,13 @@ export class ForwardReader implements RangeReader {
       if (!first || this.bufStart + first.length > keepFrom) break;
       this.chunks.shift();
       this.bufStart += first.length;
+      this.giveBack?.(first);
     }
+  }
+
+  private dropAll(): void {
+    if (this.giveBack) for (const chunk of this.chunks) this.giveBack(chunk);
+    this.chunks.length = 0;
   }
 }
 

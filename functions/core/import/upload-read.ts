@@ -12,7 +12,7 @@ import {
   UnsafeImageError,
   UnsupportedFormatError,
 } from "../formats/index.ts";
-import type { ObjectStore } from "../ports.ts";
+import type { ObjectRead, ObjectStore } from "../ports.ts";
 import { createDigester, type Digester, type DigestName, type DigestValues } from "./digests.ts";
 import type { ImportPolicy } from "./plan.ts";
 
@@ -22,28 +22,39 @@ const INLINE_HASH_BELOW = 8 * 1024 * 1024;
 /**
  * One sequential read of the staged object, shared: the converter may stop early, and whatever it
  * leaves is drained afterwards so the upload's digests and the inspector always see every byte.
+ * A chunk the read lends (see `ObjectRead`) is given back once the observers are done with it, unless the
+ * converter takes it: then the converter gives it back (through `release`) when it is done with it.
  */
 export class SharedRead implements SequentialSource {
   private readonly it: AsyncIterator<Uint8Array>;
+  private readonly giveBack: ((chunk: Uint8Array) => void) | undefined;
   private started = false;
   bytes = 0;
 
   constructor(
-    source: AsyncIterable<Uint8Array>,
+    source: ObjectRead,
     private readonly observe: (chunk: Uint8Array) => Promise<void>,
   ) {
     this.it = source[Symbol.asyncIterator]();
+    this.giveBack = source.release?.bind(source);
   }
 
   private queue: Promise<unknown> = Promise.resolve();
 
-  /** Serialised, so chunks reach the observers in order even if the converter reads ahead. */
-  private next(): Promise<Uint8Array | undefined> {
+  /**
+   * Serialised, so chunks reach the observers in order even if the converter reads ahead. A chunk not
+   * `handedOn` is given back as soon as the observers are done with it.
+   */
+  private next(handedOn: boolean): Promise<Uint8Array | undefined> {
     const result = this.queue.then(async () => {
       const r = await this.it.next();
       if (r.done) return undefined;
       this.bytes += r.value.byteLength;
-      await this.observe(r.value);
+      try {
+        await this.observe(r.value);
+      } finally {
+        if (!handedOn) this.giveBack?.(r.value);
+      }
       return r.value;
     });
     this.queue = result.catch(() => undefined);
@@ -54,12 +65,17 @@ export class SharedRead implements SequentialSource {
   async *stream(): AsyncGenerator<Uint8Array> {
     if (this.started) throw new Error("the staged object is read once");
     this.started = true;
-    for (let c = await this.next(); c !== undefined; c = await this.next()) yield c;
+    for (let c = await this.next(true); c !== undefined; c = await this.next(true)) yield c;
+  }
+
+  /** Gives back a chunk `stream` yielded, once the converter is done with it. */
+  release(chunk: Uint8Array): void {
+    this.giveBack?.(chunk);
   }
 
   async drain(): Promise<void> {
     this.started = true;
-    while ((await this.next()) !== undefined) {}
+    while ((await this.next(false)) !== undefined) {}
   }
 
   async close(): Promise<void> {
