@@ -52,10 +52,10 @@ export interface Metafile {
 }
 
 /**
- * The packages a function's init loads: those of its `index.mjs` and of every chunk it reaches by static
- * imports (what an `import()` reaches is left for the request that asks for it).
+ * The inputs (source files) a function's init loads: those of its `index.mjs` and of every chunk it reaches
+ * by static imports (what an `import()` reaches is left for the request that asks for it).
  */
-export function initPackages(metafile: Metafile): string[] {
+export function initInputs(metafile: Metafile): string[] {
   const [entry] = Object.keys(metafile.outputs).filter((file) => /(^|\/)index\.mjs$/.test(file));
   const seen = new Set<string>();
   const todo = entry ? [entry] : [];
@@ -66,10 +66,12 @@ export function initPackages(metafile: Metafile): string[] {
       if (i.kind === "import-statement" && !i.external && metafile.outputs[i.path]) todo.push(i.path);
     }
   }
-  const names = [...seen].flatMap((file) =>
-    Object.keys(metafile.outputs[file]?.inputs ?? {}).flatMap((input) => packageOf(input)?.name ?? []),
-  );
-  return [...new Set(names)].sort();
+  return [...seen].flatMap((file) => Object.keys(metafile.outputs[file]?.inputs ?? {})).sort();
+}
+
+/** The packages a function's init loads (those of `initInputs`). */
+export function initPackages(metafile: Metafile): string[] {
+  return [...new Set(initInputs(metafile).flatMap((input) => packageOf(input)?.name ?? []))].sort();
 }
 
 export interface BuiltBundle {

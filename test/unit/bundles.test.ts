@@ -8,6 +8,7 @@ import {
   buildBundles,
   duplicatePackages,
   initEnv,
+  initInputs,
   initPackages,
   jsBytes,
   type Metafile,
@@ -135,6 +136,24 @@ async function zodInstancesBuilt(load: () => Promise<unknown>): Promise<number> 
 }
 
 describe("what init loads", () => {
+  it("keeps S3's XML protocol and CRC32 checksums out of the api's and the importer's init, which the SDK's index modules reached", () => {
+    const s3Only =
+      /@aws-sdk\/core\/dist-es\/submodules\/protocols\/xml\/|@smithy\/core\/dist-es\/submodules\/checksum\/crc32\/|@aws-sdk\/xml-builder\//;
+    const budgeted = bundles.filter((b) => b.name === "api" || b.name === "importer");
+    expect(budgeted).toHaveLength(2);
+    for (const b of budgeted) {
+      const inputs = initInputs(b.metafile);
+      // The SDK's core is there (the DynamoDB client uses it), and S3's bundles hold these files.
+      expect(inputs.some((i) => i.includes("@smithy/core/"))).toBe(true);
+      expect({ bundle: b.name, s3Only: inputs.filter((i) => s3Only.test(i)) }).toEqual({
+        bundle: b.name,
+        s3Only: [],
+      });
+    }
+    const s3Files = bundles.flatMap((b) => Object.keys(b.metafile.inputs).filter((i) => s3Only.test(i)));
+    expect(s3Files.length).toBeGreaterThan(0);
+  });
+
   it("builds no zod schema in the api's or the importer's init beyond their configuration's and the records'", async () => {
     // What init cannot do without: the configuration it reads (checked at init, so a bad one fails the
     // function's start), and the schemas built at load by the modules that read records and events.
