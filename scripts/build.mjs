@@ -84,9 +84,18 @@ export const sdkDirectImports = {
   setup(b) {
     const sdk = /[\\/]node_modules[\\/]@(aws-sdk|smithy)[\\/][^\\/]+[\\/]dist-es[\\/]/;
     const exportMaps = new Map();
-    const resolveFrom = async (spec, file) => {
-      const r = await b.resolve(spec, { kind: "import-statement", resolveDir: path.dirname(file) });
-      return r.errors.length > 0 || r.external || !sdk.test(r.path) ? undefined : r.path;
+    const resolved = new Map();
+    const resolveFrom = (spec, file) => {
+      const key = `${path.dirname(file)}\0${spec}`;
+      if (!resolved.has(key)) {
+        resolved.set(
+          key,
+          b
+            .resolve(spec, { kind: "import-statement", resolveDir: path.dirname(file) })
+            .then((r) => (r.errors.length > 0 || r.external || !sdk.test(r.path) ? undefined : r.path)),
+        );
+      }
+      return resolved.get(key);
     };
     /** Name exported by `file` → where it is defined ({ file, name }); undefined for a file it cannot read. */
     const exportMap = (file) => {
@@ -127,8 +136,11 @@ export const sdkDirectImports = {
     b.onLoad(
       { filter: /[\\/]node_modules[\\/]@(aws-sdk|smithy)[\\/][^\\/]+[\\/]dist-es[\\/].*\.js$/ },
       async (args) => {
-        let source = await readFile(args.path, "utf8");
-        const imports = [...source.matchAll(/^import \{([^}]*)\} from "([^"]+)";$/gm)];
+        const original = await readFile(args.path, "utf8");
+        let source = original;
+        // The index modules that matter are other packages' (`@smithy/core/serde`): a relative import is
+        // left alone, which spares most of the resolving (each a round trip to esbuild).
+        const imports = [...source.matchAll(/^import \{([^}]*)\} from "(@(?:aws-sdk|smithy)\/[^"]+)";$/gm)];
         for (const m of imports) {
           const target = await resolveFrom(m[2], args.path);
           if (!target || !/[\\/]index\.js$/.test(target)) continue;
@@ -146,7 +158,8 @@ export const sdkDirectImports = {
           if (direct.some((d) => !d)) continue;
           source = source.replace(m[0], direct.map((d) => d.line).join("\n"));
         }
-        return { contents: source, loader: "js" };
+        // Unchanged files are left to esbuild to read.
+        return source === original ? undefined : { contents: source, loader: "js" };
       },
     );
   },
