@@ -52,10 +52,10 @@ export interface Metafile {
 }
 
 /**
- * The packages a function's init loads: those of its `index.mjs` and of every chunk it reaches by static
- * imports (what an `import()` reaches is left for the request that asks for it).
+ * The inputs (source files) a function's init loads: those of its `index.mjs` and of every chunk it reaches
+ * by static imports (what an `import()` reaches is left for the request that asks for it).
  */
-export function initPackages(metafile: Metafile): string[] {
+export function initInputs(metafile: Metafile): string[] {
   const [entry] = Object.keys(metafile.outputs).filter((file) => /(^|\/)index\.mjs$/.test(file));
   const seen = new Set<string>();
   const todo = entry ? [entry] : [];
@@ -66,10 +66,12 @@ export function initPackages(metafile: Metafile): string[] {
       if (i.kind === "import-statement" && !i.external && metafile.outputs[i.path]) todo.push(i.path);
     }
   }
-  const names = [...seen].flatMap((file) =>
-    Object.keys(metafile.outputs[file]?.inputs ?? {}).flatMap((input) => packageOf(input)?.name ?? []),
-  );
-  return [...new Set(names)].sort();
+  return [...seen].flatMap((file) => Object.keys(metafile.outputs[file]?.inputs ?? {})).sort();
+}
+
+/** The packages a function's init loads (those of `initInputs`). */
+export function initPackages(metafile: Metafile): string[] {
+  return [...new Set(initInputs(metafile).flatMap((input) => packageOf(input)?.name ?? []))].sort();
 }
 
 export interface BuiltBundle {
@@ -221,6 +223,9 @@ net.Socket.prototype.connect = function (...args) {
   connects.push(JSON.stringify(args[0]));
   return connect.apply(this, args);
 };
+// zod calls this hook with every schema and check it constructs (zod/v4/core's $constructor).
+let zodInstances = 0;
+globalThis.__zod_globalConfig = { postProcessor: () => { zodInstances++; } };
 const loaded = new Set(process.moduleLoadList);
 const started = performance.now();
 const cpu = process.cpuUsage();
@@ -228,7 +233,7 @@ const mod = await import(pathToFileURL(process.argv[1]).href);
 const ms = performance.now() - started;
 const { user, system } = process.cpuUsage(cpu);
 const builtins = process.moduleLoadList.filter((m) => !loaded.has(m) && m.startsWith("NativeModule ")).map((m) => m.slice("NativeModule ".length));
-process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects, builtins }) + "\\n");
+process.stdout.write(JSON.stringify({ ms, cpuMs: (user + system) / 1000, handler: typeof mod.handler, connects, builtins, zodInstances }) + "\\n");
 process.exit(0);
 `;
 
@@ -241,6 +246,8 @@ export interface InitResult {
   connects: string[];
   /** Node's own modules the import loaded (`process.moduleLoadList`), e.g. `internal/deps/undici/undici`. */
   builtins: string[];
+  /** zod schemas and checks the import constructed (the most of any process). */
+  zodInstances: number;
 }
 
 export function median(xs: number[]): number {
@@ -249,14 +256,27 @@ export function median(xs: number[]): number {
   return s.length % 2 ? (s[m] ?? Number.NaN) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
 
-/** Module init of a built bundle: median of `runs` fresh processes, each timing its own import. */
-export function measureInit(bundle: string, env: Record<string, string>, runs = INIT_RUNS): InitResult {
+/**
+ * Module init of a built bundle: median of `runs` fresh processes, each timing its own import. `cpu` pins
+ * every process to that vCPU (`taskset -c`): the two of the development machine have run the same code
+ * 20 to 45 % apart for minutes, so comparisons are made on one at a time (bench/init-ab.ts).
+ */
+export function measureInit(
+  bundle: string,
+  env: Record<string, string>,
+  runs = INIT_RUNS,
+  options: { cpu?: number } = {},
+): InitResult {
   const samples: number[] = [];
   const cpuSamples: number[] = [];
   const connects = new Set<string>();
   const builtins = new Set<string>();
+  let zodInstances = 0;
   for (let i = 0; i < runs; i++) {
-    const r = spawnSync(process.execPath, ["--input-type=module", "-e", INIT_CHILD, bundle], {
+    const node = [process.execPath, "--input-type=module", "-e", INIT_CHILD, bundle];
+    const [command = "", ...args] =
+      options.cpu === undefined ? node : ["taskset", "-c", String(options.cpu), ...node];
+    const r = spawnSync(command, args, {
       // Nothing of this machine's environment (AWS_PROFILE, proxies) reaches the function.
       env: { PATH: process.env.PATH ?? "", ...env },
       encoding: "utf8",
@@ -272,14 +292,23 @@ export function measureInit(bundle: string, env: Record<string, string>, runs = 
       handler: string;
       connects: string[];
       builtins: string[];
+      zodInstances: number;
     };
     if (report.handler !== "function") throw new Error(`${bundle} exports no handler function`);
     samples.push(report.ms);
     cpuSamples.push(report.cpuMs);
     for (const c of report.connects) connects.add(c);
     for (const m of report.builtins) builtins.add(m);
+    zodInstances = Math.max(zodInstances, report.zodInstances);
   }
-  return { medianMs: median(samples), samples, cpuSamples, connects: [...connects], builtins: [...builtins] };
+  return {
+    medianMs: median(samples),
+    samples,
+    cpuSamples,
+    connects: [...connects],
+    builtins: [...builtins],
+    zodInstances,
+  };
 }
 
 export interface BudgetRow {

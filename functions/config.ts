@@ -7,6 +7,7 @@ import {
   DEFAULT_HASH_LINK_BYTES,
 } from "./core/fanout/plan.ts";
 import { DISK_FORMATS, HASH_ALGOS } from "./core/image/format-names.ts";
+import { once } from "./core/once.ts";
 import { DEFAULT_IMPORT_POLICY as POLICY } from "./core/policy.ts";
 
 // zod's mini API: the same checks and messages as `zod`, built from functions a bundle keeps only when
@@ -30,121 +31,129 @@ const int = (fallback: number) => z._default(z.coerce.number().check(z.int(), z.
 const nonEmpty = () => z.string().check(z.minLength(1));
 
 /** Every function: where the records and bytes live, and the default per-project limits. */
-const StoreEnv = z.object({
-  HANGAR_TABLE: nonEmpty(),
-  HANGAR_BUCKET: nonEmpty(),
-  AWS_REGION: z._default(nonEmpty(), "us-east-1"),
-  HANGAR_S3_ENDPOINT: z.optional(z.url()),
-  /** Endpoint written into presigned links when clients reach storage by another address than the functions. */
-  HANGAR_S3_PUBLIC_ENDPOINT: z.optional(z.url()),
-  HANGAR_DYNAMODB_ENDPOINT: z.optional(z.url()),
-  /** Least part size of the multipart write of stored images (larger for images that need it). */
-  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
-  /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
-  HANGAR_QUOTA_IMAGE_SIZE_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
-  HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
-  /** EventBridge bus that lifecycle events (image.created, image.activated, …) go to; unset, none are sent. */
-  HANGAR_EVENT_BUS: z.optional(nonEmpty()),
-  /** EventBridge endpoint (the local stack's stand-in, which appends to events.jsonl); unset in AWS. */
-  HANGAR_EVENTS_ENDPOINT: z.optional(z.url()),
-});
+const StoreEnv = () =>
+  z.object({
+    HANGAR_TABLE: nonEmpty(),
+    HANGAR_BUCKET: nonEmpty(),
+    AWS_REGION: z._default(nonEmpty(), "us-east-1"),
+    HANGAR_S3_ENDPOINT: z.optional(z.url()),
+    /** Endpoint written into presigned links when clients reach storage by another address than the functions. */
+    HANGAR_S3_PUBLIC_ENDPOINT: z.optional(z.url()),
+    HANGAR_DYNAMODB_ENDPOINT: z.optional(z.url()),
+    /** Least part size of the multipart write of stored images (larger for images that need it). */
+    HANGAR_PART_SIZE: int(8 * 1024 * 1024),
+    /** Default per-project limits (Glance's unified-limit names); -1 is unlimited. Admins override per project. */
+    HANGAR_QUOTA_IMAGE_SIZE_TOTAL: limit(),
+    HANGAR_QUOTA_IMAGE_STAGE_TOTAL: limit(),
+    HANGAR_QUOTA_IMAGE_COUNT_TOTAL: limit(),
+    HANGAR_QUOTA_IMAGE_COUNT_UPLOADING: limit(),
+    /** EventBridge bus that lifecycle events (image.created, image.activated, …) go to; unset, none are sent. */
+    HANGAR_EVENT_BUS: z.optional(nonEmpty()),
+    /** EventBridge endpoint (the local stack's stand-in, which appends to events.jsonl); unset in AWS. */
+    HANGAR_EVENTS_ENDPOINT: z.optional(z.url()),
+  });
 
 /** How the importer holds an image while it imports it (docs/reliability.md). */
-const LeaseEnv = z.object({
-  /** Seconds an import lease lasts unrenewed; a live importer renews it every third of that. */
-  HANGAR_IMPORT_LEASE_SECONDS: int(60),
-});
+const LeaseEnv = () =>
+  z.object({
+    /** Seconds an import lease lasts unrenewed; a live importer renews it every third of that. */
+    HANGAR_IMPORT_LEASE_SECONDS: int(60),
+  });
 
 /** The fan-out import of images too large for one invocation (docs/scale.md). */
-const FanoutEnv = z.object({
-  /** Virtual size (bytes) above which the importer hands an image to the fan-out state machine. */
-  HANGAR_FANOUT_THRESHOLD: int(DEFAULT_FANOUT_THRESHOLD),
-  /** Bytes of raw output one worker converts (rounded up to a multiple of HANGAR_PART_SIZE). */
-  HANGAR_FANOUT_RANGE_BYTES: int(DEFAULT_FANOUT_RANGE_BYTES),
-  /** Ranges converted at once (Step Functions runs at most 40 iterations of an inline Map at once). */
-  HANGAR_FANOUT_WORKERS: z.pipe(int(DEFAULT_FANOUT_WORKERS), z.number().check(z.maximum(1000))),
-  /** Bytes of the stored image one link of the hash chain reads. */
-  HANGAR_FANOUT_HASH_LINK_BYTES: int(DEFAULT_HASH_LINK_BYTES),
-  HANGAR_PART_SIZE: int(8 * 1024 * 1024),
-  /** The state machine the importer starts (its ARN); unset, nothing fans out. */
-  HANGAR_FANOUT_STATE_MACHINE: z.optional(nonEmpty()),
-  /** Step Functions endpoint (the local stack's stand-in); unset in AWS. */
-  HANGAR_STEPFUNCTIONS_ENDPOINT: z.optional(z.url()),
-});
+const FanoutEnv = () =>
+  z.object({
+    /** Virtual size (bytes) above which the importer hands an image to the fan-out state machine. */
+    HANGAR_FANOUT_THRESHOLD: int(DEFAULT_FANOUT_THRESHOLD),
+    /** Bytes of raw output one worker converts (rounded up to a multiple of HANGAR_PART_SIZE). */
+    HANGAR_FANOUT_RANGE_BYTES: int(DEFAULT_FANOUT_RANGE_BYTES),
+    /** Ranges converted at once (Step Functions runs at most 40 iterations of an inline Map at once). */
+    HANGAR_FANOUT_WORKERS: z.pipe(int(DEFAULT_FANOUT_WORKERS), z.number().check(z.maximum(1000))),
+    /** Bytes of the stored image one link of the hash chain reads. */
+    HANGAR_FANOUT_HASH_LINK_BYTES: int(DEFAULT_HASH_LINK_BYTES),
+    HANGAR_PART_SIZE: int(8 * 1024 * 1024),
+    /** The state machine the importer starts (its ARN); unset, nothing fans out. */
+    HANGAR_FANOUT_STATE_MACHINE: z.optional(nonEmpty()),
+    /** Step Functions endpoint (the local stack's stand-in); unset in AWS. */
+    HANGAR_STEPFUNCTIONS_ENDPOINT: z.optional(z.url()),
+  });
 
 /** The operator's import policy: what the importer enforces and the API shows (`/v2/info/import`). */
-const PolicyEnv = z.object({
-  HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), POLICY.osHashAlgo),
-  HANGAR_PREFERRED_FORMAT: z._default(z.enum(DISK_FORMATS), POLICY.preferredFormat),
-  HANGAR_ACCEPTED_FORMATS: z.pipe(
-    list(POLICY.acceptedFormats.join(",")),
-    z.array(z.enum(DISK_FORMATS)).check(z.minLength(1)),
-  ),
-  /** Largest virtual size accepted (bytes). */
-  HANGAR_MAX_VIRTUAL_SIZE: int(POLICY.maxVirtualSize),
-  /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
-  HANGAR_MAX_GZIP_RATIO: int(POLICY.maxGzipRatio),
-});
+const PolicyEnv = () =>
+  z.object({
+    HANGAR_OS_HASH_ALGO: z._default(z.enum(HASH_ALGOS), POLICY.osHashAlgo),
+    HANGAR_PREFERRED_FORMAT: z._default(z.enum(DISK_FORMATS), POLICY.preferredFormat),
+    HANGAR_ACCEPTED_FORMATS: z.pipe(
+      list(POLICY.acceptedFormats.join(",")),
+      z.array(z.enum(DISK_FORMATS)).check(z.minLength(1)),
+    ),
+    /** Largest virtual size accepted (bytes). */
+    HANGAR_MAX_VIRTUAL_SIZE: int(POLICY.maxVirtualSize),
+    /** Largest ratio of decompressed to compressed bytes for gzip-wrapped uploads. */
+    HANGAR_MAX_GZIP_RATIO: int(POLICY.maxGzipRatio),
+  });
 
 /** Upload and download links (the API) and how long an idle upload is kept (API and sweeper). */
-const UploadsEnv = z.object({
-  /** Seconds a presigned upload or download link stays valid. */
-  HANGAR_UPLOAD_URL_TTL: int(3600),
-  HANGAR_DOWNLOAD_URL_TTL: int(300),
-  /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
-  HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
-  /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */
-  HANGAR_MULTIPART_PART_SIZE: z.pipe(
-    int(16 * 1024 * 1024),
-    z.number().check(z.minimum(5 * 1024 * 1024), z.maximum(5 * 1024 ** 3)),
-  ),
-  /** Seconds a presigned part link stays valid; clients ask again for parts they have not sent yet. */
-  HANGAR_PART_URL_TTL: int(900),
-  /** Seconds without a new part (or since a staged object arrived) after which the sweeper removes an upload. */
-  HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
-});
+const UploadsEnv = () =>
+  z.object({
+    /** Seconds a presigned upload or download link stays valid. */
+    HANGAR_UPLOAD_URL_TTL: int(3600),
+    HANGAR_DOWNLOAD_URL_TTL: int(300),
+    /** Declared upload sizes above this many bytes get a multipart plan (always above 5 GiB). */
+    HANGAR_MULTIPART_THRESHOLD: int(64 * 1024 * 1024),
+    /** Smallest part size a multipart plan offers; S3 allows 5 MiB to 5 GiB. */
+    HANGAR_MULTIPART_PART_SIZE: z.pipe(
+      int(16 * 1024 * 1024),
+      z.number().check(z.minimum(5 * 1024 * 1024), z.maximum(5 * 1024 ** 3)),
+    ),
+    /** Seconds a presigned part link stays valid; clients ask again for parts they have not sent yet. */
+    HANGAR_PART_URL_TTL: int(900),
+    /** Seconds without a new part (or since a staged object arrived) after which the sweeper removes an upload. */
+    HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
+  });
 
 /** Housekeeping (the sweeper). */
-const SweepEnv = z.object({
-  HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
-  /** Seconds after an import lease expired before the sweeper kills the stalled import. */
-  HANGAR_STALLED_IMPORT_GRACE: int(3600),
-  /** The importer function the re-drive hands stale uploads to (asynchronous invocation); unset, no re-drive. */
-  HANGAR_IMPORTER_FUNCTION: z.optional(nonEmpty()),
-  /** Seconds an upload may sit staged beside a `queued` image before the re-drive counts its event lost. */
-  HANGAR_REDRIVE_QUEUED_AFTER: int(60),
-  /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
-  HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
-});
+const SweepEnv = () =>
+  z.object({
+    HANGAR_UPLOAD_ABANDON_AFTER: int(24 * 3600),
+    /** Seconds after an import lease expired before the sweeper kills the stalled import. */
+    HANGAR_STALLED_IMPORT_GRACE: int(3600),
+    /** The importer function the re-drive hands stale uploads to (asynchronous invocation); unset, no re-drive. */
+    HANGAR_IMPORTER_FUNCTION: z.optional(nonEmpty()),
+    /** Seconds an upload may sit staged beside a `queued` image before the re-drive counts its event lost. */
+    HANGAR_REDRIVE_QUEUED_AFTER: int(60),
+    /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
+    HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
+  });
 
 /** JWT verification (the API): a JWKS URL (AWS) or a public JWK as JSON (local stack). */
-const JwtEnv = z
-  .object({
-    HANGAR_JWT_ISSUER: nonEmpty(),
-    HANGAR_JWT_AUDIENCE: z._default(nonEmpty(), "hangar"),
-    HANGAR_JWT_JWKS_URL: z.optional(z.url()),
-    HANGAR_JWT_PUBLIC_JWK: z.optional(z.string()),
-  })
-  .check(
-    z.refine((e) => Boolean(e.HANGAR_JWT_JWKS_URL || e.HANGAR_JWT_PUBLIC_JWK), {
-      error: "set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK",
-    }),
-  );
+const JwtEnv = () =>
+  z
+    .object({
+      HANGAR_JWT_ISSUER: nonEmpty(),
+      HANGAR_JWT_AUDIENCE: z._default(nonEmpty(), "hangar"),
+      HANGAR_JWT_JWKS_URL: z.optional(z.url()),
+      HANGAR_JWT_PUBLIC_JWK: z.optional(z.string()),
+    })
+    .check(
+      z.refine((e) => Boolean(e.HANGAR_JWT_JWKS_URL || e.HANGAR_JWT_PUBLIC_JWK), {
+        error: "set HANGAR_JWT_JWKS_URL or HANGAR_JWT_PUBLIC_JWK",
+      }),
+    );
 
 /** web-download: what the API promises and the web-download function enforces. */
-const WebDownloadEnv = z.object({
-  /** Largest body fetched (bytes, default 64 GiB) and the whole fetch's time limit (seconds). */
-  HANGAR_WEB_DOWNLOAD_MAX_BYTES: int(64 * 1024 ** 3),
-  HANGAR_WEB_DOWNLOAD_TIMEOUT: int(840),
-  /** Test-only: "1" lets web-download fetch from loopback (the integration harness's source server). */
-  HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z._default(z.enum(["0", "1"]), "0"),
-  /** The function that runs web-download jobs, invoked asynchronously through the Lambda API. */
-  HANGAR_WEB_DOWNLOAD_FUNCTION: z.optional(nonEmpty()),
-  /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
-  HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
-});
+const WebDownloadEnv = () =>
+  z.object({
+    /** Largest body fetched (bytes, default 64 GiB) and the whole fetch's time limit (seconds). */
+    HANGAR_WEB_DOWNLOAD_MAX_BYTES: int(64 * 1024 ** 3),
+    HANGAR_WEB_DOWNLOAD_TIMEOUT: int(840),
+    /** Test-only: "1" lets web-download fetch from loopback (the integration harness's source server). */
+    HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: z._default(z.enum(["0", "1"]), "0"),
+    /** The function that runs web-download jobs, invoked asynchronously through the Lambda API. */
+    HANGAR_WEB_DOWNLOAD_FUNCTION: z.optional(nonEmpty()),
+    /** Lambda API endpoint (the local stack's stand-in for Lambda); unset in AWS. */
+    HANGAR_LAMBDA_ENDPOINT: z.optional(z.url()),
+  });
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -157,14 +166,18 @@ type Env = Record<string, string | undefined>;
  * type is derived from its schema (`SliceOf`), so a setting is declared once.
  */
 const slice = <E extends z.ZodMiniType<Record<string, unknown>>, T extends object>(
-  env: E,
+  env: () => E,
   shape: (e: z.output<E>) => T,
 ) =>
-  z.pipe(
-    env,
-    z.transform((e) => Object.freeze(shape(e))),
+  // Built when a function first reads the slice: a function never builds the schemas of settings it
+  // does not read (the importer's init builds no JWT or upload-link schema).
+  once(() =>
+    z.pipe(
+      env(),
+      z.transform((e) => Object.freeze(shape(e))),
+    ),
   );
-type SliceOf<S extends z.ZodMiniType> = Readonly<z.output<S>>;
+type SliceOf<S extends () => z.ZodMiniType> = Readonly<z.output<ReturnType<S>>>;
 
 const Store = slice(StoreEnv, (e) => ({
   table: e.HANGAR_TABLE,
@@ -268,8 +281,8 @@ export type WebDownloadFunctionConfig = StoreConfig & WebDownloadConfig;
 export type Config = ApiConfig & SweeperConfig & ImporterConfig & FanoutFunctionConfig;
 
 /** One slice read from `env`; the error names every bad or missing variable. */
-function parse<S extends z.ZodMiniType>(schema: S, env: Env): z.output<S> {
-  const parsed = schema.safeParse(env);
+function parse<S extends z.ZodMiniType>(schema: () => S, env: Env): z.output<S> {
+  const parsed = schema().safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues
       .map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message))

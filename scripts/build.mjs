@@ -70,6 +70,101 @@ export const lambdaCredentials = {
   },
 };
 
+/**
+ * Code splitting puts a module in the chunks of every entry whose imports reach it, whether or not that
+ * entry uses what it exports. The SDK's packages import each other through index modules that re-export a
+ * whole area (`@smithy/core/serde`, `@aws-sdk/core/protocols`): through them, the DynamoDB client of every
+ * function's init "reaches" S3's XML protocol, checksums and streams, which only the S3 chunk uses, and
+ * init loaded them (a tenth of the api's init, and `node:zlib`). Each named import from such an index is
+ * written as imports from the modules that define the names, so a module is reached by the code that
+ * uses it only. An import is left as it is when any of its names cannot be traced to a plain export.
+ */
+export const sdkDirectImports = {
+  name: "sdk-direct-imports",
+  setup(b) {
+    const sdk = /[\\/]node_modules[\\/]@(aws-sdk|smithy)[\\/][^\\/]+[\\/]dist-es[\\/]/;
+    const exportMaps = new Map();
+    const resolved = new Map();
+    const resolveFrom = (spec, file) => {
+      const key = `${path.dirname(file)}\0${spec}`;
+      if (!resolved.has(key)) {
+        resolved.set(
+          key,
+          b
+            .resolve(spec, { kind: "import-statement", resolveDir: path.dirname(file) })
+            .then((r) => (r.errors.length > 0 || r.external || !sdk.test(r.path) ? undefined : r.path)),
+        );
+      }
+      return resolved.get(key);
+    };
+    /** Name exported by `file` → where it is defined ({ file, name }); undefined for a file it cannot read. */
+    const exportMap = (file) => {
+      if (!exportMaps.has(file)) exportMaps.set(file, readExports(file));
+      return exportMaps.get(file);
+    };
+    async function readExports(file) {
+      const source = await readFile(file, "utf8");
+      const out = new Map();
+      for (const m of source.matchAll(
+        /^export (?:const|let|var|function\*?|async function|class) ([\w$]+)/gm,
+      )) {
+        out.set(m[1], { file, name: m[1] });
+      }
+      for (const m of source.matchAll(/^export \{([^}]*)\} from "([^"]+)";$/gm)) {
+        const target = await resolveFrom(m[2], file);
+        const names = target && (await exportMap(target));
+        if (!names) return undefined;
+        for (const spec of m[1]
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)) {
+          const [from, as = from] = spec.split(/\s+as\s+/);
+          const def = names.get(from);
+          if (!def) return undefined;
+          out.set(as, def);
+        }
+      }
+      for (const m of source.matchAll(/^export \* from "([^"]+)";$/gm)) {
+        const target = await resolveFrom(m[1], file);
+        const names = target && (await exportMap(target));
+        if (!names) return undefined;
+        for (const [k, v] of names) if (!out.has(k) && k !== "default") out.set(k, v);
+      }
+      // Any other export form (local lists, defaults): the file is only trusted for what was read above.
+      return out;
+    }
+    b.onLoad(
+      { filter: /[\\/]node_modules[\\/]@(aws-sdk|smithy)[\\/][^\\/]+[\\/]dist-es[\\/].*\.js$/ },
+      async (args) => {
+        const original = await readFile(args.path, "utf8");
+        let source = original;
+        // The index modules that matter are other packages' (`@smithy/core/serde`): a relative import is
+        // left alone, which spares most of the resolving (each a round trip to esbuild).
+        const imports = [...source.matchAll(/^import \{([^}]*)\} from "(@(?:aws-sdk|smithy)\/[^"]+)";$/gm)];
+        for (const m of imports) {
+          const target = await resolveFrom(m[2], args.path);
+          if (!target || !/[\\/]index\.js$/.test(target)) continue;
+          const names = await exportMap(target);
+          if (!names) continue;
+          const specs = m[1]
+            .split(",")
+            .map((x) => x.trim())
+            .filter(Boolean);
+          const direct = specs.map((spec) => {
+            const [from, as = from] = spec.split(/\s+as\s+/);
+            const def = names.get(from);
+            return def && { line: `import { ${def.name} as ${as} } from ${JSON.stringify(def.file)};` };
+          });
+          if (direct.some((d) => !d)) continue;
+          source = source.replace(m[0], direct.map((d) => d.line).join("\n"));
+        }
+        // Unchanged files are left to esbuild to read.
+        return source === original ? undefined : { contents: source, loader: "js" };
+      },
+    );
+  },
+};
+
 /** Written beside each bundle for analysis; never deployed. */
 export const METAFILE = "metafile.json";
 
@@ -199,7 +294,7 @@ export async function buildHandlers(names = [], { outDir = distDir } = {}) {
         mainFields: ["module", "main"],
         // In every chunk: each is a module of its own.
         banner: { js: banner },
-        plugins: [sdkSchemaLiteralKeys, lambdaCredentials],
+        plugins: [sdkSchemaLiteralKeys, lambdaCredentials, sdkDirectImports],
         metafile: true,
         logLevel: "warning",
       }),

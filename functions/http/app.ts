@@ -18,7 +18,6 @@ import { errorResponse, toErrorResponse } from "./errors.ts";
 import { imageJson, imageSchema, imagesSchema } from "./image-json.ts";
 import { clip, MAX_BODY_BYTES } from "./limits.ts";
 import { observeError, observeRequest } from "./observe.ts";
-import { openApiDocument } from "./openapi.ts";
 import { type ImportPolicyInfo, registerGlanceRoutes } from "./routes/glance.ts";
 import { type PageFiles, registerPageRoutes } from "./routes/page.ts";
 import { registerQuotaRoutes } from "./routes/quotas.ts";
@@ -105,7 +104,8 @@ export function createApp(deps: AppDeps): Hono<Env> {
   app.get("/", (c) => c.json(versions(base(c)), 300));
   app.get("/versions", (c) => c.json(versions(base(c))));
   // The API description needs no token, like the versions document.
-  app.get("/openapi.json", (c) => c.json(openApiDocument()));
+  // Its text (and the schemas it describes) load with the first request for it, in a chunk of its own.
+  app.get("/openapi.json", async (c) => c.json((await import("./openapi.ts")).openApiDocument()));
   // Nor does the browser page: it asks for a token and sends it only to /v2.
   if (deps.page) registerPageRoutes(app, { page: deps.page });
 

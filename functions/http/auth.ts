@@ -3,13 +3,16 @@ import * as z from "zod/mini";
 import { $ZodError } from "zod/v4/core";
 import { UnauthenticatedError } from "../core/errors.ts";
 import type { Caller } from "../core/image/access.ts";
+import { once } from "../core/once.ts";
 
 // Project ids become storage keys and names in records: at most 255 characters, like every Glance name.
-const Claims = z.object({
-  sub: z.string().check(z.minLength(1), z.maxLength(255)),
-  project_id: z.string().check(z.minLength(1), z.maxLength(255)),
-  roles: z._default(z.array(z.string()), []),
-});
+const Claims = once(() =>
+  z.object({
+    sub: z.string().check(z.minLength(1), z.maxLength(255)),
+    project_id: z.string().check(z.minLength(1), z.maxLength(255)),
+    roles: z._default(z.array(z.string()), []),
+  }),
+);
 
 export interface TokenVerifierOptions {
   issuer: string;
@@ -126,7 +129,7 @@ export function createTokenVerifier(
         ],
         requiredClaims: ["exp"],
       });
-      const claims = Claims.parse(payload);
+      const claims = Claims().parse(payload);
       const caller = { userId: claims.sub, projectId: claims.project_id, roles: claims.roles };
       // requiredClaims makes `exp` present, and jwtVerify has checked that it is a number.
       keep(token, { ...caller, roles: [...caller.roles] }, payload.exp as number);

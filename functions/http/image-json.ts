@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
-import { ImageJson, imageFieldInfo, SHOWN_FIELDS, type ShownField } from "../core/image/catalogue.ts";
+import { type ImageJson, imageCatalogue, type ShownField } from "../core/image/catalogue.ts";
 import type { ImageRecord } from "../core/image/image.ts";
+import { once } from "../core/once.ts";
 import { heldBy } from "../core/quota.ts";
 import type { UploadLink } from "../core/uploads/multipart.ts";
 
@@ -44,7 +45,7 @@ const COMPUTED: Partial<Record<ShownField, (image: ImageRecord, upload: UploadLi
 export function imageJson(image: ImageRecord, upload?: UploadLink): ImageJson {
   const json: Record<string, unknown> = { ...image.properties };
   const record = image as unknown as Record<string, unknown>;
-  for (const name of SHOWN_FIELDS) {
+  for (const name of imageCatalogue().SHOWN_FIELDS) {
     const compute = COMPUTED[name];
     json[name] = compute ? compute(image, upload) : (record[name] ?? null);
   }
@@ -95,6 +96,7 @@ function glanceProperty(schema: z.ZodMiniType): JsonSchemaProperty {
 
 /** The catalogue's shown attributes as Glance schema properties, with their descriptions and read-only flags. */
 function imageProperties(): Record<string, JsonSchemaProperty> {
+  const { ImageJson, imageFieldInfo, SHOWN_FIELDS } = imageCatalogue();
   return Object.fromEntries(
     SHOWN_FIELDS.map((name) => {
       const schema = ImageJson.shape[name];
@@ -109,15 +111,6 @@ function imageProperties(): Record<string, JsonSchemaProperty> {
       ];
     }),
   );
-}
-
-/** `value()`, computed the first time it is asked for. */
-export function once<T>(value: () => T): () => T {
-  let kept: { value: T } | undefined;
-  return () => {
-    kept ??= { value: value() };
-    return kept.value;
-  };
 }
 
 /**

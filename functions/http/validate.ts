@@ -45,19 +45,25 @@ function jsonText(optional: boolean): MiddlewareHandler {
 }
 
 /**
- * Validates a JSON request body with `schema` through the router's validator (`@hono/zod-validator`); the
+ * Validates a JSON request body with `schema()` through the router's validator (`@hono/zod-validator`); the
  * handler reads it with `c.req.valid("json")`. A body that breaks the schema is Glance's 400 naming the
  * problem (`Invalid <what>: field: problem`).
  */
 export function jsonBody<S extends z.ZodMiniType>(
-  schema: S,
+  schema: () => S,
   what: string,
   options: { optional?: boolean } = {},
 ) {
-  return [
-    jsonText(options.optional ?? false),
-    zValidator("json", schema, (result) => {
+  // The schema and its validator are made by the first request that sends such a body, not when the app
+  // is built: most cold starts never see most bodies (docs/deploy.md).
+  const make = () =>
+    zValidator("json", schema(), (result) => {
       if (!result.success) throw new InvalidRequestError(`Invalid ${what}: ${describeZod(result.error)}`);
-    }),
-  ] as const;
+    });
+  let made: ReturnType<typeof make> | undefined;
+  const validate = ((c, next) => {
+    made ??= make();
+    return made(c, next);
+  }) as ReturnType<typeof make>;
+  return [jsonText(options.optional ?? false), validate] as const;
 }

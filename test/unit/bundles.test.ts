@@ -1,13 +1,14 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   BUDGETS,
   type BuiltBundle,
   buildBundles,
   duplicatePackages,
   initEnv,
+  initInputs,
   initPackages,
   jsBytes,
   type Metafile,
@@ -115,7 +116,71 @@ describe("bundle budgets", () => {
   }, 120_000);
 });
 
+/**
+ * zod schemas and checks built while `load` runs, from zod's own hook (it hands every instance it constructs
+ * to `globalThis.__zod_globalConfig.postProcessor`), as the init child of bench/budgets.ts counts them.
+ */
+async function zodInstancesBuilt(load: () => Promise<unknown>): Promise<number> {
+  const g = globalThis as { __zod_globalConfig?: { postProcessor?: (inst: unknown) => void } };
+  g.__zod_globalConfig ??= {};
+  let n = 0;
+  g.__zod_globalConfig.postProcessor = () => {
+    n++;
+  };
+  try {
+    await load();
+    return n;
+  } finally {
+    delete g.__zod_globalConfig.postProcessor;
+  }
+}
+
 describe("what init loads", () => {
+  it("keeps S3's XML protocol and CRC32 checksums out of the api's and the importer's init, which the SDK's index modules reached", () => {
+    const s3Only =
+      /@aws-sdk\/core\/dist-es\/submodules\/protocols\/xml\/|@smithy\/core\/dist-es\/submodules\/checksum\/crc32\/|@aws-sdk\/xml-builder\//;
+    const budgeted = bundles.filter((b) => b.name === "api" || b.name === "importer");
+    expect(budgeted).toHaveLength(2);
+    for (const b of budgeted) {
+      const inputs = initInputs(b.metafile);
+      // The SDK's core is there (the DynamoDB client uses it), and S3's bundles hold these files.
+      expect(inputs.some((i) => i.includes("@smithy/core/"))).toBe(true);
+      expect({ bundle: b.name, s3Only: inputs.filter((i) => s3Only.test(i)) }).toEqual({
+        bundle: b.name,
+        s3Only: [],
+      });
+    }
+    const s3Files = bundles.flatMap((b) => Object.keys(b.metafile.inputs).filter((i) => s3Only.test(i)));
+    expect(s3Files.length).toBeGreaterThan(0);
+  });
+
+  it("builds no zod schema in the api's or the importer's init beyond their configuration's and the records'", async () => {
+    // What init cannot do without: the configuration it reads (checked at init, so a bad one fails the
+    // function's start), and the schemas built at load by the modules that read records and events.
+    // The catalogue, the request bodies, the token claims and the schema documents are built when a
+    // request first needs them (docs/deploy.md).
+    const expected = {
+      api: await zodInstancesBuilt(async () => {
+        vi.resetModules();
+        (await import("../../functions/config.ts")).loadApiConfig(initEnv("api"));
+        await import("../../functions/adapters/dynamodb/image-item.ts");
+      }),
+      importer: await zodInstancesBuilt(async () => {
+        vi.resetModules();
+        (await import("../../functions/config.ts")).loadImporterConfig(initEnv("importer"));
+        await import("../../functions/adapters/dynamodb/image-item.ts");
+        await import("../../functions/adapters/s3/events.ts");
+      }),
+    };
+    expect(expected.api).toBeGreaterThan(0);
+    const built = Object.fromEntries(
+      bundles
+        .filter((b) => b.name in expected)
+        .map((b) => [b.name, measureInit(b.bundle, initEnv(b.name), 1).zodInstances]),
+    );
+    expect(built).toEqual(expected);
+  }, 120_000);
+
   it("keeps S3 and the web-download address checks out of the api's init, and S3 out of the importer's", () => {
     const byName = new Map(bundles.map((b) => [b.name, initPackages(b.metafile)]));
     const api = byName.get("api") ?? [];

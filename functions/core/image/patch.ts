@@ -1,7 +1,8 @@
 import * as z from "zod/mini";
 import { ConflictError, ForbiddenError, InvalidRequestError, LimitExceededError } from "../errors.ts";
+import { once } from "../once.ts";
 import { type Caller, isAdmin } from "./access.ts";
-import { fieldInfo, propertyValue, SETTABLE_FIELDS, type SettableField } from "./catalogue.ts";
+import { fieldInfo, imageCatalogue, type SettableField } from "./catalogue.ts";
 import {
   DYNAMODB_ITEM_BYTES,
   MAX_PROPERTIES,
@@ -19,15 +20,17 @@ export const PATCH_MEDIA_TYPES = [
 ] as const;
 
 /** One JSON-patch operation as Glance accepts it (RFC 6902 subset: add, replace, remove; top-level paths). */
-export const PatchOperation = z.object({
-  op: z.enum(["add", "replace", "remove"], {
-    error: (i) => `Unsupported patch operation: ${JSON.stringify(i.input)}; use add, replace or remove.`,
+export const PatchOperation = once(() =>
+  z.object({
+    op: z.enum(["add", "replace", "remove"], {
+      error: (i) => `Unsupported patch operation: ${JSON.stringify(i.input)}; use add, replace or remove.`,
+    }),
+    path: z.string(),
+    value: z.optional(z.unknown()),
   }),
-  path: z.string(),
-  value: z.optional(z.unknown()),
-});
-export const PatchDocument = z.array(PatchOperation);
-export type PatchOperation = z.infer<typeof PatchOperation>;
+);
+export const PatchDocument = once(() => z.array(PatchOperation()));
+export type PatchOperation = z.infer<ReturnType<typeof PatchOperation>>;
 
 /** Decodes a one-segment JSON pointer (`/name`, `/a~1b`), or fails like Glance does for deeper paths. */
 function pathRoot(path: string): string {
@@ -123,7 +126,7 @@ function setField(draft: Draft, change: AttributeChange & { name: SettableField 
   const { op, name: field, value } = change;
   if (op === "remove") throw new ForbiddenError(`Property ${field} may not be removed.`, "CORE_PROPERTY");
   needsValue(change);
-  const parsed = SETTABLE_FIELDS[field].safeParse(value);
+  const parsed = imageCatalogue().SETTABLE_FIELDS[field].safeParse(value);
   if (!parsed.success) {
     if (field === "tags" && Array.isArray(value) && value.length > MAX_TAGS) {
       throw new LimitExceededError(`An image may have at most ${MAX_TAGS} tags.`);
@@ -179,7 +182,7 @@ function setProperty(draft: Draft, change: AttributeChange): void {
   }
   needsValue(change);
   if (op === "replace" && !exists) throw missing();
-  const parsed = propertyValue.safeParse(value);
+  const parsed = imageCatalogue().propertyValue.safeParse(value);
   if (!parsed.success) {
     throw new InvalidRequestError(
       `Invalid value for '${name.slice(0, 255)}': extra properties are strings of at most 65535 characters.`,

@@ -88,7 +88,7 @@ export function registerGlanceRoutes(app: Hono<Env>, deps: GlanceRouteDeps): voi
         `Unsupported Content-Type '${type || "(none)"}': send ${PATCH_MEDIA_TYPES[0]}.`,
       );
     }
-    const ops = ImagePatch.safeParse(parseJson(await c.req.text()));
+    const ops = ImagePatch().safeParse(parseJson(await c.req.text()));
     if (!ops.success) throw new InvalidRequestError(`Invalid JSON patch: ${describeZod(ops.error)}`);
     const view = await images.update(c.req.param("id"), ops.data, c.get("caller"));
     return c.json(imageJson(view.image, view.upload));

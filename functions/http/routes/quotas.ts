@@ -3,6 +3,7 @@ import * as z from "zod/mini";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Caller } from "../../core/image/access.ts";
 import { MAX_NAME } from "../../core/image/fields.ts";
+import { once } from "../../core/once.ts";
 import { QUOTA_KEYS } from "../../core/quota.ts";
 import type { ProjectUsage, QuotaService } from "../../core/quota-service.ts";
 import { jsonBody } from "../validate.ts";
@@ -10,9 +11,11 @@ import { jsonBody } from "../validate.ts";
 type Env = { Variables: { caller: Caller } };
 
 /** Overrides an admin may set; null restores the operator default, -1 is unlimited. */
-export const LimitsBody = z.strictObject(
-  Object.fromEntries(
-    QUOTA_KEYS.map((k) => [k, z.optional(z.nullable(z.number().check(z.int(), z.minimum(-1))))]),
+export const LimitsBody = once(() =>
+  z.strictObject(
+    Object.fromEntries(
+      QUOTA_KEYS.map((k) => [k, z.optional(z.nullable(z.number().check(z.int(), z.minimum(-1))))]),
+    ),
   ),
 );
 

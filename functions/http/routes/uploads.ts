@@ -1,6 +1,7 @@
 import type { Hono } from "hono";
 import * as z from "zod/mini";
 import type { Caller } from "../../core/image/access.ts";
+import { once } from "../../core/once.ts";
 import { MAX_PARTS_PER_REQUEST, type MultipartUploadService } from "../../core/uploads/multipart.ts";
 import { MAX_PARTS } from "../../core/uploads/plan.ts";
 import { jsonBody } from "../validate.ts";
@@ -11,15 +12,21 @@ export interface UploadRouteDeps {
   uploads: MultipartUploadService;
 }
 
-const SignBody = z.strictObject({
-  parts: z
-    .array(z.number().check(z.int(), z.minimum(1), z.maximum(MAX_PARTS)))
-    .check(z.minLength(1), z.maxLength(MAX_PARTS_PER_REQUEST)),
-});
+const SignBody = once(() =>
+  z.strictObject({
+    parts: z
+      .array(z.number().check(z.int(), z.minimum(1), z.maximum(MAX_PARTS)))
+      .check(z.minLength(1), z.maxLength(MAX_PARTS_PER_REQUEST)),
+  }),
+);
 
-const CompleteBody = z.strictObject({
-  upload_sha256: z.optional(z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits"))),
-});
+const CompleteBody = once(() =>
+  z.strictObject({
+    upload_sha256: z.optional(
+      z.string().check(z.regex(/^[0-9a-fA-F]{64}$/, "must be 64 hexadecimal digits")),
+    ),
+  }),
+);
 
 /**
  * The multipart plan's links: `GET|POST /v2/images/{id}/upload/parts`, `POST .../complete`, `POST .../cancel`.

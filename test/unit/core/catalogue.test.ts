@@ -1,15 +1,12 @@
 import { describe, expect, it } from "vitest";
-import {
-  fieldInfo,
-  ImageJson,
-  READ_ONLY_FIELDS,
-  SETTABLE_FIELDS,
-  SHOWN_FIELDS,
-} from "../../../functions/core/image/catalogue.ts";
+import { fieldInfo, imageCatalogue, readOnlyFields } from "../../../functions/core/image/catalogue.ts";
 import { IMAGE_STATUSES, type ImageRecord } from "../../../functions/core/image/image.ts";
 import type { UploadLink } from "../../../functions/core/uploads/multipart.ts";
 import { imageJson, imageSchema } from "../../../functions/http/image-json.ts";
 import { imageRecord } from "../fakes.ts";
+
+const { ImageJson, SETTABLE_FIELDS, SHOWN_FIELDS } = imageCatalogue();
+const READ_ONLY_FIELDS = readOnlyFields();
 
 /** A record with every field Hangar keeps, internal ones included. */
 const full = (over: Partial<ImageRecord> = {}): ImageRecord =>
