@@ -25,7 +25,7 @@
 import { createHash, randomFillSync } from "node:crypto";
 import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
-import { GetObjectCommand } from "@aws-sdk/client-s3";
+import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { readObject } from "../functions/adapters/s3/object-reader.ts";
 import { createS3Client, createWriterClient } from "../functions/adapters/s3/object-store.ts";
@@ -186,26 +186,17 @@ async function runImports(keys: string[]): Promise<Record<string, unknown>> {
 
 /** One SDK streaming GET of `key`, its bytes counted and dropped. */
 async function runGet(key: string): Promise<Record<string, unknown>> {
-  const reader = createS3Client(config.region, config.s3Endpoint);
-  const m = await measured(async () => {
+  return measuredGet(async (reader) => {
     const got = await reader.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }));
     let bytes = 0;
     for await (const chunk of got.Body as AsyncIterable<Uint8Array>) bytes += chunk.byteLength;
     return bytes;
   });
-  reader.destroy();
-  return {
-    seconds: m.seconds,
-    bytes: m.result,
-    opCpuSeconds: m.cpuSeconds,
-    opMainCpuSeconds: m.mainCpuSeconds,
-  };
 }
 
 /** One GET of `key` over the importer's own socket (object-reader.ts), each chunk counted and given back. */
 async function runSocketGet(key: string): Promise<Record<string, unknown>> {
-  const reader = createS3Client(config.region, config.s3Endpoint);
-  const m = await measured(async () => {
+  return measuredGet(async (reader) => {
     const read = readObject(reader, { Bucket: config.bucket, Key: key });
     let bytes = 0;
     for await (const chunk of read) {
@@ -214,6 +205,12 @@ async function runSocketGet(key: string): Promise<Record<string, unknown>> {
     }
     return bytes;
   });
+}
+
+/** Time and CPU of `get` (bytes read) with a client of its own. */
+async function measuredGet(get: (reader: S3Client) => Promise<number>): Promise<Record<string, unknown>> {
+  const reader = createS3Client(config.region, config.s3Endpoint);
+  const m = await measured(() => get(reader));
   reader.destroy();
   return {
     seconds: m.seconds,

@@ -26,7 +26,9 @@ import {
   type ReadOptions,
 } from "../../functions/core/ports.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
+import { useAwsKeys } from "../aws-keys.ts";
 import { directImport } from "./setup/direct-import.ts";
+import { qcow2Of } from "./setup/disk.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
 // Whole-object reads over a socket of their own (object-reader.ts) against the stack's MinIO, beside the
@@ -254,37 +256,20 @@ describe("imports read over the socket (MinIO, DynamoDB Local)", () => {
   let qcow2: Buffer;
 
   // The store writes converted images with a client of its own, which takes its credentials from here.
-  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+  let restoreKeys: () => void;
 
   beforeAll(() => {
-    process.env.AWS_ACCESS_KEY_ID = getStack().accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = getStack().secretAccessKey;
+    restoreKeys = useAwsKeys(getStack().accessKeyId, getStack().secretAccessKey);
     dir = mkdtempSync(join(tmpdir(), "hangar-reader-"));
     // 64 MiB with 32 MiB of data in stretches: a qcow2 of many of the reader's buffers.
     disk = Buffer.alloc(64 * MIB);
     for (let at = MIB / 2; at < disk.length; at += 2 * MIB) randomBytes(MIB).copy(disk, at);
-    writeFileSync(join(dir, "disk.raw"), disk);
-    execFileSync("qemu-img", [
-      "convert",
-      "-f",
-      "raw",
-      "-O",
-      "qcow2",
-      join(dir, "disk.raw"),
-      join(dir, "disk.qcow2"),
-    ]);
-    qcow2 = readFileSync(join(dir, "disk.qcow2"));
+    qcow2 = qcow2Of(disk, dir);
   });
 
   afterAll(() => {
     rmSync(dir, { recursive: true, force: true });
-    for (const [name, value] of [
-      ["AWS_ACCESS_KEY_ID", saved.id],
-      ["AWS_SECRET_ACCESS_KEY", saved.secret],
-    ] as const) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
+    restoreKeys();
   });
 
   /** Imports `bytes` as `format` with reads through the socket or the SDK; the record and the store. */

@@ -4,6 +4,7 @@ import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand } from
 import { describe, expect, it } from "vitest";
 import { createWriterClient } from "../../functions/adapters/s3/object-store.ts";
 import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
+import { useAwsKeys } from "../aws-keys.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
@@ -84,9 +85,7 @@ describe("writeObject: the importer's multipart writer, against MinIO", () => {
     const data = randomBytes(6 * 5 * MiB);
     const info = getStack();
     // The writing client takes its credentials from the environment, as in the function.
-    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
-    process.env.AWS_ACCESS_KEY_ID = info.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = info.secretAccessKey;
+    const restoreKeys = useAwsKeys(info.accessKeyId, info.secretAccessKey);
     const client = createWriterClient(info.region, info.s3Endpoint);
     let connections = 0;
     const opened = () => {
@@ -99,13 +98,7 @@ describe("writeObject: the importer's multipart writer, against MinIO", () => {
     } finally {
       unsubscribe("net.client.socket", opened);
       client.destroy();
-      for (const [name, value] of [
-        ["AWS_ACCESS_KEY_ID", saved.id],
-        ["AWS_SECRET_ACCESS_KEY", saved.secret],
-      ] as const) {
-        if (value === undefined) delete process.env[name];
-        else process.env[name] = value;
-      }
+      restoreKeys();
     }
     const got = await stored(key);
     expect(got && sha256(got)).toBe(sha256(data));

@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -10,16 +9,12 @@ import {
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
-import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
 import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
 import { imageKey, stagingKey, stagingPrefix } from "../../functions/core/image/image.ts";
-import { createImageService } from "../../functions/core/images.ts";
-import { createImporter } from "../../functions/core/import/import-uploaded-image.ts";
 import type { CopyOptions, Logger, ReadOptions, WriteOptions } from "../../functions/core/ports.ts";
-import { UNLIMITED } from "../../functions/core/quota.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
 import { directImport } from "./setup/direct-import.ts";
+import { qcow2Of } from "./setup/disk.ts";
 import { api, getStack, s3Client, waitForStatus } from "./setup/stack.ts";
 
 // An upload already in an accepted format is kept where it was uploaded: the image's data is the version
@@ -102,17 +97,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "hangar-inplace-"));
   const disk = Buffer.alloc(4 * MIB);
   randomBytes(600 * 1024).copy(disk, 64 * 1024);
-  writeFileSync(join(dir, "disk.raw"), disk);
-  execFileSync("qemu-img", [
-    "convert",
-    "-f",
-    "raw",
-    "-O",
-    "qcow2",
-    join(dir, "disk.raw"),
-    join(dir, "disk.qcow2"),
-  ]);
-  qcow2 = readFileSync(join(dir, "disk.qcow2"));
+  qcow2 = qcow2Of(disk, dir);
 });
 
 afterAll(() => {

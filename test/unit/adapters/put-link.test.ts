@@ -3,22 +3,14 @@ import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createS3Client } from "../../../functions/adapters/s3/object-store.ts";
 import { PutLinkSigner } from "../../../functions/adapters/s3/put-link.ts";
+import { useAwsKeys } from "../../aws-keys.ts";
 
 // Static keys: signing needs credentials, never a network.
-const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+let restoreKeys: () => void;
 beforeAll(() => {
-  process.env.AWS_ACCESS_KEY_ID = "AKIDEXAMPLE";
-  process.env.AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+  restoreKeys = useAwsKeys("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
 });
-afterAll(() => {
-  for (const [name, value] of [
-    ["AWS_ACCESS_KEY_ID", saved.id],
-    ["AWS_SECRET_ACCESS_KEY", saved.secret],
-  ] as const) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
-});
+afterAll(() => restoreKeys());
 
 describe("presigned PutObject links", () => {
   const signingDate = new Date("2026-12-07T10:00:00Z");
