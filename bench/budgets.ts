@@ -12,7 +12,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const KiB = 1024;
@@ -392,4 +392,16 @@ export function budgetTable(rows: BudgetRow[]): Record<string, Record<string, st
       },
     ]),
   );
+}
+
+/** The vCPUs init series are pinned to (`taskset -c`), one run on each: this machine's two can differ in speed. */
+export function pinnedVcpus(): number[] {
+  return cpus().length >= 2 ? [0, 1] : [0];
+}
+
+/** The three load averages, as printed beside init series. */
+export function loadAverageText(): string {
+  return loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
 }

@@ -7,9 +7,8 @@
  * build and vCPU, the median, least and greatest wall time of the import and its median CPU time, and the
  * ratio of each build's medians to the first's; the load average before and after.
  */
-import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
-import { initEnv, measureInit, median } from "./budgets.ts";
+import { initEnv, loadAverageText, measureInit, median, pinnedVcpus } from "./budgets.ts";
 
 function parseArgs(argv: string[]) {
   let runs = 15;
@@ -31,11 +30,8 @@ function parseArgs(argv: string[]) {
 }
 
 const { runs, functions, builds } = parseArgs(process.argv.slice(2));
-const vcpus = cpus().length >= 2 ? [0, 1] : [0];
-const load = () =>
-  loadavg()
-    .map((x) => x.toFixed(2))
-    .join(" ");
+const vcpus = pinnedVcpus();
+const load = loadAverageText;
 console.log(`load average before: ${load()}; ${runs} rounds, vCPUs ${vcpus.join(", ")}`);
 
 type Key = `${string}|${string}|${number}`;

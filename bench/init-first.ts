@@ -12,9 +12,8 @@
  * median wall and CPU time of init, of the first request, and of both.
  */
 import { spawnSync } from "node:child_process";
-import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
-import { initEnv, median } from "./budgets.ts";
+import { initEnv, loadAverageText, median, pinnedVcpus } from "./budgets.ts";
 
 const CHILD = `
 import { createServer } from "node:http";
@@ -94,11 +93,8 @@ for (let i = 0; i < argv.length; i++) {
   } else throw new Error(`unknown argument ${arg}`);
 }
 if (builds.length === 0) throw new Error("usage: init-first.ts [--runs N] NAME=DIR [NAME=DIR…]");
-const vcpus = cpus().length >= 2 ? [0, 1] : [0];
-const load = () =>
-  loadavg()
-    .map((x) => x.toFixed(2))
-    .join(" ");
+const vcpus = pinnedVcpus();
+const load = loadAverageText;
 console.log(`load average before: ${load()}; ${runs} rounds, vCPUs ${vcpus.join(", ")}`);
 const results = new Map<string, Report[]>();
 for (let round = 0; round < runs; round++) {
