@@ -1,4 +1,5 @@
 import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import type { FanoutJob } from "../../core/fanout/job.ts";
 import { IMAGE_STATUSES, type ImageRecord, VISIBILITIES } from "../../core/image/image.ts";
 import { listPosition } from "../../core/ports.ts";
@@ -59,6 +60,10 @@ export function heldOf(item: Record<string, unknown>, record: ImageRecord): Coun
   }
   return out;
 }
+
+// zod's mini API loads no locale of its own: English is the one every message is written in (the record
+// is the one schema every function reads).
+z.config(en());
 
 const nullableString = z._default(z.nullable(z.string()), null);
 const nullableCount = z._default(z.nullable(z.number().check(z.nonnegative())), null);
