@@ -1,9 +1,13 @@
 import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import { lambdaHandler } from "../adapters/observability/lambda.ts";
 import { loadWebDownloadConfig } from "../config.ts";
 import { createWebDownloadFunction } from "../roots/web-download.ts";
 
 const webDownload = createWebDownloadFunction(loadWebDownloadConfig(process.env));
+
+// zod's mini API loads no locale of its own: the job's refusals are in English, as every message.
+z.config(en());
 
 const Job = z.object({
   imageId: z.uuid(),
