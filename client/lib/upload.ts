@@ -264,10 +264,11 @@ interface Run {
 
 /**
  * Uploads a file as a new image, or resumes the image a previous run of the same upload created:
- * a single presigned PUT, or a multipart plan with parts in parallel. A new image's file is read first
- * to inspect it (and hash it, when small), then once more to send it; resume state is saved before any
- * byte is sent, and the import is waited for. Memory: (parallel + 1) × part size for multipart, one 1 MiB
- * read chunk for a single PUT, plus the inspector's captures (at most 8 MiB).
+ * a single presigned PUT, or a multipart plan with parts in parallel. A new image's file is inspected
+ * first (read whole and hashed when small; otherwise only the ranges the verdict needs), then read once
+ * to send it, hashed on the way; resume state is saved before any byte is sent, and the import is waited
+ * for. Memory: (parallel + 1) × part size for multipart (the part buffers are reused), one 1 MiB read
+ * chunk for a single PUT, plus the inspector's captures (at most 8 MiB).
  */
 export async function uploadFile(client: HangarClient, opts: UploadOptions): Promise<UploadResult> {
   const file = await localFile(client, opts);
