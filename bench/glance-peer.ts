@@ -30,8 +30,17 @@ export interface GlanceRun {
   stage: number;
   /** import call → `active` seen. */
   import: number;
-  /** CPU seconds of glance-api (qemu-img included) and, on the S3 store, of MinIO, during the run. */
-  cpu: { glance: number; busiestThread: number; minio?: number };
+  /**
+   * CPU seconds of glance-api (qemu-img included), of the client (curl, for the stage) and, on the S3
+   * store, of MinIO, during the run; `importStage` is the same from the import call to `active`.
+   */
+  cpu: {
+    glance: number;
+    busiestThread: number;
+    minio?: number;
+    client: number;
+    importStage: { glance: number; busiestThread: number; minio?: number };
+  };
 }
 
 export interface GlancePeer {
@@ -146,8 +155,13 @@ ${store}
 `;
 }
 
+/** CPU seconds of the children this process has waited for (curl), from /proc. */
+function reapedChildrenCpu(): number {
+  return treeCpu("self") - process.cpuUsage().user / 1e6 - process.cpuUsage().system / 1e6;
+}
+
 /** CPU seconds of a process and of the children it has waited for (qemu-img), from /proc. */
-function treeCpu(pid: number | undefined): number {
+function treeCpu(pid: number | undefined | "self"): number {
   if (pid === undefined) return Number.NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -239,6 +253,7 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
       const cpu0 = treeCpu(child.pid);
       const threads0 = threadCpuSeconds(child.pid);
       const minio0 = procCpuSeconds(o.s3.minioPid);
+      const curl0 = reapedChildrenCpu();
       const t0 = Date.now();
       const image = await json("POST", "/v2/images", {
         name: "bench-glance",
@@ -260,6 +275,10 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
         `${base}/v2/images/${id}/stage`,
       ]);
       const t2 = Date.now();
+      const curl = reapedChildrenCpu() - curl0;
+      const cpu2 = treeCpu(child.pid);
+      const threads2 = threadCpuSeconds(child.pid);
+      const minio2 = procCpuSeconds(o.s3.minioPid);
       await json("POST", `/v2/images/${id}/import`, { method: { name: "glance-direct" } });
       let seen: Record<string, unknown>;
       const deadline = Date.now() + 600_000;
@@ -293,8 +312,10 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
         throw new Error(
           `Glance stored ${String(seen.disk_format)} with md5 ${String(seen.checksum)}, expected raw ${rawMd5}`,
         );
-      const cpu = treeCpu(child.pid) - cpu0;
+      const cpu3 = treeCpu(child.pid);
+      const threads3 = threadCpuSeconds(child.pid);
       const minio1 = procCpuSeconds(o.s3.minioPid);
+      const s3Store = o.kind === "s3" && minio0 !== undefined && minio1 !== undefined;
       await json("DELETE", `/v2/images/${id}`);
       return {
         seconds: (t3 - t0) / 1000,
@@ -302,11 +323,15 @@ export async function startGlance(o: GlanceOptions): Promise<GlancePeer> {
         stage: (t2 - t1) / 1000,
         import: (t3 - t2) / 1000,
         cpu: {
-          glance: cpu,
-          busiestThread: busiestThread(threads0, threadCpuSeconds(child.pid)),
-          ...(o.kind === "s3" && minio0 !== undefined && minio1 !== undefined
-            ? { minio: minio1 - minio0 }
-            : {}),
+          glance: cpu3 - cpu0,
+          busiestThread: busiestThread(threads0, threads3),
+          ...(s3Store ? { minio: minio1 - minio0 } : {}),
+          client: curl,
+          importStage: {
+            glance: cpu3 - cpu2,
+            busiestThread: busiestThread(threads2, threads3),
+            ...(s3Store && minio2 !== undefined ? { minio: minio1 - minio2 } : {}),
+          },
         },
       };
     },

@@ -1,8 +1,11 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import {
   createInspector,
   type InspectionResult,
+  inspectRanges,
+  type RangeReader,
   UnsafeImageError,
   UnsupportedFormatError,
 } from "../../functions/core/formats/index.ts";
@@ -40,8 +43,10 @@ export interface LocalInspection extends InspectionResult {
 
 /**
  * Inspects a local image file with the importer's own streaming inspector (its named safety checks,
- * the operator's virtual size and gzip limits), reading it once; hashes it in the same pass when asked.
- * Memory: the inspector's captures (at most 8 MiB) and one 1 MiB read chunk.
+ * the operator's virtual size and gzip limits). Without a sha256 to compute, only the bytes the verdict
+ * depends on are read (the head, what the format's header points at, the tail; every byte of a gzip
+ * file): the same verdict as reading it all. With one, the file is read once, hashed in the same pass.
+ * Memory: the inspector's captures (at most 8 MiB) and one 1 MiB read chunk (two without a hash).
  */
 export async function inspectFile(
   path: string,
@@ -49,31 +54,63 @@ export async function inspectFile(
   policy: ImportPolicy | undefined,
   options: { sha256?: boolean; signal?: AbortSignal | undefined } = {},
 ): Promise<LocalInspection> {
-  const inspector = createInspector({
-    totalSize: size,
+  const limits = {
     maxVirtualSize: policy?.max_virtual_size ?? Number.MAX_SAFE_INTEGER,
     maxGzipRatio: policy?.max_gzip_ratio ?? FALLBACK_MAX_GZIP_RATIO,
     ...(options.signal ? { signal: options.signal } : {}),
-  });
-  const hash = options.sha256 ? createHash("sha256") : undefined;
+  };
   try {
-    const stream = createReadStream(path, { highWaterMark: READ_CHUNK, signal: options.signal });
-    for await (const chunk of stream) {
-      hash?.update(chunk as Buffer);
-      await inspector.update(chunk as Buffer);
-    }
-    const result = await inspector.finish();
+    const result = options.sha256
+      ? await inspectAndHash(path, size, limits)
+      : await inspectFileRanges(path, size, limits);
     if (result.format === "luks") {
       throw new ImageRefusedError(
         "UNSUPPORTED_FORMAT",
         "the file is a luks-encrypted volume; Hangar stores disk images only",
       );
     }
-    return hash ? { ...result, sha256: hash.digest("hex") } : result;
+    return result;
   } catch (err) {
     if (err instanceof UnsafeImageError) throw new ImageRefusedError("UNSAFE_IMAGE", err.message, err.check);
     if (err instanceof UnsupportedFormatError) throw new ImageRefusedError("UNSUPPORTED_FORMAT", err.message);
     throw err;
+  }
+}
+
+type Limits = { maxVirtualSize: number; maxGzipRatio: number; signal?: AbortSignal };
+
+/** Every byte through the inspector and sha256, in one read of the file. */
+async function inspectAndHash(path: string, size: number, limits: Limits): Promise<LocalInspection> {
+  const inspector = createInspector({ ...limits, totalSize: size });
+  const hash = createHash("sha256");
+  const stream = createReadStream(path, { highWaterMark: READ_CHUNK, signal: limits.signal });
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    await inspector.update(chunk as Buffer);
+  }
+  return { ...(await inspector.finish()), sha256: hash.digest("hex") };
+}
+
+/** Only the ranges the verdict depends on, read with `pread`; a file shorter than `size` is an error. */
+async function inspectFileRanges(path: string, size: number, limits: Limits): Promise<InspectionResult> {
+  const fh = await open(path, "r");
+  try {
+    const reader: RangeReader = {
+      size,
+      async read(offset, length, _signal, into) {
+        const buf = into ?? new Uint8Array(length);
+        for (let done = 0; done < length; ) {
+          const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+          if (bytesRead === 0)
+            throw new Error(`the file ended early at byte ${offset + done}; did it change?`);
+          done += bytesRead;
+        }
+        return buf;
+      },
+    };
+    return (await inspectRanges(reader, limits, READ_CHUNK)).result;
+  } finally {
+    await fh.close();
   }
 }
 

@@ -264,10 +264,11 @@ interface Run {
 
 /**
  * Uploads a file as a new image, or resumes the image a previous run of the same upload created:
- * a single presigned PUT, or a multipart plan with parts in parallel. A new image's file is read first
- * to inspect it (and hash it, when small), then once more to send it; resume state is saved before any
- * byte is sent, and the import is waited for. Memory: (parallel + 1) × part size for multipart, one 1 MiB
- * read chunk for a single PUT, plus the inspector's captures (at most 8 MiB).
+ * a single presigned PUT, or a multipart plan with parts in parallel. A new image's file is inspected
+ * first (read whole and hashed when small; otherwise only the ranges the verdict needs), then read once
+ * to send it, hashed on the way; resume state is saved before any byte is sent, and the import is waited
+ * for. Memory: (parallel + 1) × part size for multipart (the part buffers are reused), one 1 MiB read
+ * chunk for a single PUT, plus the inspector's captures (at most 8 MiB).
  */
 export async function uploadFile(client: HangarClient, opts: UploadOptions): Promise<UploadResult> {
   const file = await localFile(client, opts);
@@ -419,23 +420,29 @@ async function sendParts(run: Run, plan: MultipartPlan): Promise<void> {
   const hash = createHash("sha256");
   const links = new PartLinks(client, plan, toSend);
   const pool = new TaskPool(Math.max(1, opts.parallel));
+  // Part buffers are reused: memory the process touched before costs no page faults to fill again.
+  const free: Buffer[] = [];
   const fh = await open(run.file.path, "r");
   try {
     for (let n = 1; n <= partCount && !pool.failed && !opts.signal?.aborted; n++) {
       // Bounded memory: read the next part only when a slot is free.
       await pool.slot();
       if (pool.failed) break;
-      const buf = Buffer.allocUnsafe(lengthOf(n));
+      const whole = free.pop() ?? Buffer.allocUnsafe(plan.part_size);
+      const buf = whole.subarray(0, lengthOf(n));
       await readFully(fh, buf, (n - 1) * plan.part_size);
       // Every part is hashed, sent or not, in order: the whole file's sha256 comes from this one read.
       hash.update(buf);
       if (!sending.has(n)) {
+        free.push(whole);
         result.skipped_parts.push(n);
         ev.part?.({ partNumber: n, partCount, uploaded: false });
         continue;
       }
       pool.run(async () => {
         await sendPart(run, links, n, buf);
+        // Only once storage has answered is the buffer no longer read from; a failed part's is not reused.
+        free.push(whole);
         result.uploaded_parts.push(n);
         result.bytes_uploaded += buf.length;
         ev.part?.({ partNumber: n, partCount, uploaded: true });
