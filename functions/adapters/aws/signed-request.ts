@@ -48,9 +48,33 @@ export class AwsRequestError extends Error {
     message: string,
     readonly status: number,
     readonly type: string | undefined,
+    /** The error's body as the service sent it (a JSON-protocol service's fields beside the message). */
+    readonly body = "",
   ) {
     super(message);
   }
+}
+
+/** Throttling, the service's own faults: worth another attempt. */
+export const isTransient = (error: AwsRequestError) => error.status === 429 || error.status >= 500;
+
+/** The role's keys do not change while they are valid: read them again only this long before they expire. */
+const REFRESH_BEFORE_MS = 5 * 60_000;
+type Credentials = Awaited<ReturnType<ReturnType<typeof defaultProvider>>>;
+
+/**
+ * `provider`, asked again only when the keys it gave near their expiration (keys without one are kept):
+ * the signer asks for keys at every request, and the chain's first link reads the environment each time.
+ */
+function keptCredentials(provider: () => Promise<Credentials>): () => Promise<Credentials> {
+  let held: { credentials: Credentials; until: number } | undefined;
+  return async () => {
+    if (held && Date.now() < held.until) return held.credentials;
+    const credentials = await provider();
+    const expiration = credentials.expiration?.getTime();
+    held = { credentials, until: expiration === undefined ? Infinity : expiration - REFRESH_BEFORE_MS };
+    return credentials;
+  };
 }
 
 export interface SignedResponse {
@@ -62,9 +86,9 @@ export interface SignedResponse {
  * SigV4-signed JSON POSTs to one AWS service, with the SDK's signer and default credential chain (on
  * Lambda: the role's keys in the environment). For functions that make one kind of call to a service, a
  * whole SDK client (the Lambda client was 130 KiB of the API bundle) buys nothing but module-init time.
- * `ok` statuses resolve; throttling, 5xx and lost connections are tried again, three attempts in all, as
- * the SDK's standard retry mode; anything else is an `AwsRequestError` naming the service's status and
- * error type.
+ * `ok` statuses resolve; throttling, 5xx and lost connections are tried again (`retry` says which of the
+ * service's refusals are transient), three attempts in all, as the SDK's standard retry mode; anything else
+ * is an `AwsRequestError` naming the service's status and error type, with the body it sent.
  */
 export class SignedJsonClient {
   private readonly signer: SignatureV4;
@@ -85,7 +109,7 @@ export class SignedJsonClient {
     this.signer = new SignatureV4({
       service: options.service,
       region: options.region,
-      credentials: defaultProvider(),
+      credentials: keptCredentials(defaultProvider()),
       sha256: Sha256,
     });
     this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));
@@ -96,12 +120,13 @@ export class SignedJsonClient {
     headers: Record<string, string>,
     body: string,
     ok: readonly number[],
+    retry: (error: AwsRequestError) => boolean = isTransient,
   ): Promise<SignedResponse> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.once(path, headers, body, ok);
       } catch (error) {
-        const transient = !(error instanceof AwsRequestError) || error.status === 429 || error.status >= 500;
+        const transient = !(error instanceof AwsRequestError) || retry(error);
         if (!transient || attempt >= ATTEMPTS) throw error;
         await sleep(Math.random() * RETRY_BASE_MS * 2 ** attempt);
       }
@@ -135,6 +160,7 @@ export class SignedJsonClient {
         `${message ? `: ${message}` : ""}`,
       response.status,
       type,
+      text,
     );
   }
 }
