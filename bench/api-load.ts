@@ -48,19 +48,27 @@ interface CannonResult {
 type Cannon = (options: Record<string, unknown>) => Promise<CannonResult>;
 
 /**
- * Runs autocannon with `options` in a child process (this module, started with `--cannon`), so its CPU
- * is its own and not the gateway stand-in's: resolves with its result and the CPU milliseconds it spent.
+ * A child process (this module, started with `--cannon`) ready to run autocannon once, so its CPU is its
+ * own and not the gateway stand-in's: resolves, once the child has loaded, with the function that runs
+ * it with `options` and resolves with its result and the CPU milliseconds the run spent.
  */
-function cannon(options: Record<string, unknown>): Promise<{ out: CannonResult; cpuMs: number }> {
+async function cannonProcess(): Promise<
+  (options: Record<string, unknown>) => Promise<{ out: CannonResult; cpuMs: number }>
+> {
   const child = fork(fileURLToPath(import.meta.url), ["--cannon"], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
-  return new Promise((resolve, reject) => {
-    child.once("message", (m: { out: CannonResult; cpuMs: number }) => resolve(m));
+  const exited = new Promise<never>((_, reject) => {
     child.once("error", reject);
     child.once("exit", (code) => reject(new Error(`autocannon's process exited (${code}) without a result`)));
-    child.send(options);
   });
+  const message = <T>() => Promise.race([new Promise<T>((r) => child.once("message", r)), exited]);
+  await message<{ ready: true }>();
+  return (options) => {
+    const result = message<{ out: CannonResult; cpuMs: number }>();
+    child.send(options);
+    return result;
+  };
 }
 
 export interface ApiLoadRow {
@@ -111,11 +119,14 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-/** CPU seconds the whole machine has spent busy (all cores, not idle or waiting for I/O), from /proc/stat. */
+/**
+ * CPU seconds the machine's processes have spent (all cores; not idle, waiting for I/O, or stolen by the
+ * hypervisor), from /proc/stat.
+ */
 function machineBusySeconds(): number {
   const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1);
-  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields.map(Number);
-  return (user + nice + system + irq + softirq + steal) / 100;
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = fields.map(Number);
+  return (user + nice + system + irq + softirq) / 100;
 }
 
 /**
@@ -254,26 +265,24 @@ process.on("SIGTERM", () => {
     const before = loadavg();
     const rows: ApiLoadRow[] = [];
     for (const r of routes.filter((x) => !only || only.includes(x.route))) {
-      const run = (duration: number) =>
-        cannon({
-          url: `${base}${r.path}`,
-          method: r.method,
-          headers,
-          ...(r.body ? { body: r.body } : {}),
-          connections,
-          duration,
-        });
+      const load = {
+        url: `${base}${r.path}`,
+        method: r.method,
+        headers,
+        ...(r.body ? { body: r.body } : {}),
+        connections,
+      };
       // Not measured: the first requests compile the route's code (Node's and the JVM's) and open the connections.
-      if (warmupSeconds > 0) await run(warmupSeconds);
+      if (warmupSeconds > 0) await (await cannonProcess())({ ...load, duration: warmupSeconds });
+      const measured = await cannonProcess();
       options.log(`api load: ${r.route} ${r.method} ${r.path}, ${connections} connections, ${seconds} s`);
       const cpu0 = { api: cpuSeconds(apiPid), dynamodb: cpuSeconds(dynamoPid), stack: process.cpuUsage() };
-      const busy0 = machineBusySeconds();
-      const others0 = processes();
-      const { out, cpuMs: cannonMs } = await run(seconds);
+      const [busy0, ours0, wall0] = [machineBusySeconds(), processes(), performance.now()];
+      const { out, cpuMs: cannonMs } = await measured({ ...load, duration: seconds });
       const stack = process.cpuUsage(cpu0.stack);
-      // Everything of ours (the cannon's CPU included, which ran in a child now gone) out of the machine's.
-      const ours = processes() - others0 + cannonMs / 1000;
-      const otherCores = (machineBusySeconds() - busy0 - ours) / out.duration;
+      // Everything of ours (the cannon's run included: its process is not among `processes`).
+      const ours = processes() - ours0 + cannonMs / 1000;
+      const otherCores = (machineBusySeconds() - busy0 - ours) / ((performance.now() - wall0) / 1000);
       const total = out.requests.total;
       const ok = out.statusCodeStats[r.status]?.count ?? 0;
       const perRequest = (s: number) => (total > 0 ? (s * 1000) / total : 0);
@@ -339,7 +348,7 @@ export function apiLoadTable(result: ApiLoadResult) {
 }
 
 if (process.argv[2] === "--cannon" && import.meta.url === `file://${process.argv[1]}`) {
-  // The child of `cannon()`: one autocannon run, its result and its CPU sent back.
+  // The child of `cannonProcess()`: one autocannon run, its result and its CPU sent back.
   const autocannon = createRequire(import.meta.url)("autocannon") as Cannon;
   process.once("message", async (options: Record<string, unknown>) => {
     const cpu0 = process.cpuUsage();
@@ -347,6 +356,7 @@ if (process.argv[2] === "--cannon" && import.meta.url === `file://${process.argv
     const cpu = process.cpuUsage(cpu0);
     process.send?.({ out, cpuMs: (cpu.user + cpu.system) / 1000 }, () => process.exit(0));
   });
+  process.send?.({ ready: true });
 } else if (import.meta.url === `file://${process.argv[1]}`) {
   const started = performance.now();
   const log = (line: string) =>
