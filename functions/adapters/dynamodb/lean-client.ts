@@ -36,21 +36,28 @@ const OPERATIONS = new Map<unknown, string>([
 type Refusal = new (
   options: ConstructorParameters<typeof DynamoDBServiceException>[0] & Record<string, unknown>,
 ) => DynamoDBServiceException;
-// Keyed by each class's own error name (class names do not survive minification).
-const REFUSALS = new Map<string, Refusal>(
-  (
-    [
-      ConditionalCheckFailedException,
-      TransactionCanceledException,
-      TransactionConflictException,
-      ProvisionedThroughputExceededException,
-      ThrottlingException,
-      RequestLimitExceeded,
-      ResourceNotFoundException,
-      InternalServerError,
-    ] as unknown as Refusal[]
-  ).map((c) => [new c({ message: "", $metadata: {} } as never).name, c]),
-);
+let refusals: Map<string, Refusal> | undefined;
+/**
+ * The SDK's class for a refusal type, keyed by each class's own error name (class names do not survive
+ * minification); made at the first refusal, not in the module's init.
+ */
+function refusalClass(type: string): Refusal | undefined {
+  refusals ??= new Map(
+    (
+      [
+        ConditionalCheckFailedException,
+        TransactionCanceledException,
+        TransactionConflictException,
+        ProvisionedThroughputExceededException,
+        ThrottlingException,
+        RequestLimitExceeded,
+        ResourceNotFoundException,
+        InternalServerError,
+      ] as unknown as Refusal[]
+    ).map((c) => [new c({ message: "", $metadata: {} } as never).name, c]),
+  );
+  return refusals.get(type);
+}
 
 /** Refusals DynamoDB answers with 400 that the SDK's standard retry mode tries again. */
 const THROTTLED = new Set([
@@ -98,7 +105,7 @@ function refusalOf(error: AwsRequestError): Error {
     $metadata: { httpStatusCode: error.status },
     message: text,
   };
-  const Known = REFUSALS.get(type);
+  const Known = refusalClass(type);
   return Known ? new Known(options) : new DynamoDBServiceException(options);
 }
 
