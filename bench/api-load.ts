@@ -4,19 +4,28 @@
  * Gateway stand-in, DynamoDB Local and MinIO), then autocannon with 10 connections for 15 s against
  *  - create: `POST /v2/images`, each request a new image (of a bench project whose limits are lifted);
  *  - show:   `GET /v2/images/{id}` of one image.
- * Prints requests per second and p99 latency beside the targets, and the CPU each process spent per
- * request: the api function's runtime, DynamoDB Local, and this process (the gateway stand-in and
- * autocannon itself).
+ * Before measuring, it waits (at most BENCH_API_SETTLE_SECONDS) for the machine to settle: until the CPU
+ * that other processes keep busy falls below half a core, so a run that follows the bench's heavy parts
+ * does not start while their work still drains. Each route then gets a warm-up of
+ * BENCH_API_WARMUP_SECONDS (the first requests compile the route's code in Node and in DynamoDB Local's
+ * JVM and open the connections), not measured, and the measured run.
+ * Prints requests per second and p99 latency beside the targets, the CPU each process spent per request
+ * (the api function's runtime, DynamoDB Local, this process, which holds the gateway and EventBridge
+ * stand-ins, and autocannon, which runs in a child process of its own), and the CPU the rest of the
+ * machine used meanwhile, in cores: what the run shared the machine with.
  *
  * Environment: HANGAR_CACHE (MinIO and DynamoDB Local binaries), BENCH_API_SECONDS (15),
- * BENCH_API_CONNECTIONS (10), BENCH_API_ROUTES (`create,show`), BENCH_API_PROFILE=<dir> (the api runtime writes a V8 CPU profile of the
- * whole run there, as `--cpu-prof` would; Node does not take that flag in NODE_OPTIONS).
+ * BENCH_API_CONNECTIONS (10), BENCH_API_WARMUP_SECONDS (5), BENCH_API_SETTLE_SECONDS (60; 0 does not
+ * wait), BENCH_API_ROUTES (`create,show`), BENCH_API_PROFILE=<dir> (the api runtime writes a V8 CPU
+ * profile of the whole run there, as `--cpu-prof` would; Node does not take that flag in NODE_OPTIONS).
  */
+import { fork } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { freePort } from "../infra/local/services.ts";
 import { type LocalStack, startStack } from "../infra/local/stack.ts";
 import { signToken } from "../infra/local/tokens.ts";
@@ -37,7 +46,30 @@ interface CannonResult {
   statusCodeStats: Record<string, { count: number }>;
 }
 type Cannon = (options: Record<string, unknown>) => Promise<CannonResult>;
-const autocannon = createRequire(import.meta.url)("autocannon") as Cannon;
+
+/**
+ * A child process (this module, started with `--cannon`) ready to run autocannon once, so its CPU is its
+ * own and not the gateway stand-in's: resolves, once the child has loaded, with the function that runs
+ * it with `options` and resolves with its result and the CPU milliseconds the run spent.
+ */
+async function cannonProcess(): Promise<
+  (options: Record<string, unknown>) => Promise<{ out: CannonResult; cpuMs: number }>
+> {
+  const child = fork(fileURLToPath(import.meta.url), ["--cannon"], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  const exited = new Promise<never>((_, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`autocannon's process exited (${code}) without a result`)));
+  });
+  const message = <T>() => Promise.race([new Promise<T>((r) => child.once("message", r)), exited]);
+  await message<{ ready: true }>();
+  return (options) => {
+    const result = message<{ out: CannonResult; cpuMs: number }>();
+    child.send(options);
+    return result;
+  };
+}
 
 export interface ApiLoadRow {
   route: "create" | "show";
@@ -47,8 +79,13 @@ export interface ApiLoadRow {
   requests: number;
   /** Answers other than the route's success status, and connection errors. */
   failures: number;
-  /** CPU milliseconds per request of the api function's runtime, DynamoDB Local, and this process. */
-  cpuMsPerRequest: { api: number; dynamodb: number; bench: number };
+  /**
+   * CPU milliseconds per request of the api function's runtime, DynamoDB Local, this process (the gateway
+   * and EventBridge stand-ins) and autocannon's process.
+   */
+  cpuMsPerRequest: { api: number; dynamodb: number; stack: number; autocannon: number };
+  /** Cores the rest of the machine kept busy during the measured run (all CPU time less the four above). */
+  otherCores: number;
   target: { reqPerSec: number; p99Ms: number };
   met: boolean;
 }
@@ -57,6 +94,9 @@ export interface ApiLoadResult {
   rows: ApiLoadRow[];
   seconds: number;
   connections: number;
+  warmupSeconds: number;
+  /** Seconds waited for the machine to settle, and the cores others kept busy when the wait ended. */
+  settle: { waitedSeconds: number; otherCores: number };
   load: { before: number[]; after: number[] };
   cores: number;
 }
@@ -76,6 +116,34 @@ function cpuSeconds(pid: number | undefined): number {
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * CPU seconds the machine's processes have spent (all cores; not idle, waiting for I/O, or stolen by the
+ * hypervisor), from /proc/stat.
+ */
+function machineBusySeconds(): number {
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = fields.map(Number);
+  return (user + nice + system + irq + softirq) / 100;
+}
+
+/**
+ * Waits until the processes other than `ours` keep less than half a core busy over two seconds, or
+ * `maxSeconds` pass; returns the seconds waited and the cores the others used in the last two seconds.
+ */
+async function settle(
+  ours: () => number,
+  maxSeconds: number,
+): Promise<{ waitedSeconds: number; otherCores: number }> {
+  const started = performance.now();
+  for (;;) {
+    const [busy0, ours0] = [machineBusySeconds(), ours()];
+    await new Promise((r) => setTimeout(r, 2000));
+    const otherCores = (machineBusySeconds() - busy0 - (ours() - ours0)) / 2;
+    const waitedSeconds = (performance.now() - started) / 1000;
+    if (otherCores < 0.5 || waitedSeconds >= maxSeconds) return { waitedSeconds, otherCores };
   }
 }
 
@@ -100,6 +168,8 @@ export async function measureApiLoad(options: {
 }): Promise<ApiLoadResult> {
   const seconds = options.seconds ?? Number(process.env.BENCH_API_SECONDS ?? 15);
   const connections = options.connections ?? Number(process.env.BENCH_API_CONNECTIONS ?? 10);
+  const warmupSeconds = Number(process.env.BENCH_API_WARMUP_SECONDS ?? 5);
+  const settleSeconds = Number(process.env.BENCH_API_SETTLE_SECONDS ?? 60);
   const home = await mkdtemp(join(tmpdir(), "hangar-bench-api-"));
   const ports = new Set<number>();
   while (ports.size < 3) ports.add(await freePort());
@@ -179,31 +249,40 @@ process.on("SIGTERM", () => {
     const createBody = JSON.stringify({ name: "bench", disk_format: "raw", container_format: "bare" });
     const shown = String((await call("/v2/images", { method: "POST", body: createBody })).id);
     const apiPid = stack.lambda.fn("api").pid;
-    const dynamoPid = servicePids(home).dynamodb;
+    const { dynamodb: dynamoPid, minio: minioPid } = servicePids(home);
     const headers = { "x-auth-token": token, "content-type": "application/json" };
     const routes = [
       { route: "create" as const, method: "POST", path: "/v2/images", body: createBody, status: "201" },
       { route: "show" as const, method: "GET", path: `/v2/images/${shown}`, body: undefined, status: "200" },
     ];
     const only = process.env.BENCH_API_ROUTES?.split(",");
+    const processes = () =>
+      cpuSeconds(process.pid) + cpuSeconds(apiPid) + cpuSeconds(dynamoPid) + cpuSeconds(minioPid);
+    const settled = await settle(processes, settleSeconds);
+    options.log(
+      `api load: machine settled after ${settled.waitedSeconds.toFixed(0)} s (others ${settled.otherCores.toFixed(2)} cores)`,
+    );
     const before = loadavg();
     const rows: ApiLoadRow[] = [];
     for (const r of routes.filter((x) => !only || only.includes(x.route))) {
-      const run = (duration: number) =>
-        autocannon({
-          url: `${base}${r.path}`,
-          method: r.method,
-          headers,
-          ...(r.body ? { body: r.body } : {}),
-          connections,
-          duration,
-        });
-      // A short warm-up: the first requests compile the route's code and open the connections.
-      await run(2);
-      const cpu0 = { api: cpuSeconds(apiPid), dynamodb: cpuSeconds(dynamoPid), bench: process.cpuUsage() };
+      const load = {
+        url: `${base}${r.path}`,
+        method: r.method,
+        headers,
+        ...(r.body ? { body: r.body } : {}),
+        connections,
+      };
+      // Not measured: the first requests compile the route's code (Node's and the JVM's) and open the connections.
+      if (warmupSeconds > 0) await (await cannonProcess())({ ...load, duration: warmupSeconds });
+      const measured = await cannonProcess();
       options.log(`api load: ${r.route} ${r.method} ${r.path}, ${connections} connections, ${seconds} s`);
-      const out = await run(seconds);
-      const bench = process.cpuUsage(cpu0.bench);
+      const cpu0 = { api: cpuSeconds(apiPid), dynamodb: cpuSeconds(dynamoPid), stack: process.cpuUsage() };
+      const [busy0, ours0, wall0] = [machineBusySeconds(), processes(), performance.now()];
+      const { out, cpuMs: cannonMs } = await measured({ ...load, duration: seconds });
+      const stack = process.cpuUsage(cpu0.stack);
+      // Everything of ours (the cannon's run included: its process is not among `processes`).
+      const ours = processes() - ours0 + cannonMs / 1000;
+      const otherCores = (machineBusySeconds() - busy0 - ours) / ((performance.now() - wall0) / 1000);
       const total = out.requests.total;
       const ok = out.statusCodeStats[r.status]?.count ?? 0;
       const perRequest = (s: number) => (total > 0 ? (s * 1000) / total : 0);
@@ -219,8 +298,10 @@ process.on("SIGTERM", () => {
         cpuMsPerRequest: {
           api: perRequest(cpuSeconds(apiPid) - cpu0.api),
           dynamodb: perRequest(cpuSeconds(dynamoPid) - cpu0.dynamodb),
-          bench: perRequest((bench.user + bench.system) / 1e6),
+          stack: perRequest((stack.user + stack.system) / 1e6),
+          autocannon: perRequest(cannonMs / 1000),
         },
+        otherCores: Math.max(0, otherCores),
         target,
         met: reqPerSec >= target.reqPerSec && out.latency.p99 <= target.p99Ms && total === ok,
       });
@@ -229,6 +310,8 @@ process.on("SIGTERM", () => {
       rows,
       seconds,
       connections,
+      warmupSeconds,
+      settle: settled,
       load: { before, after: loadavg() },
       cores: availableParallelism(),
     };
@@ -251,14 +334,30 @@ export function apiLoadTable(result: ApiLoadResult) {
     "target p99": `≤ ${r.target.p99Ms}`,
     "p50 ms": r.p50Ms,
     failures: r.failures,
-    "CPU ms/req api|ddb|bench": [r.cpuMsPerRequest.api, r.cpuMsPerRequest.dynamodb, r.cpuMsPerRequest.bench]
+    "CPU ms/req api|ddb|stack|cannon": [
+      r.cpuMsPerRequest.api,
+      r.cpuMsPerRequest.dynamodb,
+      r.cpuMsPerRequest.stack,
+      r.cpuMsPerRequest.autocannon,
+    ]
       .map((x) => x.toFixed(2))
       .join(" | "),
+    "others' cores": r.otherCores.toFixed(2),
     met: r.met ? "yes" : "no",
   }));
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (process.argv[2] === "--cannon" && import.meta.url === `file://${process.argv[1]}`) {
+  // The child of `cannonProcess()`: one autocannon run, its result and its CPU sent back.
+  const autocannon = createRequire(import.meta.url)("autocannon") as Cannon;
+  process.once("message", async (options: Record<string, unknown>) => {
+    const cpu0 = process.cpuUsage();
+    const out = await autocannon(options);
+    const cpu = process.cpuUsage(cpu0);
+    process.send?.({ out, cpuMs: (cpu.user + cpu.system) / 1000 }, () => process.exit(0));
+  });
+  process.send?.({ ready: true });
+} else if (import.meta.url === `file://${process.argv[1]}`) {
   const started = performance.now();
   const log = (line: string) =>
     console.error(`[api-load ${((performance.now() - started) / 1000).toFixed(0)} s] ${line}`);
@@ -266,7 +365,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   console.log(
     `API under load: autocannon, ${result.connections} connections, ${result.seconds} s per route; ` +
       `load average ${result.load.before.map((x) => x.toFixed(2)).join(" ")} → ` +
-      `${result.load.after.map((x) => x.toFixed(2)).join(" ")} on ${result.cores} cores`,
+      `${result.load.after.map((x) => x.toFixed(2)).join(" ")} on ${result.cores} cores; ` +
+      `warm-up ${result.warmupSeconds} s per route; settled after ${result.settle.waitedSeconds.toFixed(0)} s`,
   );
   console.table(apiLoadTable(result));
 }

@@ -1,6 +1,7 @@
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { EventBridgeSink } from "../adapters/aws/eventbridge.ts";
 import { DynamoImageRepository } from "../adapters/dynamodb/image-repository.ts";
+import { LeanDynamoDBClient } from "../adapters/dynamodb/lean-client.ts";
 import { DynamoQuotaStore } from "../adapters/dynamodb/quota-store.ts";
 import { createLogger } from "../adapters/log.ts";
 import { currentContext } from "../adapters/observability/context.ts";
@@ -44,7 +45,8 @@ export interface RootOptions {
 
 /** Builds the store adapters every composition root shares; one per Lambda container. */
 export function createStore(config: StoreConfig, options: RootOptions = {}): Store {
-  const dynamo = new DynamoDBClient({
+  // Item reads, writes and queries are one signed POST each (lean-client.ts); the rest goes through the SDK.
+  const dynamo = new LeanDynamoDBClient({
     region: config.region,
     // Each command class's middleware is resolved once, not at every call (a twentieth of a show's CPU);
     // nothing adds middleware to this client.

@@ -48,9 +48,33 @@ export class AwsRequestError extends Error {
     message: string,
     readonly status: number,
     readonly type: string | undefined,
+    /** The error's body as the service sent it (a JSON-protocol service's fields beside the message). */
+    readonly body = "",
   ) {
     super(message);
   }
+}
+
+/** Throttling, the service's own faults: worth another attempt. */
+export const isTransient = (error: AwsRequestError) => error.status === 429 || error.status >= 500;
+
+/** The role's keys do not change while they are valid: read them again only this long before they expire. */
+const REFRESH_BEFORE_MS = 5 * 60_000;
+type Credentials = Awaited<ReturnType<ReturnType<typeof defaultProvider>>>;
+
+/**
+ * `provider`, asked again only when the keys it gave near their expiration (keys without one are kept):
+ * the signer asks for keys at every request, and the chain's first link reads the environment each time.
+ */
+function keptCredentials(provider: () => Promise<Credentials>): () => Promise<Credentials> {
+  let held: { credentials: Credentials; until: number } | undefined;
+  return async () => {
+    if (held && Date.now() < held.until) return held.credentials;
+    const credentials = await provider();
+    const expiration = credentials.expiration?.getTime();
+    held = { credentials, until: expiration === undefined ? Infinity : expiration - REFRESH_BEFORE_MS };
+    return credentials;
+  };
 }
 
 export interface SignedResponse {
@@ -62,9 +86,9 @@ export interface SignedResponse {
  * SigV4-signed JSON POSTs to one AWS service, with the SDK's signer and default credential chain (on
  * Lambda: the role's keys in the environment). For functions that make one kind of call to a service, a
  * whole SDK client (the Lambda client was 130 KiB of the API bundle) buys nothing but module-init time.
- * `ok` statuses resolve; throttling, 5xx and lost connections are tried again, three attempts in all, as
- * the SDK's standard retry mode; anything else is an `AwsRequestError` naming the service's status and
- * error type.
+ * `ok` statuses resolve; throttling, 5xx and lost connections are tried again (`retry` says which of the
+ * service's refusals are transient), three attempts in all, as the SDK's standard retry mode; anything else
+ * is an `AwsRequestError` naming the service's status and error type, with the body it sent.
  */
 export class SignedJsonClient {
   private readonly signer: SignatureV4;
@@ -85,7 +109,7 @@ export class SignedJsonClient {
     this.signer = new SignatureV4({
       service: options.service,
       region: options.region,
-      credentials: defaultProvider(),
+      credentials: keptCredentials(defaultProvider()),
       sha256: Sha256,
     });
     this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));
@@ -96,12 +120,13 @@ export class SignedJsonClient {
     headers: Record<string, string>,
     body: string,
     ok: readonly number[],
+    retry: (error: AwsRequestError) => boolean = isTransient,
   ): Promise<SignedResponse> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.once(path, headers, body, ok);
       } catch (error) {
-        const transient = !(error instanceof AwsRequestError) || error.status === 429 || error.status >= 500;
+        const transient = !(error instanceof AwsRequestError) || retry(error);
         if (!transient || attempt >= ATTEMPTS) throw error;
         await sleep(Math.random() * RETRY_BASE_MS * 2 ** attempt);
       }
@@ -135,6 +160,7 @@ export class SignedJsonClient {
         `${message ? `: ${message}` : ""}`,
       response.status,
       type,
+      text,
     );
   }
 }
@@ -142,7 +168,9 @@ export class SignedJsonClient {
 /**
  * One POST over node:http(s), on the global agents' kept-alive connections. Not `fetch`: its WHATWG
  * streams and objects were about half of what a create spent on publishing its event (docs/performance.md).
- * Rejects when the connection fails or `timeoutMs` passes before the whole answer is read.
+ * Rejects when the connection fails or `timeoutMs` passes before the whole answer is read. The time limit
+ * is a plain timer rather than `AbortSignal.timeout`, whose signal, listeners and error object per request
+ * were a few percent of the API function's CPU.
  */
 function post(
   url: URL,
@@ -152,11 +180,12 @@ function post(
 ): Promise<SignedResponse & { errorType: string | undefined }> {
   return new Promise((resolve, reject) => {
     const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-    const req = send(url, { method: "POST", headers, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+    const req = send(url, { method: "POST", headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
-      res.on("error", reject);
+      res.on("error", fail);
       res.on("end", () => {
+        clearTimeout(timer);
         const type = res.headers["x-amzn-errortype"];
         resolve({
           status: res.statusCode ?? 0,
@@ -165,9 +194,22 @@ function post(
         });
       });
     });
-    req.on("error", reject);
+    const timer = setTimeout(
+      () => req.destroy(new RequestTimeoutError(`no answer from ${url.host} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    function fail(error: Error) {
+      clearTimeout(timer);
+      reject(error);
+    }
+    req.on("error", fail);
     req.end(body);
   });
+}
+
+/** A request the service did not answer in time (a transient failure: tried again). */
+export class RequestTimeoutError extends Error {
+  override name = "TimeoutError";
 }
 
 function parse(text: string): Record<string, unknown> | undefined {
