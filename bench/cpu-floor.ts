@@ -57,6 +57,8 @@ interface ImportSample {
   seconds: number;
   cpuSeconds: number;
   mainCpuSeconds: number;
+  /** CPU seconds by kind of thread (main, workers, v8, libuv, other:<name>). */
+  threads?: Record<string, number>;
   size: number;
   checksum: string;
 }
@@ -66,6 +68,7 @@ interface OpSample {
   bytes: number;
   opCpuSeconds: number;
   opMainCpuSeconds?: number;
+  threads?: Record<string, number>;
   md5CpuSeconds?: number;
   sha512CpuSeconds?: number;
 }
@@ -241,6 +244,9 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         await purgeVersions(client, bucket, "bench/out/cpu-put");
         s.convert.push(await op(child, ["convert", input.qcow2]));
         const later = report.imports.slice(1).map((m) => m.cpuSeconds);
+        for (const m of report.imports)
+          input.log(`${label} import threads (CPU-s): ${JSON.stringify(m.threads)}`);
+        input.log(`${label} put threads (CPU-s per ${GiB} B): ${JSON.stringify(s.put.at(-1)?.threads)}`);
         input.log(
           `cpu round ${round + 1}/${input.runs} ${label}: imports ${report.imports.map((m) => m.cpuSeconds.toFixed(2)).join(", ")} CPU-s ` +
             `(floor ${floor.at(-1)?.opCpuSeconds.toFixed(2)}; later median ${median(later).toFixed(2)}); load ${loadavg()[0]?.toFixed(2)}`,
@@ -284,6 +290,17 @@ async function runChild(
   return (await runJsonChild<unknown>(command, rest, env, `import-child ${args[0]}`)).report;
 }
 
+/** CPU-s per GiB of output by kind of thread, each the median over `imports`. */
+function threadMedians(imports: ImportSample[]): Record<string, number> {
+  const kinds = new Set(imports.flatMap((m) => Object.keys(m.threads ?? {})));
+  return Object.fromEntries(
+    [...kinds].map((k) => [
+      k,
+      Number(median(imports.map((m) => (m.threads?.[k] ?? 0) / (m.size / GiB))).toFixed(3)),
+    ]),
+  );
+}
+
 /** Per-GiB figures of one series against the floor. */
 export function summarizeSeries(s: CpuSeries, floorPerGiB: number) {
   const perGiB = (cpu: number, bytes: number) => cpu / (bytes / GiB);
@@ -293,6 +310,7 @@ export function summarizeSeries(s: CpuSeries, floorPerGiB: number) {
   return {
     importCpuPerGiB: importPerGiB,
     importMainThreadCpuPerGiB: median(later.map((m) => perGiB(m.mainCpuSeconds, m.size))),
+    importThreadsCpuPerGiB: threadMedians(later),
     firstImportCpuPerGiB: median(firsts.map((m) => perGiB(m.cpuSeconds, m.size))),
     importSeconds: median(later.map((m) => m.seconds)),
     firstImportSeconds: median(firsts.map((m) => m.seconds)),

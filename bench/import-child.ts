@@ -23,7 +23,7 @@
  * (worker threads included) and what happened. Bundled by bench/run.ts, like convert-child.ts.
  */
 import { createHash, randomFillSync } from "node:crypto";
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
@@ -149,9 +149,61 @@ function cpuNow(): { all: number; main: number } {
   return { all: (u.user + u.system) / 1e6, main };
 }
 
-/** Runs `work`, giving its wall seconds and CPU seconds (all threads, main thread). */
+/**
+ * CPU seconds so far of each thread alive, by thread id, with the thread's name (`comm`: the main
+ * thread is `node`, V8's helpers `V8 DefaultWorke`, libuv's pool `libuv-worker`, worker threads
+ * `WorkerThread` or their own name).
+ */
+function threadCpu(): Map<string, { name: string; seconds: number }> {
+  const out = new Map<string, { name: string; seconds: number }>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync("/proc/self/task");
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(tid, { name, seconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * CPU seconds each thread used between two `threadCpu` readings: the main thread, then the four busiest
+ * others by CPU (Node names every thread `node`, so they are told apart by what they use: the hashing
+ * threads are the busiest), the rest summed. Threads that ended in between are lost (the importer's
+ * hashing threads are kept between imports).
+ */
+function threadDelta(
+  before: Map<string, { name: string; seconds: number }>,
+  after: Map<string, { name: string; seconds: number }>,
+): Record<string, number> {
+  const round = (x: number) => Number(x.toFixed(3));
+  const others: number[] = [];
+  let main = 0;
+  for (const [tid, t] of after) {
+    const d = t.seconds - (before.get(tid)?.seconds ?? 0);
+    if (tid === String(process.pid)) main = d;
+    else others.push(d);
+  }
+  others.sort((x, y) => y - x);
+  const out: Record<string, number> = { main: round(main) };
+  others.slice(0, 4).forEach((d, i) => {
+    out[`thread${i + 1}`] = round(d);
+  });
+  out.rest = round(others.slice(4).reduce((t, d) => t + d, 0));
+  return out;
+}
+
+/** Runs `work`, giving its wall seconds and CPU seconds (all threads, main thread, each kind of thread). */
 async function measured<T>(work: () => Promise<T>) {
   const before = cpuNow();
+  const threadsBefore = threadCpu();
   const started = performance.now();
   const result = await work();
   const after = cpuNow();
@@ -160,6 +212,7 @@ async function measured<T>(work: () => Promise<T>) {
     seconds: (performance.now() - started) / 1000,
     cpuSeconds: after.all - before.all,
     mainCpuSeconds: after.main - before.main,
+    threads: threadDelta(threadsBefore, threadCpu()),
   };
 }
 
@@ -179,6 +232,7 @@ async function runImports(keys: string[]): Promise<Record<string, unknown>> {
       seconds: m.seconds,
       cpuSeconds: m.cpuSeconds,
       mainCpuSeconds: m.mainCpuSeconds,
+      threads: m.threads,
     });
   }
   return { seconds: imports.reduce((t, i) => t + i.seconds, 0), startCpuSeconds: atStart.all, imports };
@@ -217,6 +271,7 @@ async function measuredGet(get: (reader: S3Client) => Promise<number>): Promise<
     bytes: m.result,
     opCpuSeconds: m.cpuSeconds,
     opMainCpuSeconds: m.mainCpuSeconds,
+    threads: m.threads,
   };
 }
 
@@ -246,6 +301,7 @@ async function runPut(size: number, key: string): Promise<Record<string, unknown
     bytes: m.result.size,
     opCpuSeconds: m.cpuSeconds,
     opMainCpuSeconds: m.mainCpuSeconds,
+    threads: m.threads,
   };
 }
 
@@ -281,6 +337,7 @@ async function runConvert(file: string): Promise<Record<string, unknown>> {
     bytes: m.result,
     opCpuSeconds: m.cpuSeconds,
     opMainCpuSeconds: m.mainCpuSeconds,
+    threads: m.threads,
   };
 }
 
