@@ -154,8 +154,8 @@ function cpuNow(): { all: number; main: number } {
  * thread is `node`, V8's helpers `V8 DefaultWorke`, libuv's pool `libuv-worker`, worker threads
  * `WorkerThread` or their own name).
  */
-function threadCpu(): Map<string, { name: string; seconds: number }> {
-  const out = new Map<string, { name: string; seconds: number }>();
+function threadCpu(): Map<string, { name: string; seconds: number; system: number }> {
+  const out = new Map<string, { name: string; seconds: number; system: number }>();
   let tids: string[] = [];
   try {
     tids = readdirSync("/proc/self/task");
@@ -167,32 +167,41 @@ function threadCpu(): Map<string, { name: string; seconds: number }> {
       const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(tid, { name, seconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+      out.set(tid, {
+        name,
+        seconds: (Number(fields[11]) + Number(fields[12])) / 100,
+        system: Number(fields[12]) / 100,
+      });
     } catch {}
   }
   return out;
 }
 
 /**
- * CPU seconds each thread used between two `threadCpu` readings: the main thread, then the four busiest
+ * CPU seconds each thread used between two `threadCpu` readings: the main thread (and its part in the
+ * kernel), then the four busiest
  * others by CPU (Node names every thread `node`, so they are told apart by what they use: the hashing
  * threads are the busiest), the rest summed. Threads that ended in between are lost (the importer's
  * hashing threads are kept between imports).
  */
 function threadDelta(
-  before: Map<string, { name: string; seconds: number }>,
-  after: Map<string, { name: string; seconds: number }>,
+  before: Map<string, { name: string; seconds: number; system: number }>,
+  after: Map<string, { name: string; seconds: number; system: number }>,
 ): Record<string, number> {
   const round = (x: number) => Number(x.toFixed(3));
   const others: number[] = [];
   let main = 0;
+  let mainSystem = 0;
   for (const [tid, t] of after) {
     const d = t.seconds - (before.get(tid)?.seconds ?? 0);
-    if (tid === String(process.pid)) main = d;
-    else others.push(d);
+    if (tid === String(process.pid)) {
+      main = d;
+      mainSystem = t.system - (before.get(tid)?.system ?? 0);
+    } else others.push(d);
   }
   others.sort((x, y) => y - x);
-  const out: Record<string, number> = { main: round(main) };
+  // The main thread's time in the kernel (system calls: sockets, files) apart.
+  const out: Record<string, number> = { main: round(main), mainSystem: round(mainSystem) };
   others.slice(0, 4).forEach((d, i) => {
     out[`thread${i + 1}`] = round(d);
   });
