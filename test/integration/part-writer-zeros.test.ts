@@ -9,6 +9,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  PutObjectCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -136,6 +137,35 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
     expect(sent.get("UploadPartCommand")).toBeUndefined();
     expect(sent.get("PutObjectCommand")).toBe(2);
+  });
+
+  it("sends the zeros instead when a copied part is not zeros (the object of zeros was overwritten)", async () => {
+    const key = "test/part-writer-zeros/tampered";
+    const { client, sent } = countingClient();
+    const prefix = zeroPrefix();
+    const zeros = new ZeroObjects(client, getStack().bucket, prefix);
+    const options = { client, bucket: getStack().bucket, key, partSize: 5 * MiB, queueSize: 2, zeros };
+    const body = () => chunks([zeroBuffer(12 * MiB)]);
+    await writeObject(body(), options);
+    expect(sent.get("UploadPartCopyCommand")).toBe(3);
+    // Someone who may write the bucket puts other bytes of the same length where the zeros were.
+    await s3Client().send(
+      new PutObjectCommand({
+        Bucket: getStack().bucket,
+        Key: `${prefix}${8 * MiB}`,
+        Body: randomBytes(8 * MiB),
+      }),
+    );
+    sent.clear();
+    const { size } = await writeObject(body(), options);
+    expect(size).toBe(12 * MiB);
+    expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
+    // At most the parts in flight were copied before the first copy's ETag gave it away; each was sent again.
+    const copied = sent.get("UploadPartCopyCommand") ?? 0;
+    expect(copied).toBeGreaterThanOrEqual(1);
+    expect(copied).toBeLessThanOrEqual(3);
+    expect(sent.get("UploadPartCommand")).toBe(3);
+    expect(await pendingUploads(key)).toBe(0);
   });
 
   it("copies grown parts from larger objects of zeros, made from copies of the smaller ones", async () => {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   AbortMultipartUploadCommand,
   type CompletedPart,
@@ -59,6 +60,17 @@ function zeroPart(length: number): Uint8Array {
   return zeroParts.subarray(0, length);
 }
 
+/** The ETag storage gives a part of `length` zeros (the md5 of its bytes), by length, made once each. */
+const zeroEtags = new Map<number, string>();
+function zeroEtag(length: number): string {
+  let etag = zeroEtags.get(length);
+  if (!etag) {
+    etag = createHash("md5").update(zeroPart(length)).digest("hex");
+    zeroEtags.set(length, etag);
+  }
+  return etag;
+}
+
 /**
  * Streams `body` into one object: a PutObject when it fits one part, otherwise a multipart upload with
  * up to `queueSize` parts in flight. Parts are filled by copying into a fixed pool of `queueSize + 1`
@@ -118,6 +130,24 @@ export async function writeObject(
     }
   };
 
+  /** Sends part `number` of multipart upload `id`; its ETag. */
+  const uploadPart = async (number: number, bytes: Uint8Array, id: string | undefined) => {
+    const out = await client.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: id,
+        PartNumber: number,
+        Body: bytes,
+        ContentLength: bytes.byteLength,
+      }),
+      { abortSignal: signal },
+    );
+    return out.ETag;
+  };
+  const sendZeroBytes = (number: number, length: number, id: string | undefined) =>
+    uploadPart(number, zeroPart(length), id);
+
   const send = (buf: Uint8Array, length: number): void => {
     const number = ++partNumber;
     const bytes = buf.subarray(0, length);
@@ -128,22 +158,9 @@ export async function writeObject(
       fail(err);
       return;
     }
-    const id = uploadId;
-    const sent = client
-      .send(
-        new UploadPartCommand({
-          Bucket: bucket,
-          Key: key,
-          UploadId: id,
-          PartNumber: number,
-          Body: bytes,
-          ContentLength: length,
-        }),
-        { abortSignal: signal },
-      )
-      .then((out) => {
-        parts.push({ PartNumber: number, ETag: out.ETag });
-      });
+    const sent = uploadPart(number, bytes, uploadId).then((etag) => {
+      parts.push({ PartNumber: number, ETag: etag });
+    });
     const done: Promise<void> = Promise.all([sent, tapped])
       .then(
         // The whole buffer goes back, whatever part of it this part used.
@@ -154,7 +171,13 @@ export async function writeObject(
     inflight.add(done);
   };
 
-  /** Copies part `number` (`length` bytes of zeros) from an object of zeros; its ETag. */
+  /** Set once a copied part of zeros was not zeros: the rest of the write sends its zeros. */
+  let copyFailed = false;
+
+  /**
+   * Copies part `number` (`length` bytes of zeros) from an object of zeros; its ETag. A copy whose ETag
+   * is not the md5 of zeros is replaced by the zeros sent.
+   */
   const copyZeros = async (zeros: ZeroSource, number: number, length: number, id: string | undefined) => {
     for (let attempt = 1; ; attempt++) {
       const made = zeros.objectFor(length);
@@ -172,7 +195,13 @@ export async function writeObject(
           }),
           { abortSignal: signal },
         );
-        return out.CopyPartResult?.ETag;
+        const etag = out.CopyPartResult?.ETag;
+        if (etag?.replaceAll('"', "") === zeroEtag(length)) return etag;
+        // The copy is not the md5 of zeros: the object of zeros holds something else (written by someone
+        // who could), or storage's ETags are not md5s (SSE-KMS). The part's zeros are sent instead,
+        // replacing the copy, and so are this write's next parts of zeros.
+        copyFailed = true;
+        return sendZeroBytes(number, length, id);
       } catch (err) {
         // The object of zeros was deleted since it was made: made again, once.
         if (attempt > 1 || !(err instanceof Error && err.name === "NoSuchKey")) throw err;
@@ -196,7 +225,9 @@ export async function writeObject(
       fail(err);
       return;
     }
-    const sent = copyZeros(zeros, number, length, uploadId).then((etag) => {
+    const sent = (
+      copyFailed ? sendZeroBytes(number, length, uploadId) : copyZeros(zeros, number, length, uploadId)
+    ).then((etag) => {
       parts.push({ PartNumber: number, ETag: etag });
     });
     const done: Promise<void> = Promise.all([sent, tapped])
