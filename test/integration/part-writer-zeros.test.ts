@@ -91,6 +91,20 @@ async function write(key: string, body: AsyncIterable<Uint8Array>, extra: { grow
   return { size, sent, prefix, zeros, client, pieces, tapped: tapped.digest("hex") };
 }
 
+/**
+ * Writes 12 MiB of the converter's zeros to `key` (parts of 5 MiB) with objects of zeros under their own
+ * prefix; `writeZeros` writes them again with the same client and objects of zeros.
+ */
+async function twiceZeros(key: string) {
+  const { client, sent } = countingClient();
+  const prefix = zeroPrefix();
+  const zeros = new ZeroObjects(client, getStack().bucket, prefix);
+  const options = { client, bucket: getStack().bucket, key, partSize: 5 * MiB, queueSize: 2, zeros };
+  const writeZeros = () => writeObject(chunks([zeroBuffer(12 * MiB)]), options);
+  await writeZeros();
+  return { sent, prefix, writeZeros };
+}
+
 describe("parts of zeros are copied inside storage, not sent", () => {
   it("copies each part that holds only zeros (known or scanned), sends the others, and the tap sees every byte", async () => {
     const key = "test/part-writer-zeros/mixed";
@@ -125,14 +139,9 @@ describe("parts of zeros are copied inside storage, not sent", () => {
 
   it("makes the object of zeros again when it was deleted since", async () => {
     const key = "test/part-writer-zeros/again";
-    const { client, sent } = countingClient();
-    const prefix = zeroPrefix();
-    const zeros = new ZeroObjects(client, getStack().bucket, prefix);
-    const options = { client, bucket: getStack().bucket, key, partSize: 5 * MiB, queueSize: 2, zeros };
-    const body = () => chunks([zeroBuffer(12 * MiB)]);
-    await writeObject(body(), options);
+    const { sent, prefix, writeZeros } = await twiceZeros(key);
     await s3Client().send(new DeleteObjectCommand({ Bucket: getStack().bucket, Key: `${prefix}${8 * MiB}` }));
-    const { size } = await writeObject(body(), options);
+    const { size } = await writeZeros();
     expect(size).toBe(12 * MiB);
     expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
     expect(sent.get("UploadPartCommand")).toBeUndefined();
@@ -141,12 +150,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
 
   it("sends the zeros instead when a copied part is not zeros (the object of zeros was overwritten)", async () => {
     const key = "test/part-writer-zeros/tampered";
-    const { client, sent } = countingClient();
-    const prefix = zeroPrefix();
-    const zeros = new ZeroObjects(client, getStack().bucket, prefix);
-    const options = { client, bucket: getStack().bucket, key, partSize: 5 * MiB, queueSize: 2, zeros };
-    const body = () => chunks([zeroBuffer(12 * MiB)]);
-    await writeObject(body(), options);
+    const { sent, prefix, writeZeros } = await twiceZeros(key);
     expect(sent.get("UploadPartCopyCommand")).toBe(3);
     // Someone who may write the bucket puts other bytes of the same length where the zeros were.
     await s3Client().send(
@@ -157,7 +161,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
       }),
     );
     sent.clear();
-    const { size } = await writeObject(body(), options);
+    const { size } = await writeZeros();
     expect(size).toBe(12 * MiB);
     expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
     // At most the parts in flight were copied before the first copy's ETag gave it away; each was sent again.
