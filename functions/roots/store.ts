@@ -1,6 +1,6 @@
-import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { EventBridgeSink } from "../adapters/aws/eventbridge.ts";
 import { DynamoImageRepository } from "../adapters/dynamodb/image-repository.ts";
+import type { ItemClient } from "../adapters/dynamodb/item-commands.ts";
 import { LeanDynamoDBClient } from "../adapters/dynamodb/lean-client.ts";
 import { DynamoQuotaStore } from "../adapters/dynamodb/quota-store.ts";
 import { createLogger } from "../adapters/log.ts";
@@ -20,7 +20,7 @@ import { lazily } from "./lazy.ts";
 
 /** What every function works on: image records (with their quota), stored bytes, a clock and a log. */
 export interface Store {
-  dynamo: DynamoDBClient;
+  dynamo: ItemClient;
   quota: DynamoQuotaStore;
   /** Image records; every create and transition publishes its lifecycle events. */
   images: DynamoImageRepository;
@@ -45,12 +45,9 @@ export interface RootOptions {
 
 /** Builds the store adapters every composition root shares; one per Lambda container. */
 export function createStore(config: StoreConfig, options: RootOptions = {}): Store {
-  // Item reads, writes and queries are one signed POST each (lean-client.ts); the rest goes through the SDK.
+  // Item reads, writes and queries are one signed POST each (lean-client.ts): no SDK client to load.
   const dynamo = new LeanDynamoDBClient({
     region: config.region,
-    // Each command class's middleware is resolved once, not at every call (a twentieth of a show's CPU);
-    // nothing adds middleware to this client.
-    cacheMiddleware: true,
     ...(config.dynamodbEndpoint ? { endpoint: config.dynamodbEndpoint } : {}),
   });
   const quota = new DynamoQuotaStore(dynamo, config.table, config.quotaDefaults);

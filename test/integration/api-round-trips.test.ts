@@ -10,7 +10,7 @@ import type { Logger } from "../../functions/core/ports.ts";
 import { QuotaExceededError, UNLIMITED } from "../../functions/core/quota.ts";
 import { createApiFunction } from "../../functions/roots/api.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
-import { dynamoDbClient, getStack, mintToken, signingKey } from "./setup/stack.ts";
+import { getStack, itemClient, mintToken, signingKey } from "./setup/stack.ts";
 
 /**
  * How many DynamoDB and S3 requests each API route sends (docs/api-round-trips.md). The API is built
@@ -239,7 +239,7 @@ describe("limits kept by a warm function", () => {
   /** A function's quota store and image records, on a clock the test moves; and another function's. */
   function functions() {
     const { table } = getStack();
-    const client = dynamoDbClient();
+    const client = itemClient();
     let now = 1_000_000;
     const kept = new DynamoQuotaStore(client, table, UNLIMITED, { now: () => now });
     const elsewhere = new DynamoQuotaStore(client, table, UNLIMITED, { limitsCacheMs: 0 });

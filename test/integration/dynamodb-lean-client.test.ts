@@ -1,16 +1,17 @@
 import { randomUUID } from "node:crypto";
-import {
-  ConditionalCheckFailedException,
-  DescribeTableCommand,
-  GetItemCommand,
-  PutItemCommand,
-  QueryCommand,
-  TransactionCanceledException,
-  TransactWriteItemsCommand,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import * as sdkCommands from "@aws-sdk/client-dynamodb";
 import { marshall } from "@aws-sdk/util-dynamodb";
 import { afterAll, describe, expect, it } from "vitest";
+import {
+  DynamoDBRefusal,
+  GetItemCommand,
+  PutItemCommand,
+  paginateQuery,
+  QueryCommand,
+  refusedAs,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+} from "../../functions/adapters/dynamodb/item-commands.ts";
 import { LeanDynamoDBClient } from "../../functions/adapters/dynamodb/lean-client.ts";
 import { useAwsKeys } from "../aws-keys.ts";
 import { dynamoDbClient, getStack } from "./setup/stack.ts";
@@ -22,7 +23,6 @@ const sdk = dynamoDbClient();
 const lean = new LeanDynamoDBClient({ region: info.region, endpoint: info.dynamodbEndpoint });
 afterAll(() => {
   sdk.destroy();
-  lean.destroy();
   restoreKeys();
 });
 
@@ -47,7 +47,10 @@ describe("LeanDynamoDBClient (DynamoDB Local)", () => {
     };
     await lean.send(new PutItemCommand({ TableName: table, Item: marshall(item) }));
     const get = new GetItemCommand({ TableName: table, Key: marshall(key(id)), ConsistentRead: true });
-    const [fromLean, fromSdk] = [await lean.send(get), await sdk.send(get)];
+    const [fromLean, fromSdk] = [
+      await lean.send(get),
+      await sdk.send(new sdkCommands.GetItemCommand(get.input)),
+    ];
     expect(data(fromLean)).toEqual(data(fromSdk));
     expect(fromLean.Item?.bytes?.B).toEqual(new Uint8Array([0, 1, 2, 250, 255]));
     expect(fromLean.$metadata.httpStatusCode).toBe(200);
@@ -69,25 +72,32 @@ describe("LeanDynamoDBClient (DynamoDB Local)", () => {
       KeyConditionExpression: "gsi1pk = :p",
       ExpressionAttributeValues: marshall({ ":p": `OWNER#lean-${id}` }),
     });
-    expect(data(await lean.send(query))).toEqual(data(await sdk.send(query)));
+    expect(data(await lean.send(query))).toEqual(
+      data(await sdk.send(new sdkCommands.QueryCommand(query.input))),
+    );
   });
 
-  it("refuses with the SDK's exceptions, carrying what DynamoDB sent with them", async () => {
+  it("refuses as the SDK does: the same error name and message, with what DynamoDB sent", async () => {
     const id = randomUUID();
     await lean.send(new PutItemCommand({ TableName: table, Item: marshall({ ...key(id), name: "first" }) }));
-    const again = await lean
-      .send(
-        new PutItemCommand({
-          TableName: table,
-          Item: marshall({ ...key(id), name: "second" }),
-          ConditionExpression: "attribute_not_exists(pk)",
-          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-        }),
-      )
-      .catch((e: unknown) => e);
-    expect(again).toBeInstanceOf(ConditionalCheckFailedException);
-    expect((again as ConditionalCheckFailedException).Item?.name).toEqual({ S: "first" });
-    expect((again as ConditionalCheckFailedException).$metadata.httpStatusCode).toBe(400);
+    const put = new PutItemCommand({
+      TableName: table,
+      Item: marshall({ ...key(id), name: "second" }),
+      ConditionExpression: "attribute_not_exists(pk)",
+      ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+    });
+    const again = await lean.send(put).catch((e: unknown) => e);
+    const bySdk = await sdk.send(new sdkCommands.PutItemCommand(put.input)).catch((e: unknown) => e);
+    expect(bySdk).toBeInstanceOf(sdkCommands.ConditionalCheckFailedException);
+    expect(again).toBeInstanceOf(DynamoDBRefusal);
+    expect(refusedAs(again, "ConditionalCheckFailedException")).toBe(true);
+    expect(refusedAs(bySdk, "ConditionalCheckFailedException")).toBe(true);
+    const refusal = again as DynamoDBRefusal;
+    expect(refusal.message).toBe((bySdk as Error).message);
+    expect(refusal.Item?.name).toEqual({ S: "first" });
+    expect(refusal.Item).toEqual((bySdk as sdkCommands.ConditionalCheckFailedException).Item);
+    expect(refusal.$metadata.httpStatusCode).toBe(400);
+    expect(refusal.$fault).toBe("client");
 
     const other = randomUUID();
     const cancelled = await lean
@@ -107,19 +117,40 @@ describe("LeanDynamoDBClient (DynamoDB Local)", () => {
         }),
       )
       .catch((e: unknown) => e);
-    expect(cancelled).toBeInstanceOf(TransactionCanceledException);
-    const reasons = (cancelled as TransactionCanceledException).CancellationReasons ?? [];
+    expect(refusedAs(cancelled, "TransactionCanceledException")).toBe(true);
+    const reasons = (cancelled as DynamoDBRefusal).CancellationReasons ?? [];
     expect(reasons.map((r) => r.Code)).toEqual(["ConditionalCheckFailed", "None"]);
     expect(reasons[0]?.Item?.name).toEqual({ S: "first" });
     // Nothing of the cancelled transaction was written.
     const left = await sdk.send(
-      new GetItemCommand({ TableName: table, Key: marshall(key(other)), ConsistentRead: true }),
+      new sdkCommands.GetItemCommand({ TableName: table, Key: marshall(key(other)), ConsistentRead: true }),
     );
     expect(left.Item).toBeUndefined();
   });
 
-  it("sends operations it does not answer itself through the SDK", async () => {
-    const described = await lean.send(new DescribeTableCommand({ TableName: table }));
-    expect(described.Table?.TableName).toBe(table);
+  it("pages a Query as the SDK's paginator does", async () => {
+    const owner = `OWNER#lean-pages-${randomUUID()}`;
+    for (let i = 0; i < 5; i++) {
+      const id = randomUUID();
+      await lean.send(
+        new PutItemCommand({
+          TableName: table,
+          Item: marshall({ ...key(id), gsi1pk: owner, gsi1sk: `2026-01-0${i + 1}T00:00:00.000Z#${id}` }),
+        }),
+      );
+    }
+    const input = {
+      TableName: table,
+      IndexName: "gsi1",
+      KeyConditionExpression: "gsi1pk = :p",
+      ExpressionAttributeValues: marshall({ ":p": owner }),
+    };
+    const ours: { Count?: number }[] = [];
+    for await (const page of paginateQuery({ client: lean, pageSize: 2 }, input)) ours.push(data(page));
+    const theirs: { Count?: number }[] = [];
+    for await (const page of sdkCommands.paginateQuery({ client: sdk, pageSize: 2 }, input))
+      theirs.push(data(page));
+    expect(ours.map((p) => p.Count)).toEqual([2, 2, 1]);
+    expect(ours).toEqual(theirs);
   });
 });

@@ -18,7 +18,7 @@ import { UNLIMITED } from "../../functions/core/quota.ts";
 import { FUNCTIONS, type FunctionKey } from "../../infra/local/lambda/functions.ts";
 import { type InvocationError, LocalFunction } from "../../infra/local/lambda/runtime.ts";
 import { hangarEnv } from "../../infra/local/stack.ts";
-import { dynamoDbClient, getStack, s3Client, signingKey } from "./setup/stack.ts";
+import { getStack, itemClient, s3Client, signingKey } from "./setup/stack.ts";
 
 // Each function's BUILT bundle (the one `npm run build` makes, as the stack runs it) gets the sample
 // events of test/fixtures/events/ against the run's MinIO and DynamoDB Local. A bucket of its own, with
@@ -185,8 +185,8 @@ describe("built handler bundles with AWS's event shapes", () => {
       const id = await createImage();
       // What the API's import route does before it dispatches the job: the image leaves `queued`.
       const table = getStack().table;
-      const quota = new DynamoQuotaStore(dynamoDbClient(), table, UNLIMITED);
-      const images = new DynamoImageRepository(dynamoDbClient(), table, quota);
+      const quota = new DynamoQuotaStore(itemClient(), table, UNLIMITED);
+      const images = new DynamoImageRepository(itemClient(), table, quota);
       const lease = new Date(Date.now() + 900_000).toISOString();
       await images.transition(id, "startImport", { import_lease_until: lease });
       const fn = start("webDownload", { HANGAR_WEB_DOWNLOAD_ALLOW_LOOPBACK: "1" });

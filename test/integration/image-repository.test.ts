@@ -9,6 +9,7 @@ import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import { afterAll, describe, expect, it } from "vitest";
 import { CorruptRecordError } from "../../functions/adapters/dynamodb/image-item.ts";
 import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
+import type { ItemClient } from "../../functions/adapters/dynamodb/item-commands.ts";
 import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
 import {
   contentMd5ForDeletes,
@@ -20,9 +21,10 @@ import { blankRecord } from "../../functions/core/image/create.ts";
 import type { ImageRecord } from "../../functions/core/image/image.ts";
 import type { ListedImage, ListSource } from "../../functions/core/ports.ts";
 import { QuotaExceededError, UNLIMITED, ZERO } from "../../functions/core/quota.ts";
-import { dynamoDbClient, getStack, s3Client } from "./setup/stack.ts";
+import { dynamoDbClient, getStack, itemClient, s3Client } from "./setup/stack.ts";
 
 const dynamo = dynamoDbClient();
+const items = itemClient();
 const s3 = s3Client();
 afterAll(() => {
   dynamo.destroy();
@@ -31,7 +33,7 @@ afterAll(() => {
 
 function repository(): DynamoImageRepository {
   const { table } = getStack();
-  return new DynamoImageRepository(dynamo, table, new DynamoQuotaStore(dynamo, table, UNLIMITED));
+  return new DynamoImageRepository(items, table, new DynamoQuotaStore(items, table, UNLIMITED));
 }
 
 /** A fresh project per test, so listings see only the test's own images. */
@@ -79,25 +81,24 @@ describe("DynamoImageRepository (DynamoDB Local)", () => {
 
   it("a write that loses a race after its read learns the winner's record from the refusal (ALL_OLD)", async () => {
     const { table } = getStack();
-    const racing = dynamoDbClient();
+    // Between the repository's read and its write, another writer deactivates... here: imports the image.
+    let gets = 0;
+    let raced = false;
+    const racing: ItemClient = {
+      send: async (command) => {
+        if (command.operation === "GetItem") gets++;
+        if (command.operation === "UpdateItem" && !raced) {
+          raced = true;
+          await repository().update(image.id, { tags: ["winner"] }, ["queued"]);
+        }
+        return items.send(command);
+      },
+    };
     const quota = new DynamoQuotaStore(racing, table, UNLIMITED);
     const images = new DynamoImageRepository(racing, table, quota);
     const image = record(project(), new Date().toISOString());
     await images.create(image);
-    // Between the repository's read and its write, another writer deactivates... here: imports the image.
-    let gets = 0;
-    let raced = false;
-    racing.middlewareStack.add(
-      (next, context) => async (args) => {
-        if (context.commandName === "GetItemCommand") gets++;
-        if (context.commandName === "UpdateItemCommand" && !raced) {
-          raced = true;
-          await repository().update(image.id, { tags: ["winner"] }, ["queued"]);
-        }
-        return next(args);
-      },
-      { step: "initialize", name: "race" },
-    );
+    gets = 0;
     const lost = await images
       .update(image.id, { tags: ["loser"] }, ["queued"], { unchanged: { tags: [] } })
       .catch((e: unknown) => e);
@@ -105,7 +106,6 @@ describe("DynamoImageRepository (DynamoDB Local)", () => {
     expect((lost as StaleStatusError).current?.tags).toEqual(["winner"]);
     // One read before the write; the winner's record came back with the refusal, not from a second read.
     expect(gets).toBe(1);
-    racing.destroy();
   });
 
   it("index keys change in the same write as visibility and owner", async () => {
@@ -149,8 +149,8 @@ describe("DynamoImageRepository (DynamoDB Local)", () => {
 
   it("a change larger than a limit by itself is refused before any write, with the numbers", async () => {
     const { table } = getStack();
-    const quota = new DynamoQuotaStore(dynamo, table, { ...UNLIMITED, image_stage_total: 1000 });
-    const images = new DynamoImageRepository(dynamo, table, quota);
+    const quota = new DynamoQuotaStore(items, table, { ...UNLIMITED, image_stage_total: 1000 });
+    const images = new DynamoImageRepository(items, table, quota);
     const owner = project();
     const image = record(owner, new Date().toISOString(), { upload_size: 5000 });
     const refused = await images.create(image).catch((e: unknown) => e);

@@ -103,13 +103,15 @@ export class SignedJsonClient {
       timeoutMs: number;
       /** What the caller's error messages call the operation, e.g. "Lambda Invoke (Event) of f". */
       describe: string;
+      /** Keys to sign with instead of the default chain's (a caller outside a function, e.g. a test). */
+      credentials?: { accessKeyId: string; secretAccessKey: string };
     },
   ) {
     // The chain is resolved on first use and cached.
     this.signer = new SignatureV4({
       service: options.service,
       region: options.region,
-      credentials: keptCredentials(defaultProvider()),
+      credentials: options.credentials ?? keptCredentials(defaultProvider()),
       sha256: Sha256,
     });
     this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));

@@ -1,11 +1,7 @@
-import {
-  ConditionalCheckFailedException,
-  type DynamoDBClient,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import type { FanoutProgressStore } from "../../core/fanout/ports.ts";
 import { imageKeyOf } from "./image-item.ts";
+import { type ItemClient, refusedAs, UpdateItemCommand } from "./item-commands.ts";
 
 /** The ranges already counted in `ranges_done` (a number set), so a retried range is counted once. */
 const COUNTED = "import_ranges_counted";
@@ -17,7 +13,7 @@ const COUNTED = "import_ranges_counted";
  */
 export class DynamoFanoutProgress implements FanoutProgressStore {
   constructor(
-    private readonly client: DynamoDBClient,
+    private readonly client: ItemClient,
     private readonly table: string,
   ) {}
 
@@ -79,7 +75,7 @@ export class DynamoFanoutProgress implements FanoutProgressStore {
       );
       return true;
     } catch (err) {
-      if (!(err instanceof ConditionalCheckFailedException)) throw err;
+      if (!refusedAs(err, "ConditionalCheckFailedException")) throw err;
       const item = err.Item ? unmarshall(err.Item) : undefined;
       // Still ours: only the range was counted already (a retried worker).
       return item?.status === "importing" && item.import_execution === execution;

@@ -1,17 +1,4 @@
-import {
-  BatchGetItemCommand,
-  ConditionalCheckFailedException,
-  DeleteItemCommand,
-  type DynamoDBClient,
-  GetItemCommand,
-  PutItemCommand,
-  paginateQuery,
-  paginateScan,
-  TransactionCanceledException,
-  TransactWriteItemsCommand,
-  type Update,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import type { Update } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import { ConflictError, StaleStatusError } from "../../core/errors.ts";
 import type { ImageRecord, ImageStatus } from "../../core/image/image.ts";
@@ -49,6 +36,18 @@ import {
   indexKeys,
   toRecord,
 } from "./image-item.ts";
+import {
+  BatchGetItemCommand,
+  DeleteItemCommand,
+  GetItemCommand,
+  type ItemClient,
+  PutItemCommand,
+  paginateQuery,
+  paginateScan,
+  refusedAs,
+  TransactWriteItemsCommand,
+  UpdateItemCommand,
+} from "./item-commands.ts";
 import { memberPartition, toMember } from "./member-repository.ts";
 import { projectPk, USAGE_SK } from "./quota-store.ts";
 
@@ -96,10 +95,10 @@ type Failure =
   | { kind: "other" };
 
 function failureOf(err: unknown): Failure {
-  if (err instanceof ConditionalCheckFailedException) {
+  if (refusedAs(err, "ConditionalCheckFailedException")) {
     return { kind: "image", item: err.Item ? unmarshall(err.Item) : undefined };
   }
-  if (!(err instanceof TransactionCanceledException)) return { kind: "other" };
+  if (!refusedAs(err, "TransactionCanceledException")) return { kind: "other" };
   const [image, usage] = err.CancellationReasons ?? [];
   if (image?.Code === "ConditionalCheckFailed") {
     return { kind: "image", item: image.Item ? unmarshall(image.Item) : undefined };
@@ -119,7 +118,7 @@ export class DynamoImageRepository implements ImageRepository {
   private readonly readItems = new WeakMap<ImageRecord, Item>();
 
   constructor(
-    private readonly client: DynamoDBClient,
+    private readonly client: ItemClient,
     private readonly table: string,
     private readonly quota: QuotaStore,
   ) {}

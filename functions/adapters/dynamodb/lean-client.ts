@@ -1,63 +1,6 @@
 import { randomUUID } from "node:crypto";
-import {
-  BatchGetItemCommand,
-  ConditionalCheckFailedException,
-  DeleteItemCommand,
-  DynamoDBClient,
-  type DynamoDBClientConfig,
-  DynamoDBServiceException,
-  GetItemCommand,
-  InternalServerError,
-  ProvisionedThroughputExceededException,
-  PutItemCommand,
-  QueryCommand,
-  RequestLimitExceeded,
-  ResourceNotFoundException,
-  ThrottlingException,
-  TransactionCanceledException,
-  TransactionConflictException,
-  TransactWriteItemsCommand,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
 import { AwsRequestError, isTransient, SignedJsonClient } from "../aws/signed-request.ts";
-
-/** The operations sent as one signed POST; any other command goes through the SDK's stack. */
-const OPERATIONS = new Map<unknown, string>([
-  [GetItemCommand, "GetItem"],
-  [PutItemCommand, "PutItem"],
-  [UpdateItemCommand, "UpdateItem"],
-  [DeleteItemCommand, "DeleteItem"],
-  [TransactWriteItemsCommand, "TransactWriteItems"],
-  [QueryCommand, "Query"],
-  [BatchGetItemCommand, "BatchGetItem"],
-]);
-
-/** DynamoDB's refusals as the SDK throws them, by error type; others are a `DynamoDBServiceException`. */
-type Refusal = new (
-  options: ConstructorParameters<typeof DynamoDBServiceException>[0] & Record<string, unknown>,
-) => DynamoDBServiceException;
-let refusals: Map<string, Refusal> | undefined;
-/**
- * The SDK's class for a refusal type, keyed by each class's own error name (class names do not survive
- * minification); made at the first refusal, not in the module's init.
- */
-function refusalClass(type: string): Refusal | undefined {
-  refusals ??= new Map(
-    (
-      [
-        ConditionalCheckFailedException,
-        TransactionCanceledException,
-        TransactionConflictException,
-        ProvisionedThroughputExceededException,
-        ThrottlingException,
-        RequestLimitExceeded,
-        ResourceNotFoundException,
-        InternalServerError,
-      ] as unknown as Refusal[]
-    ).map((c) => [new c({ message: "", $metadata: {} } as never).name, c]),
-  );
-  return refusals.get(type);
-}
+import { DynamoDBRefusal, type ItemClient, type ItemCommand } from "./item-commands.ts";
 
 /** Refusals DynamoDB answers with 400 that the SDK's standard retry mode tries again. */
 const THROTTLED = new Set([
@@ -86,7 +29,7 @@ function binaryAsBase64(this: Record<string, unknown>, key: string, value: unkno
     : value;
 }
 
-/** The SDK's exception for a refusal DynamoDB sent (`{"__type": "ns#Type", "message", …fields}`). */
+/** The refusal DynamoDB sent (`{"__type": "ns#Type", "message", …fields}`), its fields on the error. */
 function refusalOf(error: AwsRequestError): Error {
   let body: Record<string, unknown> = {};
   try {
@@ -94,51 +37,45 @@ function refusalOf(error: AwsRequestError): Error {
   } catch {
     // Not JSON (a proxy's page): the status and type are all there is.
   }
-  const type = error.type ?? "";
   const { __type: _, message, Message, ...fields } = body;
   const text = String(message ?? Message ?? error.message);
-  const options = {
+  return new DynamoDBRefusal(error.type || "DynamoDBServiceException", text, error.status, {
     ...fields,
     ...(Message !== undefined ? { Message } : {}),
-    name: type || "DynamoDBServiceException",
-    $fault: error.status >= 500 ? ("server" as const) : ("client" as const),
-    $metadata: { httpStatusCode: error.status },
-    message: text,
-  };
-  const Known = refusalClass(type);
-  return Known ? new Known(options) : new DynamoDBServiceException(options);
+  });
 }
 
 /**
- * A DynamoDBClient whose item reads, writes and queries are each one SigV4-signed JSON POST
- * (`SignedJsonClient`), without the SDK's per-call middleware: its schema serialisation, endpoint
- * resolution, retry bookkeeping, user agent and signer were about as much of the API function's CPU as a
- * show's whole remaining work. Requests and answers are DynamoDB's JSON protocol, which is the commands'
- * own input and output shape (binary attributes travel as base64); refusals are the SDK's exception
- * classes with the same fields (`Item`, `CancellationReasons`), throttling and 5xx are tried again as the
- * SDK's standard retry mode does, and a transaction gets the idempotency token the SDK would give it.
- * Commands sent with options, and every other operation, go through the SDK as before.
+ * DynamoDB's item reads, writes and queries, each one SigV4-signed JSON POST (`SignedJsonClient`),
+ * without the SDK's client: its per-call middleware (schema serialisation, endpoint resolution, retry
+ * bookkeeping, user agent, signer) was about as much of the API function's CPU as a show's whole
+ * remaining work, and loading it was the largest part of the api's module init. Requests and answers
+ * are DynamoDB's JSON protocol, which is the SDK commands' own input and output shape (binary attributes
+ * travel as base64); a refusal is a `DynamoDBRefusal` named by its type with the fields DynamoDB sent
+ * (`Item`, `CancellationReasons`); throttling and 5xx are tried again as the SDK's standard retry mode
+ * does, and a transaction gets the idempotency token the SDK would give it.
  */
-export class LeanDynamoDBClient extends DynamoDBClient {
+export class LeanDynamoDBClient implements ItemClient {
   private readonly lean: SignedJsonClient;
 
-  constructor(config: DynamoDBClientConfig & { region: string; endpoint?: string }) {
-    super(config);
+  constructor(config: {
+    region: string;
+    endpoint?: string;
+    /** Keys to sign with; the default chain's (the role's, in Lambda) when not given. */
+    credentials?: { accessKeyId: string; secretAccessKey: string };
+  }) {
     this.lean = new SignedJsonClient({
       service: "dynamodb",
       region: config.region,
       ...(config.endpoint ? { endpoint: config.endpoint } : {}),
+      ...(config.credentials ? { credentials: config.credentials } : {}),
       timeoutMs: TIMEOUT_MS,
       describe: "DynamoDB",
     });
-    // A command alone is answered here; with options or a callback it goes through the SDK's own send.
-    const sdkSend = this.send.bind(this) as (...args: unknown[]) => unknown;
-    this.send = ((command: { input: unknown }, ...rest: unknown[]) => {
-      const operation = rest.length === 0 ? OPERATIONS.get(command.constructor) : undefined;
-      return operation
-        ? this.call(operation, command.input as Record<string, unknown>)
-        : sdkSend(command, ...rest);
-    }) as DynamoDBClient["send"];
+  }
+
+  send<I, O>(command: ItemCommand<I, O>): Promise<O> {
+    return this.call(command.operation, command.input as Record<string, unknown>) as Promise<O>;
   }
 
   private async call(operation: string, input: Record<string, unknown>): Promise<unknown> {

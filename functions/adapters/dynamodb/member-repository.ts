@@ -1,19 +1,19 @@
-import {
-  type AttributeValue,
-  ConditionalCheckFailedException,
-  DeleteItemCommand,
-  type DynamoDBClient,
-  GetItemCommand,
-  PutItemCommand,
-  paginateQuery,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
+import type { AttributeValue } from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import { ConflictError, NotFoundError } from "../../core/errors.ts";
 import type { MemberStatus } from "../../core/image/access.ts";
 import type { ImageRecord } from "../../core/image/image.ts";
 import type { ImageMember } from "../../core/image/members.ts";
 import { listPosition, type MemberRepository } from "../../core/ports.ts";
+import {
+  DeleteItemCommand,
+  GetItemCommand,
+  type ItemClient,
+  PutItemCommand,
+  paginateQuery,
+  refusedAs,
+  UpdateItemCommand,
+} from "./item-commands.ts";
 
 const imagePk = (id: string) => `IMAGE#${id}`;
 const memberSk = (project: string) => `MEMBER#${project}`;
@@ -39,7 +39,7 @@ const notFound = (imageId: string, memberId: string, cause?: unknown) =>
  */
 export class DynamoMemberRepository implements MemberRepository {
   constructor(
-    private readonly client: DynamoDBClient,
+    private readonly client: ItemClient,
     private readonly table: string,
   ) {}
 
@@ -59,7 +59,7 @@ export class DynamoMemberRepository implements MemberRepository {
         }),
       );
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) {
+      if (refusedAs(err, "ConditionalCheckFailedException")) {
         throw new ConflictError(
           `Member ${member.member_id} already associated with image ${member.image_id}.`,
           "DUPLICATE_MEMBER",
@@ -136,7 +136,7 @@ export class DynamoMemberRepository implements MemberRepository {
       if (!out.Attributes) throw notFound(imageId, memberId);
       return toMember(out.Attributes);
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) throw notFound(imageId, memberId, err);
+      if (refusedAs(err, "ConditionalCheckFailedException")) throw notFound(imageId, memberId, err);
       throw err;
     }
   }
@@ -151,7 +151,7 @@ export class DynamoMemberRepository implements MemberRepository {
         }),
       );
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) throw notFound(imageId, memberId, err);
+      if (refusedAs(err, "ConditionalCheckFailedException")) throw notFound(imageId, memberId, err);
       throw err;
     }
   }

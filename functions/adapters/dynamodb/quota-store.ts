@@ -1,11 +1,3 @@
-import {
-  ConditionalCheckFailedException,
-  type DynamoDBClient,
-  GetItemCommand,
-  PutItemCommand,
-  paginateScan,
-  UpdateItemCommand,
-} from "@aws-sdk/client-dynamodb";
 import { marshall, unmarshall } from "@aws-sdk/util-dynamodb";
 import {
   type Counters,
@@ -15,6 +7,14 @@ import {
   type QuotaStore,
   ZERO,
 } from "../../core/quota.ts";
+import {
+  GetItemCommand,
+  type ItemClient,
+  PutItemCommand,
+  paginateScan,
+  refusedAs,
+  UpdateItemCommand,
+} from "./item-commands.ts";
 
 export const projectPk = (project: string) => `PROJECT#${project}`;
 export const USAGE_SK = "USAGE";
@@ -57,7 +57,7 @@ export class DynamoQuotaStore implements QuotaStore {
   private readonly now: () => number;
 
   constructor(
-    private readonly client: DynamoDBClient,
+    private readonly client: ItemClient,
     private readonly table: string,
     private readonly defaults: Limits,
     options: QuotaStoreOptions = {},
@@ -162,7 +162,7 @@ export class DynamoQuotaStore implements QuotaStore {
       );
       return true;
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
+      if (refusedAs(err, "ConditionalCheckFailedException")) return false;
       throw err;
     }
   }

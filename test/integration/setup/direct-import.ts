@@ -5,7 +5,7 @@ import { createImageService } from "../../../functions/core/images.ts";
 import { createImporter } from "../../../functions/core/import/import-uploaded-image.ts";
 import type { Logger, ObjectStore } from "../../../functions/core/ports.ts";
 import { UNLIMITED } from "../../../functions/core/quota.ts";
-import { dynamoDbClient, getStack } from "./stack.ts";
+import { getStack, itemClient } from "./stack.ts";
 
 /**
  * The image service and the importer over the stack's DynamoDB Local and the given object store, with no
@@ -17,7 +17,7 @@ export function directImport(
   o: { log: Logger; acceptedFormats: string[]; uploadUrlTtlSeconds: number },
 ) {
   const info = getStack();
-  const dynamo = dynamoDbClient();
+  const dynamo = itemClient();
   const images = new DynamoImageRepository(
     dynamo,
     info.table,

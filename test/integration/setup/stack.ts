@@ -3,6 +3,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import type { JWK } from "jose";
 import { expect, inject } from "vitest";
+import { LeanDynamoDBClient } from "../../../functions/adapters/dynamodb/lean-client.ts";
 import { freePort } from "../../../infra/local/services.ts";
 import type { LocalInfo, StackOptions } from "../../../infra/local/stack.ts";
 import { type SignOptions, signToken, type TokenClaims } from "../../../infra/local/tokens.ts";
@@ -68,6 +69,19 @@ export function s3Client(): S3Client {
 export function dynamoDbClient(): DynamoDBClient {
   const info = getStack();
   return new DynamoDBClient({
+    endpoint: info.dynamodbEndpoint,
+    region: info.region,
+    credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
+  });
+}
+
+/**
+ * The functions' DynamoDB client (item calls as signed requests) for the stack's DynamoDB Local: what
+ * the repositories are given in the functions.
+ */
+export function itemClient(): LeanDynamoDBClient {
+  const info = getStack();
+  return new LeanDynamoDBClient({
     endpoint: info.dynamodbEndpoint,
     region: info.region,
     credentials: { accessKeyId: info.accessKeyId, secretAccessKey: info.secretAccessKey },
