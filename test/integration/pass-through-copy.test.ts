@@ -7,20 +7,15 @@ import {
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { beforeAll, describe, expect, it } from "vitest";
-import { DynamoImageRepository } from "../../functions/adapters/dynamodb/image-repository.ts";
-import { DynamoQuotaStore } from "../../functions/adapters/dynamodb/quota-store.ts";
 import { copyObject, copyParts } from "../../functions/adapters/s3/copy.ts";
 import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
 import { imageKey, stagingKey } from "../../functions/core/image/image.ts";
-import { createImageService } from "../../functions/core/images.ts";
-import { createImporter } from "../../functions/core/import/import-uploaded-image.ts";
 import {
   type CopyOptions,
   type Logger,
   ObjectChangedError,
   type WriteOptions,
 } from "../../functions/core/ports.ts";
-import { UNLIMITED } from "../../functions/core/quota.ts";
 import { MIB } from "../../functions/core/uploads/plan.ts";
 import { directImport } from "./setup/direct-import.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
