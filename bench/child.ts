@@ -1,9 +1,11 @@
 import { spawn } from "node:child_process";
+import { appendFileSync } from "node:fs";
 
 /**
  * Runs a bench child process that prints its report as JSON on its last line of stdout, and gives that
  * report with the process's wall time. A non-zero exit, or no JSON on the last line, rejects with the
- * tail of the child's stderr (`label` names it in the message).
+ * tail of the child's stderr (`label` names it in the message). With BENCH_CHILD_LOG=<file>, every
+ * child's stderr (the importer's log lines) is appended to that file as well.
  */
 export function runJsonChild<T>(
   command: string,
@@ -21,6 +23,7 @@ export function runJsonChild<T>(
     });
     p.stderr.setEncoding("utf8").on("data", (d: string) => {
       err = (err + d).slice(-8000);
+      if (process.env.BENCH_CHILD_LOG) appendFileSync(process.env.BENCH_CHILD_LOG, d);
     });
     p.on("error", reject);
     p.on("close", (code) => {

@@ -39,10 +39,13 @@ import { createInProcessHangar as createHangar } from "../infra/local/in-process
 /** Parts in flight in S3ObjectStore.write (its default, not configurable through Config). */
 const QUEUE_SIZE = 4;
 
-// The importer's log lines go to stderr, so stdout carries only the report.
+// The importer's log lines go to stderr, so stdout carries only the report; `t` is milliseconds since
+// the process started (BENCH_CHILD_LOG keeps them).
 const log: Logger = {
   info: (message, fields) =>
-    process.stderr.write(`${JSON.stringify({ level: "info", message, ...fields })}\n`),
+    process.stderr.write(
+      `${JSON.stringify({ t: Math.round(performance.now()), level: "info", message, ...fields })}\n`,
+    ),
   warn: (message, fields) =>
     process.stderr.write(`${JSON.stringify({ level: "warn", message, ...fields })}\n`),
   error: (message, fields) =>

@@ -132,7 +132,7 @@ export interface ObjectStore {
     body: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
     options?: WriteOptions,
-  ): Promise<{ size: number }>;
+  ): Promise<Written>;
   /**
    * Copies the object at `from` to `to` inside storage: no byte passes through the caller (one copy
    * request up to 5 GiB, a multipart copy of ranges above). With `ifMatch`, the copy fails with
@@ -212,6 +212,28 @@ export interface WriteOptions {
    * unchanged until the promise returned settles; a rejection fails the write.
    */
   tap?: (bytes: Uint8Array) => Promise<void> | undefined;
+  /**
+   * An object in the same store whose bytes the body repeats in places: `offsetOf` says where a chunk
+   * of the body is found verbatim in it (the converter's `storedAt`). A part made only of such bytes,
+   * in one run, may be copied inside storage from that object instead of sent; the tap still sees its
+   * bytes, and a copy that storage refuses (the object changed) is replaced by the bytes sent.
+   */
+  copyFrom?: CopyFrom;
+}
+
+/** What a write stored: its size and, when the store tells, the bytes it copied inside itself rather than received. */
+export interface Written {
+  size: number;
+  copied?: number;
+}
+
+/** Where a written body's verbatim runs can be copied from (see `WriteOptions.copyFrom`). */
+export interface CopyFrom {
+  key: string;
+  /** The version read; without one, `etag` must still be the object's for a copy to be made. */
+  versionId?: string | undefined;
+  etag?: string | undefined;
+  offsetOf: (chunk: Uint8Array) => number | undefined;
 }
 
 export interface Clock {

@@ -24,6 +24,7 @@ import type {
   PresignedRequest,
   ReadOptions,
   WriteOptions,
+  Written,
 } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIB } from "../../core/uploads/plan.ts";
 import { asChanged, copyObject } from "./copy.ts";
@@ -348,7 +349,7 @@ export class S3ObjectStore implements ObjectStore {
     body: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
     options: WriteOptions = {},
-  ): Promise<{ size: number }> {
+  ): Promise<Written> {
     const partSize = storedImagePartSize(options.sizeHint, this.options.partSize);
     // A hinted body keeps its part size while it stays within the hint, then grows its parts fast; an
     // unhinted one grows them slowly from the start (both reach S3's limits within 10,000 parts).
@@ -366,6 +367,7 @@ export class S3ObjectStore implements ObjectStore {
       ...(signal ? { signal } : {}),
       ...(options.tap ? { tap: options.tap } : {}),
       ...(this.zeros ? { zeros: this.zeros } : {}),
+      ...(options.copyFrom ? { copyFrom: options.copyFrom } : {}),
     });
   }
 

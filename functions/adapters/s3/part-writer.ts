@@ -10,7 +10,9 @@ import {
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
 import { isZeros } from "../../core/convert/zeros.ts";
+import type { CopyFrom } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
+import { copySource } from "./copy.ts";
 import type { ZeroSource } from "./zero-object.ts";
 
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
@@ -51,6 +53,25 @@ export interface WriteObjectOptions {
    * copied from one inside storage (UploadPartCopy) instead of sent. The tap still sees its bytes.
    */
   zeros?: ZeroSource;
+  /**
+   * An object in the same bucket that the body repeats in places (`CopyFrom.offsetOf`): a part of a
+   * multipart upload made only of one run of its bytes is copied from it inside storage (UploadPartCopy
+   * of that range, naming the version read or requiring its ETag) instead of sent. The part is still
+   * filled and tapped as any other, and a copy storage refuses is replaced by the part's bytes sent.
+   */
+  copyFrom?: CopyFrom;
+}
+
+/** What a write stored: its size, and how many of its bytes storage copied rather than received. */
+export interface Written {
+  size: number;
+  copied: number;
+}
+
+/** `x-amz-copy-source` for `from`, naming its version when it has one. */
+function copySourceOf(bucket: string, from: CopyFrom): string {
+  const base = copySource(bucket, from.key);
+  return from.versionId ? `${base}?versionId=${encodeURIComponent(from.versionId)}` : base;
 }
 
 /** Bytes of zeros in a SharedArrayBuffer, never written: what the tap sees of a part of zeros. */
@@ -81,10 +102,7 @@ function zeroEtag(length: number): string {
  * a buffer: storage copies it from an object of zeros, and the tap sees a shared buffer of zeros.
  * On failure the multipart upload is aborted: no part is left behind.
  */
-export async function writeObject(
-  body: AsyncIterable<Uint8Array>,
-  o: WriteObjectOptions,
-): Promise<{ size: number }> {
+export async function writeObject(body: AsyncIterable<Uint8Array>, o: WriteObjectOptions): Promise<Written> {
   if (!(o.partSize >= MIN_PART_SIZE)) throw new RangeError(`part size ${o.partSize} is below S3's 5 MiB`);
   const queueSize = Math.max(1, o.queueSize);
   const { client, bucket, key } = o;
@@ -102,6 +120,7 @@ export async function writeObject(
   let uploadId: string | undefined;
   let partNumber = 0;
   let size = 0;
+  let copied = 0;
 
   const fail = (error: unknown) => {
     failure ??= { error };
@@ -148,7 +167,47 @@ export async function writeObject(
   const sendZeroBytes = (number: number, length: number, id: string | undefined) =>
     uploadPart(number, zeroPart(length), id);
 
-  const send = (buf: Uint8Array, length: number): void => {
+  /** Set once a copy of a run was refused: the rest of the write sends its parts. */
+  let runCopyFailed = false;
+  const from = o.copyFrom?.versionId || o.copyFrom?.etag ? o.copyFrom : undefined;
+
+  /**
+   * Copies part `number` from `from`'s bytes at `offset` (which `bytes` repeat); its ETag. A copy storage
+   * refuses (the object was replaced, or the role may not read it) is replaced by `bytes` sent.
+   */
+  const copyRun = async (
+    source: CopyFrom,
+    offset: number,
+    number: number,
+    bytes: Uint8Array,
+    id?: string,
+  ) => {
+    try {
+      const out = await client.send(
+        new UploadPartCopyCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId: id,
+          PartNumber: number,
+          CopySource: copySourceOf(bucket, source),
+          CopySourceRange: `bytes=${offset}-${offset + bytes.byteLength - 1}`,
+          ...(source.versionId ? {} : { CopySourceIfMatch: source.etag }),
+        }),
+        { abortSignal: signal },
+      );
+      const etag = out.CopyPartResult?.ETag;
+      if (!etag) throw new Error("UploadPartCopy answered without an ETag");
+      copied += bytes.byteLength;
+      return etag;
+    } catch {
+      check();
+      runCopyFailed = true;
+      return uploadPart(number, bytes, id);
+    }
+  };
+
+  /** Sends the part in `buf` (or copies it from `from` at `offset`, when it is a run stored there). */
+  const send = (buf: Uint8Array, length: number, offset: number | undefined): void => {
     const number = ++partNumber;
     const bytes = buf.subarray(0, length);
     let tapped: Promise<void> | undefined;
@@ -158,7 +217,11 @@ export async function writeObject(
       fail(err);
       return;
     }
-    const sent = uploadPart(number, bytes, uploadId).then((etag) => {
+    const stored =
+      from && offset !== undefined && !runCopyFailed
+        ? copyRun(from, offset, number, bytes, uploadId)
+        : uploadPart(number, bytes, uploadId);
+    const sent = stored.then((etag) => {
       parts.push({ PartNumber: number, ETag: etag });
     });
     const done: Promise<void> = Promise.all([sent, tapped])
@@ -196,7 +259,10 @@ export async function writeObject(
           { abortSignal: signal },
         );
         const etag = out.CopyPartResult?.ETag;
-        if (etag?.replaceAll('"', "") === zeroEtag(length)) return etag;
+        if (etag?.replaceAll('"', "") === zeroEtag(length)) {
+          copied += length;
+          return etag;
+        }
         // The copy is not the md5 of zeros: the object of zeros holds something else (written by someone
         // who could), or storage's ETags are not md5s (SSE-KMS). The part's zeros are sent instead,
         // replacing the copy, and so are this write's next parts of zeros.
@@ -244,15 +310,29 @@ export async function writeObject(
   let current: Uint8Array | undefined;
   let fill = 0;
   let partLength = 0;
+  // Where the part being filled is stored in `from`'s object, while its bytes are one run there.
+  let partOffset: number | undefined;
   // Size of the part being filled: that of part partNumber + 1.
   const nextSize = () => partSizeAt(partNumber + 1, o.partSize, o.growAfter, o.growEvery);
   const zeros = o.zeros;
   /** Sends the part filled so far, as a copy of zeros or from its buffer. */
   const flush = async () => {
-    if (current) send(current, fill);
+    if (current) send(current, fill, partOffset);
     else if (zeros) await sendZeros(zeros, fill);
     current = undefined;
     fill = 0;
+  };
+  /**
+   * Before bytes stored at `offset` in `from`'s object (if known) join the part being filled: sizes a
+   * new part, or forgets the part's run once they do not continue it.
+   */
+  const place = (offset: number | undefined) => {
+    if (fill === 0) {
+      partLength = nextSize();
+      partOffset = offset;
+    } else if (partOffset !== undefined && offset !== partOffset + fill) {
+      partOffset = undefined;
+    }
   };
   /** Adds `piece` to the part being filled: copied into its buffer, or only counted while it is zeros. */
   const add = async (piece: Uint8Array) => {
@@ -270,6 +350,7 @@ export async function writeObject(
   };
   try {
     for await (const chunk of body) {
+      const base = from?.offsetOf(chunk);
       for (let at = 0; at < chunk.byteLength; ) {
         if (fill > 0 && fill === partLength) {
           // A full part and more bytes behind it: the body is multipart.
@@ -283,7 +364,7 @@ export async function writeObject(
           check();
           await flush();
         }
-        if (fill === 0) partLength = nextSize();
+        place(base === undefined ? undefined : base + at);
         const n = Math.min(chunk.byteLength - at, partLength - fill);
         await add(chunk.subarray(at, at + n));
         at += n;
@@ -306,7 +387,7 @@ export async function writeObject(
         }),
         { abortSignal: signal },
       );
-      return { size };
+      return { size, copied };
     }
     // The last part, which may be smaller than 5 MiB, copied or sent.
     if (fill > 0) await flush();
@@ -322,7 +403,7 @@ export async function writeObject(
       }),
       { abortSignal: signal },
     );
-    return { size };
+    return { size, copied };
   } catch (err) {
     fail(err);
     await Promise.allSettled(inflight);

@@ -34,10 +34,11 @@ export const DEFAULT_READ_AHEAD = 3;
 /** 64 qcow2 clusters of 64 KiB, or two of 2 MiB. */
 export const DEFAULT_DECODE_AHEAD = 4 << 20;
 
-/** Guest bytes: `bytes` is absent for zeros. */
+/** Guest bytes: `bytes` is absent for zeros; `host` is where stored data sits verbatim in the source. */
 export interface Piece {
   readonly length: number;
   readonly bytes?: Uint8Array;
+  readonly host?: number;
 }
 
 interface Group {
@@ -304,7 +305,7 @@ export async function* pieces(
       const from = e.host - group.hostStart;
       yielded += e.length;
       if (e.kind === "data") {
-        yield { length: e.length, bytes: window.subarray(from, from + e.length) };
+        yield { length: e.length, bytes: window.subarray(from, from + e.length), host: e.host };
         continue;
       }
       startDecodes(i);

@@ -11,6 +11,7 @@ import {
 import { checkVirtualSize, openDiskMap } from "./open.ts";
 import type { ConvertSource, RangeReader, SourceFormat } from "./ports.ts";
 import { openSource } from "./source.ts";
+import { markStored } from "./stored.ts";
 import { zeroBuffer } from "./zeros.ts";
 
 /** Options shared by the converters. */
@@ -71,7 +72,8 @@ export function planOptions(opts: ConvertOptions, forwardOnly: boolean): PlanOpt
  * Re-chunks pieces into chunks of `[chunkSize / 2, chunkSize]` bytes (the last may be shorter).
  * Large pieces are passed on as views without copying, and runs of zeros as views of one shared zero
  * buffer (a `zeroBuffer`, which a consumer tells by its buffer without reading it): chunks are read-only and may be views into a larger buffer (copy one before writing to it
- * or transferring its ArrayBuffer).
+ * or transferring its ArrayBuffer). A chunk whose bytes are one run stored verbatim in the source is
+ * marked with its offset there (`storedAt`).
  */
 export async function* rechunk(
   source: AsyncIterable<Piece>,
@@ -81,19 +83,18 @@ export async function* rechunk(
 ): AsyncGenerator<Uint8Array> {
   const half = Math.max(1, chunkSize >> 1);
   let zeros: Uint8Array | undefined;
-  let acc: Uint8Array | undefined;
-  // A reused accumulator holds the last chunk's bytes: zeros must then be written, not skipped.
-  let accDirty = false;
-  let fill = 0;
+  const acc = new Accumulator(chunkSize, recycle);
   for await (const piece of source) {
     let done = 0;
     while (done < piece.length) {
       signal?.throwIfAborted();
       const left = piece.length - done;
-      if (fill === 0 && left >= half) {
+      if (acc.fill === 0 && left >= half) {
         const n = Math.min(left, chunkSize);
         if (piece.bytes) {
-          yield piece.bytes.subarray(done, done + n);
+          const view = piece.bytes.subarray(done, done + n);
+          markStored(view, piece.host === undefined ? undefined : piece.host + done);
+          yield view;
         } else {
           zeros ??= zeroBuffer(chunkSize);
           yield zeros.subarray(0, n);
@@ -101,22 +102,55 @@ export async function* rechunk(
         done += n;
         continue;
       }
-      acc ??= new Uint8Array(chunkSize);
-      const n = Math.min(left, chunkSize - fill);
-      // A fresh accumulator is already zero-filled: zeros only move the fill mark.
-      if (piece.bytes) acc.set(piece.bytes.subarray(done, done + n), fill);
-      else if (accDirty) acc.fill(0, fill, fill + n);
-      fill += n;
-      done += n;
-      if (fill === chunkSize) {
-        yield acc;
-        if (recycle) accDirty = true;
-        else acc = undefined;
-        fill = 0;
-      }
+      done += acc.add(piece, done);
+      if (acc.full()) yield acc.take();
     }
   }
-  if (acc && fill > 0) yield acc.subarray(0, fill);
+  if (acc.fill > 0) yield acc.take();
+}
+
+/** The chunk `rechunk` fills from pieces too small to pass on as they are. */
+class Accumulator {
+  fill = 0;
+  private bytes: Uint8Array | undefined;
+  // A reused buffer holds the last chunk's bytes: zeros must then be written, not skipped.
+  private dirty = false;
+  // Where the bytes so far are stored in the source, while they are one stored run.
+  private host: number | undefined;
+
+  constructor(
+    private readonly size: number,
+    private readonly recycle: boolean,
+  ) {}
+
+  /** Adds the bytes of `piece` from `done` on that fit; how many. */
+  add(piece: Piece, done: number): number {
+    this.bytes ??= new Uint8Array(this.size);
+    const host = piece.host === undefined ? undefined : piece.host + done;
+    if (this.fill === 0) this.host = host;
+    else if (this.host !== undefined && host !== this.host + this.fill) this.host = undefined;
+    const n = Math.min(piece.length - done, this.size - this.fill);
+    // A fresh buffer is already zero-filled: zeros only move the fill mark.
+    if (piece.bytes) this.bytes.set(piece.bytes.subarray(done, done + n), this.fill);
+    else if (this.dirty) this.bytes.fill(0, this.fill, this.fill + n);
+    this.fill += n;
+    return n;
+  }
+
+  full(): boolean {
+    return this.fill === this.size;
+  }
+
+  /** The chunk filled so far, marked when it is one stored run; the next starts empty. */
+  take(): Uint8Array {
+    const bytes = this.bytes as Uint8Array;
+    const chunk = this.fill === this.size ? bytes : bytes.subarray(0, this.fill);
+    markStored(chunk, this.host);
+    if (this.recycle) this.dirty = true;
+    else this.bytes = undefined;
+    this.fill = 0;
+    return chunk;
+  }
 }
 
 /** The guest bytes of `map`, read through `data`, in chunks as `opts` asks. */

@@ -318,6 +318,7 @@ export function createImporter(deps: ImporterDeps) {
       storedFormat: result.storedFormat,
       virtualSize: result.inspection.virtualSize,
       spooled: result.spooled,
+      bytesCopied: result.storedCopied,
       checks: result.inspection.checks.map((c) => c.name),
     });
     return images.transition(

@@ -18,6 +18,8 @@ export interface PipelineResult {
   storedFormat: string;
   converted: boolean;
   storedSize: number;
+  /** Bytes of the stored data that storage copied inside itself (zeros, runs of the upload) rather than received. */
+  storedCopied: number;
   /** Digests of the stored bytes (md5, os_hash_algo). */
   stored: DigestValues;
   /** The gzip-wrapped image was not stored in order: unwrapped into the spool object first. */
@@ -115,6 +117,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineResult>
           ...checked,
           storedFormat,
           storedSize: written.size,
+          storedCopied: written.copied ?? 0,
           converted: transformed,
           spooled,
         };

@@ -4,13 +4,13 @@
  * versions), or says which plan comes next: the plan of the spool once it is written, or the
  * fallback of a forward-only plan whose image needs ranged reads.
  */
-import { convertToQcow2, convertToRaw, gunzipSource, NeedsRangedReads } from "../convert/index.ts";
+import { convertToQcow2, convertToRaw, gunzipSource, NeedsRangedReads, storedAt } from "../convert/index.ts";
 import type { ConvertSource, SourceFormat } from "../convert/ports.ts";
 import { ImportRejectedError } from "../errors.ts";
 import { type DetectionResult, detectFormat } from "../formats/index.ts";
 import type { RangeReader } from "../formats/types.ts";
 import type { StoredObject } from "../image/image.ts";
-import type { ObjectStore } from "../ports.ts";
+import type { CopyFrom, ObjectStore, Written } from "../ports.ts";
 import { fallbackFor, type ImportPlan, type ImportPolicy, planImport, type TargetFormat } from "./plan.ts";
 import type { UploadRead } from "./upload-read.ts";
 
@@ -52,7 +52,7 @@ export interface Step {
 
 export type Outcome =
   /** Stored; `kept`: the stored data is the upload itself, that version of it, not a new object. */
-  | { written: { size: number }; storedFormat: string; kept?: StoredObject }
+  | { written: Written; storedFormat: string; kept?: StoredObject }
   /** Go on with `next`; `readAgain`: its read of the upload starts from the beginning again. */
   | { next: Step; readAgain: boolean };
 
@@ -154,7 +154,12 @@ async function passThrough(
   return { written, storedFormat: format };
 }
 
-/** Converted from the upload (ranged reads beside the shared one) or from the spool (ranged reads only). */
+/**
+ * Converted from the upload (ranged reads beside the shared one) or from the spool (ranged reads only).
+ * To raw from the upload, the output's runs that are the upload's bytes verbatim (a qcow2's clusters
+ * stored back to back) are copied by storage from the version read, not sent: the function reads the
+ * upload once and sends only what it had to make.
+ */
 async function convert(
   ctx: ImportContext,
   object: SourceObject,
@@ -166,7 +171,11 @@ async function convert(
   const source: ConvertSource = object.isUpload
     ? { range, sequential: read.read, size: object.size }
     : { range };
-  return { written: await convertInto(ctx, from, to, source, read), storedFormat: to };
+  const copyFrom: CopyFrom | undefined =
+    object.isUpload && to === "raw"
+      ? { key: object.key, versionId: object.versionId, etag: ctx.uploadEtag, offsetOf: storedAt }
+      : undefined;
+  return { written: await convertInto(ctx, from, to, source, read, copyFrom), storedFormat: to };
 }
 
 /**
@@ -243,7 +252,8 @@ async function convertInto(
   to: TargetFormat,
   source: ConvertSource,
   read: UploadRead,
-): Promise<{ size: number }> {
+  copyFrom?: CopyFrom,
+): Promise<Written> {
   const { signal } = ctx;
   let virtualSize: number | undefined;
   const options = {
@@ -267,6 +277,7 @@ async function convertInto(
   return ctx.objects.write(ctx.outputKey, output, signal, {
     sizeHint: virtualSize ?? ctx.uploadSize,
     tap: read.tap,
+    ...(copyFrom ? { copyFrom } : {}),
   });
 }
 
