@@ -197,6 +197,9 @@ export function initEnv(name: string): Record<string, string> {
     HANGAR_BUCKET: "hangar-bench",
     HANGAR_S3_ENDPOINT: NOWHERE,
     HANGAR_DYNAMODB_ENDPOINT: NOWHERE,
+    // Every function has it in serverless.yml: lifecycle events are published to this bus.
+    HANGAR_EVENT_BUS: "hangar-bench",
+    POWERTOOLS_METRICS_NAMESPACE: "Hangar",
   };
   const jwt = { HANGAR_JWT_ISSUER: "https://issuer.invalid/", HANGAR_JWT_JWKS_URL: `${NOWHERE}/jwks.json` };
   const webDownload = {
