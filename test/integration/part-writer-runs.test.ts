@@ -10,7 +10,8 @@ import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
 import { ZeroObjects } from "../../functions/adapters/s3/zero-object.ts";
 import { convertToRaw, storedAt } from "../../functions/core/convert/index.ts";
 import type { CopyFrom } from "../../functions/core/ports.ts";
-import { api, getStack, s3Client, stackLog, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
+import { importedAsRaw } from "./setup/disk.ts";
+import { getStack, s3Client, stackLog } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
 const PART = 8 * MiB;
@@ -160,27 +161,7 @@ describe("runs of the upload's bytes in a converted image are copied inside stor
 
   it("a qcow2 imported through the API ends active with qemu-img's bytes, its runs copied from the upload", async () => {
     const { qcow2, raw } = makeQcow2();
-    const bytes = readFileSync(qcow2);
-    const res = await api(
-      "/v2/images",
-      {
-        method: "POST",
-        body: JSON.stringify({ name: "runs", disk_format: "qcow2", container_format: "bare" }),
-      },
-      getStack().tokens.alice,
-    );
-    const { id } = await uploadThroughLink(res, bytes);
-    const image = await waitForStatus(id, "active", getStack().tokens.alice, 45_000);
-    expect(image).toMatchObject({
-      disk_format: "raw",
-      converted: true,
-      size: raw.length,
-      checksum: hex("md5", raw),
-      os_hash_value: hex("sha512", raw),
-    });
-    const file = join(dir, "imported.raw");
-    writeFileSync(file, await stored(`images/${id}`));
-    qemuImg("compare", "-f", "raw", "-F", "qcow2", file, qcow2);
+    const id = await importedAsRaw(qcow2, raw, dir, "runs");
     const inspected = (await stackLog()).find((l) => l.includes(id) && l.includes("bytesCopied"));
     expect(inspected, "the import's inspected line").toBeDefined();
     const copied = Number(/"bytesCopied":(\d+)/.exec(inspected ?? "")?.[1]);

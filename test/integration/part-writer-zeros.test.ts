@@ -17,7 +17,8 @@ import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
 import { ZeroObjects } from "../../functions/adapters/s3/zero-object.ts";
 import { convertToRaw } from "../../functions/core/convert/index.ts";
 import { zeroBuffer } from "../../functions/core/convert/zeros.ts";
-import { api, getStack, s3Client, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
+import { importedAsRaw } from "./setup/disk.ts";
+import { getStack, s3Client } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
 const hex = (algo: string, b: Uint8Array) => createHash(algo).update(b).digest("hex");
@@ -295,31 +296,11 @@ describe("a converted sparse image", () => {
 
   it("imported through the API ends active with qemu-img's bytes and digests", async () => {
     const { qcow2, raw } = makeSparseQcow2();
-    const bytes = readFileSync(qcow2);
     // Gone before the import: made by it. (A write that finds it gone meanwhile makes it again.)
     const zeroKey = `zeros/${8 * MiB}`;
     await s3Client().send(new DeleteObjectCommand({ Bucket: getStack().bucket, Key: zeroKey }));
     await expect(sizeOf(zeroKey)).rejects.toThrow();
-    const res = await api(
-      "/v2/images",
-      {
-        method: "POST",
-        body: JSON.stringify({ name: "sparse", disk_format: "qcow2", container_format: "bare" }),
-      },
-      getStack().tokens.alice,
-    );
-    const { id } = await uploadThroughLink(res, bytes);
-    const image = await waitForStatus(id, "active", getStack().tokens.alice, 45_000);
-    expect(image).toMatchObject({
-      disk_format: "raw",
-      converted: true,
-      size: raw.length,
-      checksum: hex("md5", raw),
-      os_hash_value: hex("sha512", raw),
-    });
-    const file = join(dir, "sparse-imported.raw");
-    writeFileSync(file, await stored(`images/${id}`));
-    qemuImg("compare", "-f", "raw", "-F", "qcow2", file, qcow2);
+    await importedAsRaw(qcow2, raw, dir, "sparse");
     // The store's parts of zeros were copied from its object of zeros, made on first need.
     expect(await sizeOf(zeroKey)).toBe(8 * MiB);
   });

@@ -167,6 +167,33 @@ export async function writeObject(body: AsyncIterable<Uint8Array>, o: WriteObjec
   const sendZeroBytes = (number: number, length: number, id: string | undefined) =>
     uploadPart(number, zeroPart(length), id);
 
+  /**
+   * Stores part `number` of upload `id` as `length` bytes at `first` of `source` (an
+   * `x-amz-copy-source`), copied inside storage; the ETag storage gave the part.
+   */
+  const copyPart = async (
+    number: number,
+    source: string,
+    first: number,
+    length: number,
+    id: string | undefined,
+    ifMatch?: string,
+  ) => {
+    const out = await client.send(
+      new UploadPartCopyCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: id,
+        PartNumber: number,
+        CopySource: source,
+        CopySourceRange: `bytes=${first}-${first + length - 1}`,
+        ...(ifMatch ? { CopySourceIfMatch: ifMatch } : {}),
+      }),
+      { abortSignal: signal },
+    );
+    return out.CopyPartResult?.ETag;
+  };
+
   /** Set once a copy of a run was refused: the rest of the write sends its parts. */
   let runCopyFailed = false;
   const from = o.copyFrom?.versionId || o.copyFrom?.etag ? o.copyFrom : undefined;
@@ -183,19 +210,15 @@ export async function writeObject(body: AsyncIterable<Uint8Array>, o: WriteObjec
     id?: string,
   ) => {
     try {
-      const out = await client.send(
-        new UploadPartCopyCommand({
-          Bucket: bucket,
-          Key: key,
-          UploadId: id,
-          PartNumber: number,
-          CopySource: copySourceOf(bucket, source),
-          CopySourceRange: `bytes=${offset}-${offset + bytes.byteLength - 1}`,
-          ...(source.versionId ? {} : { CopySourceIfMatch: source.etag }),
-        }),
-        { abortSignal: signal },
+      const ifMatch = source.versionId ? undefined : source.etag;
+      const etag = await copyPart(
+        number,
+        copySourceOf(bucket, source),
+        offset,
+        bytes.byteLength,
+        id,
+        ifMatch,
       );
-      const etag = out.CopyPartResult?.ETag;
       if (!etag) throw new Error("UploadPartCopy answered without an ETag");
       copied += bytes.byteLength;
       return etag;
@@ -247,18 +270,7 @@ export async function writeObject(body: AsyncIterable<Uint8Array>, o: WriteObjec
       const from = await made;
       check();
       try {
-        const out = await client.send(
-          new UploadPartCopyCommand({
-            Bucket: bucket,
-            Key: key,
-            UploadId: id,
-            PartNumber: number,
-            CopySource: `${bucket}/${from}`,
-            CopySourceRange: `bytes=0-${length - 1}`,
-          }),
-          { abortSignal: signal },
-        );
-        const etag = out.CopyPartResult?.ETag;
+        const etag = await copyPart(number, `${bucket}/${from}`, 0, length, id);
         if (etag?.replaceAll('"', "") === zeroEtag(length)) {
           copied += length;
           return etag;
