@@ -1,16 +1,17 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
 import { ZeroObjects } from "../../functions/adapters/s3/zero-object.ts";
 import { convertToRaw, storedAt } from "../../functions/core/convert/index.ts";
 import type { CopyFrom } from "../../functions/core/ports.ts";
+import { fileRange } from "../unit/convert/helpers.ts";
 import { importedAsRaw } from "./setup/disk.ts";
+import { countingClient, storedObject } from "./setup/objects.ts";
 import { getStack, s3Client, stackLog } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
@@ -41,26 +42,6 @@ function makeQcow2(): { qcow2: string; raw: Buffer } {
   return { qcow2, raw: readFileSync(reference) };
 }
 
-/** A client that counts the commands it sends, by name. */
-function countingClient(): { client: S3Client; sent: Map<string, number> } {
-  const client = s3Client();
-  const sent = new Map<string, number>();
-  client.middlewareStack.add(
-    (next, context) => (args) => {
-      const name = context.commandName ?? "?";
-      sent.set(name, (sent.get(name) ?? 0) + 1);
-      return next(args);
-    },
-    { step: "initialize", name: "countCommands" },
-  );
-  return { client, sent };
-}
-
-async function stored(key: string): Promise<Uint8Array> {
-  const out = await s3Client().send(new GetObjectCommand({ Bucket: getStack().bucket, Key: key }));
-  return (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-}
-
 /** Puts `bytes` at `key`; the version and ETag storage gave them. */
 async function put(key: string, bytes: Uint8Array): Promise<{ versionId?: string; etag?: string }> {
   const out = await s3Client().send(
@@ -75,16 +56,7 @@ async function put(key: string, bytes: Uint8Array): Promise<{ versionId?: string
  */
 async function convertInto(qcow2: string, key: string, from: CopyFrom | undefined) {
   const { client, sent } = countingClient();
-  const handle = await open(qcow2, "r");
-  const fileSize = (await handle.stat()).size;
-  const range = {
-    size: fileSize,
-    async read(offset: number, length: number) {
-      const buf = Buffer.alloc(length);
-      const { bytesRead } = await handle.read(buf, 0, length, offset);
-      return buf.subarray(0, bytesRead);
-    },
-  };
+  const range = await fileRange(qcow2);
   const md5 = createHash("md5");
   try {
     const written = await writeObject(convertToRaw("qcow2", { range }, { recycle: true }), {
@@ -102,7 +74,7 @@ async function convertInto(qcow2: string, key: string, from: CopyFrom | undefine
     });
     return { written, sent, tapped: md5.digest("hex") };
   } finally {
-    await handle.close();
+    await range.close();
   }
 }
 
@@ -119,7 +91,7 @@ describe("runs of the upload's bytes in a converted image are copied inside stor
       versionId: uploaded.versionId,
       offsetOf: storedAt,
     });
-    const out = await stored(`${base}/image`);
+    const out = await storedObject(`${base}/image`);
     expect(hex("md5", out)).toBe(hex("md5", raw));
     expect(tapped).toBe(hex("md5", raw));
     const file = join(dir, "stored.raw");
@@ -135,7 +107,7 @@ describe("runs of the upload's bytes in a converted image are copied inside stor
     const { qcow2, raw } = makeQcow2();
     const key = `test/part-writer-runs/${randomUUID()}/image`;
     const { written, sent } = await convertInto(qcow2, key, undefined);
-    expect(hex("md5", await stored(key))).toBe(hex("md5", raw));
+    expect(hex("md5", await storedObject(key))).toBe(hex("md5", raw));
     expect(sent.get("UploadPartCommand")).toBe(3);
     expect(written.copied).toBe(3 * PART);
   });
@@ -151,7 +123,7 @@ describe("runs of the upload's bytes in a converted image are copied inside stor
       etag: uploaded.etag,
       offsetOf: storedAt,
     });
-    const out = await stored(`${base}/image`);
+    const out = await storedObject(`${base}/image`);
     expect(hex("md5", out)).toBe(hex("md5", raw));
     expect(tapped).toBe(hex("md5", raw));
     // One copy of a run tried and refused; that part and every later one with data sent.

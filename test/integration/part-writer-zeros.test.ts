@@ -1,23 +1,22 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   DeleteObjectCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   PutObjectCommand,
-  type S3Client,
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
 import { ZeroObjects } from "../../functions/adapters/s3/zero-object.ts";
 import { convertToRaw } from "../../functions/core/convert/index.ts";
 import { zeroBuffer } from "../../functions/core/convert/zeros.ts";
+import { fileRange } from "../unit/convert/helpers.ts";
 import { importedAsRaw } from "./setup/disk.ts";
+import { countingClient, storedObject } from "./setup/objects.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
@@ -30,28 +29,8 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A client that counts the commands it sends, by name. */
-function countingClient(): { client: S3Client; sent: Map<string, number> } {
-  const client = s3Client();
-  const sent = new Map<string, number>();
-  client.middlewareStack.add(
-    (next, context) => (args) => {
-      const name = context.commandName ?? "?";
-      sent.set(name, (sent.get(name) ?? 0) + 1);
-      return next(args);
-    },
-    { step: "initialize", name: "countCommands" },
-  );
-  return { client, sent };
-}
-
 /** A prefix of its own for a test's objects of zeros, so that each test makes them afresh. */
 const zeroPrefix = () => `test/zeros/${randomUUID()}/`;
-
-async function stored(key: string): Promise<Uint8Array> {
-  const out = await s3Client().send(new GetObjectCommand({ Bucket: getStack().bucket, Key: key }));
-  return (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray();
-}
 
 async function pendingUploads(prefix: string): Promise<number> {
   const out = await s3Client().send(
@@ -129,7 +108,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     expect(size).toBe(all.length);
     expect(pieces).toEqual([5, 5, 5, 5, 5, 2].map((m) => m * MiB));
     expect(tapped).toBe(hex("sha256", all));
-    expect(hex("sha256", await stored(key))).toBe(hex("sha256", all));
+    expect(hex("sha256", await storedObject(key))).toBe(hex("sha256", all));
     expect(sent.get("UploadPartCommand")).toBe(2);
     expect(sent.get("UploadPartCopyCommand")).toBe(4);
     // The object of zeros was made once, by one PutObject of 8 MiB.
@@ -144,7 +123,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     await s3Client().send(new DeleteObjectCommand({ Bucket: getStack().bucket, Key: `${prefix}${8 * MiB}` }));
     const { size } = await writeZeros();
     expect(size).toBe(12 * MiB);
-    expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
+    expect(hex("sha256", await storedObject(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
     expect(sent.get("UploadPartCommand")).toBeUndefined();
     expect(sent.get("PutObjectCommand")).toBe(2);
   });
@@ -164,7 +143,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     sent.clear();
     const { size } = await writeZeros();
     expect(size).toBe(12 * MiB);
-    expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
+    expect(hex("sha256", await storedObject(key))).toBe(hex("sha256", new Uint8Array(12 * MiB)));
     // At most the parts in flight were copied before the first copy's ETag gave it away; each was sent again.
     const copied = sent.get("UploadPartCopyCommand") ?? 0;
     expect(copied).toBeGreaterThanOrEqual(1);
@@ -187,7 +166,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     expect(pieces).toEqual([5, 5, 10, 10, 20, 7].map((m) => m * MiB));
     const zeros = new Uint8Array(total);
     expect(tapped).toBe(hex("sha256", zeros));
-    expect(hex("sha256", await stored(key))).toBe(hex("sha256", zeros));
+    expect(hex("sha256", await storedObject(key))).toBe(hex("sha256", zeros));
     expect(sent.get("UploadPartCommand")).toBeUndefined();
     // 8 MiB sent once; 16 MiB made of two copies of it, 32 MiB of two of those; then the 6 parts.
     expect(sent.get("PutObjectCommand")).toBe(1);
@@ -202,7 +181,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
     const b = new ZeroObjects(s3Client(), getStack().bucket, prefix);
     const keys = await Promise.all([a.objectFor(20 * MiB), b.objectFor(20 * MiB), b.objectFor(6 * MiB)]);
     expect(keys).toEqual([`${prefix}${32 * MiB}`, `${prefix}${32 * MiB}`, `${prefix}${8 * MiB}`]);
-    const bytes = await stored(`${prefix}${32 * MiB}`);
+    const bytes = await storedObject(`${prefix}${32 * MiB}`);
     expect(bytes.length).toBe(32 * MiB);
     expect(hex("sha256", bytes)).toBe(hex("sha256", new Uint8Array(32 * MiB)));
     expect(await pendingUploads(prefix)).toBe(0);
@@ -217,7 +196,7 @@ describe("parts of zeros are copied inside storage, not sent", () => {
         queueSize: 2,
         zeros,
       });
-      expect(hex("sha256", await stored(key))).toBe(hex("sha256", new Uint8Array(21 * MiB)));
+      expect(hex("sha256", await storedObject(key))).toBe(hex("sha256", new Uint8Array(21 * MiB)));
     }
   });
 });
@@ -248,16 +227,7 @@ function zeroParts(bytes: Uint8Array, partSize: number): number {
 describe("a converted sparse image", () => {
   it("is stored byte for byte as qemu-img converts it, its zero parts copied", async () => {
     const { qcow2, raw } = makeSparseQcow2();
-    const handle = await open(qcow2, "r");
-    const fileSize = (await handle.stat()).size;
-    const range = {
-      size: fileSize,
-      async read(offset: number, length: number) {
-        const buf = Buffer.alloc(length);
-        const { bytesRead } = await handle.read(buf, 0, length, offset);
-        return buf.subarray(0, bytesRead);
-      },
-    };
+    const range = await fileRange(qcow2);
     const key = "test/part-writer-zeros/sparse";
     const md5 = createHash("md5");
     const sha512 = createHash("sha512");
@@ -277,9 +247,9 @@ describe("a converted sparse image", () => {
         },
       });
     } finally {
-      await handle.close();
+      await range.close();
     }
-    const out = await stored(key);
+    const out = await storedObject(key);
     const file = join(dir, "sparse-stored.raw");
     writeFileSync(file, out);
     // Exits 0 only when the guest contents are identical.

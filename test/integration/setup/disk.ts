@@ -2,9 +2,9 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { expect } from "vitest";
-import { api, getStack, s3Client, uploadThroughLink, waitForStatus } from "./stack.ts";
+import { storedObject } from "./objects.ts";
+import { api, getStack, uploadThroughLink, waitForStatus } from "./stack.ts";
 
 /** `disk` written to `dir` as disk.raw and converted by qemu-img to disk.qcow2; the qcow2's bytes. */
 export function qcow2Of(disk: Uint8Array, dir: string): Buffer {
@@ -47,12 +47,8 @@ export async function importedAsRaw(
     checksum: hex("md5"),
     os_hash_value: hex("sha512"),
   });
-  const out = await s3Client().send(new GetObjectCommand({ Bucket: getStack().bucket, Key: `images/${id}` }));
   const file = join(dir, `${id}.raw`);
-  writeFileSync(
-    file,
-    await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
-  );
+  writeFileSync(file, await storedObject(`images/${id}`));
   // Exits 0 only when the guest contents are identical.
   execFileSync("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", file, qcow2], { stdio: "ignore" });
   return id;
