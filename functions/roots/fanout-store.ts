@@ -1,6 +1,7 @@
 import { DynamoFanoutProgress } from "../adapters/dynamodb/fanout-progress.ts";
 import { S3FanoutStorage } from "../adapters/s3/fanout-storage.ts";
 import { createS3Client } from "../adapters/s3/object-store.ts";
+import { ZeroObjects } from "../adapters/s3/zero-object.ts";
 import type { FanoutFunctionConfig } from "../config.ts";
 import { stepError } from "../core/fanout/held.ts";
 import { createStore, type RootOptions } from "./store.ts";
@@ -8,9 +9,11 @@ import { createStore, type RootOptions } from "./store.ts";
 /** What the three fan-out functions share: the store, the multipart writes, the progress counters. */
 export function fanoutStore(config: FanoutFunctionConfig, options: RootOptions) {
   const store = createStore(config, options);
+  const s3 = createS3Client(config.region, config.s3Endpoint);
   return {
     store,
-    storage: new S3FanoutStorage(createS3Client(config.region, config.s3Endpoint), config.bucket),
+    // Parts of zeros a worker writes are copied from objects of zeros (zeros/<bytes>), made on first need.
+    storage: new S3FanoutStorage(s3, config.bucket, new ZeroObjects(s3, config.bucket)),
     progress: new DynamoFanoutProgress(store.dynamo, config.table),
   };
 }

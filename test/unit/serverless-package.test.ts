@@ -609,7 +609,7 @@ describe("image bucket", () => {
   });
 
   it("lets the writers of objects make and copy from the objects of zeros, which no rule expires", () => {
-    for (const role of ["ImporterRole", "WebDownloadRole"]) {
+    for (const role of ["ImporterRole", "WebDownloadRole", "FanoutWorkerRole"]) {
       for (const action of ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]) {
         expect(allowed(role, action, `${BUCKET_ARN}/zeros/*`), `${role} ${action}`).toBe(true);
       }

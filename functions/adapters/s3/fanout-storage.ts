@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import {
   GetObjectCommand,
@@ -8,16 +9,79 @@ import {
 import type { FanoutStorage, ListedPart } from "../../core/fanout/ports.ts";
 import { asChanged, copySource } from "./copy.ts";
 import { abortUpload, completeUpload, createUpload, listUploadParts } from "./multipart-calls.ts";
+import type { ZeroSource } from "./zero-object.ts";
+
+/** Zeros hashed in blocks of this size: the md5 of a part of zeros without a buffer of its size. */
+const ZERO_BLOCK = new Uint8Array(1024 * 1024);
+
+/** The ETag storage gives a part of `length` zeros (the md5 of its bytes), by length, computed once each. */
+const zeroEtags = new Map<number, string>();
+function zeroEtag(length: number): string {
+  let etag = zeroEtags.get(length);
+  if (!etag) {
+    const md5 = createHash("md5");
+    for (let left = length; left > 0; left -= ZERO_BLOCK.byteLength) {
+      md5.update(ZERO_BLOCK.subarray(0, Math.min(left, ZERO_BLOCK.byteLength)));
+    }
+    etag = md5.digest("hex");
+    zeroEtags.set(length, etag);
+  }
+  return etag;
+}
 
 /**
  * The stored image's multipart upload as the fan-out writes it: from several invocations, part by part
- * (S3 or MinIO). Reads of the upload are ranged GETs, conditional on its ETag.
+ * (S3 or MinIO). Reads of the upload are ranged GETs, conditional on its ETag. With `zeros`, parts of
+ * zeros are copied from objects of zeros in the same bucket (`zeros/<bytes>`, made on first need).
  */
 export class S3FanoutStorage implements FanoutStorage {
+  readonly copyZeros?: FanoutStorage["copyZeros"];
+
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
-  ) {}
+    zeros?: ZeroSource,
+  ) {
+    if (zeros)
+      this.copyZeros = (key, uploadId, n, length, signal) =>
+        this.zeroCopy(zeros, key, uploadId, n, length, signal);
+  }
+
+  /** UploadPartCopy of `length` zeros as part `partNumber`; whether its ETag is the md5 of those zeros. */
+  private async zeroCopy(
+    zeros: ZeroSource,
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      const made = zeros.objectFor(length);
+      const from = await made;
+      signal?.throwIfAborted();
+      try {
+        const out = await this.client.send(
+          new UploadPartCopyCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: partNumber,
+            CopySource: copySource(this.bucket, from),
+            CopySourceRange: `bytes=0-${length - 1}`,
+          }),
+          { abortSignal: signal },
+        );
+        // Not the md5 of zeros: the object of zeros holds something else (written by someone who could),
+        // or storage's ETags are not md5s (SSE-KMS). The caller sends the zeros, replacing the part.
+        return out.CopyPartResult?.ETag?.replaceAll('"', "") === zeroEtag(length);
+      } catch (err) {
+        // The object of zeros was deleted since it was made: made again, once.
+        if (attempt > 1 || !(err instanceof Error && err.name === "NoSuchKey")) throw err;
+        zeros.forget(length, made);
+      }
+    }
+  }
 
   create(key: string): Promise<string> {
     return createUpload(this.client, this.bucket, key);

@@ -33,6 +33,19 @@ export interface FanoutStorage {
     from: { key: string; first: number; last: number; ifMatch?: string | undefined },
     signal?: AbortSignal,
   ): Promise<void>;
+  /**
+   * Copies `length` bytes of zeros inside storage (from an object of zeros) as part `partNumber`; true
+   * once the part holds them. False when the copy is not zeros (its ETag is not the md5 of that many
+   * zeros: the object of zeros was overwritten, or storage's ETags are not md5s): the part must then be
+   * sent, replacing it. Storage that cannot copy zeros has no such method, and its parts of zeros are sent.
+   */
+  copyZeros?(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
   /** The parts uploaded so far; undefined when the upload does not exist (completed or aborted). */
   listParts(key: string, uploadId: string): Promise<ListedPart[] | undefined>;
   complete(key: string, uploadId: string, parts: readonly ListedPart[]): Promise<void>;

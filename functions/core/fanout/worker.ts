@@ -17,8 +17,12 @@ import {
   withHeartbeat,
 } from "./held.ts";
 import type { FanoutJob } from "./job.ts";
+import { writeParts } from "./parts.ts";
 import type { FanoutRange } from "./plan.ts";
 import type { FanoutProgressStore, FanoutStorage } from "./ports.ts";
+
+/** Part buffers an instance keeps between ranges. */
+const MAX_FREE_BUFFERS = 4;
 
 /** Yields exactly the raw bytes `[start, end)` of the image (core/convert's `convertRangeToRaw`). */
 export type RangeConverter = (
@@ -68,60 +72,65 @@ export function uploadReader(
 
 /**
  * The fan-out's worker (the `fanoutWorker` function): writes one range's parts of the stored image's
- * multipart upload. Converted ranges are read from the upload by ranged reads and converted to raw;
- * copied ones are copied by storage (UploadPartCopy). Every part is written whole under its planned
- * number, so a retried range writes the same parts again and replaces them. Counts the range in
- * `import_progress.ranges_done` once.
+ * multipart upload. Converted ranges are read from the upload by ranged reads and converted to raw,
+ * each part filled in one buffer the instance reuses; parts of zeros and parts that are one run of the
+ * upload's bytes are copied by storage (`writeParts`). Ranges of an upload stored as it is are copied by
+ * storage (UploadPartCopy). Every part is written whole under its planned number, so a retried range
+ * writes the same parts again and replaces them. Counts the range in `import_progress.ranges_done` once.
  */
 export function createFanoutWorker(deps: WorkerDeps) {
   const { images, storage } = deps;
 
-  async function convertParts(job: FanoutJob, input: ConvertInput, signal: AbortSignal): Promise<void> {
+  // Part buffers of this instance's ranges, kept for the next: one per range written at once (on Lambda,
+  // one range at a time; the local runtime runs a function's invocations in one process).
+  const free: Uint8Array[] = [];
+  const takeBuffer = (size: number): Uint8Array => {
+    const buf = free.pop();
+    return buf && buf.byteLength >= size ? buf : new Uint8Array(size);
+  };
+
+  async function convertParts(job: FanoutJob, input: ConvertInput, signal: AbortSignal): Promise<number> {
     const { range, uploadId } = input;
-    const key = imageKey(input.imageId);
-    const partSize = Math.ceil(range.length / (range.lastPart - range.firstPart + 1));
     const from = job.convert_from;
     if (!from) throw new Error("a converted fan-out needs the upload's format");
     const source: ConvertSource = { range: uploadReader(storage, job, signal) };
+    // Each chunk is copied into the part buffer (or only counted, or copied by storage) before the next
+    // is asked for: the converter may reuse its buffers.
     const out = (deps.convertRange ?? convertRangeToRaw)(
       from,
       source,
       { start: range.offset, end: range.offset + range.length },
-      { signal, maxVirtualSize: deps.maxVirtualSize },
+      { signal, maxVirtualSize: deps.maxVirtualSize, recycle: true },
     );
-    let part = range.firstPart;
-    let buffer = new Uint8Array(Math.min(job.part_size, range.length));
-    let fill = 0;
-    let written = 0;
-    const flush = async () => {
-      await storage.uploadPart(key, uploadId, part, buffer.subarray(0, fill), signal);
-      written += fill;
-      part++;
-      fill = 0;
-      buffer = new Uint8Array(Math.min(job.part_size, range.length - written));
-    };
-    for await (const chunk of out) {
-      signal.throwIfAborted();
-      let done = 0;
-      while (done < chunk.byteLength) {
-        if (written + fill >= range.length)
-          throw new Error(`range ${range.index} yielded more than ${range.length} bytes`);
-        const n = Math.min(chunk.byteLength - done, buffer.byteLength - fill);
-        buffer.set(chunk.subarray(done, done + n), fill);
-        fill += n;
-        done += n;
-        if (fill === buffer.byteLength && buffer.byteLength > 0) await flush();
-      }
-    }
-    if (fill > 0) await flush();
-    if (written !== range.length || part !== range.lastPart + 1) {
-      throw new Error(
-        `range ${range.index} gave ${written} of its ${range.length} bytes (parts up to ${part - 1} of ${range.lastPart}; part size ${partSize})`,
+    const buffer = takeBuffer(Math.min(job.part_size, range.length));
+    try {
+      const written = await writeParts(
+        out,
+        { ...range, name: `range ${range.index}`, partSize: job.part_size },
+        {
+          storage,
+          key: imageKey(input.imageId),
+          uploadId,
+          upload: { key: job.upload_key, etag: job.upload_etag ?? undefined },
+          signal,
+          onRefused: (kind, err) => {
+            deps.log.warn("fan-out copy refused, parts sent instead", {
+              imageId: input.imageId,
+              range: range.index,
+              kind,
+              error: err instanceof Error ? err.name : String(err),
+            });
+          },
+        },
+        buffer,
       );
+      return written.copied;
+    } finally {
+      if (free.length < MAX_FREE_BUFFERS) free.push(buffer);
     }
   }
 
-  async function copyParts(job: FanoutJob, input: ConvertInput, signal: AbortSignal): Promise<void> {
+  async function copyParts(job: FanoutJob, input: ConvertInput, signal: AbortSignal): Promise<number> {
     const { range, uploadId } = input;
     const key = imageKey(input.imageId);
     for (let part = range.firstPart; part <= range.lastPart; part++) {
@@ -136,6 +145,7 @@ export function createFanoutWorker(deps: WorkerDeps) {
         signal,
       );
     }
+    return input.range.length;
   }
 
   return {
@@ -146,7 +156,7 @@ export function createFanoutWorker(deps: WorkerDeps) {
       }
       await renew(deps, input);
       const started = Date.now();
-      await withHeartbeat(deps, input, (signal) =>
+      const copied = await withHeartbeat(deps, input, (signal) =>
         job.mode === "copy" ? copyParts(job, input, signal) : convertParts(job, input, signal),
       );
       const now = deps.clock.now();
@@ -165,6 +175,7 @@ export function createFanoutWorker(deps: WorkerDeps) {
         bytes: input.range.length,
         parts: input.range.lastPart - input.range.firstPart + 1,
         mode: job.mode,
+        copied,
         ms: Date.now() - started,
       });
     },
