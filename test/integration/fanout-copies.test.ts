@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3FanoutStorage } from "../../functions/adapters/s3/fanout-storage.ts";
 import { ZeroObjects } from "../../functions/adapters/s3/zero-object.ts";
@@ -13,6 +13,7 @@ import type { FanoutStorage } from "../../functions/core/fanout/ports.ts";
 import { uploadReader } from "../../functions/core/fanout/worker.ts";
 import { ObjectChangedError } from "../../functions/core/ports.ts";
 import { TEST_FANOUT_ENV } from "./setup/fanout-env.ts";
+import { countingClient, storedObject } from "./setup/objects.ts";
 import { api, getStack, s3Client, stackLog, uploadThroughLink, waitForStatus } from "./setup/stack.ts";
 
 // A converted fan-out's parts of zeros and parts that are one run of the upload's bytes are copied by
@@ -43,38 +44,16 @@ function makeQcow2(size: number, data: [number, number][]): string {
   return qcow2;
 }
 
-async function stored(key: string): Promise<Buffer> {
-  const out = await s3Client().send(new GetObjectCommand({ Bucket: getStack().bucket, Key: key }));
-  return Buffer.from(
-    await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray(),
-  );
-}
-
 /** Whether the raw bytes stored at `key` are qemu-img's conversion of `qcow2` (qemu-img compare exits 0). */
 async function matchesQemu(key: string, qcow2: string): Promise<boolean> {
   const file = join(dir, `${randomUUID()}.stored`);
-  writeFileSync(file, await stored(key));
+  writeFileSync(file, await storedObject(key));
   try {
     qemuImg("compare", "-f", "raw", "-F", "qcow2", file, qcow2);
     return true;
   } catch {
     return false;
   }
-}
-
-/** A client that counts the commands it sends, by name. */
-function countingClient(): { client: S3Client; sent: Map<string, number> } {
-  const client = s3Client();
-  const sent = new Map<string, number>();
-  client.middlewareStack.add(
-    (next, context) => (args) => {
-      const name = context.commandName ?? "?";
-      sent.set(name, (sent.get(name) ?? 0) + 1);
-      return next(args);
-    },
-    { step: "initialize", name: "countCommands" },
-  );
-  return { client, sent };
 }
 
 describe("a fanned-out qcow2 through the stack", () => {

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import {
   GetObjectCommand,
@@ -9,25 +8,7 @@ import {
 import type { FanoutStorage, ListedPart } from "../../core/fanout/ports.ts";
 import { asChanged, copySource } from "./copy.ts";
 import { abortUpload, completeUpload, createUpload, listUploadParts } from "./multipart-calls.ts";
-import type { ZeroSource } from "./zero-object.ts";
-
-/** Zeros hashed in blocks of this size: the md5 of a part of zeros without a buffer of its size. */
-const ZERO_BLOCK = new Uint8Array(1024 * 1024);
-
-/** The ETag storage gives a part of `length` zeros (the md5 of its bytes), by length, computed once each. */
-const zeroEtags = new Map<number, string>();
-function zeroEtag(length: number): string {
-  let etag = zeroEtags.get(length);
-  if (!etag) {
-    const md5 = createHash("md5");
-    for (let left = length; left > 0; left -= ZERO_BLOCK.byteLength) {
-      md5.update(ZERO_BLOCK.subarray(0, Math.min(left, ZERO_BLOCK.byteLength)));
-    }
-    etag = md5.digest("hex");
-    zeroEtags.set(length, etag);
-  }
-  return etag;
-}
+import { type ZeroSource, zeroEtag } from "./zero-object.ts";
 
 /**
  * The stored image's multipart upload as the fan-out writes it: from several invocations, part by part

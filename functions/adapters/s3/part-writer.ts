@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import {
   AbortMultipartUploadCommand,
   type CompletedPart,
@@ -13,7 +12,7 @@ import { isZeros } from "../../core/convert/zeros.ts";
 import type { CopyFrom } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
 import { copySource } from "./copy.ts";
-import type { ZeroSource } from "./zero-object.ts";
+import { type ZeroSource, zeroEtag } from "./zero-object.ts";
 
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
 export const GROW_EVERY = 900;
@@ -79,17 +78,6 @@ let zeroParts: Uint8Array | undefined;
 function zeroPart(length: number): Uint8Array {
   if (!zeroParts || zeroParts.byteLength < length) zeroParts = new Uint8Array(new SharedArrayBuffer(length));
   return zeroParts.subarray(0, length);
-}
-
-/** The ETag storage gives a part of `length` zeros (the md5 of its bytes), by length, made once each. */
-const zeroEtags = new Map<number, string>();
-function zeroEtag(length: number): string {
-  let etag = zeroEtags.get(length);
-  if (!etag) {
-    etag = createHash("md5").update(zeroPart(length)).digest("hex");
-    zeroEtags.set(length, etag);
-  }
-  return etag;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -144,4 +145,23 @@ export class ZeroObjects implements ZeroSource {
       throw err;
     }
   }
+}
+
+/** Zeros hashed in blocks of 1 MiB: the md5 of a part of zeros without a buffer of its size. */
+let zeroBlock: Uint8Array | undefined;
+
+/** The ETag storage gives a part of `length` zeros (the md5 of its bytes), by length, computed once each. */
+const zeroEtags = new Map<number, string>();
+export function zeroEtag(length: number): string {
+  let etag = zeroEtags.get(length);
+  if (!etag) {
+    const md5 = createHash("md5");
+    zeroBlock ??= new Uint8Array(1024 * 1024);
+    for (let left = length; left > 0; left -= zeroBlock.byteLength) {
+      md5.update(zeroBlock.subarray(0, Math.min(left, zeroBlock.byteLength)));
+    }
+    etag = md5.digest("hex");
+    zeroEtags.set(length, etag);
+  }
+  return etag;
 }
