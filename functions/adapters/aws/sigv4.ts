@@ -97,6 +97,34 @@ export class SigV4Signer {
   }
 
   /**
+   * The query of a presigned S3 request, as the SDK's `S3RequestPresigner` gives it (`X-Amz-*` parameters
+   * with `X-Amz-Signature`, `X-Amz-Content-Sha256=UNSIGNED-PAYLOAD`, and `query`): `path` is signed as it
+   * is (S3 does not escape it again), and so is each of `headers` (names in lower case, `host` among them).
+   */
+  presign(
+    request: { method: string; path: string; headers: Record<string, string>; query: Record<string, string> },
+    credentials: SigningCredentials,
+    options: { expiresInSeconds: number; date?: Date | undefined },
+  ): Record<string, string> {
+    if (options.expiresInSeconds > MAX_PRESIGNED_SECONDS)
+      throw new RangeError("SigV4 presigned URLs must expire within a week");
+    const dates = amzDates(options.date ?? new Date());
+    const query: Record<string, string> = { ...request.query, "X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD" };
+    if (credentials.sessionToken) query["X-Amz-Security-Token"] = credentials.sessionToken;
+    query["X-Amz-Algorithm"] = "AWS4-HMAC-SHA256";
+    query["X-Amz-Credential"] = `${credentials.accessKeyId}/${this.scope(dates.short)}`;
+    query["X-Amz-Date"] = dates.long;
+    query["X-Amz-Expires"] = String(options.expiresInSeconds);
+    const names = Object.keys(request.headers).sort();
+    query["X-Amz-SignedHeaders"] = names.join(";");
+    let canonicalHeaders = "";
+    for (const name of names) canonicalHeaders += `${name}:${canonicalValue(request.headers[name] ?? "")}\n`;
+    const canonical = `${request.method}\n${request.path}\n${queryString(query)}\n${canonicalHeaders}\n${query["X-Amz-SignedHeaders"]}\nUNSIGNED-PAYLOAD`;
+    query["X-Amz-Signature"] = this.signature(credentials, dates, canonical);
+    return query;
+  }
+
+  /**
    * `headers` (names in lower case, `host` among them) with `x-amz-date`, `x-amz-security-token` (with a
    * session token), `x-amz-content-sha256` and `authorization` added, for a request of `method` to `path`
    * (no query string) with `body`.
@@ -126,6 +154,17 @@ export class SigV4Signer {
       `SignedHeaders=${signedHeaders}, Signature=${this.signature(credentials, dates, canonical)}`;
     return headers;
   }
+}
+
+/** The longest a presigned link may live: SigV4 refuses more than a week. */
+export const MAX_PRESIGNED_SECONDS = 7 * 24 * 3600;
+
+/** A query string as the SDK writes it (`buildQueryString`): keys in order, keys and values escaped. */
+export function queryString(query: Record<string, string>): string {
+  return Object.keys(query)
+    .sort()
+    .map((key) => `${escapeUri(key)}=${escapeUri(query[key] ?? "")}`)
+    .join("&");
 }
 
 /** A header value as SigV4 signs it: line breaks as spaces, runs of blanks as one, trimmed of one blank. */
