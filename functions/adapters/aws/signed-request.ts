@@ -48,6 +48,13 @@ function keptCredentials(provider: () => Promise<Credentials>): () => Promise<Cr
   };
 }
 
+/** A service's address as node:http's request options name it. */
+interface Target {
+  protocol: string;
+  hostname: string;
+  port?: number;
+}
+
 export interface SignedResponse {
   status: number;
   text: string;
@@ -64,6 +71,8 @@ export interface SignedResponse {
 export class SignedJsonClient {
   private readonly signer: SigV4Signer;
   private readonly credentials: () => Promise<Credentials>;
+  /** Where requests go, as node:http takes it: worked out once, not from a URL per request. */
+  private readonly target: Target & { host: string; basePath: string };
   readonly url: URL;
 
   constructor(
@@ -84,6 +93,15 @@ export class SignedJsonClient {
     this.credentials = fixed ? async () => fixed : keptCredentials(defaultProvider());
     this.signer = new SigV4Signer(options.service, options.region);
     this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));
+    const { protocol, hostname, port, host, pathname } = this.url;
+    this.target = {
+      host,
+      basePath: pathname.replace(/\/$/, ""),
+      protocol,
+      // An IPv6 address without its brackets, as node:http wants it.
+      hostname: hostname.startsWith("[") ? hostname.slice(1, -1) : hostname,
+      ...(port ? { port: Number(port) } : {}),
+    };
   }
 
   async post(
@@ -110,17 +128,23 @@ export class SignedJsonClient {
     body: string,
     ok: readonly number[],
   ): Promise<SignedResponse> {
-    const path = `${this.url.pathname.replace(/\/$/, "")}${relative}`;
+    const path = `${this.target.basePath}${relative}`;
     const signed = this.signer.sign(
       {
         method: "POST",
         path,
-        headers: { host: this.url.host, "content-length": String(Buffer.byteLength(body)), ...headers },
+        headers: { host: this.target.host, "content-length": String(Buffer.byteLength(body)), ...headers },
         body,
       },
       await this.credentials(),
     );
-    const response = await post(new URL(path, this.url), signed, body, this.options.timeoutMs);
+    const { protocol, hostname, port } = this.target;
+    const response = await post(
+      { protocol, hostname, ...(port !== undefined ? { port } : {}), path },
+      signed,
+      body,
+      this.options.timeoutMs,
+    );
     const { text } = response;
     if (ok.includes(response.status)) return { status: response.status, text };
     const type = response.errorType?.split(":")[0] || errorType(text);
@@ -143,14 +167,14 @@ export class SignedJsonClient {
  * were a few percent of the API function's CPU.
  */
 function post(
-  url: URL,
+  target: Target & { path: string },
   headers: Record<string, string>,
   body: string,
   timeoutMs: number,
 ): Promise<SignedResponse & { errorType: string | undefined }> {
   return new Promise((resolve, reject) => {
-    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-    const req = send(url, { method: "POST", headers }, (res) => {
+    const send = target.protocol === "https:" ? httpsRequest : httpRequest;
+    const req = send({ ...target, method: "POST", headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
       res.on("error", fail);
@@ -165,7 +189,12 @@ function post(
       });
     });
     const timer = setTimeout(
-      () => req.destroy(new RequestTimeoutError(`no answer from ${url.host} within ${timeoutMs} ms`)),
+      () =>
+        req.destroy(
+          new RequestTimeoutError(
+            `no answer from ${target.hostname}${target.port ? `:${target.port}` : ""} within ${timeoutMs} ms`,
+          ),
+        ),
       timeoutMs,
     );
     function fail(error: Error) {
