@@ -213,7 +213,10 @@ process.on("SIGTERM", () => {
       sweepIntervalMs: 0,
       redriveIntervalMs: 0,
       functionEnv: { api: functionEnv },
-      log: (line) => stackLog.push(line),
+      // Only the last lines are shown on a failure: the run's 30,000 or so are not kept.
+      log: (line) => {
+        if (stackLog.push(line) > 400) stackLog.splice(0, 200);
+      },
     });
     const info = stack.info;
     const project = "bench-api";

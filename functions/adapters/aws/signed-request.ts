@@ -1,36 +1,7 @@
-import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { defaultProvider } from "@aws-sdk/credential-provider-node";
-import { SignatureV4 } from "@smithy/signature-v4";
-
-type SourceData = string | ArrayBuffer | ArrayBufferView;
-const bytes = (data: SourceData): string | Uint8Array =>
-  typeof data === "string"
-    ? data
-    : ArrayBuffer.isView(data)
-      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-      : new Uint8Array(data);
-
-/** SHA-256 and HMAC-SHA-256 for the SigV4 signer, from node:crypto. */
-class Sha256 {
-  private hash: Hash | Hmac;
-  constructor(private readonly secret?: SourceData) {
-    this.hash = this.fresh();
-  }
-  private fresh(): Hash | Hmac {
-    return this.secret === undefined ? createHash("sha256") : createHmac("sha256", bytes(this.secret));
-  }
-  update(data: SourceData): void {
-    this.hash.update(bytes(data));
-  }
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.hash.digest());
-  }
-  reset(): void {
-    this.hash = this.fresh();
-  }
-}
+import { SigV4Signer } from "./sigv4.ts";
 
 /** A service's public endpoint in a region (AWS's China regions live under their own domain). */
 export const serviceEndpoint = (service: string, region: string) =>
@@ -77,6 +48,13 @@ function keptCredentials(provider: () => Promise<Credentials>): () => Promise<Cr
   };
 }
 
+/** A service's address as node:http's request options name it. */
+interface Target {
+  protocol: string;
+  hostname: string;
+  port?: number;
+}
+
 export interface SignedResponse {
   status: number;
   text: string;
@@ -91,7 +69,10 @@ export interface SignedResponse {
  * is an `AwsRequestError` naming the service's status and error type, with the body it sent.
  */
 export class SignedJsonClient {
-  private readonly signer: SignatureV4;
+  private readonly signer: SigV4Signer;
+  private readonly credentials: () => Promise<Credentials>;
+  /** Where requests go, as node:http takes it: worked out once, not from a URL per request. */
+  private readonly target: Target & { host: string; basePath: string };
   readonly url: URL;
 
   constructor(
@@ -108,13 +89,19 @@ export class SignedJsonClient {
     },
   ) {
     // The chain is resolved on first use and cached.
-    this.signer = new SignatureV4({
-      service: options.service,
-      region: options.region,
-      credentials: options.credentials ?? keptCredentials(defaultProvider()),
-      sha256: Sha256,
-    });
+    const fixed = options.credentials;
+    this.credentials = fixed ? async () => fixed : keptCredentials(defaultProvider());
+    this.signer = new SigV4Signer(options.service, options.region);
     this.url = new URL(options.endpoint ?? serviceEndpoint(options.service, options.region));
+    const { protocol, hostname, port, host, pathname } = this.url;
+    this.target = {
+      host,
+      basePath: pathname.replace(/\/$/, ""),
+      protocol,
+      // An IPv6 address without its brackets, as node:http wants it.
+      hostname: hostname.startsWith("[") ? hostname.slice(1, -1) : hostname,
+      ...(port ? { port: Number(port) } : {}),
+    };
   }
 
   async post(
@@ -141,18 +128,23 @@ export class SignedJsonClient {
     body: string,
     ok: readonly number[],
   ): Promise<SignedResponse> {
-    const path = `${this.url.pathname.replace(/\/$/, "")}${relative}`;
-    const signed = await this.signer.sign({
-      method: "POST",
-      protocol: this.url.protocol,
-      hostname: this.url.hostname,
-      ...(this.url.port ? { port: Number(this.url.port) } : {}),
-      path,
-      query: {},
-      headers: { host: this.url.host, "content-length": String(Buffer.byteLength(body)), ...headers },
+    const path = `${this.target.basePath}${relative}`;
+    const signed = this.signer.sign(
+      {
+        method: "POST",
+        path,
+        headers: { host: this.target.host, "content-length": String(Buffer.byteLength(body)), ...headers },
+        body,
+      },
+      await this.credentials(),
+    );
+    const { protocol, hostname, port } = this.target;
+    const response = await post(
+      { protocol, hostname, ...(port !== undefined ? { port } : {}), path },
+      signed,
       body,
-    });
-    const response = await post(new URL(path, this.url), signed.headers, body, this.options.timeoutMs);
+      this.options.timeoutMs,
+    );
     const { text } = response;
     if (ok.includes(response.status)) return { status: response.status, text };
     const type = response.errorType?.split(":")[0] || errorType(text);
@@ -175,14 +167,14 @@ export class SignedJsonClient {
  * were a few percent of the API function's CPU.
  */
 function post(
-  url: URL,
+  target: Target & { path: string },
   headers: Record<string, string>,
   body: string,
   timeoutMs: number,
 ): Promise<SignedResponse & { errorType: string | undefined }> {
   return new Promise((resolve, reject) => {
-    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-    const req = send(url, { method: "POST", headers }, (res) => {
+    const send = target.protocol === "https:" ? httpsRequest : httpRequest;
+    const req = send({ ...target, method: "POST", headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
       res.on("error", fail);
@@ -197,7 +189,12 @@ function post(
       });
     });
     const timer = setTimeout(
-      () => req.destroy(new RequestTimeoutError(`no answer from ${url.host} within ${timeoutMs} ms`)),
+      () =>
+        req.destroy(
+          new RequestTimeoutError(
+            `no answer from ${target.hostname}${target.port ? `:${target.port}` : ""} within ${timeoutMs} ms`,
+          ),
+        ),
       timeoutMs,
     );
     function fail(error: Error) {

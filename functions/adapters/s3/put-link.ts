@@ -3,6 +3,7 @@ import { formatUrl } from "@aws-sdk/core/util";
 import { S3RequestPresigner } from "@aws-sdk/s3-request-presigner";
 import { getEndpointFromInstructions } from "@smithy/core/endpoints";
 import { HttpRequest } from "@smithy/core/protocols";
+import { queryString, type SigningCredentials, SigV4Signer } from "../aws/sigv4.ts";
 
 /** Where a bucket's objects are addressed and how requests to them are signed, as the SDK resolves it. */
 interface BucketTarget {
@@ -11,7 +12,8 @@ interface BucketTarget {
   port: number | undefined;
   /** The path before the key: `/<bucket>` with path-style addressing, empty with virtual hosts. */
   prefix: string;
-  presigner: S3RequestPresigner;
+  /** Hangar's SigV4 signer for the bucket's region; the SDK's presigner where it signs with SigV4a. */
+  signer: SigV4Signer | S3RequestPresigner;
 }
 
 /** A key as the SDK writes it into a path: each segment URI-escaped (also `!'()*`), slashes kept. */
@@ -25,14 +27,20 @@ const escapeKey = (key: string) =>
 
 /**
  * Presigned `PutObject` links, the URL the SDK's `getSignedUrl` gives for a `PutObjectCommand`, without
- * running the command's middleware stack and building a signer for every link: the bucket's endpoint and
- * one presigner are resolved once, so the signing key is derived once a day instead of per link. On a
- * show of a queued image the link was about a tenth of the API function's CPU.
+ * running the command's middleware stack and building a signer for every link: the bucket's endpoint is
+ * resolved once, and the link is signed by Hangar's SigV4 signer (`aws/sigv4.ts`), which keeps the day's
+ * signing key and writes the canonical request directly. On a show of a queued image the SDK's presigner
+ * was still about a tenth of the API function's CPU.
  */
 export class PutLinkSigner {
   private readonly targets = new Map<string, Promise<BucketTarget>>();
 
   constructor(private readonly client: S3Client) {}
+
+  /** The client's keys (its provider keeps them until they near their expiry). */
+  private credentials(): Promise<SigningCredentials> {
+    return this.client.config.credentials();
+  }
 
   async presign(
     bucket: string,
@@ -46,7 +54,20 @@ export class PutLinkSigner {
       // A failed resolution is tried again by the next link.
       target.catch(() => this.targets.delete(bucket));
     }
-    const { protocol, hostname, port, prefix, presigner } = await target;
+    const { protocol, hostname, port, prefix, signer } = await target;
+    const path = `${prefix}/${escapeKey(key)}`;
+    if (signer instanceof SigV4Signer) {
+      const host = port !== undefined ? `${hostname}:${port}` : hostname;
+      // Signing the length makes storage refuse a body of any other size.
+      const headers: Record<string, string> = { host };
+      if (options.contentLength !== undefined) headers["content-length"] = String(options.contentLength);
+      const query = signer.presign(
+        { method: "PUT", path, headers, query: { "x-id": "PutObject" } },
+        await this.credentials(),
+        { expiresInSeconds: options.expiresInSeconds, date: options.signingDate },
+      );
+      return `${protocol}//${host}${path}?${queryString(query)}`;
+    }
     const headers: Record<string, string> = {};
     if (options.contentLength !== undefined) headers["content-length"] = String(options.contentLength);
     const request = new HttpRequest({
@@ -54,11 +75,11 @@ export class PutLinkSigner {
       protocol,
       hostname,
       ...(port !== undefined ? { port } : {}),
-      path: `${prefix}/${escapeKey(key)}`,
+      path,
       query: { "x-id": "PutObject" },
       headers,
     });
-    const signed = await presigner.presign(request, {
+    const signed = await signer.presign(request, {
       expiresIn: options.expiresInSeconds,
       // Signing the length makes storage refuse a body of any other size.
       ...(options.contentLength !== undefined ? { signableHeaders: new Set(["content-length"]) } : {}),
@@ -84,11 +105,14 @@ export class PutLinkSigner {
       hostname: url.hostname,
       port: url.port ? Number(url.port) : undefined,
       prefix: url.pathname.replace(/\/$/, ""),
-      presigner: new S3RequestPresigner({
-        ...config,
-        signingName: scheme?.signingName,
-        region: async () => region,
-      } as never),
+      signer:
+        scheme?.name === "sigv4a" || region === undefined
+          ? new S3RequestPresigner({
+              ...config,
+              signingName: scheme?.signingName,
+              region: async () => region,
+            } as never)
+          : new SigV4Signer(scheme?.signingName ?? "s3", region),
     };
   }
 }

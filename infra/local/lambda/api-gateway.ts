@@ -25,11 +25,12 @@ export function matchRoute(method: string, path: string): { routeKey: string; pr
   return undefined;
 }
 
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
 /** `07/Dec/2026:03:04:05 +0000`, API Gateway's `requestContext.time`. */
 function gatewayTime(date: Date): string {
-  const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   const pad = (n: number) => String(n).padStart(2, "0");
-  return `${pad(date.getUTCDate())}/${months[date.getUTCMonth()]}/${date.getUTCFullYear()}:${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000`;
+  return `${pad(date.getUTCDate())}/${MONTHS[date.getUTCMonth()]}/${date.getUTCFullYear()}:${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000`;
 }
 
 /** An HTTP request as the payload-2.0 event API Gateway's HTTP API hands to the function. */
@@ -65,8 +66,10 @@ export function toPayloadV2(
   headers["x-forwarded-proto"] = "http";
   headers["x-forwarded-port"] = (headers.host ?? "").split(":")[1] ?? "80";
   const query: Record<string, string> = {};
-  for (const [key, value] of new URLSearchParams(rawQueryString)) {
-    query[key] = query[key] === undefined ? value : `${query[key]},${value}`;
+  if (rawQueryString) {
+    for (const [key, value] of new URLSearchParams(rawQueryString)) {
+      query[key] = query[key] === undefined ? value : `${query[key]},${value}`;
+    }
   }
   const contentType = headers["content-type"] ?? "";
   const isText = req.body.length === 0 || TEXT_TYPES.test(contentType);
@@ -119,9 +122,9 @@ export function writeResult(res: ServerResponse, result: unknown): void {
   for (const [k, values] of Object.entries(r.multiValueHeaders ?? {}))
     headers[k.toLowerCase()] = values.map(String);
   if (r.cookies && r.cookies.length > 0) headers["set-cookie"] = r.cookies;
-  const body =
-    r.body === undefined ? Buffer.alloc(0) : Buffer.from(r.body, r.isBase64Encoded ? "base64" : "utf8");
-  headers["content-length"] = String(body.length);
+  // A text body is written as the string it is, not copied into a buffer first.
+  const body = r.body === undefined ? "" : r.isBase64Encoded ? Buffer.from(r.body, "base64") : r.body;
+  headers["content-length"] = String(typeof body === "string" ? Buffer.byteLength(body) : body.length);
   res.writeHead(r.statusCode ?? 200, headers).end(body);
 }
 

@@ -85,7 +85,8 @@ export class LocalFunction {
         ? err
         : new InvocationError({ errorType: "Runtime.Unknown", errorMessage: String(err) }, requestId);
     });
-    const id = randomUUID();
+    // The invocation's request id names its message too: it is unique already.
+    const id = requestId;
     const timeoutMs = this.opts.spec.timeoutSeconds * 1000;
     return await new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

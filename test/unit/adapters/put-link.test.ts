@@ -49,6 +49,23 @@ describe("presigned PutObject links", () => {
     }
   });
 
+  it("carry the session token of temporary keys as getSignedUrl does", async () => {
+    process.env.AWS_SESSION_TOKEN = "IQoJb3JpZ2luX2VjEJr//////////token=";
+    try {
+      const client = createS3Client("eu-west-1", "http://127.0.0.1:9000");
+      const command = new PutObjectCommand({ Bucket: "b", Key: "staging/k", ContentLength: 7 });
+      const options = { expiresIn: 900, signingDate, signableHeaders: new Set(["content-length"]) };
+      const want = await getSignedUrl(client, command, options);
+      expect(want).toContain("X-Amz-Security-Token=");
+      const links = new PutLinkSigner(client);
+      expect(
+        await links.presign("b", "staging/k", { expiresInSeconds: 900, contentLength: 7, signingDate }),
+      ).toBe(want);
+    } finally {
+      delete process.env.AWS_SESSION_TOKEN;
+    }
+  });
+
   it("sign the declared length, so storage refuses any other", async () => {
     const links = new PutLinkSigner(createS3Client("eu-west-1", "http://127.0.0.1:9000"));
     const url = new URL(await links.presign("b", "k", { expiresInSeconds: 60, contentLength: 5 }));

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeEventKey } from "../../../functions/adapters/s3/events.ts";
-import { matchRoute, toPayloadV2 } from "../../../infra/local/lambda/api-gateway.ts";
+import { matchRoute, toPayloadV2, writeResult } from "../../../infra/local/lambda/api-gateway.ts";
 import { API_ROUTES, FUNCTIONS } from "../../../infra/local/lambda/functions.ts";
 import {
   encodeS3EventKey,
@@ -108,6 +108,53 @@ describe("local API Gateway: payload 2.0 events", () => {
       routeKey: "ANY /v2/{proxy+}",
     });
     expect(binary).toMatchObject({ body: bytes.toString("base64"), isBase64Encoded: true });
+  });
+});
+
+describe("local API Gateway: the function's result as the response", () => {
+  /** What `writeResult` wrote: the status, the headers and the body's bytes. */
+  function written(result: unknown) {
+    const out = { status: 0, headers: {} as Record<string, unknown>, body: Buffer.alloc(0) as Buffer };
+    const res = {
+      writeHead(status: number, headers: Record<string, unknown>) {
+        out.status = status;
+        out.headers = headers;
+        return res;
+      },
+      end(body: string | Buffer) {
+        out.body = typeof body === "string" ? Buffer.from(body, "utf8") : body;
+      },
+    };
+    writeResult(res as never, result);
+    return out;
+  }
+
+  it("sends a text body as UTF-8 with its length in bytes, and a base64 body as the bytes it encodes", () => {
+    const text = written({
+      statusCode: 200,
+      headers: { "Content-Type": "application/json" },
+      body: '{"n":"é✓"}',
+    });
+    expect(text).toMatchObject({ status: 200, headers: { "content-type": "application/json" } });
+    expect(text.body.toString("utf8")).toBe('{"n":"é✓"}');
+    expect(text.headers["content-length"]).toBe(String(text.body.length));
+    expect(text.body.length).toBeGreaterThan('{"n":"é✓"}'.length);
+    const bytes = Buffer.from([0, 255, 1, 254]);
+    const binary = written({ statusCode: 201, body: bytes.toString("base64"), isBase64Encoded: true });
+    expect(binary.body.equals(bytes)).toBe(true);
+    expect(binary.headers["content-length"]).toBe("4");
+    const empty = written({ statusCode: 204 });
+    expect(empty).toMatchObject({ status: 204, headers: { "content-length": "0" } });
+    expect(empty.body.length).toBe(0);
+  });
+
+  it("gives no query parameters to a request without a query string", () => {
+    const event = toPayloadV2(
+      { method: "GET", url: "/v2/images/x", rawHeaders: [], sourceIp: "127.0.0.1", body: Buffer.alloc(0) },
+      { routeKey: "ANY /v2/{proxy+}" },
+    );
+    expect(event.rawQueryString).toBe("");
+    expect(event.queryStringParameters).toBeUndefined();
   });
 });
 
