@@ -154,6 +154,11 @@ export interface ObjectStore {
   /** Every object under a prefix, with its size (reconciliation). */
   list(prefix: string): AsyncIterable<{ key: string; size: number }>;
   /**
+   * Every version and delete marker under a prefix, with when storage made each, read a page of the
+   * listing at a time. A bucket that never kept versions lists each object once, as version `null`.
+   */
+  listVersions(prefix: string): AsyncIterable<ListedVersion>;
+  /**
    * Deletes every object under a prefix (every version of each), and aborts the multipart uploads storage lists under it (S3 lists
    * them by prefix, MinIO only for a whole key: use `abortUploads` for keys known to be written).
    */
@@ -162,6 +167,16 @@ export interface ObjectStore {
   listUploads(prefix: string): Promise<PendingWrite[]>;
   /** Aborts every multipart upload in progress at exactly `key`; returns how many there were. */
   abortUploads(key: string): Promise<number>;
+}
+
+/** One version of an object, or a delete marker, as a listing of versions names it. */
+export interface ListedVersion {
+  key: string;
+  versionId: string;
+  /** When storage made it; absent when storage does not say. */
+  lastModified?: string | undefined;
+  /** A delete marker holds no data: it only hides the versions under it. */
+  deleteMarker: boolean;
 }
 
 /** A multipart upload that was started and neither completed nor aborted. */

@@ -3,12 +3,13 @@ import {
   type ImageRecord,
   imageIdFromStagingKey,
   STAGING_PREFIX,
+  type StoredObject,
   stagingKey,
   storedObject,
 } from "./image/image.ts";
 import { HANDED_OVER } from "./image/transitions.ts";
 import { abortLeftoverWrites, importWriteKeys, writeKeyOwner } from "./leftovers.ts";
-import type { Clock, ImageRepository, Logger, ObjectStore } from "./ports.ts";
+import type { Clock, ImageRepository, ListedVersion, Logger, ObjectStore } from "./ports.ts";
 import type { MultipartUploads, PendingUpload } from "./uploads/ports.ts";
 
 export interface SweepDeps {
@@ -32,17 +33,29 @@ export interface SweepReport {
   resetImages: number;
   /** Images killed with `IMPORT_STALLED` because their importer died holding them. */
   killedImports: number;
+  /**
+   * Versions (and delete markers) of an upload an image keeps as its data, other than the kept one:
+   * written to the upload link after the import, their storage event lost.
+   */
+  deletedVersions: number;
 }
 
 /** The reason a stalled import leaves on the image. */
 export const IMPORT_STALLED = "IMPORT_STALLED";
 
 /**
- * Housekeeping, run on a schedule: aborts abandoned multipart uploads and deletes stale staged objects
- * under `staging/`, resets the plans of the queued images they belonged to, and kills images whose importer
- * died holding them. Memory holds one listing entry per upload in progress and one record per image (the
- * repository's full listing, needed because MinIO cannot list uploads by prefix).
+ * A version at the key of an upload an image keeps as its data (`kept` has a version there) that is not
+ * the kept one. An image whose data is elsewhere, or unversioned, keeps nothing under `staging/`.
  */
+export function isOverwrite(kept: StoredObject, version: Pick<ListedVersion, "key" | "versionId">): boolean {
+  return (
+    kept.version_id !== undefined &&
+    kept.key.startsWith(STAGING_PREFIX) &&
+    kept.key === version.key &&
+    kept.version_id !== version.versionId
+  );
+}
+
 /**
  * When an import's lease ran out. An image a web-download handed to the importer carries the
  * `HANDED_OVER` lease, long expired by design: its stall clock starts at the hand-over instead.
@@ -52,6 +65,13 @@ function leaseEndMs(image: ImageRecord): number {
   return image.import_lease_until ? Date.parse(image.import_lease_until) : 0;
 }
 
+/**
+ * Housekeeping, run on a schedule: aborts abandoned multipart uploads and deletes stale staged objects
+ * under `staging/`, resets the plans of the queued images they belonged to, kills images whose importer
+ * died holding them, and deletes versions written over an upload an image keeps as its data. Memory holds
+ * one listing entry per upload in progress, one record per image (the repository's full listing, needed
+ * because MinIO cannot list uploads by prefix) and one entry per version to delete.
+ */
 export function createSweeper(deps: SweepDeps) {
   const { images, objects, uploads, clock, log } = deps;
 
@@ -207,7 +227,7 @@ export function createSweeper(deps: SweepDeps) {
         continue;
       }
       // The image's own data, kept where it was uploaded: never stale. A later upload over it is deleted
-      // by its own storage event (by version); what a lost event left is deleted with the image.
+      // by its own storage event (by version); what a lost event left, `deleteOverwrites` deletes.
       if (image && storedObject(image).key === object.key) continue;
       const modified = object.lastModified ? Date.parse(object.lastModified) : 0;
       if (modified >= pass.cutoff) continue;
@@ -219,10 +239,42 @@ export function createSweeper(deps: SweepDeps) {
     return staged;
   }
 
+  /**
+   * Versions of a kept upload's key other than the kept one, older than the cutoff: a client PUT to the
+   * upload link after the import, and its storage event (which deletes that version) never came. A newer
+   * one may still have its event on the way. Listed first, then deleted by version: only what the listing
+   * named goes, never the kept version, and the record and its quota usage stay as they are.
+   */
+  async function deleteOverwrites(pass: Pass): Promise<void> {
+    const leftovers: ListedVersion[] = [];
+    for await (const version of objects.listVersions(STAGING_PREFIX)) {
+      const modified = version.lastModified ? Date.parse(version.lastModified) : 0;
+      if (modified >= pass.cutoff) continue;
+      const image = await pass.imageOf(imageIdFromStagingKey(version.key));
+      if (image && isOverwrite(storedObject(image), version)) leftovers.push(version);
+    }
+    for (const version of leftovers) {
+      await objects.delete(version.key, version.versionId);
+      pass.report.deletedVersions++;
+      log.info("overwrite of a kept upload deleted", {
+        imageId: imageIdFromStagingKey(version.key),
+        key: version.key,
+        versionId: version.versionId,
+        deleteMarker: version.deleteMarker,
+      });
+    }
+  }
+
   return {
     /** One sweep over `staging/`; safe to run concurrently with uploads, imports and another sweep. */
     async sweep(): Promise<SweepReport> {
-      const report: SweepReport = { abortedUploads: 0, deletedObjects: 0, resetImages: 0, killedImports: 0 };
+      const report: SweepReport = {
+        abortedUploads: 0,
+        deletedObjects: 0,
+        resetImages: 0,
+        killedImports: 0,
+        deletedVersions: 0,
+      };
       const nowMs = clock.now().getTime();
       const cache = new Map<string, ImageRecord | undefined>();
       const pass: Pass = {
@@ -238,6 +290,7 @@ export function createSweeper(deps: SweepDeps) {
       const records = await images.listAll();
       await abortAbandonedUploads(records, pass);
       const staged = await sweepStagedObjects(pass);
+      await deleteOverwrites(pass);
       // Held with nothing staged: a web-download that died before its bytes were staged.
       for (const image of records) {
         if (!staged.has(image.id) && stalled(image, nowMs)) await killStalled(image, undefined, report);

@@ -9,6 +9,7 @@ import {
   type CopyOptions,
   type ImageRepository,
   type ListedImage,
+  type ListedVersion,
   type ListOptions,
   type ListSource,
   type Logger,
@@ -237,6 +238,16 @@ export class MemoryObjects implements ObjectStore {
   async deleteOtherVersions(_key: string, _keep: string) {}
   async *list(prefix: string) {
     for (const [key, o] of this.objects) if (key.startsWith(prefix)) yield { key, size: o.byteLength };
+  }
+  /** Version ids a test gives objects (the one version kept at a key); others list as version `null`. */
+  readonly versionIds = new Map<string, string>();
+  /** One version per object, at the time `modified` gives it. */
+  async *listVersions(prefix: string): AsyncIterable<ListedVersion> {
+    for (const key of this.objects.keys()) {
+      if (!key.startsWith(prefix)) continue;
+      const versionId = this.versionIds.get(key) ?? "null";
+      yield { key, versionId, lastModified: this.modified.get(key), deleteMarker: false };
+    }
   }
   async deletePrefix(prefix: string) {
     for (const k of [...this.objects.keys()]) if (k.startsWith(prefix)) this.objects.delete(k);

@@ -630,12 +630,15 @@ describe("image bucket", () => {
       ["ImporterRole", "staging/*"],
       ["ImporterRole", "images/*"],
       ["ImporterRole", "spool/*"],
+      ["SweeperRole", "staging/*"],
     ] as const) {
       expect(allowed(role, "s3:DeleteObjectVersion", `${BUCKET_ARN}/${resource}`), role).toBe(true);
     }
     expect(allowed("ApiRole", "s3:GetObjectVersion", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ImporterRole", "s3:GetObjectVersion", `${BUCKET_ARN}/staging/*`)).toBe(true);
     expect(allowed("ImporterRole", "s3:ListBucketVersions", BUCKET_ARN)).toBe(true);
+    // The sweeper lists the versions under staging/ to find what was written over a kept upload.
+    expect(allowed("SweeperRole", "s3:ListBucketVersions", BUCKET_ARN)).toBe(true);
   });
 });
 

@@ -17,6 +17,7 @@ import {
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type {
   CopyOptions,
+  ListedVersion,
   ObjectInfo,
   ObjectRead,
   ObjectStore,
@@ -433,6 +434,38 @@ export class S3ObjectStore implements ObjectStore {
   async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
     for await (const page of this.objectPages(prefix)) {
       for (const o of page.Contents ?? []) if (o.Key) yield { key: o.Key, size: o.Size ?? 0 };
+    }
+  }
+
+  async *listVersions(prefix: string, pageSize?: number): AsyncIterable<ListedVersion> {
+    let markers: { KeyMarker?: string; VersionIdMarker?: string } = {};
+    for (;;) {
+      const out = await this.client.send(
+        new ListObjectVersionsCommand({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          ...markers,
+          ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
+        }),
+      );
+      const entries = [
+        ...(out.Versions ?? []).map((v) => ({ v, deleteMarker: false })),
+        ...(out.DeleteMarkers ?? []).map((v) => ({ v, deleteMarker: true })),
+      ];
+      for (const { v, deleteMarker } of entries) {
+        if (!v.Key || !v.VersionId) continue;
+        yield {
+          key: v.Key,
+          versionId: v.VersionId,
+          lastModified: v.LastModified?.toISOString(),
+          deleteMarker,
+        };
+      }
+      if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
+      markers = {
+        KeyMarker: out.NextKeyMarker,
+        ...(out.NextVersionIdMarker !== undefined ? { VersionIdMarker: out.NextVersionIdMarker } : {}),
+      };
     }
   }
 

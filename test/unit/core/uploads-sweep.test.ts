@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import type { Caller } from "../../../functions/core/image/access.ts";
 import { imageKey, spoolKey, stagingKey } from "../../../functions/core/image/image.ts";
 import { HANDED_OVER } from "../../../functions/core/image/transitions.ts";
-import { createSweeper } from "../../../functions/core/sweep.ts";
+import type { ListedVersion } from "../../../functions/core/ports.ts";
+import { createSweeper, isOverwrite } from "../../../functions/core/sweep.ts";
 import { MIB } from "../../../functions/core/uploads/plan.ts";
 import { multipartFixture } from "../fakes.ts";
 
@@ -81,10 +82,60 @@ describe("sweeper", () => {
       stored_object: { key: stagingKey(id), version_id: "v1" },
     });
     s.objects.objects.set(stagingKey(id), new Uint8Array(3));
+    s.objects.versionIds.set(stagingKey(id), "v1");
     s.objects.modified.set(stagingKey(id), new Date(s.clock.now().getTime() - 25 * HOUR).toISOString());
 
-    expect(await s.sweeper.sweep()).toMatchObject({ deletedObjects: 0 });
+    expect(await s.sweeper.sweep()).toMatchObject({ deletedObjects: 0, deletedVersions: 0 });
     expect(s.objects.objects.has(stagingKey(id))).toBe(true);
+  });
+
+  it("deletes other versions of a kept upload's key older than the cutoff, by version, nothing else", async () => {
+    const s = setup();
+    const kept = (await s.service.create({ name: "kept" }, alice)).image.id;
+    const queued = (await s.service.create({ name: "queued" }, alice)).image.id;
+    const lease = new Date(s.clock.now().getTime() + 60_000).toISOString();
+    await s.images.transition(kept, "startImport", { import_lease_until: lease });
+    await s.images.transition(kept, "finishImport", {
+      import_lease_until: null,
+      stored_object: { key: stagingKey(kept), version_id: "v1" },
+    });
+    const record = await s.images.get(kept);
+    const at = (hoursAgo: number) => new Date(s.clock.now().getTime() - hoursAgo * HOUR).toISOString();
+    const listed: ListedVersion[] = [
+      { key: stagingKey(kept), versionId: "v1", lastModified: at(48), deleteMarker: false },
+      { key: stagingKey(kept), versionId: "v2", lastModified: at(25), deleteMarker: false },
+      { key: stagingKey(kept), versionId: "m3", lastModified: at(25), deleteMarker: true },
+      // Its storage event may still be on the way.
+      { key: stagingKey(kept), versionId: "v4", lastModified: at(1), deleteMarker: false },
+      // Another key of the same image, and a queued image's upload: the staged-object rules judge those.
+      { key: `${stagingKey(kept)}-other`, versionId: "v5", lastModified: at(25), deleteMarker: false },
+      { key: stagingKey(queued), versionId: "v6", lastModified: at(1), deleteMarker: false },
+    ];
+    s.objects.listVersions = async function* (prefix: string) {
+      yield* listed.filter((v) => v.key.startsWith(prefix));
+    };
+    const deleted: string[] = [];
+    s.objects.delete = async (key: string, versionId?: string) => {
+      deleted.push(`${key}@${versionId}`);
+    };
+
+    const report = await s.sweeper.sweep();
+
+    expect(report.deletedVersions).toBe(2);
+    expect(deleted).toEqual([`${stagingKey(kept)}@v2`, `${stagingKey(kept)}@m3`]);
+    expect(await s.images.get(kept)).toEqual(record);
+  });
+
+  it("counts only a different version at the kept key under staging/ as an overwrite", () => {
+    const key = "staging/00000000-0000-4000-8000-000000000001/upload";
+    expect(isOverwrite({ key, version_id: "v1" }, { key, versionId: "v2" })).toBe(true);
+    expect(isOverwrite({ key, version_id: "v1" }, { key, versionId: "v1" })).toBe(false);
+    expect(isOverwrite({ key, version_id: "v1" }, { key: `${key}x`, versionId: "v2" })).toBe(false);
+    // Data kept unversioned, or at images/<id>: nothing under staging/ is the image's.
+    expect(isOverwrite({ key }, { key, versionId: "null" })).toBe(false);
+    expect(isOverwrite({ key: "images/x", version_id: "v1" }, { key: "images/x", versionId: "v2" })).toBe(
+      false,
+    );
   });
 
   it("kills an import whose lease expired beyond the grace, and cleans what it left", async () => {
