@@ -193,23 +193,17 @@ export function storedImagePartSize(hint: number | undefined, configured: number
   return Math.min(MAX_PART_SIZE, Math.max(configured, Math.ceil(hint / 9000 / MIB) * MIB));
 }
 
-/** One version of an object (or a delete marker), as DeleteObjects names it. */
-export interface ObjectVersion {
-  Key: string;
-  VersionId: string;
-}
-
 /**
  * Every version and delete marker under `prefix`, page by page (S3 and MinIO list them by prefix). A bucket
  * that never kept versions lists each object once, as version `null`. The SDK has no paginator for this
  * listing (two markers, key and version id), hence the loop.
  */
-export async function* objectVersionPages(
+async function* objectVersionPages(
   client: S3Client,
   bucket: string,
   prefix: string,
   pageSize?: number,
-): AsyncIterable<ObjectVersion[]> {
+): AsyncIterable<ListedVersion[]> {
   let markers: { KeyMarker?: string; VersionIdMarker?: string } = {};
   for (;;) {
     const out = await client.send(
@@ -220,8 +214,14 @@ export async function* objectVersionPages(
         ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
       }),
     );
-    yield [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])].flatMap((v) =>
-      v.Key && v.VersionId ? [{ Key: v.Key, VersionId: v.VersionId }] : [],
+    const entries = [
+      ...(out.Versions ?? []).map((v) => ({ v, deleteMarker: false })),
+      ...(out.DeleteMarkers ?? []).map((v) => ({ v, deleteMarker: true })),
+    ];
+    yield entries.flatMap(({ v, deleteMarker }) =>
+      v.Key && v.VersionId
+        ? [{ key: v.Key, versionId: v.VersionId, lastModified: v.LastModified?.toISOString(), deleteMarker }]
+        : [],
     );
     if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
     markers = {
@@ -391,11 +391,11 @@ export class S3ObjectStore implements ObjectStore {
       await this.deleteVersion(key, versionId);
       return;
     }
-    await this.deleteVersions(key, (v) => v.Key === key);
+    await this.deleteVersions(key, (v) => v.key === key);
   }
 
   async deleteOtherVersions(key: string, keep: string): Promise<void> {
-    await this.deleteVersions(key, (v) => v.Key === key && v.VersionId !== keep);
+    await this.deleteVersions(key, (v) => v.key === key && v.versionId !== keep);
   }
 
   private async deleteVersion(key: string, versionId: string): Promise<void> {
@@ -415,11 +415,11 @@ export class S3ObjectStore implements ObjectStore {
   /** Deletes the versions and delete markers under `prefix` that `which` picks, a listing page per request. */
   private async deleteVersions(
     prefix: string,
-    which: (v: ObjectVersion) => boolean,
+    which: (v: ListedVersion) => boolean,
     pageSize?: number,
   ): Promise<void> {
     for await (const page of objectVersionPages(this.client, this.bucket, prefix, pageSize)) {
-      const objects = page.filter(which);
+      const objects = page.filter(which).map((v) => ({ Key: v.key, VersionId: v.versionId }));
       if (objects.length === 0) continue;
       const out = await this.client.send(
         new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: objects, Quiet: true } }),
@@ -438,35 +438,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async *listVersions(prefix: string, pageSize?: number): AsyncIterable<ListedVersion> {
-    let markers: { KeyMarker?: string; VersionIdMarker?: string } = {};
-    for (;;) {
-      const out = await this.client.send(
-        new ListObjectVersionsCommand({
-          Bucket: this.bucket,
-          Prefix: prefix,
-          ...markers,
-          ...(pageSize !== undefined ? { MaxKeys: pageSize } : {}),
-        }),
-      );
-      const entries = [
-        ...(out.Versions ?? []).map((v) => ({ v, deleteMarker: false })),
-        ...(out.DeleteMarkers ?? []).map((v) => ({ v, deleteMarker: true })),
-      ];
-      for (const { v, deleteMarker } of entries) {
-        if (!v.Key || !v.VersionId) continue;
-        yield {
-          key: v.Key,
-          versionId: v.VersionId,
-          lastModified: v.LastModified?.toISOString(),
-          deleteMarker,
-        };
-      }
-      if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
-      markers = {
-        KeyMarker: out.NextKeyMarker,
-        ...(out.NextVersionIdMarker !== undefined ? { VersionIdMarker: out.NextVersionIdMarker } : {}),
-      };
-    }
+    for await (const page of objectVersionPages(this.client, this.bucket, prefix, pageSize)) yield* page;
   }
 
   private objectPages(prefix: string, pageSize?: number) {
