@@ -50,9 +50,14 @@ async function countingProxy(
   operation: (req: import("node:http").IncomingMessage) => string,
 ) {
   const seen: string[] = [];
+  /** The requests' bodies, in the order they were received in full. */
+  const bodies: string[] = [];
   const to = new URL(target);
   const server: Server = createServer((req, res) => {
     seen.push(operation(req));
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => bodies.push(Buffer.concat(chunks).toString("utf8")));
     const upstream = request(
       { host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers },
       (answer) => {
@@ -65,7 +70,7 @@ async function countingProxy(
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { url, seen, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return { url, seen, bodies, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 type Proxy = Awaited<ReturnType<typeof countingProxy>>;
@@ -103,12 +108,14 @@ afterAll(async () => {
 
 beforeEach(() => {
   dynamo.seen.length = 0;
+  dynamo.bodies.length = 0;
   s3.seen.length = 0;
 });
 
 /** Sends one request to the app; returns its answer and the DynamoDB and S3 operations it caused. */
 async function counted(path: string, init: RequestInit & { token: string }) {
   dynamo.seen.length = 0;
+  dynamo.bodies.length = 0;
   s3.seen.length = 0;
   const headers = new Headers(init.headers);
   headers.set("x-auth-token", init.token);
@@ -205,6 +212,26 @@ describe("round trips per API route", () => {
     expect(shared.status).toBe(200);
     expect((shared.body.images as { id: string }[]).map((i) => i.id).sort()).toEqual([...ids].sort());
     expect(shared.dynamo).toEqual(["BatchGetItem", "Query", "Query"]);
+  });
+
+  it("a show right after a change shows it: the show's one read is strongly consistent", async () => {
+    // DynamoDB Local always reads what was written; DynamoDB does only when the read asks for it, so the
+    // request itself is what keeps a show of a state change right after it truthful in AWS.
+    const { token } = await project();
+    const id = String((await create(token)).body.id);
+    const patched = await counted(`/v2/images/${id}`, {
+      method: "PATCH",
+      headers: { "content-type": "application/openstack-images-v2.1-json-patch" },
+      body: JSON.stringify([{ op: "replace", path: "/name", value: "changed" }]),
+      token,
+    });
+    expect(patched.status).toBe(200);
+    const shown = await counted(`/v2/images/${id}`, { token });
+    expect(shown.body.name).toBe("changed");
+    expect(shown.dynamo).toEqual(["GetItem"]);
+    expect(dynamo.bodies.map((b) => JSON.parse(b) as { ConsistentRead?: boolean })).toEqual([
+      expect.objectContaining({ ConsistentRead: true }),
+    ]);
   });
 
   it("update: one read and one conditional write", async () => {
