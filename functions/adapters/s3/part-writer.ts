@@ -9,7 +9,7 @@ import {
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
 import { isZeros } from "../../core/convert/zeros.ts";
-import type { CopyFrom } from "../../core/ports.ts";
+import type { CopyFrom, Written } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
 import { copySource } from "./copy.ts";
 import { type ZeroSource, zeroEtag } from "./zero-object.ts";
@@ -61,12 +61,6 @@ export interface WriteObjectOptions {
   copyFrom?: CopyFrom;
 }
 
-/** What a write stored: its size, and how many of its bytes storage copied rather than received. */
-export interface Written {
-  size: number;
-  copied: number;
-}
-
 /** `x-amz-copy-source` for `from`, naming its version when it has one. */
 function copySourceOf(bucket: string, from: CopyFrom): string {
   const base = copySource(bucket, from.key);
@@ -90,7 +84,11 @@ function zeroPart(length: number): Uint8Array {
  * a buffer: storage copies it from an object of zeros, and the tap sees a shared buffer of zeros.
  * On failure the multipart upload is aborted: no part is left behind.
  */
-export async function writeObject(body: AsyncIterable<Uint8Array>, o: WriteObjectOptions): Promise<Written> {
+/** Its size, and how many of its bytes storage copied rather than received. */
+export async function writeObject(
+  body: AsyncIterable<Uint8Array>,
+  o: WriteObjectOptions,
+): Promise<Required<Written>> {
   if (!(o.partSize >= MIN_PART_SIZE)) throw new RangeError(`part size ${o.partSize} is below S3's 5 MiB`);
   const queueSize = Math.max(1, o.queueSize);
   const { client, bucket, key } = o;
