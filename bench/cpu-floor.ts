@@ -21,7 +21,7 @@
  */
 
 import { execFileSync } from "node:child_process";
-import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -61,6 +61,8 @@ interface ImportSample {
   threads?: Record<string, number>;
   size: number;
   checksum: string;
+  /** Minor page faults during the import: pages of memory touched for the first time. */
+  minorFaults?: number;
 }
 
 interface OpSample {
@@ -91,6 +93,8 @@ export interface CpuFloorResult {
   series: Record<string, CpuSeries>;
   loadAverageBefore: number[];
   loadAverageAfter: number[];
+  /** Bytes of the upload each import reads (the qcow2). */
+  uploadBytes: number;
 }
 
 const SRC = { qcow2: "bench/src/ref-1g.qcow2", raw: "bench/src/ref-1g.raw" };
@@ -245,7 +249,9 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         s.convert.push(await op(child, ["convert", input.qcow2]));
         const later = report.imports.slice(1).map((m) => m.cpuSeconds);
         for (const m of report.imports)
-          input.log(`${label} import threads (CPU-s): ${JSON.stringify(m.threads)}`);
+          input.log(
+            `${label} import threads (CPU-s): ${JSON.stringify(m.threads)}, minor faults ${m.minorFaults}`,
+          );
         input.log(`${label} put threads (CPU-s per ${GiB} B): ${JSON.stringify(s.put.at(-1)?.threads)}`);
         input.log(
           `cpu round ${round + 1}/${input.runs} ${label}: imports ${report.imports.map((m) => m.cpuSeconds.toFixed(2)).join(", ")} CPU-s ` +
@@ -253,7 +259,8 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         );
       }
     }
-    return { floor, socketGet, series, loadAverageBefore, loadAverageAfter: loadavg() };
+    const uploadBytes = statSync(input.qcow2).size;
+    return { floor, socketGet, series, loadAverageBefore, loadAverageAfter: loadavg(), uploadBytes };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");
     throw new Error(`cpu bench failed: ${err instanceof Error ? err.message : String(err)}\n${tail}`, {
@@ -301,12 +308,18 @@ function threadMedians(imports: ImportSample[]): Record<string, number> {
   );
 }
 
-/** Per-GiB figures of one series against the floor. */
-export function summarizeSeries(s: CpuSeries, floorPerGiB: number) {
+/**
+ * Per-GiB figures of one series against the floor. `readPerGiB` is what reading the upload costs per
+ * GiB of output (the importer's socket GET alone, scaled to the upload's size): with the floor and the
+ * converter alone it makes the least an import could spend here, however lean everything between.
+ */
+export function summarizeSeries(s: CpuSeries, floorPerGiB: number, readPerGiB: number) {
   const perGiB = (cpu: number, bytes: number) => cpu / (bytes / GiB);
   const firsts = s.processes.map((p) => p[0] as ImportSample);
   const later = s.processes.flatMap((p) => p.slice(1));
   const importPerGiB = median(later.map((m) => perGiB(m.cpuSeconds, m.size)));
+  const convertPerGiB = median(s.convert.map((m) => perGiB(m.opCpuSeconds, m.bytes)));
+  const boundPerGiB = floorPerGiB + readPerGiB + convertPerGiB;
   return {
     importCpuPerGiB: importPerGiB,
     importMainThreadCpuPerGiB: median(later.map((m) => perGiB(m.mainCpuSeconds, m.size))),
@@ -319,7 +332,9 @@ export function summarizeSeries(s: CpuSeries, floorPerGiB: number) {
     firstRatioToFloor: median(firsts.map((m) => perGiB(m.cpuSeconds, m.size))) / floorPerGiB,
     getCpuPerGiB: median(s.get.map((m) => perGiB(m.opCpuSeconds, m.bytes))),
     putCpuPerGiB: median(s.put.map((m) => perGiB(m.opCpuSeconds, m.bytes))),
-    convertCpuPerGiB: median(s.convert.map((m) => perGiB(m.opCpuSeconds, m.bytes))),
+    convertCpuPerGiB: convertPerGiB,
+    boundCpuPerGiB: boundPerGiB,
+    boundRatioToFloor: boundPerGiB / floorPerGiB,
     minioCpuPerImport: median(s.minioPerImport),
     samples: {
       imports: s.processes.map((p) => p.map((m) => Number(m.cpuSeconds.toFixed(3)))),
@@ -330,16 +345,21 @@ export function summarizeSeries(s: CpuSeries, floorPerGiB: number) {
 
 export function summarizeCpuFloor(r: CpuFloorResult) {
   const floorPerGiB = median(r.floor.map((m) => m.opCpuSeconds / (m.bytes / GiB)));
+  const socketGetPerGiB = median((r.socketGet ?? []).map((m) => m.opCpuSeconds / (m.bytes / GiB)));
+  // Every import's output is the raw image of the same size as the floor's input.
+  const outputBytes = r.floor[0]?.bytes ?? GiB;
+  const readPerGiB = socketGetPerGiB * (r.uploadBytes / outputBytes);
   return {
     floorCpuPerGiB: floorPerGiB,
     md5CpuPerGiB: median(r.floor.map((m) => (m.md5CpuSeconds ?? 0) / (m.bytes / GiB))),
     sha512CpuPerGiB: median(r.floor.map((m) => (m.sha512CpuSeconds ?? 0) / (m.bytes / GiB))),
-    socketGetCpuPerGiB: median((r.socketGet ?? []).map((m) => m.opCpuSeconds / (m.bytes / GiB))),
+    socketGetCpuPerGiB: socketGetPerGiB,
+    readUploadCpuPerGiB: readPerGiB,
     target: CPU_TARGET,
     loadAverageBefore: r.loadAverageBefore,
     loadAverageAfter: r.loadAverageAfter,
     series: Object.fromEntries(
-      Object.entries(r.series).map(([label, s]) => [label, summarizeSeries(s, floorPerGiB)]),
+      Object.entries(r.series).map(([label, s]) => [label, summarizeSeries(s, floorPerGiB, readPerGiB)]),
     ),
   };
 }
@@ -356,6 +376,8 @@ export function cpuTable(summary: ReturnType<typeof summarizeCpuFloor>): Record<
     rows[`${p}importer qcow2 → raw, all threads (CPU-s/GiB) / main thread`] =
       `${f(s.importCpuPerGiB)} / ${f(s.importMainThreadCpuPerGiB)}`;
     rows[`${p}ratio importer / floor (target ≤ ${CPU_TARGET})`] = f(s.ratioToFloor);
+    rows[`${p}least possible here: floor + reading the upload + converter, each alone (CPU-s/GiB) / ratio`] =
+      `${f(s.boundCpuPerGiB)} (${f(summary.floorCpuPerGiB)} + ${f(summary.readUploadCpuPerGiB)} + ${f(s.convertCpuPerGiB)}) / ${f(s.boundRatioToFloor)}`;
     rows[`${p}first import after start (CPU-s/GiB) / ratio to floor`] =
       `${f(s.firstImportCpuPerGiB)} / ${f(s.firstRatioToFloor)}`;
     rows[`${p}import wall (s): first / later`] = `${f(s.firstImportSeconds)} / ${f(s.importSeconds)}`;

@@ -18,6 +18,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SLAB_BYTES } from "../../functions/adapters/s3/object-reader.ts";
 import { contentMd5ForDeletes, S3ObjectStore } from "../../functions/adapters/s3/object-store.ts";
+import { sharedBuffers } from "../../functions/core/buffers.ts";
 import { stagingKey } from "../../functions/core/image/image.ts";
 import {
   type Logger,
@@ -153,6 +154,20 @@ describe("S3ObjectStore.read over a socket of its own (MinIO)", () => {
       // Eleven chunks from at most four buffers: two read ahead, one filling, one lent.
       if (size > 4 * SLAB_BYTES) expect(got.buffers).toBeLessThanOrEqual(4);
     }
+  });
+
+  it("keeps its buffers for the next read: a second read makes none, and reads side by side get their own bytes", async () => {
+    const keys = [`staging/${randomUUID()}/upload`, `staging/${randomUUID()}/upload`];
+    const data = [randomBytes(6 * SLAB_BYTES + 7), randomBytes(5 * SLAB_BYTES + 3)];
+    for (const [i, key] of keys.entries()) await put(key, data[i] as Buffer);
+    const first = await consume(store().read(keys[0] as string));
+    expect(Buffer.compare(first.bytes, data[0] as Buffer)).toBe(0);
+    const made = sharedBuffers.made;
+    const second = await consume(store().read(keys[0] as string));
+    expect(Buffer.compare(second.bytes, data[0] as Buffer)).toBe(0);
+    expect(sharedBuffers.made).toBe(made);
+    const both = await Promise.all(keys.map((key) => consume(store().read(key))));
+    for (const [i, got] of both.entries()) expect(Buffer.compare(got.bytes, data[i] as Buffer)).toBe(0);
   });
 
   it("a consumer that never gives chunks back keeps every one of them unchanged", async () => {

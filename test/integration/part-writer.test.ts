@@ -4,6 +4,7 @@ import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand } from
 import { describe, expect, it } from "vitest";
 import { createWriterClient } from "../../functions/adapters/s3/object-store.ts";
 import { writeObject } from "../../functions/adapters/s3/part-writer.ts";
+import { sharedBuffers } from "../../functions/core/buffers.ts";
 import { useAwsKeys } from "../aws-keys.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
@@ -104,6 +105,33 @@ describe("writeObject: the importer's multipart writer, against MinIO", () => {
     expect(got && sha256(got)).toBe(sha256(data));
     // Six parts, the create and the complete: with a connection each, eight.
     expect(connections).toBeLessThanOrEqual(2);
+  });
+
+  it("keeps its part buffers for the next write: a second write makes none, and writes side by side store their own bytes", async () => {
+    const data = [randomBytes(12 * MiB + 5), randomBytes(11 * MiB + 9)];
+    // The tap sees the first write's bytes, as the importer's hashing threads do.
+    const hash = createHash("sha256");
+    await writeObject(chunked(data[0] as Buffer), {
+      ...options("test/part-writer/kept-1"),
+      tap: (bytes) => void hash.update(bytes),
+    });
+    expect(hash.digest("hex")).toBe(sha256(data[0] as Buffer));
+    const made = sharedBuffers.made;
+    await writeObject(chunked(data[1] as Buffer), options("test/part-writer/kept-2"));
+    expect(sharedBuffers.made).toBe(made);
+    await Promise.all([
+      writeObject(chunked(data[1] as Buffer), options("test/part-writer/kept-3")),
+      writeObject(chunked(data[0] as Buffer), options("test/part-writer/kept-4")),
+    ]);
+    for (const [key, d] of [
+      ["kept-1", data[0]],
+      ["kept-2", data[1]],
+      ["kept-3", data[1]],
+      ["kept-4", data[0]],
+    ] as const) {
+      const got = await stored(`test/part-writer/${key}`);
+      expect(got && sha256(got), key).toBe(sha256(d as Buffer));
+    }
   });
 
   it("grows its parts when a body is larger than expected, and keeps the bytes in order", async () => {

@@ -16,6 +16,7 @@ import { Readable } from "node:stream";
 import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { GetObjectCommand, type GetObjectCommandInput, type S3Client } from "@aws-sdk/client-s3";
 import { HttpResponse } from "@smithy/core/protocols";
+import { sharedBuffers } from "../../core/buffers.ts";
 import type { ObjectRead } from "../../core/ports.ts";
 import {
   type BodyFraming,
@@ -50,20 +51,15 @@ export interface SignedRequest {
 }
 
 /**
- * The buffers of one read. A buffer goes back to `free` only when the consumer gives back the chunk it
- * was lent as; one never given back is never written again.
+ * The buffers of one read, taken from the process's pool (`sharedBuffers`). A buffer goes back to it
+ * only when the consumer gives back the chunk it was lent as; one never given back is never written
+ * again.
  */
 export class SlabPool {
-  private readonly free: SharedArrayBuffer[] = [];
   private readonly lent = new Set<ArrayBufferLike>();
-  /** Buffers allocated so far (tests: a consumer that gives chunks back keeps this small). */
-  allocated = 0;
 
   take(): Uint8Array {
-    const reused = this.free.pop();
-    if (reused) return new Uint8Array(reused);
-    this.allocated++;
-    return new Uint8Array(new SharedArrayBuffer(SLAB_BYTES));
+    return new Uint8Array(sharedBuffers.take(SLAB_BYTES));
   }
 
   lend(chunk: Uint8Array): Uint8Array {
@@ -74,7 +70,7 @@ export class SlabPool {
   /** Gives back a chunk lent by this pool (any view of it); anything else, or twice, is ignored. */
   release(chunk: Uint8Array): void {
     const buffer = chunk.buffer;
-    if (this.lent.delete(buffer)) this.free.push(buffer as SharedArrayBuffer);
+    if (this.lent.delete(buffer)) sharedBuffers.give(buffer as SharedArrayBuffer);
   }
 }
 

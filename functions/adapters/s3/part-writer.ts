@@ -8,6 +8,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
+import { sharedBuffers } from "../../core/buffers.ts";
 import { isZeros } from "../../core/convert/zeros.ts";
 import type { CopyFrom, Written } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
@@ -118,18 +119,22 @@ export async function writeObject(
   };
 
   /**
-   * A free buffer of `size` bytes: from the pool, newly allocated up to queueSize + 1 buffers, or once
-   * a part completes. Buffers too small for grown parts are dropped as they come back.
+   * A free buffer of `size` bytes: from this write's pool, taken from the process's (`sharedBuffers`) up
+   * to queueSize + 1 buffers, or once a part completes. Buffers too small for grown parts go back to the
+   * process's pool as they come back.
    */
   const take = async (size: number): Promise<Uint8Array> => {
     for (;;) {
       check();
       const buf = free.pop();
       if (buf && buf.byteLength >= size) return buf.subarray(0, size);
-      if (buf) allocated--;
+      if (buf) {
+        allocated--;
+        sharedBuffers.give(buf.buffer as SharedArrayBuffer);
+      }
       if (allocated <= queueSize) {
         allocated++;
-        return new Uint8Array(new SharedArrayBuffer(size));
+        return new Uint8Array(sharedBuffers.take(size));
       }
       await Promise.race(inflight);
     }
@@ -385,6 +390,7 @@ export async function writeObject(
         }),
         { abortSignal: signal },
       );
+      if (current) free.push(current);
       return { size, copied };
     }
     // The last part, which may be smaller than 5 MiB, copied or sent.
@@ -413,5 +419,7 @@ export async function writeObject(
     throw failure?.error ?? err;
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
+    // Only buffers whose part was stored and tapped are in `free`: nothing reads them any more.
+    for (const buf of free.splice(0)) sharedBuffers.give(buf.buffer as SharedArrayBuffer);
   }
 }

@@ -1,3 +1,4 @@
+import { windowBuffers } from "../buffers.ts";
 import { HangarError } from "../errors.ts";
 import type { DiskMap, Extent } from "./disk-map.ts";
 import { CorruptImageError } from "./errors.ts";
@@ -219,7 +220,7 @@ export async function* pieces(
       const length = group.hostEnd - group.hostStart;
       const buffer =
         recycle && group.hostStart >= 0 && length <= o.windowSize
-          ? (spare.pop() ?? new Uint8Array(o.windowSize))
+          ? (spare.pop() ?? new Uint8Array(windowBuffers.take(o.windowSize)))
           : undefined;
       const bytes =
         group.hostStart < 0
@@ -332,5 +333,12 @@ export async function* pieces(
     await planning;
     await Promise.allSettled([...queue.map((q) => q.bytes), ...decoding.values()]);
     await groups.return?.(undefined).catch(() => undefined);
+    // Windows never yielded, and those past the lag, are read by nobody: kept for the next conversion.
+    // So are the retired ones when there is no lag (the consumer, having asked for what comes after the
+    // last piece, is done with every piece); within a lag it may still hold some.
+    for (const q of queue) if (q.buffer) spare.push(q.buffer);
+    if (lag === 0) for (const r of retired.splice(0)) spare.push(r.buffer);
+    for (const w of spare) windowBuffers.give(w.buffer as ArrayBuffer);
+    spare.length = 0;
   }
 }

@@ -1,3 +1,4 @@
+import { windowBuffers } from "../buffers.ts";
 import type { DiskMap } from "./disk-map.ts";
 import {
   DEFAULT_DECODE_AHEAD,
@@ -84,29 +85,34 @@ export async function* rechunk(
   const half = Math.max(1, chunkSize >> 1);
   let zeros: Uint8Array | undefined;
   const acc = new Accumulator(chunkSize, recycle);
-  for await (const piece of source) {
-    let done = 0;
-    while (done < piece.length) {
-      signal?.throwIfAborted();
-      const left = piece.length - done;
-      if (acc.fill === 0 && left >= half) {
-        const n = Math.min(left, chunkSize);
-        if (piece.bytes) {
-          const view = piece.bytes.subarray(done, done + n);
-          markStored(view, piece.host === undefined ? undefined : piece.host + done);
-          yield view;
-        } else {
-          zeros ??= zeroBuffer(chunkSize);
-          yield zeros.subarray(0, n);
+  try {
+    for await (const piece of source) {
+      let done = 0;
+      while (done < piece.length) {
+        signal?.throwIfAborted();
+        const left = piece.length - done;
+        if (acc.fill === 0 && left >= half) {
+          const n = Math.min(left, chunkSize);
+          if (piece.bytes) {
+            const view = piece.bytes.subarray(done, done + n);
+            markStored(view, piece.host === undefined ? undefined : piece.host + done);
+            yield view;
+          } else {
+            zeros ??= zeroBuffer(chunkSize);
+            yield zeros.subarray(0, n);
+          }
+          done += n;
+          continue;
         }
-        done += n;
-        continue;
+        done += acc.add(piece, done);
+        if (acc.full()) yield acc.take();
       }
-      done += acc.add(piece, done);
-      if (acc.full()) yield acc.take();
     }
+    if (acc.fill > 0) yield acc.take();
+  } finally {
+    // A consumer of reused chunks is done with the last one once it asks for more (or stops).
+    if (recycle) acc.release();
   }
-  if (acc.fill > 0) yield acc.take();
 }
 
 /** The chunk `rechunk` fills from pieces too small to pass on as they are. */
@@ -125,7 +131,11 @@ class Accumulator {
 
   /** Adds the bytes of `piece` from `done` on that fit; how many. */
   add(piece: Piece, done: number): number {
-    this.bytes ??= new Uint8Array(this.size);
+    if (!this.bytes) {
+      // A reused buffer from an earlier conversion holds its bytes: zeros are written, not skipped.
+      this.bytes = this.recycle ? new Uint8Array(windowBuffers.take(this.size)) : new Uint8Array(this.size);
+      this.dirty = this.recycle;
+    }
     const host = piece.host === undefined ? undefined : piece.host + done;
     if (this.fill === 0) this.host = host;
     else if (this.host !== undefined && host !== this.host + this.fill) this.host = undefined;
@@ -139,6 +149,12 @@ class Accumulator {
 
   full(): boolean {
     return this.fill === this.size;
+  }
+
+  /** Gives the reused buffer back for the next conversion (recycle only: nothing holds its chunks). */
+  release(): void {
+    if (this.bytes) windowBuffers.give(this.bytes.buffer as ArrayBuffer);
+    this.bytes = undefined;
   }
 
   /** The chunk filled so far, marked when it is one stored run; the next starts empty. */

@@ -1,10 +1,19 @@
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { convertToRaw, gunzipSource, type SourceFormat } from "../../../functions/core/convert/index.ts";
-import { digest, fileRange, fileSequential, makeImage, memoryRange, qemuRawSha256 } from "./helpers.ts";
+import {
+  digest,
+  FIXTURES,
+  fileRange,
+  fileSequential,
+  makeImage,
+  memoryRange,
+  qemuRawSha256,
+} from "./helpers.ts";
 
 const IMAGES: { name: string; format: SourceFormat; qemu: string; options: string[]; extra?: string[] }[] = [
   {
@@ -109,6 +118,104 @@ describe("recycled buffers are never refilled while the consumer still holds the
           },
         ),
         { numRuns: 8 },
+      );
+    });
+  }
+});
+
+describe("buffers kept for the next conversion are never in use", { timeout: 180_000 }, () => {
+  // Window and chunk buffers outlive a conversion (functions/core/buffers.ts): one given back while its
+  // consumer still held a chunk of it would be refilled by the next conversion in the same process.
+  // Random bytes to its end (a raw image's chunks are views of the windows): what a consumer still
+  // holds when a conversion ends is then window bytes, not zeros.
+  const randomRaw = join(FIXTURES, "random-end.raw");
+  if (!existsSync(randomRaw)) {
+    mkdirSync(FIXTURES, { recursive: true });
+    writeFileSync(`${randomRaw}.${process.pid}.tmp`, randomBytes(8 * 1024 * 1024 + 25 * 512));
+    renameSync(`${randomRaw}.${process.pid}.tmp`, randomRaw);
+  }
+  const all: { name: string; format: SourceFormat; qemu: string; options: string[]; extra?: string[] }[] = [
+    { name: "random-end.raw", format: "raw", qemu: "raw", options: [] },
+    ...IMAGES,
+    { name: "v2-64k.qcow2", format: "qcow2", qemu: "qcow2", options: ["compat=0.10"] },
+  ];
+  const sum = (c: Uint8Array) => createHash("sha256").update(c).digest("hex");
+  /** Consumes a recycled conversion holding its last `held` chunks; those still held at the end. */
+  async function consume(
+    img: (typeof all)[number],
+    bytes: Uint8Array,
+    opts: { chunkSize: number; windowSize: number; readAhead: number },
+    held: number,
+    expected: { sha256: string; size: number },
+  ): Promise<{ chunk: Uint8Array; sum: string }[]> {
+    const holding: { chunk: Uint8Array; sum: string }[] = [];
+    const hash = createHash("sha256");
+    let size = 0;
+    const recycled = convertToRaw(
+      img.format,
+      { range: memoryRange(bytes) },
+      { ...opts, recycle: true, heldBytes: held * opts.chunkSize },
+    );
+    for await (const c of recycled) {
+      holding.push({ chunk: c, sum: sum(c) });
+      hash.update(c);
+      size += c.length;
+      // Yields to the other conversion running beside this one before asking for the next chunk.
+      await new Promise((resolve) => setImmediate(resolve));
+      while (holding.length > held) {
+        const h = holding.shift() as { chunk: Uint8Array; sum: string };
+        expect(sum(h.chunk)).toBe(h.sum);
+      }
+    }
+    expect({ sha256: hash.digest("hex"), size }).toEqual(expected);
+    return holding;
+  }
+  for (const [i, img] of all.entries()) {
+    const other = all[(i + 1) % all.length] as (typeof all)[number];
+    it(`${img.name}, then and beside ${other.name}`, async () => {
+      const paths = [img, other].map((m) =>
+        m.format === "raw" ? join(FIXTURES, m.name) : makeImage(m.name, m.qemu, m.options, m.extra),
+      );
+      const [wantA, wantB] = [img, other].map((m, k) => qemuRawSha256(paths[k] as string, m.qemu)) as [
+        ReturnType<typeof qemuRawSha256>,
+        ReturnType<typeof qemuRawSha256>,
+      ];
+      const [bytesA, bytesB] = paths.map((p) => readFileSync(p)) as [Buffer, Buffer];
+      await fc.assert(
+        fc.asyncProperty(
+          // Windows at least a chunk long, so that chunks are views of windows, not copies.
+          fc
+            .record({
+              chunkSize: fc.integer({ min: 64 << 10, max: 1 << 20 }),
+              extra: fc.integer({ min: 0, max: 3 << 20 }),
+              readAhead: fc.integer({ min: 1, max: 4 }),
+            })
+            .map(({ chunkSize, extra, readAhead }) => ({
+              chunkSize,
+              windowSize: chunkSize + extra,
+              readAhead,
+            })),
+          fc.integer({ min: 1, max: 3 }),
+          async (opts, held) => {
+            // One after the other: what the first still holds at its end survives the next ones (the
+            // same image again reads the same windows in another order).
+            const left = await consume(img, bytesA, opts, held, wantA);
+            await consume(other, bytesB, opts, held, wantB);
+            await consume(img, bytesA, opts, held, wantA);
+            for (const h of left) expect(sum(h.chunk)).toBe(h.sum);
+            // Side by side, with the same sizes, holding chunks and holding none (a consumer done with
+            // each chunk when it asks for the next): each takes and gives back while the other runs.
+            for (const h2 of [held, 0]) {
+              const both = await Promise.all([
+                consume(img, bytesA, opts, h2, wantA),
+                consume(other, bytesB, opts, h2, wantB),
+              ]);
+              for (const h of both.flat()) expect(sum(h.chunk)).toBe(h.sum);
+            }
+          },
+        ),
+        // Besides random sizes, one where the chunks held at the end are views of several windows.
+        { numRuns: 8, examples: [[{ chunkSize: 64 << 10, windowSize: 1 << 20, readAhead: 2 }, 2]] },
       );
     });
   }
