@@ -326,6 +326,8 @@ export function summarizeSeries(s: CpuSeries, floorPerGiB: number, readPerGiB: n
     importThreadsCpuPerGiB: threadMedians(later),
     firstImportCpuPerGiB: median(firsts.map((m) => perGiB(m.cpuSeconds, m.size))),
     importSeconds: median(later.map((m) => m.seconds)),
+    minorFaults: median(later.map((m) => m.minorFaults ?? 0)),
+    firstMinorFaults: median(firsts.map((m) => m.minorFaults ?? 0)),
     firstImportSeconds: median(firsts.map((m) => m.seconds)),
     startCpuSeconds: median(s.startCpu),
     ratioToFloor: importPerGiB / floorPerGiB,
@@ -381,6 +383,8 @@ export function cpuTable(summary: ReturnType<typeof summarizeCpuFloor>): Record<
     rows[`${p}first import after start (CPU-s/GiB) / ratio to floor`] =
       `${f(s.firstImportCpuPerGiB)} / ${f(s.firstRatioToFloor)}`;
     rows[`${p}import wall (s): first / later`] = `${f(s.firstImportSeconds)} / ${f(s.importSeconds)}`;
+    rows[`${p}pages of memory touched for the first time (minor faults): first / later`] =
+      `${s.firstMinorFaults.toFixed(0)} / ${s.minorFaults.toFixed(0)}`;
     rows[`${p}pieces (CPU-s/GiB): SDK GET / writer put / converter`] =
       `${f(s.getCpuPerGiB)} / ${f(s.putCpuPerGiB)} / ${f(s.convertCpuPerGiB)}`;
     rows[`${p}MinIO CPU-s per import (not the importer's)`] = f(s.minioCpuPerImport);
