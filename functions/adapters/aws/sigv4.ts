@@ -56,8 +56,8 @@ function canonicalPath(path: string): string {
 
 /**
  * AWS Signature Version 4 for one service in one region: the same headers and signature as the SDK's
- * `SignatureV4` (`@smithy/signature-v4`, with its default `applyChecksum` and `uriEscapePath`) for a
- * request without a query string, and the same presigned query for S3 links. The SDK's signer derives a
+ * `SignatureV4` (`@smithy/signature-v4`, with its default `applyChecksum`, and `uriEscapePath` but for S3
+ * as the S3 client sets it), and the same presigned query for S3 links. The SDK's signer derives a
  * cache key from the credentials with an HMAC on every request and builds its canonical request through
  * several generic layers (about a fifth of a DynamoDB call's CPU in the API function); this one keeps the
  * day's signing key for the keys it was derived from and writes the canonical request directly.
@@ -127,10 +127,17 @@ export class SigV4Signer {
   /**
    * `headers` (names in lower case, `host` among them) with `x-amz-date`, `x-amz-security-token` (with a
    * session token), `x-amz-content-sha256` and `authorization` added, for a request of `method` to `path`
-   * (no query string) with `body`.
+   * with `query` (sent as `queryString` writes it) and `body`. For S3 the path is signed as it is sent
+   * (the SDK's S3 signer does not escape it again); for other services it is canonicalised.
    */
   sign(
-    request: { method: string; path: string; headers: Record<string, string>; body: string },
+    request: {
+      method: string;
+      path: string;
+      query?: Record<string, string>;
+      headers: Record<string, string>;
+      body: string;
+    },
     credentials: SigningCredentials,
     date = new Date(),
   ): Record<string, string> {
@@ -148,7 +155,9 @@ export class SigV4Signer {
     let canonicalHeaders = "";
     for (const name of names) canonicalHeaders += `${name}:${canonicalValue(headers[name] ?? "")}\n`;
     const signedHeaders = names.join(";");
-    const canonical = `${request.method}\n${canonicalPath(request.path)}\n\n${canonicalHeaders}\n${signedHeaders}\n${payloadHash}`;
+    const path = this.service === "s3" ? request.path : canonicalPath(request.path);
+    const query = request.query ? queryString(request.query) : "";
+    const canonical = `${request.method}\n${path}\n${query}\n${canonicalHeaders}\n${signedHeaders}\n${payloadHash}`;
     headers.authorization =
       `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${this.scope(dates.short)}, ` +
       `SignedHeaders=${signedHeaders}, Signature=${this.signature(credentials, dates, canonical)}`;

@@ -1,14 +1,10 @@
 import type { Readable } from "node:stream";
-import {
-  GetObjectCommand,
-  type S3Client,
-  UploadPartCommand,
-  UploadPartCopyCommand,
-} from "@aws-sdk/client-s3";
+import { GetObjectCommand, type S3Client, UploadPartCommand } from "@aws-sdk/client-s3";
 import type { FanoutStorage, ListedPart } from "../../core/fanout/ports.ts";
 import { asChanged, copySource } from "./copy.ts";
 import { abortUpload, completeUpload, createUpload, listUploadParts } from "./multipart-calls.ts";
-import { type ZeroSource, zeroEtag } from "./zero-object.ts";
+import { copyZeros, partCopier } from "./part-copy.ts";
+import type { ZeroSource } from "./zero-object.ts";
 
 /**
  * The stored image's multipart upload as the fan-out writes it: from several invocations, part by part
@@ -37,31 +33,8 @@ export class S3FanoutStorage implements FanoutStorage {
     length: number,
     signal?: AbortSignal,
   ): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
-      const made = zeros.objectFor(length);
-      const from = await made;
-      signal?.throwIfAborted();
-      try {
-        const out = await this.client.send(
-          new UploadPartCopyCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            PartNumber: partNumber,
-            CopySource: copySource(this.bucket, from),
-            CopySourceRange: `bytes=0-${length - 1}`,
-          }),
-          { abortSignal: signal },
-        );
-        // Not the md5 of zeros: the object of zeros holds something else (written by someone who could),
-        // or storage's ETags are not md5s (SSE-KMS). The caller sends the zeros, replacing the part.
-        return out.CopyPartResult?.ETag?.replaceAll('"', "") === zeroEtag(length);
-      } catch (err) {
-        // The object of zeros was deleted since it was made: made again, once.
-        if (attempt > 1 || !(err instanceof Error && err.name === "NoSuchKey")) throw err;
-        zeros.forget(length, made);
-      }
-    }
+    const part = { bucket: this.bucket, key, uploadId, partNumber };
+    return (await copyZeros(partCopier(this.client), zeros, part, length, signal)) !== undefined;
   }
 
   create(key: string): Promise<string> {
@@ -96,17 +69,18 @@ export class S3FanoutStorage implements FanoutStorage {
     signal?: AbortSignal,
   ): Promise<void> {
     try {
-      await this.client.send(
-        new UploadPartCopyCommand({
-          Bucket: this.bucket,
-          Key: key,
-          UploadId: uploadId,
-          PartNumber: partNumber,
-          CopySource: copySource(this.bucket, from.key),
-          CopySourceRange: `bytes=${from.first}-${from.last}`,
-          ...(from.ifMatch ? { CopySourceIfMatch: from.ifMatch } : {}),
-        }),
-        { abortSignal: signal },
+      await partCopier(this.client).copy(
+        {
+          bucket: this.bucket,
+          key,
+          uploadId,
+          partNumber,
+          source: copySource(this.bucket, from.key),
+          first: from.first,
+          last: from.last,
+          ifMatch: from.ifMatch,
+        },
+        signal,
       );
     } catch (err) {
       throw asChanged(err, from.key);

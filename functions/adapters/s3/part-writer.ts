@@ -6,14 +6,14 @@ import {
   PutObjectCommand,
   type S3Client,
   UploadPartCommand,
-  UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
 import { sharedBuffers } from "../../core/buffers.ts";
 import { isZeros } from "../../core/convert/zeros.ts";
 import type { CopyFrom, Written } from "../../core/ports.ts";
 import { MAX_PART_SIZE, MIN_PART_SIZE } from "../../core/uploads/plan.ts";
 import { copySource } from "./copy.ts";
-import { type ZeroSource, zeroEtag } from "./zero-object.ts";
+import { copyZeros, partCopier } from "./part-copy.ts";
+import type { ZeroSource } from "./zero-object.ts";
 
 /** Parts written before the part size doubles: 10,000 parts then hold S3's largest object (5 TiB) from any base of 5 MiB or more. */
 export const GROW_EVERY = 900;
@@ -73,6 +73,14 @@ let zeroParts: Uint8Array | undefined;
 function zeroPart(length: number): Uint8Array {
   if (!zeroParts || zeroParts.byteLength < length) zeroParts = new Uint8Array(new SharedArrayBuffer(length));
   return zeroParts.subarray(0, length);
+}
+
+/** Aborts the multipart upload `uploadId` (if one was started), leaving no part behind; never throws. */
+async function abandon(client: S3Client, bucket: string, key: string, uploadId: string | undefined) {
+  if (uploadId === undefined) return;
+  await client
+    .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
+    .catch(() => undefined);
 }
 
 /**
@@ -158,32 +166,32 @@ export async function writeObject(
   const sendZeroBytes = (number: number, length: number, id: string | undefined) =>
     uploadPart(number, zeroPart(length), id);
 
+  const copier = partCopier(client);
   /**
    * Stores part `number` of upload `id` as `length` bytes at `first` of `source` (an
    * `x-amz-copy-source`), copied inside storage; the ETag storage gave the part.
    */
-  const copyPart = async (
+  const copyPart = (
     number: number,
     source: string,
     first: number,
     length: number,
     id: string | undefined,
     ifMatch?: string,
-  ) => {
-    const out = await client.send(
-      new UploadPartCopyCommand({
-        Bucket: bucket,
-        Key: key,
-        UploadId: id,
-        PartNumber: number,
-        CopySource: source,
-        CopySourceRange: `bytes=${first}-${first + length - 1}`,
-        ...(ifMatch ? { CopySourceIfMatch: ifMatch } : {}),
-      }),
-      { abortSignal: signal },
+  ) =>
+    copier.copy(
+      {
+        bucket,
+        key,
+        uploadId: id,
+        partNumber: number,
+        source,
+        first,
+        last: first + length - 1,
+        ifMatch,
+      },
+      signal,
     );
-    return out.CopyPartResult?.ETag;
-  };
 
   /** Set once a copy of a run was refused: the rest of the write sends its parts. */
   let runCopyFailed = false;
@@ -210,7 +218,6 @@ export async function writeObject(
         id,
         ifMatch,
       );
-      if (!etag) throw new Error("UploadPartCopy answered without an ETag");
       copied += bytes.byteLength;
       return etag;
     } catch {
@@ -253,30 +260,17 @@ export async function writeObject(
 
   /**
    * Copies part `number` (`length` bytes of zeros) from an object of zeros; its ETag. A copy whose ETag
-   * is not the md5 of zeros is replaced by the zeros sent.
+   * is not the md5 of zeros is replaced by the zeros sent, and so are this write's next parts of zeros.
    */
-  const copyZeros = async (zeros: ZeroSource, number: number, length: number, id: string | undefined) => {
-    for (let attempt = 1; ; attempt++) {
-      const made = zeros.objectFor(length);
-      const from = await made;
-      check();
-      try {
-        const etag = await copyPart(number, `${bucket}/${from}`, 0, length, id);
-        if (etag?.replaceAll('"', "") === zeroEtag(length)) {
-          copied += length;
-          return etag;
-        }
-        // The copy is not the md5 of zeros: the object of zeros holds something else (written by someone
-        // who could), or storage's ETags are not md5s (SSE-KMS). The part's zeros are sent instead,
-        // replacing the copy, and so are this write's next parts of zeros.
-        copyFailed = true;
-        return sendZeroBytes(number, length, id);
-      } catch (err) {
-        // The object of zeros was deleted since it was made: made again, once.
-        if (attempt > 1 || !(err instanceof Error && err.name === "NoSuchKey")) throw err;
-        zeros.forget(length, made);
-      }
+  const zeroCopy = async (zeros: ZeroSource, number: number, length: number, id: string | undefined) => {
+    const part = { bucket, key, uploadId: id, partNumber: number };
+    const etag = await copyZeros(copier, zeros, part, length, signal);
+    if (etag === undefined) {
+      copyFailed = true;
+      return sendZeroBytes(number, length, id);
     }
+    copied += length;
+    return etag;
   };
 
   /** Stores the next part, of `length` zeros, by a copy inside storage; the tap sees zeros. */
@@ -295,7 +289,7 @@ export async function writeObject(
       return;
     }
     const sent = (
-      copyFailed ? sendZeroBytes(number, length, uploadId) : copyZeros(zeros, number, length, uploadId)
+      copyFailed ? sendZeroBytes(number, length, uploadId) : zeroCopy(zeros, number, length, uploadId)
     ).then((etag) => {
       parts.push({ PartNumber: number, ETag: etag });
     });
@@ -411,11 +405,7 @@ export async function writeObject(
   } catch (err) {
     fail(err);
     await Promise.allSettled(inflight);
-    if (uploadId !== undefined) {
-      await client
-        .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
-        .catch(() => undefined);
-    }
+    await abandon(client, bucket, key, uploadId);
     throw failure?.error ?? err;
   } finally {
     o.signal?.removeEventListener("abort", onAbort);

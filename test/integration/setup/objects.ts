@@ -1,4 +1,6 @@
+import { subscribe } from "node:diagnostics_channel";
 import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { partCopyChannel } from "../../../functions/adapters/s3/part-copy.ts";
 import { getStack, s3Client } from "./stack.ts";
 
 /** A client of the stack's storage that counts the commands it sends, by name. */
@@ -13,6 +15,11 @@ export function countingClient(): { client: S3Client; sent: Map<string, number> 
     },
     { step: "initialize", name: "countCommands" },
   );
+  // Part copies are signed and sent by Hangar itself, outside the SDK's middleware: counted as they go.
+  subscribe(partCopyChannel.name, (message) => {
+    if ((message as { client?: unknown }).client !== client) return;
+    sent.set("UploadPartCopyCommand", (sent.get("UploadPartCopyCommand") ?? 0) + 1);
+  });
   return { client, sent };
 }
 
