@@ -13,7 +13,7 @@
  * Prints CPU-s per GiB of output for each, the importer's ratio to the floor beside its target (1.25),
  * and MinIO's CPU per import for reference (it is not the importer's).
  *
- * BENCH_CPU_RUNS (default 3) rounds; BENCH_CPU_CHILDREN="label=path,label=path" runs other bundled
+ * BENCH_CPU_RUNS (default 3) rounds; BENCH_CPU_UPLOAD=raw imports the raw image (a pass-through) instead; BENCH_CPU_CHILDREN="label=path,label=path" runs other bundled
  * children too, interleaved round by round (A/B of two builds); BENCH_CPU_PROF=<dir> runs the import
  * children under `node --cpu-prof` into <dir>; BENCH_CPU_NODE_ARGS adds node options to them and
  * BENCH_CPU_WRAP a command before them (e.g. `perf record -g -o <file> --` with `--perf-basic-prof`). `npx tsx bench/cpu-floor.ts --top <file.cpuprofile>`
@@ -194,16 +194,18 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
     const profileDir = process.env.BENCH_CPU_PROF;
     if (profileDir) mkdirSync(profileDir, { recursive: true });
 
+    // BENCH_CPU_UPLOAD=raw stages the raw image instead: its imports pass through (for A/B runs).
+    const upload = process.env.BENCH_CPU_UPLOAD === "raw" ? "raw" : "qcow2";
     const stage = async (): Promise<string> => {
       const res = await fetch(`${info.apiUrl}/v2/images`, {
         method: "POST",
         headers: { "content-type": "application/json", "x-auth-token": info.tokens.admin },
-        body: JSON.stringify({ name: "bench-cpu", disk_format: "qcow2", container_format: "bare" }),
+        body: JSON.stringify({ name: "bench-cpu", disk_format: upload, container_format: "bare" }),
       });
       if (res.status !== 201) throw new Error(`create image: ${res.status} ${await res.text()}`);
       const { id } = (await res.json()) as { id: string };
       await client.send(
-        new CopyObjectCommand({ Bucket: bucket, Key: stagingKey(id), CopySource: `${bucket}/${SRC.qcow2}` }),
+        new CopyObjectCommand({ Bucket: bucket, Key: stagingKey(id), CopySource: `${bucket}/${SRC[upload]}` }),
       );
       return id;
     };

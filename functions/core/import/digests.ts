@@ -239,6 +239,10 @@ export class WorkerDigests implements Digester {
     this.released = true;
     this.worker.off("message", this.onMessage);
     this.worker.off("error", this.onError);
+    // Nothing answers any more: whoever waits for a chunk to be hashed in place is told so.
+    const closed = new Error("the digester was closed");
+    for (const w of this.shared.splice(0)) w.reject(closed);
+    for (const w of this.waiters.splice(0)) w();
     if (clean) this.threads.give(this.worker);
     else this.threads.discard(this.worker);
   }

@@ -93,6 +93,16 @@ describe("digesters", () => {
     expect(() => next.update(b)).toThrow();
   });
 
+  it("a digester closed while a chunk is hashed in place tells whoever waits for it, instead of leaving them waiting", async () => {
+    const threads = new HashThreads();
+    const digester = new WorkerDigests(["md5"], threads);
+    const chunk = new Uint8Array(new SharedArrayBuffer(4 * 1024 * 1024)).fill(1);
+    const hashed = digester.update(chunk);
+    // Closed before the thread can have answered (that takes a turn of the event loop).
+    digester.close();
+    await expect(hashed).rejects.toThrow("the digester was closed");
+  });
+
   it("inline digests cover an empty stream", async () => {
     const d = new InlineDigests(["md5"]);
     expect(await d.digest()).toEqual({ md5: hex("md5", new Uint8Array(0)) });
