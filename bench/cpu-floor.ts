@@ -205,7 +205,11 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
       if (res.status !== 201) throw new Error(`create image: ${res.status} ${await res.text()}`);
       const { id } = (await res.json()) as { id: string };
       await client.send(
-        new CopyObjectCommand({ Bucket: bucket, Key: stagingKey(id), CopySource: `${bucket}/${SRC[upload]}` }),
+        new CopyObjectCommand({
+          Bucket: bucket,
+          Key: stagingKey(id),
+          CopySource: `${bucket}/${SRC[upload]}`,
+        }),
       );
       return id;
     };

@@ -47,6 +47,8 @@ export interface ChildReport {
   diskFormat?: string;
   /** CPU seconds of the whole child process (all threads, start-up included). */
   cpuSeconds?: number;
+  /** CPU seconds of the operation alone, all threads (the floor and the pieces: `floor`, `socket-get`). */
+  opCpuSeconds?: number;
   /** Sampled peaks of the child's main isolate (MiB). */
   peak?: { heapUsedMiB: number; externalMiB: number; arrayBuffersMiB: number };
 }
@@ -90,6 +92,8 @@ export interface EndToEndResult {
   importBig: Measured | undefined;
   importCompressed: Measured;
   importZstd: Measured;
+  /** CPU seconds of the work a pass-through of the 1 GiB raw cannot do without, each measured alone. */
+  passThroughFloor: { hashCpuSeconds: number; readCpuSeconds: number; storageCpuSeconds: number };
   stackLog: string;
 }
 
@@ -245,6 +249,16 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
         input.log(`run ${i + 1}/${input.runs} ${name}: ${last?.seconds.toFixed(2)} s, ${rssMiB(last)}`);
       }
     }
+    // What a pass-through cannot do without, each measured alone: md5 + sha512 of the bytes (the floor,
+    // one thread), and reading them (the importer's socket GET, and MinIO serving it).
+    const hashing = await runChild(["floor", input.raw]);
+    const read = await runChild(["socket-get", SRC.raw]);
+    const passThroughFloor = {
+      hashCpuSeconds: hashing.report.opCpuSeconds ?? Number.NaN,
+      readCpuSeconds: read.report.opCpuSeconds ?? Number.NaN,
+      storageCpuSeconds: read.minioCpuSeconds ?? Number.NaN,
+    };
+    input.log(`pass-through's unavoidable work (CPU-s): ${JSON.stringify(passThroughFloor)}`);
     // BENCH_E2E_BIG=0 skips the 8 GiB-virtual import (8 GiB written) in spot checks.
     const importBig = process.env.BENCH_E2E_BIG === "0" ? undefined : await importOnce(SRC.big, "qcow2");
     if (importBig)
@@ -263,6 +277,7 @@ export async function measureEndToEnd(input: EndToEndInput): Promise<EndToEndRes
       importBig,
       importCompressed,
       importZstd,
+      passThroughFloor,
       stackLog: stackLog.join("\n"),
     };
   } catch (err) {
