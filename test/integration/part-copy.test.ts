@@ -1,7 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -14,6 +12,7 @@ import { createS3Client } from "../../functions/adapters/s3/object-store.ts";
 import { partCopier, partCopyChannel } from "../../functions/adapters/s3/part-copy.ts";
 import { useAwsKeys } from "../aws-keys.ts";
 import { storedObject } from "./setup/objects.ts";
+import { closeServices, scriptedService } from "./setup/scripted-service.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
 
 const MiB = 1024 * 1024;
@@ -22,10 +21,9 @@ const md5 = (b: Uint8Array) => createHash("md5").update(b).digest("hex");
 // The copier signs with the client's keys, which the function's client takes from the environment.
 const info = getStack();
 const restoreKeys = useAwsKeys(info.accessKeyId, info.secretAccessKey);
-const servers: Server[] = [];
 afterAll(async () => {
   restoreKeys();
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await closeServices();
 });
 
 /** Copies the requests sent with `run`, counted as they go. */
@@ -119,16 +117,9 @@ describe("part copies Hangar signs and sends itself", () => {
 
 describe("part copies against a storage that fails", () => {
   /** A storage on loopback that answers the n-th request as told. */
-  async function storage(answer: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
-    let requests = 0;
-    const server = createServer((req, res) => {
-      req.resume();
-      req.on("end", () => answer(req, res, ++requests));
-    });
-    servers.push(server);
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    return { copier: partCopier(createS3Client("us-east-1", endpoint)), requests: () => requests };
+  async function storage(answer: Parameters<typeof scriptedService>[0]) {
+    const { endpoint, requests } = await scriptedService(answer);
+    return { copier: partCopier(createS3Client("us-east-1", endpoint)), requests };
   }
   const part = {
     bucket: "b",

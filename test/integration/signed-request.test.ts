@@ -1,28 +1,16 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { AwsRequestError, SignedJsonClient } from "../../functions/adapters/aws/signed-request.ts";
 import { useAwsKeys } from "../aws-keys.ts";
+import { closeServices, scriptedService } from "./setup/scripted-service.ts";
 
 // A service on loopback that answers as each test says: how the client treats silence and refusals.
 const restoreKeys = useAwsKeys("AKIDLOCAL", "local-secret");
-const servers: Server[] = [];
 afterAll(async () => {
   restoreKeys();
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await closeServices();
 });
 
-async function service(answer: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
-  let requests = 0;
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => answer(req, res, ++requests));
-  });
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { endpoint, requests: () => requests };
-}
+const service = scriptedService;
 
 const client = (endpoint: string, timeoutMs = 5000) =>
   new SignedJsonClient({ service: "events", region: "us-east-1", endpoint, timeoutMs, describe: "Test" });
