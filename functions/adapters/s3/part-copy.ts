@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { type S3Client, S3ServiceException, UploadPartCopyCommand } from "@aws-sdk/client-s3";
 import { queryString, type SigningCredentials, SigV4Signer } from "../aws/sigv4.ts";
-import { BucketTargets, escapeKey } from "./bucket-target.ts";
+import { type BucketTarget, BucketTargets, escapeKey } from "./bucket-target.ts";
 import { copySource } from "./copy.ts";
 import { type ZeroSource, zeroEtag } from "./zero-object.ts";
 
@@ -24,7 +24,7 @@ export interface PartCopy {
 }
 
 /**
- * Published before each copy request Hangar sends itself (`{ client, part }`): what the SDK's middleware
+ * Published before each copy request Hangar sends itself (each attempt) (`{ client, part }`): what the SDK's middleware
  * would have seen of an `UploadPartCopyCommand`, for whoever counts a client's requests.
  */
 export const partCopyChannel = channel("hangar:s3.part-copy");
@@ -58,9 +58,9 @@ const ENTITIES: Record<string, string> = {
 /**
  * What an UploadPartCopy answer means: the part's ETag, or the error storage reported, as the SDK would
  * raise it (an `S3ServiceException` named by storage's error code). A 200 whose body is an `<Error>` is an
- * error: S3 may fail a copy after it has sent its status line. Pure, for tests.
+ * error: S3 may fail a copy after it has sent its status line.
  */
-export function copyAnswer(status: number, body: string, requestId?: string): string | S3ServiceException {
+function copyAnswer(status: number, body: string, requestId?: string): string | S3ServiceException {
   const errorXml = body.includes("<Error>");
   if (status === 200 && !errorXml) {
     const etag = element(body, "ETag");
@@ -121,7 +121,7 @@ export class PartCopier {
   private async once(
     part: PartCopy,
     signer: SigV4Signer,
-    target: { protocol: string; hostname: string; port: number | undefined; host: string; prefix: string },
+    target: BucketTarget,
     signal: AbortSignal | undefined,
   ): Promise<string> {
     const path = `${target.prefix}/${escapeKey(part.key)}`;
