@@ -1,12 +1,11 @@
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import type { ClientRequest } from "node:http";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { createServer } from "node:tls";
 import { promisify } from "node:util";
 import {
   CreateBucketCommand,
@@ -31,6 +30,7 @@ import { useAwsKeys } from "../aws-keys.ts";
 import { directImport } from "./setup/direct-import.ts";
 import { qcow2Of } from "./setup/disk.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
+import { startTlsProxy } from "./setup/tls-proxy.ts";
 
 // Whole-object reads over a socket of their own (object-reader.ts) against the stack's MinIO, beside the
 // same reads through the SDK's own HTTP handler (`sdkReads`).
@@ -356,44 +356,10 @@ describe("over TLS", () => {
   // in front of it. The reads run in a child process that trusts that certificate the way Node trusts
   // any (NODE_EXTRA_CA_CERTS), with the store's client configured as in AWS (an https endpoint).
   it("reads byte for byte over an https endpoint, through the socket's TLS, as the SDK's read does", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "hangar-reader-tls-"));
     const info = getStack();
-    const upstream = new URL(info.s3Endpoint);
-    const proxy = createServer();
+    const proxy = await startTlsProxy(new URL(info.s3Endpoint));
+    const dir = proxy.dir;
     try {
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-x509",
-          "-newkey",
-          "rsa:2048",
-          "-nodes",
-          "-days",
-          "1",
-          "-subj",
-          "/CN=127.0.0.1",
-          "-addext",
-          "subjectAltName=IP:127.0.0.1",
-          "-keyout",
-          join(dir, "key.pem"),
-          "-out",
-          join(dir, "cert.pem"),
-        ],
-        { stdio: "ignore" },
-      );
-      proxy.setSecureContext({
-        key: readFileSync(join(dir, "key.pem")),
-        cert: readFileSync(join(dir, "cert.pem")),
-      });
-      proxy.on("secureConnection", (client) => {
-        const server = connect(Number(upstream.port), upstream.hostname);
-        client.pipe(server).pipe(client);
-        client.on("error", () => server.destroy());
-        server.on("error", () => client.destroy());
-      });
-      await new Promise<void>((ready) => proxy.listen(0, "127.0.0.1", ready));
-      const port = (proxy.address() as { port: number }).port;
       const key = `staging/${randomUUID()}/upload`;
       const data = randomBytes(5 * SLAB_BYTES + 77);
       await put(key, data);
@@ -432,10 +398,10 @@ console.log(JSON.stringify(out));
           env: {
             PATH: process.env.PATH ?? "",
             AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
-            NODE_EXTRA_CA_CERTS: join(dir, "cert.pem"),
+            NODE_EXTRA_CA_CERTS: proxy.certFile,
             AWS_ACCESS_KEY_ID: info.accessKeyId,
             AWS_SECRET_ACCESS_KEY: info.secretAccessKey,
-            ENDPOINT: `https://127.0.0.1:${port}`,
+            ENDPOINT: proxy.endpoint,
             REGION: info.region,
             BUCKET: bucket,
             KEY: key,
@@ -449,7 +415,6 @@ console.log(JSON.stringify(out));
       ]);
     } finally {
       proxy.close();
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

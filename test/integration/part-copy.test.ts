@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
+import https from "node:https";
 import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -14,6 +16,7 @@ import { useAwsKeys } from "../aws-keys.ts";
 import { storedObject } from "./setup/objects.ts";
 import { closeServices, scriptedService } from "./setup/scripted-service.ts";
 import { getStack, s3Client } from "./setup/stack.ts";
+import { startTlsProxy } from "./setup/tls-proxy.ts";
 
 const MiB = 1024 * 1024;
 const md5 = (b: Uint8Array) => createHash("md5").update(b).digest("hex");
@@ -111,6 +114,56 @@ describe("part copies Hangar signs and sends itself", () => {
       expect(result).toBeInstanceOf(S3ServiceException);
       expect(result).toMatchObject({ name, $metadata: { httpStatusCode: status } });
       expect(requests).toBe(1);
+    }
+  });
+});
+
+describe("part copies over TLS", () => {
+  // As in AWS: an https endpoint. A TLS proxy with a certificate made for the test stands in front of
+  // MinIO; the copier's connections (node:https's global agent) trust it for this test only.
+  it("copies a part over an https endpoint, storage checking the signature made for that address", async () => {
+    const proxy = await startTlsProxy(new URL(info.s3Endpoint));
+    const agent = https.globalAgent as https.Agent & { options: https.AgentOptions };
+    const trusted = agent.options.ca;
+    agent.options.ca = readFileSync(proxy.certFile);
+    try {
+      const bucket = info.bucket;
+      const key = `test/part-copy/${randomBytes(4).toString("hex")}/over tls`;
+      const bytes = randomBytes(256 * 1024);
+      await s3Client().send(new PutObjectCommand({ Bucket: bucket, Key: `${key}.source`, Body: bytes }));
+      const plain = createS3Client(info.region, info.s3Endpoint);
+      const { UploadId } = await plain.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      const copier = partCopier(createS3Client(info.region, proxy.endpoint));
+      let sent = 0;
+      const count = ({ request }: { request: { host?: string; protocol?: string } }) => {
+        if (request.protocol === "https:") sent++;
+      };
+      subscribe("http.client.request.start", count as (message: unknown) => void);
+      const etag = await copier
+        .copy({
+          bucket,
+          key,
+          uploadId: UploadId,
+          partNumber: 1,
+          source: copySource(bucket, `${key}.source`),
+          first: 0,
+          last: bytes.length - 1,
+        })
+        .finally(() => unsubscribe("http.client.request.start", count as (message: unknown) => void));
+      expect(sent).toBe(1);
+      expect(etag).toBe(`"${md5(bytes)}"`);
+      await plain.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId,
+          MultipartUpload: { Parts: [{ PartNumber: 1, ETag: etag }] },
+        }),
+      );
+      expect(Buffer.from(await storedObject(key)).equals(bytes)).toBe(true);
+    } finally {
+      agent.options.ca = trusted;
+      proxy.close();
     }
   });
 });
