@@ -13,8 +13,9 @@
  * Prints CPU-s per GiB of output for each, the importer's ratio to the floor beside its target (1.25),
  * and MinIO's CPU per import for reference (it is not the importer's).
  *
- * BENCH_CPU_RUNS (default 3) rounds; BENCH_CPU_UPLOAD=raw imports the raw image (a pass-through) instead; BENCH_CPU_CHILDREN="label=path,label=path" runs other bundled
- * children too, interleaved round by round (A/B of two builds); BENCH_CPU_PROF=<dir> runs the import
+ * BENCH_CPU_RUNS (default 3) rounds; BENCH_CPU_UPLOAD=raw imports the raw image (a pass-through)
+ * instead; BENCH_CPU_CHILDREN="label=path,label=path" runs other bundled children too, interleaved round
+ * by round (A/B of two builds); BENCH_CPU_PROF=<dir> runs the import
  * children under `node --cpu-prof` into <dir>; BENCH_CPU_NODE_ARGS adds node options to them and
  * BENCH_CPU_WRAP a command before them (e.g. `perf record -g -o <file> --` with `--perf-basic-prof`). `npx tsx bench/cpu-floor.ts --top <file.cpuprofile>`
  * prints a profile's functions by self time.
@@ -93,7 +94,7 @@ export interface CpuFloorResult {
   series: Record<string, CpuSeries>;
   loadAverageBefore: number[];
   loadAverageAfter: number[];
-  /** Bytes of the upload each import reads (the qcow2). */
+  /** Bytes of the upload each import reads (the qcow2, or the raw with BENCH_CPU_UPLOAD=raw). */
   uploadBytes: number;
 }
 
@@ -265,7 +266,7 @@ export async function measureCpuFloor(input: CpuFloorInput): Promise<CpuFloorRes
         );
       }
     }
-    const uploadBytes = statSync(input.qcow2).size;
+    const uploadBytes = statSync(upload === "raw" ? input.raw : input.qcow2).size;
     return { floor, socketGet, series, loadAverageBefore, loadAverageAfter: loadavg(), uploadBytes };
   } catch (err) {
     const tail = stackLog.slice(-30).join("\n");

@@ -4,9 +4,10 @@
  *
  * Memory a process touches for the first time costs far more than memory it reuses: each new page is a
  * fault the kernel (and, in a virtual machine, the hypervisor) must serve. Measured on the development
- * machine (2 vCPUs): filling 512 MiB of newly allocated buffers took 2 CPU-s, filling the same buffers
- * again 0.03 s; an import of 1 GiB of output touched 60–70 MiB of new memory (15,000–18,000 minor faults)
- * when every import allocated its own. A Lambda instance runs one invocation at a time and keeps its
+ * machine (2 vCPUs): filling 512 MiB of newly allocated buffers took 0.35–2 CPU-s (the cost of a fault
+ * moved between 2.7 and 15 µs with the machine's state), filling the same buffers again 0.03 s; an
+ * import of 1 GiB of output touched 60–70 MiB of new memory (15,000–18,000 minor faults) when every
+ * import allocated its own. A Lambda instance runs one invocation at a time and keeps its
  * process between them, so buffers given back here are allocated once per instance.
  *
  * Only a buffer nobody reads or writes any more may be given back: the next `take` hands it to someone
